@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: Docker reachable, test image built,
+# then fmt, clippy, unit and integration tests against the real daemon and engine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets -- --test-threads "${LIGHTD_TEST_THREADS:-4}"

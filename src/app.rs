@@ -1,0 +1,54 @@
+//! The composition root's product: everything a request handler may reach.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::docker::Docker;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Shared by every connection as `Arc<App>`.
+pub struct App {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub docker: Docker,
+    pub metrics: Metrics,
+    pub started: Instant,
+}
+
+impl App {
+    pub fn new(config: Config, store: Arc<Store>) -> Arc<App> {
+        let docker = Docker::new(&config.docker.socket_path);
+        Arc::new(App {
+            config,
+            store,
+            docker,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Keeps `docker.reachable()` fresh for `/health`: a ping every few seconds, more often
+    /// while the engine is away so recovery is noticed quickly.
+    pub async fn watch_docker(self: Arc<Self>) {
+        let mut was = None;
+        loop {
+            let now = self.docker.ping().await.is_ok();
+            if was != Some(now) {
+                let sock = self.docker.socket().display();
+                match now {
+                    true => eprintln!("lightd: Docker engine reachable at {sock}"),
+                    false => eprintln!("lightd: Docker engine unreachable at {sock}"),
+                }
+                was = Some(now);
+            }
+            tokio::time::sleep(if now {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(1)
+            })
+            .await;
+        }
+    }
+}

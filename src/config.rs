@@ -1,0 +1,356 @@
+//! `config.json` <-> [`Config`]: embedded defaults, validation, sizes like `"10GB"`.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// Why a configuration could not be used; printed as is before exiting with code 2.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read(PathBuf, std::io::Error),
+    Parse(PathBuf, String),
+    Invalid(String),
+    Write(PathBuf, std::io::Error),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read(p, e) => write!(f, "cannot read config {}: {e}", p.display()),
+            ConfigError::Parse(p, e) => write!(f, "config {} is not valid: {e}", p.display()),
+            ConfigError::Invalid(e) => write!(f, "invalid config: {e}"),
+            ConfigError::Write(p, e) => write!(f, "cannot write config {}: {e}", p.display()),
+        }
+    }
+}
+
+/// The whole daemon configuration. Every section and key has a default, so an absent file,
+/// an empty object or a partial file all work; unknown keys are rejected to catch typos.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub docker: DockerConfig,
+    pub volumes: VolumesConfig,
+    pub containers: ContainersConfig,
+    pub authorization: AuthConfig,
+    pub storage: StorageConfig,
+    pub console: ConsoleConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 8080,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    pub socket_path: PathBuf,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket_path: "/var/run/docker.sock".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumesConfig {
+    pub base_path: PathBuf,
+    pub default_size_limit: String,
+}
+
+impl Default for VolumesConfig {
+    fn default() -> Self {
+        VolumesConfig {
+            base_path: "/var/lib/lightd/volumes".into(),
+            default_size_limit: "10GB".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainersConfig {
+    pub default_network: String,
+    /// Seconds between SIGTERM and SIGKILL on `stop`.
+    pub cleanup_timeout: u64,
+    pub max_containers: usize,
+    /// Host directories under which custom `mount` sources may lie; empty: no host path at all.
+    pub allowed_mounts: Vec<PathBuf>,
+}
+
+impl Default for ContainersConfig {
+    fn default() -> Self {
+        ContainersConfig {
+            default_network: "lightd-network".into(),
+            cleanup_timeout: 30,
+            max_containers: 100,
+            allowed_mounts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The master token, `lightd_` + secret; empty means "generate one on first start".
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub state_file: PathBuf,
+    /// Per-container data directories (`install.sh`, `entrypoint.sh`), mounted at `/app/data`.
+    pub data_path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            state_file: "/var/lib/lightd/state.json".into(),
+            data_path: "/var/lib/lightd/data".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub ring_lines: usize,
+    pub tail_lines: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            ring_lines: 1000,
+            tail_lines: 100,
+        }
+    }
+}
+
+const SECTIONS: &[&str] = &[
+    "server",
+    "docker",
+    "volumes",
+    "containers",
+    "authorization",
+    "storage",
+    "console",
+];
+
+/// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
+pub const TOKEN_PREFIX: &str = "lightd_";
+
+impl Config {
+    /// Reads `path`; an absent file gives the embedded defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(ConfigError::Read(path.into(), e)),
+        };
+        let parse_err = |e: String| ConfigError::Parse(path.into(), e);
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| parse_err("the top level must be an object".into()))?;
+        // Section by section, so a type error names the section it is in.
+        for (name, section) in obj {
+            if !SECTIONS.contains(&name.as_str()) {
+                return Err(parse_err(format!(
+                    "unknown section {name:?} (known: {})",
+                    SECTIONS.join(", ")
+                )));
+            }
+            let mut probe = serde_json::Map::new();
+            probe.insert(name.clone(), section.clone());
+            serde_json::from_value::<Config>(probe.into())
+                .map_err(|e| parse_err(format!("{name}: {e}")))?;
+        }
+        serde_json::from_value(value).map_err(|e| parse_err(e.to_string()))
+    }
+
+    /// Writes the config back atomically (mode 0600: it holds the token).
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("config serializes");
+        bytes.push(b'\n');
+        fsutil::write_atomic(path, &bytes, 0o600).map_err(|e| ConfigError::Write(path.into(), e))
+    }
+
+    /// Checks every value a user can get wrong, with a message naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.server.host.parse::<IpAddr>().is_err() {
+            return bad(format!(
+                "server.host {:?} is not an IP address",
+                self.server.host
+            ));
+        }
+        if self.docker.socket_path.as_os_str().is_empty() {
+            return bad("docker.socket_path is empty".into());
+        }
+        if !self.volumes.base_path.is_absolute() {
+            return bad("volumes.base_path must be an absolute path".into());
+        }
+        if let Err(e) = parse_size(&self.volumes.default_size_limit) {
+            return bad(format!("volumes.default_size_limit: {e}"));
+        }
+        if !valid_network_name(&self.containers.default_network) {
+            return bad("containers.default_network must be 1-64 chars of [A-Za-z0-9_.-]".into());
+        }
+        if self.containers.cleanup_timeout > 3600 {
+            return bad("containers.cleanup_timeout must be at most 3600 seconds".into());
+        }
+        if self.containers.max_containers == 0 {
+            return bad("containers.max_containers must be at least 1".into());
+        }
+        for m in &self.containers.allowed_mounts {
+            if !m.is_absolute() || m.components().any(|c| c.as_os_str() == "..") {
+                return bad(format!(
+                    "containers.allowed_mounts entry {} must be an absolute path without ..",
+                    m.display()
+                ));
+            }
+        }
+        if self.storage.state_file.as_os_str().is_empty() || self.storage.state_file.is_dir() {
+            return bad("storage.state_file must name a file".into());
+        }
+        if !self.storage.data_path.is_absolute() {
+            return bad("storage.data_path must be an absolute path".into());
+        }
+        if !(1..=100_000).contains(&self.console.ring_lines) {
+            return bad("console.ring_lines must be between 1 and 100000".into());
+        }
+        if self.console.tail_lines > self.console.ring_lines {
+            return bad("console.tail_lines must not exceed console.ring_lines".into());
+        }
+        let token = &self.authorization.token;
+        if !token.is_empty() && !valid_token(token) {
+            return bad(format!(
+                "authorization.token must be {TOKEN_PREFIX} followed by at least 16 characters \
+                 of [A-Za-z0-9] (leave it empty to generate one)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Size limit for volumes created without one, in bytes (validated at load).
+    pub fn default_size_limit(&self) -> u64 {
+        parse_size(&self.volumes.default_size_limit).unwrap_or(10 << 30)
+    }
+}
+
+fn valid_network_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+fn valid_token(t: &str) -> bool {
+    t.strip_prefix(TOKEN_PREFIX)
+        .is_some_and(|s| s.len() >= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Parses `"10GB"`, `"512MiB"`, `"1024"`; units are binary (1 KB = 1024 bytes), as
+/// game panels and Docker's `--memory` use them. Zero is refused.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like \"10GB\""))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit (use B, KB, MB, GB or TB)"
+            ))
+        }
+    };
+    match n.checked_mul(1u64 << shift) {
+        Some(0) => Err(format!("{s:?} must be greater than zero")),
+        Some(v) => Ok(v),
+        None => Err(format!("{s:?} is too large")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10GB"), Ok(10 << 30));
+        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("1k"), Ok(1024));
+        assert!(parse_size("0GB").is_err());
+        assert!(parse_size("GB").is_err());
+        assert!(parse_size("10XB").is_err());
+        assert!(parse_size("-1GB").is_err());
+        assert!(parse_size("99999999999999TB").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn partial_file_and_unknown_key() {
+        let c: Config = serde_json::from_str(r#"{"server":{"port":9000}}"#).unwrap();
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.server.host, "0.0.0.0");
+        let e = serde_json::from_str::<Config>(r#"{"server":{"prot":9000}}"#).unwrap_err();
+        assert!(e.to_string().contains("prot"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut c = Config::default();
+        c.console.tail_lines = 5000;
+        assert!(c.validate().unwrap_err().to_string().contains("tail_lines"));
+        let mut c = Config::default();
+        c.authorization.token = "lightd_short".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("authorization.token"));
+        let mut c = Config::default();
+        c.containers.allowed_mounts = vec!["relative/dir".into()];
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("allowed_mounts"));
+    }
+}

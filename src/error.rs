@@ -1,0 +1,51 @@
+//! The domain error: what an operation can fail with, independent of HTTP.
+//! `http::reply` maps it to a status code in one place.
+
+use std::fmt;
+
+use crate::docker::DockerError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub enum Error {
+    /// The request itself is wrong (400).
+    BadRequest(String),
+    /// The named thing does not exist (404).
+    NotFound(String),
+    /// The request clashes with the current state (409).
+    Conflict(String),
+    Docker(DockerError),
+    Store(StoreError),
+    /// A host-side failure (file system and such) the user cannot fix by asking again.
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadRequest(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Internal(m) => {
+                f.write_str(m)
+            }
+            Error::Docker(e) => e.fmt(f),
+            Error::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<DockerError> for Error {
+    fn from(e: DockerError) -> Self {
+        Error::Docker(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+pub fn bad(msg: impl Into<String>) -> Error {
+    Error::BadRequest(msg.into())
+}

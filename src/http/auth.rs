@@ -1,0 +1,104 @@
+//! Who may call: the bearer token (compared in constant time) and what the client accepts.
+
+use hyper::header::{ACCEPT, AUTHORIZATION};
+use hyper::HeaderMap;
+
+/// Media types lightd answers with, compared case-insensitively.
+const ACCEPTED: &[&str] = &[
+    "application/vnd.pkglatv1+json",
+    "application/json",
+    "application/*",
+    "*/*",
+];
+
+/// Whether the `Authorization: Bearer <token>` header carries `token`.
+pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+}
+
+/// Compares in time that depends only on the lengths, never on where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// No `Accept`, or one naming a type we can answer with (`extra` adds route-specific ones,
+/// such as `text/plain` for metrics and the attach stream).
+pub fn accept_ok(headers: &HeaderMap, extra: &[&str]) -> bool {
+    let Some(accept) = headers.get(ACCEPT) else {
+        return true;
+    };
+    let Ok(accept) = accept.to_str() else {
+        return false;
+    };
+    if accept.trim().is_empty() {
+        return true;
+    }
+    accept.split(',').any(|item| {
+        let essence = item.split(';').next().unwrap_or("").trim();
+        ACCEPTED
+            .iter()
+            .chain(extra)
+            .any(|t| t.eq_ignore_ascii_case(essence))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn headers(name: hyper::header::HeaderName, v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer() {
+        let t = "lightd_abcdefabcdefabcdef";
+        assert!(bearer_matches(
+            &headers(AUTHORIZATION, &format!("Bearer {t}")),
+            t
+        ));
+        assert!(!bearer_matches(
+            &headers(AUTHORIZATION, "Bearer lightd_abcdefabcdefabcdeg"),
+            t
+        ));
+        assert!(!bearer_matches(
+            &headers(AUTHORIZATION, "Bearer lightd_abc"),
+            t
+        ));
+        assert!(!bearer_matches(&headers(AUTHORIZATION, t), t));
+        assert!(!bearer_matches(&HeaderMap::new(), t));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn accept() {
+        assert!(accept_ok(&HeaderMap::new(), &[]));
+        assert!(accept_ok(
+            &headers(ACCEPT, "Application/vnd.pkglatv1+json"),
+            &[]
+        ));
+        assert!(accept_ok(&headers(ACCEPT, "application/JSON;q=0.9"), &[]));
+        assert!(accept_ok(&headers(ACCEPT, "text/html, */*;q=0.1"), &[]));
+        assert!(!accept_ok(&headers(ACCEPT, "text/html"), &[]));
+        assert!(accept_ok(&headers(ACCEPT, "text/plain"), &["text/plain"]));
+    }
+}

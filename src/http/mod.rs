@@ -1,0 +1,157 @@
+//! The only place that knows hyper's server side: accept loop, dispatch, per-request checks.
+
+mod auth;
+mod ports;
+mod reply;
+mod request;
+pub mod router;
+mod system;
+mod volumes;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use reply::{ApiError, Reply};
+use request::Ctx;
+use router::{Miss, Route};
+
+/// A client must send its whole request head within this time (slowloris guard).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line + headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// How long open connections get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then lets open connections finish (bounded).
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    // Each connection holds a receiver; `closed()` resolves when the last one is gone.
+    let (stop, stopped) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and such: back off instead of spinning.
+                    eprintln!("lightd: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = Arc::clone(&app);
+        let service = service_fn(move |req| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, Infallible>(handle(app, req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    drop(stopped);
+    let _ = stop.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, stop.closed())
+        .await
+        .is_err()
+    {
+        eprintln!("lightd: some connections did not finish within {DRAIN_TIMEOUT:?}");
+    }
+}
+
+/// Routes one request, counts it, and turns any error into its JSON reply.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
+    let (head, body) = req.into_parts();
+    let (label, reply) = match router::resolve(head.method.as_str(), head.uri.path()) {
+        Ok((route, params)) => {
+            let ctx = Ctx {
+                head,
+                body: Some(body),
+                params,
+            };
+            let reply = dispatch(&app, route, ctx)
+                .await
+                .unwrap_or_else(ApiError::into_reply);
+            (route.pattern(), reply)
+        }
+        Err(miss) => ("unmatched", miss_error(miss).into_reply()),
+    };
+    app.metrics.record_request(label, reply.status().as_u16());
+    reply
+}
+
+fn miss_error(miss: Miss) -> ApiError {
+    match miss {
+        Miss::NotFound => ApiError::new(StatusCode::NOT_FOUND, "No such route"),
+        Miss::BadPath => ApiError::bad_request("path segment is not valid percent-encoded UTF-8"),
+        Miss::MethodNotAllowed(methods) => {
+            let allow = methods.join(", ");
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                message: format!("Method not allowed here; use {allow}"),
+                allow: Some(allow),
+            }
+        }
+    }
+}
+
+async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
+    if !route.is_public()
+        && !auth::bearer_matches(&ctx.head.headers, &app.config.authorization.token)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing or invalid token (send Authorization: Bearer lightd_...)",
+        ));
+    }
+    let extra: &[&str] = match route {
+        Route::Metrics => &["text/plain", "application/openmetrics-text"],
+        _ => &[],
+    };
+    if !auth::accept_ok(&ctx.head.headers, extra) {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "lightd answers with Application/vnd.pkglatv1+json or application/json",
+        ));
+    }
+    match route {
+        Route::Health => Ok(system::health(app)),
+        Route::Ping => Ok(system::ping()),
+        Route::Metrics => Ok(system::metrics(app)),
+        Route::VolumeList => volumes::list(app).await,
+        Route::VolumeCreate => volumes::create(app, ctx).await,
+        Route::VolumeGet => volumes::get(app, ctx).await,
+        Route::VolumeDelete => volumes::delete(app, ctx).await,
+        Route::PortList => ports::list(app, ctx).await,
+        Route::PortAdd => ports::add(app, ctx).await,
+        Route::PortRandom => ports::random(app, ctx).await,
+        Route::PortDelete => ports::delete(app, ctx).await,
+    }
+}

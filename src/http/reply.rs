@@ -1,0 +1,100 @@
+//! Responses: JSON bodies, and [`ApiError`], the single place where errors become statuses.
+
+use std::convert::Infallible;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::docker::DockerError;
+use crate::error::Error;
+
+/// Every response body: whole buffers or streams.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+pub type Reply = Response<Body>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
+}
+
+/// A JSON reply with `status`.
+pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+pub fn ok(value: &impl Serialize) -> Reply {
+    json(StatusCode::OK, value)
+}
+
+pub fn message(status: StatusCode, msg: &str) -> Reply {
+    json(status, &json!({ "message": msg }))
+}
+
+/// An error as the client sees it: a status and a human sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// For 405: the methods the path accepts.
+    pub allow: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn into_reply(self) -> Reply {
+        let mut resp = json(self.status, &json!({ "error": self.message }));
+        if let Some(allow) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            resp.headers_mut().insert(ALLOW, allow);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Docker(DockerError::Unreachable(_) | DockerError::Timeout(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Docker(_) | Error::Store(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<DockerError> for ApiError {
+    fn from(e: DockerError) -> ApiError {
+        Error::from(e).into()
+    }
+}

@@ -1,0 +1,302 @@
+//! Public routes, auth and Accept rules, error shapes, CLI, Docker reachability.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn public_routes_need_no_token() {
+    require_docker();
+    let d = Daemon::start();
+    let h = d.call_with("GET", "/health", None, &[]);
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["status"], "ok");
+    assert_eq!(h.json()["docker"], "reachable");
+    assert_eq!(h.json()["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!h.body.contains(TOKEN));
+    let p = d.call_with("GET", "/api/v1/public/ping", None, &[]);
+    assert_eq!((p.status, p.json()), (200, json!({"status": "ok"})));
+}
+
+#[test]
+fn every_other_route_needs_the_token() {
+    let d = Daemon::start();
+    let routes = [
+        ("GET", "/metrics"),
+        ("GET", "/volumes"),
+        ("POST", "/volumes"),
+        ("GET", "/volumes/d6764075-c5f1-4045-9fb3-85315b85cb0f"),
+        ("DELETE", "/volumes/d6764075-c5f1-4045-9fb3-85315b85cb0f"),
+        ("GET", "/network/ports"),
+        ("POST", "/network/ports"),
+        ("GET", "/network/ports/random"),
+        ("DELETE", "/network/ports/0.0.0.0/25565"),
+    ];
+    let wrong = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
+    for (m, p) in routes {
+        for headers in [
+            vec![],
+            vec![("Authorization", wrong.as_str())],
+            vec![("Authorization", TOKEN)],
+        ] {
+            let r = d.call_with(m, p, None, &headers);
+            assert_eq!(r.status, 401, "{m} {p} with {headers:?}");
+            assert!(r.error().contains("token"), "{}", r.body);
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    // Nothing was created by the refused calls.
+    assert_eq!(d.get("/volumes").json()["volumes"], json!([]));
+}
+
+#[test]
+fn accept_header_rules() {
+    let d = Daemon::start();
+    let auth = format!("Bearer {TOKEN}");
+    for accept in [
+        "Application/vnd.pkglatv1+json",
+        "application/json",
+        "*/*",
+        "APPLICATION/JSON; q=1",
+    ] {
+        let r = d.call_with(
+            "GET",
+            "/volumes",
+            None,
+            &[("Authorization", &auth), ("Accept", accept)],
+        );
+        assert_eq!(r.status, 200, "Accept: {accept}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+    // Plain curl sends */*; no header at all works too.
+    assert_eq!(
+        d.call_with("GET", "/volumes", None, &[("Authorization", &auth)])
+            .status,
+        200
+    );
+    let r = d.call_with(
+        "GET",
+        "/volumes",
+        None,
+        &[("Authorization", &auth), ("Accept", "text/html")],
+    );
+    assert_eq!(r.status, 406);
+    assert!(r.error().contains("application/json"));
+    let r = d.call_with("GET", "/health", None, &[("Accept", "text/html")]);
+    assert_eq!(r.status, 406);
+    // Prometheus asks for text.
+    let r = d.call_with(
+        "GET",
+        "/metrics",
+        None,
+        &[
+            ("Authorization", &auth),
+            ("Accept", "text/plain;version=0.0.4"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("lightd_process_resident_bytes "));
+}
+
+#[test]
+fn routing_errors_and_body_rules() {
+    let d = Daemon::start();
+    let r = d.get("/nowhere");
+    assert_eq!(r.status, 404);
+    assert!(!r.error().is_empty());
+    let r = d.call("PUT", "/volumes", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, POST"));
+    assert!(r.error().contains("GET, POST"));
+
+    // Wrong content type.
+    let body = r#"{"ip":"127.0.0.1","port":1}"#;
+    let req = format!(
+        "POST /network/ports HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = d.try_raw(req.as_bytes()).unwrap();
+    assert_eq!(r.status, 415, "{}", r.body);
+    // Too large (declared), and too large (actually sent, chunked).
+    let req = format!(
+        "POST /network/ports HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
+    );
+    assert_eq!(d.try_raw(req.as_bytes()).unwrap().status, 413);
+    let mut req = format!(
+        "POST /network/ports HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..20 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = d.try_raw(&req).unwrap();
+    assert_eq!(r.status, 413, "{}", r.body);
+    // Malformed JSON, unknown field named.
+    let r = d.call_with(
+        "POST",
+        "/network/ports",
+        Some(json!({"ip":"127.0.0.1","port":1,"colour":"red"})),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("colour"), "{}", r.error());
+    let req = format!(
+        "POST /network/ports HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 5\r\n\r\n{{\"ip\""
+    );
+    let r = d.try_raw(req.as_bytes()).unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("invalid JSON"), "{}", r.body);
+    // The daemon is still fine.
+    assert_eq!(d.get("/health").status, 200);
+}
+
+#[test]
+fn metrics_count_requests() {
+    let d = Daemon::start();
+    d.get("/volumes");
+    d.get("/volumes");
+    d.call_with("GET", "/volumes", None, &[]);
+    let m = d.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        m.body
+            .contains("lightd_http_requests_total{route=\"/volumes\",status=\"200\"} 2\n"),
+        "{}",
+        m.body
+    );
+    assert!(m
+        .body
+        .contains("lightd_http_requests_total{route=\"/volumes\",status=\"401\"} 1\n"));
+    let rss: u64 = m
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("lightd_process_resident_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("rss gauge");
+    assert!(rss > 0);
+}
+
+#[test]
+fn missing_docker_socket_is_reported_not_fatal() {
+    let d =
+        Daemon::start_with(|c| c["docker"] = json!({"socket_path": "/nonexistent/docker.sock"}));
+    let h = d.call_with("GET", "/health", None, &[]);
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["docker"], "unreachable");
+    // Routes that do not need Docker keep working.
+    assert_eq!(d.call("POST", "/volumes", None).status, 201);
+    let m = d.get("/metrics");
+    assert!(m.body.contains("lightd_docker_reachable 0\n"));
+}
+
+#[test]
+fn graceful_stop_on_sigterm() {
+    let mut d = Daemon::start();
+    d.stop();
+    assert!(d.log().contains("stopped"), "{}", d.log());
+}
+
+#[test]
+fn cli_version_check_config_and_token() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("lightd {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let dir = TempDir::new("cli");
+    let cfg = dir.0.join("config.json");
+    // Absent file: embedded defaults are valid.
+    let out = Command::new(bin())
+        .args(["--check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!cfg.exists(), "--check-config must not write");
+
+    // Bad files: exit code 2 and a message naming the problem.
+    for (text, needle) in [
+        ("{not json", "not valid"),
+        (r#"{"server":{"port":"eighty"}}"#, "server: invalid type"),
+        (r#"{"sever":{}}"#, "sever"),
+        (
+            r#"{"console":{"ring_lines":10,"tail_lines":50}}"#,
+            "tail_lines",
+        ),
+        (
+            r#"{"volumes":{"default_size_limit":"lots"}}"#,
+            "default_size_limit",
+        ),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let out = Command::new(bin())
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+        // Serving refuses it the same way.
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+    }
+    let out = Command::new(bin())
+        .args(["--token", "maybe"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // A missing token is generated and written back; reset replaces it.
+    std::fs::write(&cfg, r#"{"server":{"port":9999}}"#).unwrap();
+    let what = |arg: &str| {
+        let out = Command::new(bin())
+            .args(["--token", arg, "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = what("what");
+    assert!(first.starts_with("lightd_") && first.len() >= 39, "{first}");
+    assert_eq!(what("what"), first);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    assert_eq!(saved["authorization"]["token"], first.as_str());
+    assert_eq!(saved["server"]["port"], 9999, "other keys kept");
+    let second = what("reset");
+    assert_ne!(second, first);
+    assert_eq!(what("what"), second);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
