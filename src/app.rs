@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::console::Hubs;
 use crate::docker::Docker;
+use crate::lifecycle::Ops;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -14,6 +16,8 @@ pub struct App {
     pub store: Arc<Store>,
     pub docker: Docker,
     pub metrics: Metrics,
+    pub hubs: Hubs,
+    pub ops: Ops,
     pub started: Instant,
 }
 
@@ -25,6 +29,8 @@ impl App {
             store,
             docker,
             metrics: Metrics::default(),
+            hubs: Hubs::default(),
+            ops: Ops::default(),
             started: Instant::now(),
         })
     }

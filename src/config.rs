@@ -97,6 +97,8 @@ pub struct ContainersConfig {
     pub max_containers: usize,
     /// Host directories under which custom `mount` sources may lie; empty: no host path at all.
     pub allowed_mounts: Vec<PathBuf>,
+    /// Most processes (and threads) one container may run.
+    pub pids_limit: i64,
 }
 
 impl Default for ContainersConfig {
@@ -106,6 +108,7 @@ impl Default for ContainersConfig {
             cleanup_timeout: 30,
             max_containers: 100,
             allowed_mounts: Vec::new(),
+            pids_limit: 1024,
         }
     }
 }
@@ -226,6 +229,9 @@ impl Config {
         }
         if self.containers.max_containers == 0 {
             return bad("containers.max_containers must be at least 1".into());
+        }
+        if !(16..=1_000_000).contains(&self.containers.pids_limit) {
+            return bad("containers.pids_limit must be between 16 and 1000000".into());
         }
         for m in &self.containers.allowed_mounts {
             if !m.is_absolute() || m.components().any(|c| c.as_os_str() == "..") {

@@ -3,11 +3,13 @@
 
 mod app;
 mod config;
+mod console;
 mod docker;
 mod error;
 mod fsutil;
 mod http;
 mod ids;
+mod lifecycle;
 mod metrics;
 mod model;
 mod ports;
@@ -158,9 +160,20 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
     let app = app::App::new(config, Arc::clone(&store));
-    // Learn the engine's state before answering /health.
-    let _ = app.docker.ping().await;
     tokio::spawn(Arc::clone(&store).run_writer());
+    let failed = lifecycle::fail_interrupted_installs(&app)
+        .await
+        .map_err(|e| e.to_string())?;
+    if failed > 0 {
+        eprintln!("lightd: {failed} install(s) interrupted by the last restart marked failed");
+    }
+    // Learn the engine's state before answering /health, and have the network ready.
+    if app.docker.ping().await.is_ok() {
+        let net = &app.config.containers.default_network;
+        if let Err(e) = app.docker.ensure_network(net).await {
+            eprintln!("lightd: cannot create network {net} yet: {e}");
+        }
+    }
     tokio::spawn(Arc::clone(&app).watch_docker());
     eprintln!(
         "lightd {} listening on {} (state {}, docker {})",

@@ -1,5 +1,6 @@
-//! Domain types kept in the state file: volumes and the network port pool.
+//! Domain types kept in the state file: volumes, the network port pool, containers.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -92,4 +93,123 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Where a container is in its install life.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallState {
+    Installing,
+    Ready,
+    Failed,
+}
+
+/// Whether the server process runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    Offline,
+    Starting,
+    Running,
+    Stopping,
+    Suspended,
+}
+
+impl PowerState {
+    pub const ALL: [PowerState; 5] = [
+        PowerState::Offline,
+        PowerState::Starting,
+        PowerState::Running,
+        PowerState::Stopping,
+        PowerState::Suspended,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::Offline => "offline",
+            PowerState::Starting => "starting",
+            PowerState::Running => "running",
+            PowerState::Stopping => "stopping",
+            PowerState::Suspended => "suspended",
+        }
+    }
+}
+
+/// A host port published to the same port number inside the container.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PortBinding {
+    pub ip: IpAddr,
+    pub port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: Protocol,
+}
+
+fn tcp() -> Protocol {
+    Protocol::Tcp
+}
+
+impl PortBinding {
+    pub fn key(&self) -> PortKey {
+        PortKey {
+            ip: self.ip,
+            port: self.port,
+            protocol: self.protocol,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Cores (1.0 = one core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+}
+
+/// How the server process last ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LastExit {
+    pub code: i64,
+    pub oom_killed: bool,
+    pub at: u64,
+}
+
+/// One managed server: what was asked for, and where it stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerRecord {
+    pub internal_id: String,
+    /// Docker's id of `lightd-<internal_id>`; `None` until created.
+    pub container_id: Option<String>,
+    pub volume_id: String,
+    pub image: String,
+    pub startup_command: String,
+    pub start_pattern: Option<String>,
+    pub install_state: InstallState,
+    pub state: PowerState,
+    pub ports: Vec<PortBinding>,
+    pub limits: Limits,
+    /// Container path -> host path.
+    pub mount: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    pub install_script: Option<String>,
+    pub last_exit: Option<LastExit>,
+    /// Why the install (or the last lifecycle operation) failed.
+    pub error: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+impl ContainerRecord {
+    /// Docker's name for it.
+    pub fn docker_name(&self) -> String {
+        docker_name(&self.internal_id)
+    }
+}
+
+pub fn docker_name(internal_id: &str) -> String {
+    format!("lightd-{internal_id}")
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::fsutil;
-use crate::model::{Port, PortKey, Volume};
+use crate::model::{ContainerRecord, Port, PortKey, Volume};
 
 /// How long a caller waits for its change to reach the disk (the seed's store timeout).
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +27,8 @@ pub struct State {
     pub volumes: BTreeMap<String, Volume>,
     #[serde(default, with = "port_list")]
     pub ports: BTreeMap<PortKey, Port>,
+    #[serde(default)]
+    pub containers: BTreeMap<String, ContainerRecord>,
 }
 
 #[derive(Debug)]

@@ -82,8 +82,13 @@ pub async fn create(app: &App, size_limit: Option<&str>) -> Result<Volume> {
 }
 
 /// Internal ids of the containers that mount `volume_id`.
-pub fn used_by(_state: &State, _volume_id: &str) -> Vec<String> {
-    Vec::new()
+pub fn used_by(state: &State, volume_id: &str) -> Vec<String> {
+    state
+        .containers
+        .values()
+        .filter(|c| c.volume_id == volume_id)
+        .map(|c| c.internal_id.clone())
+        .collect()
 }
 
 pub async fn list(app: &App) -> Vec<VolumeView> {

@@ -50,6 +50,7 @@ impl Demuxer {
     }
 
     /// Bytes held for a frame not yet complete.
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.buf.len() - self.pos
     }

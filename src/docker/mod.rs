@@ -1,7 +1,9 @@
 //! A small Docker Engine API client over the Unix socket. It knows HTTP and Docker's wire
 //! formats, nothing of lightd's domain.
 
+pub mod api;
 pub mod frame;
+pub mod stream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! The only place that knows hyper's server side: accept loop, dispatch, per-request checks.
 
 mod auth;
+mod containers;
 mod ports;
 mod reply;
 mod request;
@@ -153,5 +154,11 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::PortAdd => ports::add(app, ctx).await,
         Route::PortRandom => ports::random(app, ctx).await,
         Route::PortDelete => ports::delete(app, ctx).await,
+        Route::ContainerList => Ok(containers::list(app)),
+        Route::ContainerCreate => containers::create(app, ctx).await,
+        Route::ContainerGet => containers::get(app, &ctx),
+        Route::ContainerDelete => containers::delete(app, ctx).await,
+        Route::ContainerReinstall => containers::reinstall(app, ctx).await,
+        Route::ContainerRebind => containers::rebind(app, ctx).await,
     }
 }

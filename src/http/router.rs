@@ -16,6 +16,12 @@ pub enum Route {
     PortAdd,
     PortRandom,
     PortDelete,
+    ContainerList,
+    ContainerCreate,
+    ContainerGet,
+    ContainerDelete,
+    ContainerReinstall,
+    ContainerRebind,
 }
 
 const TABLE: &[(&str, &str, Route)] = &[
@@ -30,6 +36,20 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("POST", "/network/ports", Route::PortAdd),
     ("GET", "/network/ports/random", Route::PortRandom),
     ("DELETE", "/network/ports/:ip/:port", Route::PortDelete),
+    ("GET", "/containers", Route::ContainerList),
+    ("POST", "/containers", Route::ContainerCreate),
+    ("GET", "/containers/:id", Route::ContainerGet),
+    ("DELETE", "/containers/:id", Route::ContainerDelete),
+    (
+        "POST",
+        "/containers/:id/reinstall",
+        Route::ContainerReinstall,
+    ),
+    (
+        "POST",
+        "/containers/:id/rebind-network",
+        Route::ContainerRebind,
+    ),
 ];
 
 impl Route {

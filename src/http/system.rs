@@ -7,6 +7,8 @@ use serde_json::json;
 use super::reply::{full, ok, Reply};
 use crate::app::App;
 use crate::metrics::{gauge, resident_bytes};
+use crate::model::PowerState;
+use std::fmt::Write;
 
 pub fn health(app: &App) -> Reply {
     let docker = if app.docker.reachable() {
@@ -24,13 +26,20 @@ pub fn ping() -> Reply {
 pub fn metrics(app: &App) -> Reply {
     let mut out = String::with_capacity(4096);
     app.metrics.render_http(&mut out);
-    let (volumes, ports, ports_in_use) = app.store.read(|s| {
+    let (volumes, ports, ports_in_use, by_state) = app.store.read(|s| {
+        let by_state =
+            PowerState::ALL.map(|p| (p, s.containers.values().filter(|c| c.state == p).count()));
         (
             s.volumes.len(),
             s.ports.len(),
             s.ports.values().filter(|p| p.in_use).count(),
+            by_state,
         )
     });
+    out.push_str("# HELP lightd_containers Containers on record, by power state.\n# TYPE lightd_containers gauge\n");
+    for (state, n) in by_state {
+        let _ = writeln!(out, "lightd_containers{{state=\"{}\"}} {n}", state.as_str());
+    }
     gauge(
         &mut out,
         "lightd_volumes",

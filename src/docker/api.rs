@@ -1,0 +1,240 @@
+//! Typed wrappers for the engine endpoints lightd uses (images, networks, containers).
+
+use hyper::Method;
+use serde_json::{json, Value};
+
+use super::stream::{Chunks, LineSplitter};
+use super::{collect, Docker, DockerError};
+
+/// Percent-encodes a query or path value (everything but unreserved characters).
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Like [`encode`] but keeps `/`, `:` and `@`, for image references inside a path.
+pub fn encode_ref(s: &str) -> String {
+    encode(s)
+        .replace("%2F", "/")
+        .replace("%3A", ":")
+        .replace("%40", "@")
+}
+
+/// Splits `repo[:tag]` (a registry port is not a tag); digests pass whole.
+pub fn split_image(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => (&image[..i], Some(&image[i + 1..])),
+        _ => (image, None),
+    }
+}
+
+impl Docker {
+    pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        match self
+            .json(
+                Method::GET,
+                &format!("/images/{}/json", encode_ref(image)),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pulls `image`, handing each progress line to `progress`; the engine's error line
+    /// (unknown image, no registry) becomes the error.
+    pub async fn pull(
+        &self,
+        image: &str,
+        mut progress: impl FnMut(String),
+    ) -> Result<(), DockerError> {
+        let (repo, tag) = split_image(image);
+        let mut path = format!("/images/create?fromImage={}", encode(repo));
+        path.push_str(&format!("&tag={}", encode(tag.unwrap_or("latest"))));
+        let resp = self.send(Method::POST, &path, None).await?;
+        let mut chunks = Chunks(resp.into_body());
+        let mut lines = LineSplitter::new(64 * 1024);
+        let mut failure = None;
+        while let Some(chunk) = chunks.next().await {
+            lines.push(&chunk?, |line| {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    return;
+                };
+                if let Some(err) = v.get("error").and_then(Value::as_str) {
+                    failure = Some(err.to_string());
+                    return;
+                }
+                let text: Vec<&str> = ["id", "status", "progress"]
+                    .iter()
+                    .filter_map(|k| v.get(*k).and_then(Value::as_str))
+                    .collect();
+                if !text.is_empty() {
+                    progress(text.join(" "));
+                }
+            });
+        }
+        match failure {
+            Some(message) => Err(DockerError::Api {
+                status: 500,
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates the bridge network `name` unless it exists.
+    pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
+        match self
+            .json(Method::GET, &format!("/networks/{}", encode(name)), None)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let body = json!({"Name": name, "Driver": "bridge", "CheckDuplicate": true,
+                          "Labels": {"lightd.managed": "true"}});
+        match self
+            .json(Method::POST, "/networks/create", Some(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Created by someone else in the meantime.
+            Err(DockerError::Api { status: 409, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a container named `name` from `spec`; returns its id.
+    pub async fn create_container(&self, name: &str, spec: &Value) -> Result<String, DockerError> {
+        let v = self
+            .json(
+                Method::POST,
+                &format!("/containers/create?name={}", encode(name)),
+                Some(spec),
+            )
+            .await?;
+        v.get("Id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| DockerError::Protocol("container create answered without an Id".into()))
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {
+        match self
+            .json(
+                Method::POST,
+                &format!("/containers/{}/start", encode(id)),
+                None,
+            )
+            .await
+        {
+            Err(DockerError::Api { status: 304, .. }) | Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until the container stops; returns its exit code. No call timeout: the caller
+    /// bounds it when it must.
+    pub async fn wait_container(&self, id: &str) -> Result<i64, DockerError> {
+        let resp = self
+            .send(
+                Method::POST,
+                &format!("/containers/{}/wait", encode(id)),
+                None,
+            )
+            .await?;
+        let bytes = collect(resp.into_body()).await?;
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| DockerError::Protocol(e.to_string()))?;
+        if let Some(msg) = v
+            .pointer("/Error/Message")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+        {
+            return Err(DockerError::Api {
+                status: 500,
+                message: msg.to_string(),
+            });
+        }
+        v.get("StatusCode")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| DockerError::Protocol("wait answered without StatusCode".into()))
+    }
+
+    /// Force-removes a container (with its anonymous volumes); an absent one is fine.
+    pub async fn remove_container(&self, id: &str) -> Result<(), DockerError> {
+        match self
+            .json(
+                Method::DELETE,
+                &format!("/containers/{}?force=1&v=1", encode(id)),
+                None,
+            )
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(DockerError::Api {
+                status: 409,
+                message,
+            }) if message.contains("already in progress") => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    pub async fn rename_container(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        let path = format!("/containers/{}/rename?name={}", encode(id), encode(name));
+        self.json(Method::POST, &path, None).await.map(drop)
+    }
+
+    pub async fn inspect_container(&self, id: &str) -> Result<Value, DockerError> {
+        self.json(
+            Method::GET,
+            &format!("/containers/{}/json", encode(id)),
+            None,
+        )
+        .await
+    }
+
+    /// The container's stdout and stderr as multiplexed frames (see `frame`), following
+    /// until it stops.
+    pub async fn follow_logs(&self, id: &str) -> Result<Chunks, DockerError> {
+        let path = format!("/containers/{}/logs?follow=1&stdout=1&stderr=1", encode(id));
+        Ok(Chunks(
+            self.send(Method::GET, &path, None).await?.into_body(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names() {
+        assert_eq!(split_image("ubuntu:22.04"), ("ubuntu", Some("22.04")));
+        assert_eq!(split_image("ubuntu"), ("ubuntu", None));
+        assert_eq!(
+            split_image("reg:5000/team/app"),
+            ("reg:5000/team/app", None)
+        );
+        assert_eq!(split_image("reg:5000/app:1"), ("reg:5000/app", Some("1")));
+        assert_eq!(split_image("app@sha256:abc"), ("app@sha256:abc", None));
+        assert_eq!(
+            encode("lightd-test/busybox:latest"),
+            "lightd-test%2Fbusybox%3Alatest"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! `/containers` handlers: parse, hand to `lifecycle`, shape the answer.
+
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::reply::{json, message, ok, ApiError, Reply};
+use super::request::Ctx;
+use crate::app::App;
+use crate::lifecycle::{self, install, rebind, remove, spec::CreateRequest};
+use crate::model::{ContainerRecord, PortBinding};
+
+/// The record as `GET /containers/:id` shows it.
+#[derive(Serialize)]
+struct View<'a> {
+    #[serde(flatten)]
+    record: &'a ContainerRecord,
+    /// Lifecycle events of the latest install, in order.
+    install_events: Vec<&'static str>,
+}
+
+fn accepted(msg: &str, id: &str) -> Reply {
+    json(
+        StatusCode::ACCEPTED,
+        &json!({ "message": msg, "internal_id": id }),
+    )
+}
+
+pub async fn create(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let req: CreateRequest = ctx.json().await?;
+    let id = req.internal_id.clone();
+    install::create(app, req).await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({"message": "Container creation started", "internal_id": id, "state": "installing"}),
+    ))
+}
+
+pub fn list(app: &App) -> Reply {
+    let items: Vec<_> = app.store.read(|s| {
+        s.containers
+            .values()
+            .map(|c| {
+                json!({"internal_id": c.internal_id, "container_id": c.container_id,
+                       "install_state": c.install_state, "state": c.state, "image": c.image})
+            })
+            .collect()
+    });
+    ok(&json!({ "containers": items }))
+}
+
+pub fn get(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.param(0);
+    let record = lifecycle::record(app, id)?;
+    let install_events = app.hubs.get(id).install_events();
+    Ok(ok(&View {
+        record: &record,
+        install_events,
+    }))
+}
+
+pub async fn delete(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
+    remove::delete(app, ctx.param(0)).await?;
+    Ok(message(StatusCode::OK, "Container deleted successfully"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReinstallBody {
+    image: Option<String>,
+    install_script: Option<String>,
+}
+
+pub async fn reinstall(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let body: Option<ReinstallBody> = ctx.json_opt().await?;
+    let (image, script) = body.map_or((None, None), |b| (b.image, b.install_script));
+    let id = ctx.param(0).to_string();
+    install::reinstall(app, &id, image, script).await?;
+    Ok(accepted("Container reinstall started", &id))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebindBody {
+    ports: Vec<PortBinding>,
+}
+
+pub async fn rebind(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let body: RebindBody = ctx.json().await?;
+    let id = ctx.param(0).to_string();
+    rebind::rebind(app, &id, body.ports).await?;
+    Ok(accepted("Network rebinding started", &id))
+}

@@ -1,0 +1,474 @@
+//! From a create request to a checked [`ContainerRecord`], and from a record to the
+//! Docker Engine's container spec. Pure apart from resolving mount sources on disk.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::config::Config;
+use crate::error::{bad, Result};
+use crate::ids::valid_internal_id;
+use crate::model::{now, ContainerRecord, InstallState, Limits, PortBinding, PowerState};
+use crate::volumes;
+
+/// Where the volume and the data directory appear inside the container.
+pub const HOME: &str = "/home/container";
+pub const DATA: &str = "/app/data";
+/// Docker refuses memory limits below 6 MiB.
+pub const MIN_MEMORY: u64 = 6 << 20;
+const MAX_COMMAND: usize = 8 * 1024;
+
+/// `POST /containers` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub internal_id: String,
+    pub image: String,
+    pub volume_id: String,
+    pub startup_command: String,
+    #[serde(default)]
+    pub start_pattern: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub mount: BTreeMap<String, String>,
+    #[serde(default)]
+    pub install_script: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Checks everything that needs no state and builds the record (`installing`, `offline`).
+pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerRecord> {
+    if !valid_internal_id(&req.internal_id) {
+        return Err(bad(
+            "internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with .",
+        ));
+    }
+    check_image(&req.image)?;
+    let volume_id = volumes::parse_id(&req.volume_id)?;
+    let command = req.startup_command.trim();
+    if command.is_empty() || command.len() > MAX_COMMAND || command.contains('\0') {
+        return Err(bad(format!(
+            "startup_command must be 1-{MAX_COMMAND} bytes without NUL"
+        )));
+    }
+    if let Some(p) = &req.start_pattern {
+        check_pattern(p)?;
+    }
+    check_ports(&req.ports)?;
+    check_limits(&req.limits)?;
+    let mount = check_mounts(&req.mount, &config.containers.allowed_mounts)?;
+    check_env(&req.env)?;
+    if req
+        .install_script
+        .as_deref()
+        .is_some_and(|s| s.contains('\0'))
+    {
+        return Err(bad("install_script must not contain NUL"));
+    }
+    let t = now();
+    Ok(ContainerRecord {
+        internal_id: req.internal_id,
+        container_id: None,
+        volume_id,
+        image: req.image,
+        startup_command: command.to_string(),
+        start_pattern: req.start_pattern.filter(|p| !p.is_empty()),
+        install_state: InstallState::Installing,
+        state: PowerState::Offline,
+        ports: req.ports,
+        limits: req.limits,
+        mount,
+        env: req.env,
+        install_script: req.install_script.filter(|s| !s.trim().is_empty()),
+        last_exit: None,
+        error: None,
+        created_at: t,
+        updated_at: t,
+    })
+}
+
+/// An image reference Docker would accept: `[registry[:port]/]name[:tag][@digest]`.
+pub fn check_image(image: &str) -> Result<()> {
+    let ok = (1..=255).contains(&image.len())
+        && image
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+        && !image.starts_with(['-', '/', ':', '.'])
+        && !image.contains("//");
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "image {image:?} is not a valid image reference like ubuntu:22.04"
+        )))
+    }
+}
+
+pub fn check_pattern(p: &str) -> Result<()> {
+    regex_lite::RegexBuilder::new(p)
+        .size_limit(1 << 20)
+        .build()
+        .map(drop)
+        .map_err(|e| bad(format!("start_pattern is not a valid regex: {e}")))
+}
+
+/// Ports: non-zero, no repeats in one request.
+pub fn check_ports(ports: &[PortBinding]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for p in ports {
+        if p.port == 0 {
+            return Err(bad("port must be between 1 and 65535"));
+        }
+        if !seen.insert(p.key()) {
+            return Err(bad(format!("port {} is listed twice", p.key())));
+        }
+    }
+    Ok(())
+}
+
+fn check_limits(l: &Limits) -> Result<()> {
+    if let Some(m) = l.memory {
+        if m < MIN_MEMORY {
+            return Err(bad(format!(
+                "limits.memory must be at least {MIN_MEMORY} bytes (6 MiB)"
+            )));
+        }
+    }
+    if let Some(c) = l.cpu {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        if !(c.is_finite() && c >= 0.01 && c <= cores) {
+            return Err(bad(format!(
+                "limits.cpu must be between 0.01 and {cores} (cores on this host)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_env(env: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in env {
+        let key_ok = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err(bad(format!(
+                "env name {k:?} must be letters, digits and _ (not starting with a digit)"
+            )));
+        }
+        if v.contains('\0') {
+            return Err(bad(format!("env {k} must not contain NUL")));
+        }
+    }
+    Ok(())
+}
+
+/// A clean absolute path: no `..`, no `.`, no NUL.
+fn clean_absolute(p: &str) -> Option<PathBuf> {
+    let path = Path::new(p);
+    let ok = path.is_absolute()
+        && !p.contains('\0')
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    ok.then(|| path.to_path_buf())
+}
+
+/// Custom mounts: targets are clean absolute paths outside lightd's own; sources exist and,
+/// with symlinks resolved, lie under one of `allowed` (none by default). Returns the map with
+/// resolved sources, so a later symlink swap cannot widen what is mounted.
+pub fn check_mounts(
+    mount: &BTreeMap<String, String>,
+    allowed: &[PathBuf],
+) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (target, source) in mount {
+        let t = clean_absolute(target).ok_or_else(|| {
+            bad(format!(
+                "mount target {target:?} must be an absolute path without .."
+            ))
+        })?;
+        if t == Path::new("/")
+            || t.starts_with(HOME)
+            || t.starts_with(DATA)
+            || Path::new(HOME).starts_with(&t)
+            || Path::new(DATA).starts_with(&t)
+        {
+            return Err(bad(format!(
+                "mount target {target} overlaps {HOME} or {DATA}"
+            )));
+        }
+        let s = clean_absolute(source).ok_or_else(|| {
+            bad(format!(
+                "mount source {source:?} must be an absolute path without .."
+            ))
+        })?;
+        let resolved = s.canonicalize().ok();
+        let allowed_here = resolved.as_ref().is_some_and(|r| {
+            allowed
+                .iter()
+                .any(|a| a.canonicalize().is_ok_and(|a| r.starts_with(a)))
+        });
+        if !allowed_here {
+            return Err(bad(format!(
+                "Mount source not allowed: {source} (allowed under containers.allowed_mounts)"
+            )));
+        }
+        let resolved = resolved.unwrap_or(s);
+        out.insert(target.clone(), resolved.to_string_lossy().into_owned());
+    }
+    Ok(out)
+}
+
+/// What one Docker container of a server runs.
+pub struct RunSpec<'a> {
+    pub cmd: Vec<String>,
+    pub volume_path: &'a Path,
+    pub data_dir: &'a Path,
+    /// Publish the record's ports (the server container) or not (the install container).
+    pub publish: bool,
+    pub role: &'a str,
+}
+
+/// The env a server sees: `env`, plus `SERVER_IP`, `SERVER_PORT`, `SERVER_MEMORY` (MiB)
+/// unless `env` sets them.
+pub fn server_env(rec: &ContainerRecord) -> Vec<String> {
+    let mut env = rec.env.clone();
+    if let Some(p) = rec.ports.first() {
+        env.entry("SERVER_IP".into())
+            .or_insert_with(|| p.ip.to_string());
+        env.entry("SERVER_PORT".into())
+            .or_insert_with(|| p.port.to_string());
+    }
+    if let Some(m) = rec.limits.memory {
+        env.entry("SERVER_MEMORY".into())
+            .or_insert_with(|| (m >> 20).to_string());
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The Engine API body of `POST /containers/create` for `rec`.
+pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> Value {
+    let mut mounts = vec![
+        json!({"Type": "bind", "Source": run.volume_path, "Target": HOME, "ReadOnly": false}),
+        json!({"Type": "bind", "Source": run.data_dir, "Target": DATA, "ReadOnly": true}),
+    ];
+    for (target, source) in &rec.mount {
+        mounts.push(json!({"Type": "bind", "Source": source, "Target": target, "ReadOnly": false}));
+    }
+    let mut exposed = Map::new();
+    let mut bindings: Map<String, Value> = Map::new();
+    if run.publish {
+        for p in &rec.ports {
+            let key = format!("{}/{}", p.port, p.protocol.as_str());
+            exposed.insert(key.clone(), json!({}));
+            let host = json!({"HostIp": p.ip.to_string(), "HostPort": p.port.to_string()});
+            match bindings.get_mut(&key).and_then(Value::as_array_mut) {
+                Some(list) => list.push(host),
+                None => {
+                    bindings.insert(key, json!([host]));
+                }
+            }
+        }
+    }
+    let mut host = json!({
+        "Mounts": mounts,
+        "PortBindings": bindings,
+        "PidsLimit": config.containers.pids_limit,
+        "SecurityOpt": ["no-new-privileges"],
+        "NetworkMode": config.containers.default_network,
+        "Init": true,
+        "RestartPolicy": {"Name": "no"},
+        "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
+    });
+    if let Some(m) = rec.limits.memory {
+        host["Memory"] = json!(m);
+        host["MemorySwap"] = json!(m);
+    }
+    if let Some(c) = rec.limits.cpu {
+        host["NanoCpus"] = json!((c * 1e9).round() as i64);
+    }
+    json!({
+        "Image": rec.image,
+        "Cmd": run.cmd,
+        "WorkingDir": HOME,
+        "Env": server_env(rec),
+        "OpenStdin": true,
+        "StdinOnce": false,
+        "AttachStdin": true,
+        "AttachStdout": true,
+        "AttachStderr": true,
+        "Tty": false,
+        "ExposedPorts": exposed,
+        "Labels": {"lightd.managed": "true", "lightd.internal_id": rec.internal_id, "lightd.role": run.role},
+        "HostConfig": host,
+    })
+}
+
+/// Quotes `s` for a POSIX shell: `'...'` with each `'` written as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `/app/data/entrypoint.sh`: run the startup command from the volume, as PID 1's child.
+pub fn entrypoint_script(startup_command: &str) -> String {
+    format!(
+        "#!/bin/sh\n# Written by lightd: runs the startup command from the volume.\ncd {HOME} || exit 1\nexec /bin/sh -c {}\n",
+        shell_quote(startup_command)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> CreateRequest {
+        serde_json::from_value(json!({
+            "internal_id": "srv-1", "image": "lightd-test/busybox", "volume_id": "d6764075-c5f1-4045-9fb3-85315b85cb0f",
+            "startup_command": "echo hi", "ports": [{"ip": "0.0.0.0", "port": 25565}],
+            "limits": {"memory": 536870912u64, "cpu": 0.5}, "env": {"A": "1"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn record_and_spec() {
+        let config = Config::default();
+        let rec = check_create(req(), &config).unwrap();
+        assert_eq!(rec.install_state, InstallState::Installing);
+        let run = RunSpec {
+            cmd: vec!["/bin/sh".into()],
+            volume_path: Path::new("/v"),
+            data_dir: Path::new("/d"),
+            publish: true,
+            role: "server",
+        };
+        let spec = container_spec(&rec, &config, &run);
+        assert_eq!(
+            spec["HostConfig"]["PortBindings"]["25565/tcp"][0]["HostPort"],
+            "25565"
+        );
+        assert_eq!(spec["HostConfig"]["NanoCpus"], 500_000_000);
+        assert_eq!(spec["HostConfig"]["Memory"], 536870912u64);
+        assert_eq!(spec["HostConfig"]["Mounts"][1]["ReadOnly"], true);
+        assert_eq!(spec["Labels"]["lightd.managed"], "true");
+        let env: Vec<&str> = spec["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            env,
+            vec![
+                "A=1",
+                "SERVER_IP=0.0.0.0",
+                "SERVER_MEMORY=512",
+                "SERVER_PORT=25565"
+            ]
+        );
+        let run = RunSpec {
+            publish: false,
+            ..run
+        };
+        assert_eq!(
+            container_spec(&rec, &config, &run)["HostConfig"]["PortBindings"],
+            json!({})
+        );
+    }
+
+    #[test]
+    fn bad_fields() {
+        let config = Config::default();
+        let cases: Vec<(Box<dyn Fn(&mut CreateRequest)>, &str)> = vec![
+            (Box::new(|r| r.internal_id = ".x".into()), "internal_id"),
+            (Box::new(|r| r.image = "bad image".into()), "image"),
+            (Box::new(|r| r.volume_id = "x".into()), "volume_id"),
+            (
+                Box::new(|r| r.startup_command = " ".into()),
+                "startup_command",
+            ),
+            (
+                Box::new(|r| r.start_pattern = Some("(".into())),
+                "start_pattern",
+            ),
+            (Box::new(|r| r.limits.memory = Some(0)), "limits.memory"),
+            (Box::new(|r| r.limits.cpu = Some(-1.0)), "limits.cpu"),
+            (Box::new(|r| r.limits.cpu = Some(f64::NAN)), "limits.cpu"),
+            (Box::new(|r| r.ports.push(r.ports[0])), "twice"),
+            (
+                Box::new(|r| {
+                    r.mount.insert("/data".into(), "/etc".into());
+                }),
+                "Mount source not allowed",
+            ),
+            (
+                Box::new(|r| {
+                    r.mount.insert("rel".into(), "/etc".into());
+                }),
+                "mount target",
+            ),
+            (
+                Box::new(|r| {
+                    r.mount.insert("/home/container/x".into(), "/etc".into());
+                }),
+                "overlaps",
+            ),
+            (
+                Box::new(|r| {
+                    r.env.insert("A=B".into(), "1".into());
+                }),
+                "env",
+            ),
+        ];
+        for (edit, needle) in cases {
+            let mut r = req();
+            edit(&mut r);
+            let e = check_create(r, &config).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn mounts_only_under_allowed_roots_after_resolving_links() {
+        let root = std::env::temp_dir().join(format!("lightd-mounts-{}", std::process::id()));
+        let allowed = root.join("allowed");
+        std::fs::create_dir_all(allowed.join("maps")).unwrap();
+        let _ = std::os::unix::fs::symlink("/etc", allowed.join("escape"));
+        let ok = BTreeMap::from([(
+            "/maps".to_string(),
+            allowed.join("maps").to_string_lossy().into_owned(),
+        )]);
+        assert!(check_mounts(&ok, std::slice::from_ref(&allowed)).is_ok());
+        let escape = BTreeMap::from([(
+            "/x".to_string(),
+            allowed.join("escape").to_string_lossy().into_owned(),
+        )]);
+        assert!(check_mounts(&escape, std::slice::from_ref(&allowed)).is_err());
+        let dotdot = BTreeMap::from([(
+            "/x".to_string(),
+            format!("{}/maps/../../", allowed.display()),
+        )]);
+        assert!(check_mounts(&dotdot, std::slice::from_ref(&allowed)).is_err());
+        assert!(
+            check_mounts(&ok, &[]).is_err(),
+            "nothing allowed by default"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert!(entrypoint_script("bash -c 'echo hi'")
+            .contains(r"exec /bin/sh -c 'bash -c '\''echo hi'\'''"));
+        assert!(check_image("ubuntu:22.04").is_ok());
+        assert!(check_image("reg:5000/a/b@sha256:abc").is_ok());
+        assert!(check_image("-rm").is_err());
+    }
+}
