@@ -55,6 +55,13 @@ ensure_image() {
         --change 'CMD ["/bin/sh"]' - "$image" >/dev/null
 }
 
+# The network the tests' daemons share, made once here so parallel daemons never race to create it.
+ensure_network() {
+    docker network inspect lightd-test-net >/dev/null 2>&1 ||
+        docker network create --label lightd.managed=true lightd-test-net >/dev/null
+}
+
 ensure_docker
 ensure_image
+ensure_network
 say "ready: $(docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}')"

@@ -49,12 +49,7 @@ impl App {
                 }
                 was = Some(now);
             }
-            tokio::time::sleep(if now {
-                Duration::from_secs(5)
-            } else {
-                Duration::from_secs(1)
-            })
-            .await;
+            tokio::time::sleep(if now { Duration::from_secs(5) } else { Duration::from_secs(1) }).await;
         }
     }
 }

@@ -51,10 +51,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            host: "0.0.0.0".into(),
-            port: 8080,
-        }
+        ServerConfig { host: "0.0.0.0".into(), port: 8080 }
     }
 }
 
@@ -66,9 +63,7 @@ pub struct DockerConfig {
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig {
-            socket_path: "/var/run/docker.sock".into(),
-        }
+        DockerConfig { socket_path: "/var/run/docker.sock".into() }
     }
 }
 
@@ -81,10 +76,7 @@ pub struct VolumesConfig {
 
 impl Default for VolumesConfig {
     fn default() -> Self {
-        VolumesConfig {
-            base_path: "/var/lib/lightd/volumes".into(),
-            default_size_limit: "10GB".into(),
-        }
+        VolumesConfig { base_path: "/var/lib/lightd/volumes".into(), default_size_limit: "10GB".into() }
     }
 }
 
@@ -130,10 +122,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            state_file: "/var/lib/lightd/state.json".into(),
-            data_path: "/var/lib/lightd/data".into(),
-        }
+        StorageConfig { state_file: "/var/lib/lightd/state.json".into(), data_path: "/var/lib/lightd/data".into() }
     }
 }
 
@@ -146,22 +135,11 @@ pub struct ConsoleConfig {
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        ConsoleConfig {
-            ring_lines: 1000,
-            tail_lines: 100,
-        }
+        ConsoleConfig { ring_lines: 1000, tail_lines: 100 }
     }
 }
 
-const SECTIONS: &[&str] = &[
-    "server",
-    "docker",
-    "volumes",
-    "containers",
-    "authorization",
-    "storage",
-    "console",
-];
+const SECTIONS: &[&str] = &["server", "docker", "volumes", "containers", "authorization", "storage", "console"];
 
 /// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
 pub const TOKEN_PREFIX: &str = "lightd_";
@@ -175,23 +153,16 @@ impl Config {
             Err(e) => return Err(ConfigError::Read(path.into(), e)),
         };
         let parse_err = |e: String| ConfigError::Parse(path.into(), e);
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| parse_err("the top level must be an object".into()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+        let obj = value.as_object().ok_or_else(|| parse_err("the top level must be an object".into()))?;
         // Section by section, so a type error names the section it is in.
         for (name, section) in obj {
             if !SECTIONS.contains(&name.as_str()) {
-                return Err(parse_err(format!(
-                    "unknown section {name:?} (known: {})",
-                    SECTIONS.join(", ")
-                )));
+                return Err(parse_err(format!("unknown section {name:?} (known: {})", SECTIONS.join(", "))));
             }
             let mut probe = serde_json::Map::new();
             probe.insert(name.clone(), section.clone());
-            serde_json::from_value::<Config>(probe.into())
-                .map_err(|e| parse_err(format!("{name}: {e}")))?;
+            serde_json::from_value::<Config>(probe.into()).map_err(|e| parse_err(format!("{name}: {e}")))?;
         }
         serde_json::from_value(value).map_err(|e| parse_err(e.to_string()))
     }
@@ -207,10 +178,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.server.host.parse::<IpAddr>().is_err() {
-            return bad(format!(
-                "server.host {:?} is not an IP address",
-                self.server.host
-            ));
+            return bad(format!("server.host {:?} is not an IP address", self.server.host));
         }
         if self.docker.socket_path.as_os_str().is_empty() {
             return bad("docker.socket_path is empty".into());
@@ -270,14 +238,11 @@ impl Config {
 }
 
 fn valid_network_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 fn valid_token(t: &str) -> bool {
-    t.strip_prefix(TOKEN_PREFIX)
-        .is_some_and(|s| s.len() >= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+    t.strip_prefix(TOKEN_PREFIX).is_some_and(|s| s.len() >= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// Parses `"10GB"`, `"512MiB"`, `"1024"`; units are binary (1 KB = 1024 bytes), as
@@ -286,20 +251,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like \"10GB\""))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like \"10GB\""))?;
     let shift = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown unit (use B, KB, MB, GB or TB)"
-            ))
-        }
+        _ => return Err(format!("{s:?} has an unknown unit (use B, KB, MB, GB or TB)")),
     };
     match n.checked_mul(1u64 << shift) {
         Some(0) => Err(format!("{s:?} must be greater than zero")),
@@ -346,17 +305,9 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("tail_lines"));
         let mut c = Config::default();
         c.authorization.token = "lightd_short".into();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("authorization.token"));
+        assert!(c.validate().unwrap_err().to_string().contains("authorization.token"));
         let mut c = Config::default();
         c.containers.allowed_mounts = vec!["relative/dir".into()];
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("allowed_mounts"));
+        assert!(c.validate().unwrap_err().to_string().contains("allowed_mounts"));
     }
 }

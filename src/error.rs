@@ -25,9 +25,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BadRequest(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Internal(m) => {
-                f.write_str(m)
-            }
+            Error::BadRequest(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Internal(m) => f.write_str(m),
             Error::Docker(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
         }

@@ -8,8 +8,7 @@ use crate::fsutil::random_bytes;
 pub fn valid_internal_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// A UUID in its canonical 8-4-4-4-12 hex form (any version, either case).
@@ -28,14 +27,7 @@ pub fn new_uuid() -> std::io::Result<String> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
 }
 
 /// A fresh master or temporary token: `lightd_` + 48 hex chars (192 random bits).

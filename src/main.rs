@@ -23,8 +23,7 @@ use std::sync::Arc;
 
 use config::Config;
 
-const USAGE: &str =
-    "usage: lightd [--config PATH] [--check-config | --token what|reset | --version]
+const USAGE: &str = "usage: lightd [--config PATH] [--check-config | --token what|reset | --version]
   (no action)      serve the API (config default ./config.json; embedded defaults if absent)
   --check-config   validate the config and exit (exit code 2 when invalid)
   --token what     print the API token (generating one if the config has none)
@@ -49,12 +48,8 @@ fn parse_args(args: &[String]) -> Result<(PathBuf, Action), String> {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (arg.as_str(), None),
         };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or(format!("{name} needs a value"))
-        };
+        let mut value =
+            |name: &str| inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{name} needs a value"));
         action = match flag {
             "--config" | "-c" => {
                 config = PathBuf::from(value("--config")?);
@@ -103,11 +98,7 @@ fn main() -> ExitCode {
     };
     let token_result = match action {
         Action::Check => {
-            let origin = if path.exists() {
-                ""
-            } else {
-                " (absent: embedded defaults)"
-            };
+            let origin = if path.exists() { "" } else { " (absent: embedded defaults)" };
             println!("config {} is valid{origin}", path.display());
             return ExitCode::SUCCESS;
         }
@@ -123,10 +114,7 @@ fn main() -> ExitCode {
         println!("{}", config.authorization.token);
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lightd: cannot start the runtime: {e}");
@@ -146,10 +134,7 @@ fn main() -> ExitCode {
 fn set_token(config: &mut Config, path: &std::path::Path) -> Result<(), String> {
     config.authorization.token = ids::new_token().map_err(|e| format!("no randomness: {e}"))?;
     config.save(path).map_err(|e| e.to_string())?;
-    eprintln!(
-        "lightd: wrote a new API token to {} (show it with --token what)",
-        path.display()
-    );
+    eprintln!("lightd: wrote a new API token to {} (show it with --token what)", path.display());
     Ok(())
 }
 
@@ -161,9 +146,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
     let app = app::App::new(config, Arc::clone(&store));
     tokio::spawn(Arc::clone(&store).run_writer());
-    let failed = lifecycle::fail_interrupted_installs(&app)
-        .await
-        .map_err(|e| e.to_string())?;
+    let failed = lifecycle::fail_interrupted_installs(&app).await.map_err(|e| e.to_string())?;
     if failed > 0 {
         eprintln!("lightd: {failed} install(s) interrupted by the last restart marked failed");
     }
@@ -178,10 +161,7 @@ async fn serve(config: Config) -> Result<(), String> {
     eprintln!(
         "lightd {} listening on {} (state {}, docker {})",
         env!("CARGO_PKG_VERSION"),
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         app.config.storage.state_file.display(),
         app.config.docker.socket_path.display(),
     );

@@ -13,54 +13,34 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one answered request.
     pub fn record_request(&self, route: &'static str, status: u16) {
-        *self
-            .http
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((route, status))
-            .or_default() += 1;
+        *self.http.lock().unwrap_or_else(|p| p.into_inner()).entry((route, status)).or_default() += 1;
     }
 
     /// Appends the request counter to `out`.
     pub fn render_http(&self, out: &mut String) {
-        out.push_str(
-            "# HELP lightd_http_requests_total HTTP requests answered, by route and status.\n",
-        );
+        out.push_str("# HELP lightd_http_requests_total HTTP requests answered, by route and status.\n");
         out.push_str("# TYPE lightd_http_requests_total counter\n");
         let http = self.http.lock().unwrap_or_else(|p| p.into_inner());
         for ((route, status), n) in http.iter() {
-            let _ = writeln!(
-                out,
-                "lightd_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+            let _ = writeln!(out, "lightd_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", escape(route));
         }
     }
 }
 
 /// Appends one gauge family with a single unlabelled sample.
 pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = write!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-    );
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
 }
 
 /// Escapes a label value per the Prometheus text format.
 pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Resident set size of this process, from `/proc/self/statm`.
 pub fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     pages * 4096
 }
 

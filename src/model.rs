@@ -69,30 +69,17 @@ pub struct Port {
 
 impl Port {
     pub fn free(key: PortKey) -> Port {
-        Port {
-            ip: key.ip,
-            port: key.port,
-            protocol: key.protocol,
-            in_use: false,
-            used_by: None,
-        }
+        Port { ip: key.ip, port: key.port, protocol: key.protocol, in_use: false, used_by: None }
     }
 
     pub fn key(&self) -> PortKey {
-        PortKey {
-            ip: self.ip,
-            port: self.port,
-            protocol: self.protocol,
-        }
+        PortKey { ip: self.ip, port: self.port, protocol: self.protocol }
     }
 }
 
 /// Seconds since the unix epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Where a container is in its install life.
@@ -116,13 +103,8 @@ pub enum PowerState {
 }
 
 impl PowerState {
-    pub const ALL: [PowerState; 5] = [
-        PowerState::Offline,
-        PowerState::Starting,
-        PowerState::Running,
-        PowerState::Stopping,
-        PowerState::Suspended,
-    ];
+    pub const ALL: [PowerState; 5] =
+        [PowerState::Offline, PowerState::Starting, PowerState::Running, PowerState::Stopping, PowerState::Suspended];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -151,11 +133,7 @@ fn tcp() -> Protocol {
 
 impl PortBinding {
     pub fn key(&self) -> PortKey {
-        PortKey {
-            ip: self.ip,
-            port: self.port,
-            protocol: self.protocol,
-        }
+        PortKey { ip: self.ip, port: self.port, protocol: self.protocol }
     }
 }
 

@@ -11,16 +11,13 @@ use crate::model::{Port, PortKey, Protocol};
 pub const MAX_RANGE: u32 = 1000;
 
 pub fn parse_ip(s: &str) -> Result<IpAddr> {
-    s.parse()
-        .map_err(|_| bad(format!("ip {s:?} is not an IP address")))
+    s.parse().map_err(|_| bad(format!("ip {s:?} is not an IP address")))
 }
 
 pub fn parse_protocol(s: Option<&str>) -> Result<Protocol> {
     match s {
         None => Ok(Protocol::Tcp),
-        Some(p) => {
-            Protocol::parse(p).ok_or_else(|| bad(format!("protocol {p:?} must be tcp or udp")))
-        }
+        Some(p) => Protocol::parse(p).ok_or_else(|| bad(format!("protocol {p:?} must be tcp or udp"))),
     }
 }
 
@@ -32,31 +29,20 @@ pub fn parse_port(n: u64, field: &str) -> Result<u16> {
 }
 
 /// Adds every port of `first..=last`, all or none; a port already in the pool is a 409.
-pub async fn add(
-    app: &App,
-    ip: IpAddr,
-    first: u16,
-    last: u16,
-    protocol: Protocol,
-) -> Result<Vec<Port>> {
+pub async fn add(app: &App, ip: IpAddr, first: u16, last: u16, protocol: Protocol) -> Result<Vec<Port>> {
     if first > last {
         return Err(bad("port_start must not be greater than port_end"));
     }
     if u32::from(last - first) + 1 > MAX_RANGE {
         return Err(bad(format!("a range may add at most {MAX_RANGE} ports")));
     }
-    let keys: Vec<PortKey> = (first..=last)
-        .map(|port| PortKey { ip, port, protocol })
-        .collect();
+    let keys: Vec<PortKey> = (first..=last).map(|port| PortKey { ip, port, protocol }).collect();
     app.store
         .update(|s| {
             if let Some(k) = keys.iter().find(|k| s.ports.contains_key(k)) {
                 return Err(Error::Conflict(format!("Port {k} is already in the pool")));
             }
-            Ok(keys
-                .iter()
-                .map(|&k| s.ports.entry(k).or_insert(Port::free(k)).clone())
-                .collect())
+            Ok(keys.iter().map(|&k| s.ports.entry(k).or_insert(Port::free(k)).clone()).collect())
         })
         .await
 }
@@ -78,29 +64,17 @@ impl Filter {
 }
 
 pub fn list(app: &App, filter: &Filter) -> Vec<Port> {
-    app.store.read(|s| {
-        s.ports
-            .values()
-            .filter(|p| filter.keeps(p))
-            .cloned()
-            .collect()
-    })
+    app.store.read(|s| s.ports.values().filter(|p| filter.keeps(p)).cloned().collect())
 }
 
 /// One free port chosen at random; it is not reserved.
 pub fn random(app: &App, protocol: Option<Protocol>) -> Result<Port> {
-    let filter = Filter {
-        available: Some(true),
-        protocol,
-        ip: None,
-    };
+    let filter = Filter { available: Some(true), protocol, ip: None };
     let free = list(app, &filter);
     if free.is_empty() {
         return Err(Error::NotFound("No available ports".into()));
     }
-    let r = random_bytes::<8>()
-        .map(u64::from_le_bytes)
-        .unwrap_or_else(|_| crate::model::now());
+    let r = random_bytes::<8>().map(u64::from_le_bytes).unwrap_or_else(|_| crate::model::now());
     Ok(free[(r % free.len() as u64) as usize].clone())
 }
 
@@ -108,14 +82,9 @@ pub async fn remove(app: &App, key: PortKey) -> Result<()> {
     app.store
         .update(|s| match s.ports.get(&key) {
             None => Err(Error::NotFound("Port not found in network pool".into())),
-            Some(Port {
-                in_use: true,
-                used_by,
-                ..
-            }) => Err(Error::Conflict(format!(
-                "Port {key} is in use by {}",
-                used_by.as_deref().unwrap_or("a container")
-            ))),
+            Some(Port { in_use: true, used_by, .. }) => {
+                Err(Error::Conflict(format!("Port {key} is in use by {}", used_by.as_deref().unwrap_or("a container"))))
+            }
             Some(_) => {
                 s.ports.remove(&key);
                 Ok(())

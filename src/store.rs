@@ -47,11 +47,7 @@ impl fmt::Display for StoreError {
                 "state file {} is corrupt ({e}); fix or move it away, lightd will not overwrite it",
                 p.display()
             ),
-            StoreError::Timeout => write!(
-                f,
-                "state could not be saved within {} seconds",
-                STORE_TIMEOUT.as_secs()
-            ),
+            StoreError::Timeout => write!(f, "state could not be saved within {} seconds", STORE_TIMEOUT.as_secs()),
         }
     }
 }
@@ -80,8 +76,7 @@ impl Store {
             Err(e) => return Err(StoreError::Io(tmp, e)),
         }
         let state = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Corrupt(path.into(), e.to_string()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(path.into(), e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(StoreError::Io(path.into(), e)),
         };
@@ -110,10 +105,7 @@ impl Store {
 
     /// Applies `f`; when it succeeds, waits until the change is on disk.
     /// `f` must leave the state untouched when it returns an error.
-    pub async fn update<R, E: From<StoreError>>(
-        &self,
-        f: impl FnOnce(&mut State) -> Result<R, E>,
-    ) -> Result<R, E> {
+    pub async fn update<R, E: From<StoreError>>(&self, f: impl FnOnce(&mut State) -> Result<R, E>) -> Result<R, E> {
         let (out, version) = {
             let mut inner = self.lock();
             let out = f(&mut inner.state)?;
@@ -136,8 +128,7 @@ impl Store {
             let bytes = serde_json::to_vec_pretty(&inner.state).expect("state serializes");
             (bytes, inner.version)
         };
-        fsutil::write_atomic(&self.path, &bytes, 0o600)
-            .map_err(|e| StoreError::Io(self.path.clone(), e))?;
+        fsutil::write_atomic(&self.path, &bytes, 0o600).map_err(|e| StoreError::Io(self.path.clone(), e))?;
         self.saved.send_if_modified(|v| {
             let newer = version > *v;
             *v = (*v).max(version);
@@ -181,9 +172,7 @@ mod port_list {
         s.collect_seq(m.values())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<PortKey, Port>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<PortKey, Port>, D::Error> {
         let list = Vec::<Port>::deserialize(d)?;
         Ok(list.into_iter().map(|p| (p.key(), p)).collect())
     }
@@ -205,11 +194,7 @@ mod tests {
         let path = temp_file("reload");
         let store = Store::open(&path).unwrap();
         tokio::spawn(Arc::clone(&store).run_writer());
-        let key = PortKey {
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 25565,
-            protocol: Protocol::Udp,
-        };
+        let key = PortKey { ip: "127.0.0.1".parse().unwrap(), port: 25565, protocol: Protocol::Udp };
         store
             .update(|s| {
                 s.ports.insert(key, Port::free(key));
@@ -218,10 +203,7 @@ mod tests {
             .await
             .unwrap();
         let again = Store::open(&path).unwrap();
-        assert_eq!(
-            again.read(|s| s.ports.get(&key).cloned()),
-            Some(Port::free(key))
-        );
+        assert_eq!(again.read(|s| s.ports.get(&key).cloned()), Some(Port::free(key)));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

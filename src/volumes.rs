@@ -31,9 +31,7 @@ pub fn parse_id(id: &str) -> Result<String> {
     if ids::valid_uuid(id) {
         Ok(id.to_ascii_lowercase())
     } else {
-        Err(bad(
-            "volume_id must be a UUID like d6764075-c5f1-4045-9fb3-85315b85cb0f",
-        ))
+        Err(bad("volume_id must be a UUID like d6764075-c5f1-4045-9fb3-85315b85cb0f"))
     }
 }
 
@@ -47,25 +45,12 @@ pub async fn create(app: &App, size_limit: Option<&str>) -> Result<Volume> {
     let path = app.config.volumes.base_path.join(&volume_id);
     let dir = path.clone();
     blocking(move || {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(dir.parent().unwrap_or(&dir))?;
+        DirBuilder::new().recursive(true).mode(0o711).create(dir.parent().unwrap_or(&dir))?;
         DirBuilder::new().mode(0o700).create(&dir)
     })
     .await
-    .map_err(|e| {
-        Error::Internal(format!(
-            "cannot create volume directory {}: {e}",
-            path.display()
-        ))
-    })?;
-    let volume = Volume {
-        volume_id,
-        path,
-        size_limit_bytes,
-        created_at: now(),
-    };
+    .map_err(|e| Error::Internal(format!("cannot create volume directory {}: {e}", path.display())))?;
+    let volume = Volume { volume_id, path, size_limit_bytes, created_at: now() };
     let record = volume.clone();
     let saved = app
         .store
@@ -83,21 +68,12 @@ pub async fn create(app: &App, size_limit: Option<&str>) -> Result<Volume> {
 
 /// Internal ids of the containers that mount `volume_id`.
 pub fn used_by(state: &State, volume_id: &str) -> Vec<String> {
-    state
-        .containers
-        .values()
-        .filter(|c| c.volume_id == volume_id)
-        .map(|c| c.internal_id.clone())
-        .collect()
+    state.containers.values().filter(|c| c.volume_id == volume_id).map(|c| c.internal_id.clone()).collect()
 }
 
 pub async fn list(app: &App) -> Vec<VolumeView> {
-    let volumes: Vec<(Volume, Vec<String>)> = app.store.read(|s| {
-        s.volumes
-            .values()
-            .map(|v| (v.clone(), used_by(s, &v.volume_id)))
-            .collect()
-    });
+    let volumes: Vec<(Volume, Vec<String>)> =
+        app.store.read(|s| s.volumes.values().map(|v| (v.clone(), used_by(s, &v.volume_id))).collect());
     let mut out = Vec::with_capacity(volumes.len());
     for (volume, users) in volumes {
         out.push(view(volume, users).await);
@@ -107,10 +83,8 @@ pub async fn list(app: &App) -> Vec<VolumeView> {
 
 pub async fn get(app: &App, id: &str) -> Result<VolumeView> {
     let id = parse_id(id)?;
-    let (volume, users) = app
-        .store
-        .read(|s| s.volumes.get(&id).map(|v| (v.clone(), used_by(s, &id))))
-        .ok_or_else(not_found)?;
+    let (volume, users) =
+        app.store.read(|s| s.volumes.get(&id).map(|v| (v.clone(), used_by(s, &id)))).ok_or_else(not_found)?;
     Ok(view(volume, users).await)
 }
 
@@ -123,10 +97,7 @@ pub async fn delete(app: &App, id: &str) -> Result<()> {
         .update(|s| {
             let users = used_by(s, &id);
             if !users.is_empty() {
-                return Err(Error::Conflict(format!(
-                    "Volume is in use by {}",
-                    users.join(", ")
-                )));
+                return Err(Error::Conflict(format!("Volume is in use by {}", users.join(", "))));
             }
             s.volumes.remove(&id).ok_or_else(not_found)
         })
@@ -146,11 +117,7 @@ pub async fn delete(app: &App, id: &str) -> Result<()> {
 async fn view(volume: Volume, used_by: Vec<String>) -> VolumeView {
     let path = volume.path.clone();
     let used_bytes = blocking(move || Ok(disk_usage(&path))).await.unwrap_or(0);
-    VolumeView {
-        volume,
-        used_bytes,
-        used_by,
-    }
+    VolumeView { volume, used_bytes, used_by }
 }
 
 /// Bytes of regular files below `dir`, without following symlinks.
@@ -176,10 +143,6 @@ fn disk_usage(dir: &Path) -> u64 {
 }
 
 /// Runs file-system work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }

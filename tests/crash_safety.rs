@@ -31,34 +31,21 @@ fn kill9_during_200_concurrent_writes() {
         }));
     }
     // Let some of the writes land, then kill without warning.
-    wait_for(20, "first acknowledged writes", || {
-        (acked.lock().unwrap().len() >= 20).then_some(())
-    });
+    wait_for(20, "first acknowledged writes", || (acked.lock().unwrap().len() >= 20).then_some(()));
     d.kill9();
     for t in threads {
         t.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     let state = d.state();
-    let stored: Vec<u64> = state["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["port"].as_u64().unwrap())
-        .collect();
+    let stored: Vec<u64> = state["ports"].as_array().unwrap().iter().map(|p| p["port"].as_u64().unwrap()).collect();
     for p in &acked {
-        assert!(
-            stored.contains(&u64::from(*p)),
-            "acknowledged port {p} lost"
-        );
+        assert!(stored.contains(&u64::from(*p)), "acknowledged port {p} lost");
     }
     // No stray temp file is left behind after a restart, and the daemon loads the state.
     d.spawn();
     assert!(!d.dir.0.join("state.json.tmp").exists());
-    let listed = d.get("/network/ports").json()["ports"]
-        .as_array()
-        .unwrap()
-        .len();
+    let listed = d.get("/network/ports").json()["ports"].as_array().unwrap().len();
     assert_eq!(listed, stored.len());
 }
 
@@ -69,17 +56,9 @@ fn corrupt_state_file_is_a_clear_startup_error() {
     let cfg = dir.0.join("config.json");
     std::fs::write(&cfg, config_for(&dir.0, port).to_string()).unwrap();
     std::fs::write(dir.0.join("state.json"), b"{\"volumes\": {").unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin()).arg("--config").arg(&cfg).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("corrupt"), "{err}");
-    assert_eq!(
-        std::fs::read(dir.0.join("state.json")).unwrap(),
-        b"{\"volumes\": {",
-        "never replaced"
-    );
+    assert_eq!(std::fs::read(dir.0.join("state.json")).unwrap(), b"{\"volumes\": {", "never replaced");
 }

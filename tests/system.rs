@@ -37,11 +37,7 @@ fn every_other_route_needs_the_token() {
     ];
     let wrong = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
     for (m, p) in routes {
-        for headers in [
-            vec![],
-            vec![("Authorization", wrong.as_str())],
-            vec![("Authorization", TOKEN)],
-        ] {
+        for headers in [vec![], vec![("Authorization", wrong.as_str())], vec![("Authorization", TOKEN)]] {
             let r = d.call_with(m, p, None, &headers);
             assert_eq!(r.status, 401, "{m} {p} with {headers:?}");
             assert!(r.error().contains("token"), "{}", r.body);
@@ -56,47 +52,20 @@ fn every_other_route_needs_the_token() {
 fn accept_header_rules() {
     let d = Daemon::start();
     let auth = format!("Bearer {TOKEN}");
-    for accept in [
-        "Application/vnd.pkglatv1+json",
-        "application/json",
-        "*/*",
-        "APPLICATION/JSON; q=1",
-    ] {
-        let r = d.call_with(
-            "GET",
-            "/volumes",
-            None,
-            &[("Authorization", &auth), ("Accept", accept)],
-        );
+    for accept in ["Application/vnd.pkglatv1+json", "application/json", "*/*", "APPLICATION/JSON; q=1"] {
+        let r = d.call_with("GET", "/volumes", None, &[("Authorization", &auth), ("Accept", accept)]);
         assert_eq!(r.status, 200, "Accept: {accept}");
         assert_eq!(r.header("content-type"), Some("application/json"));
     }
     // Plain curl sends */*; no header at all works too.
-    assert_eq!(
-        d.call_with("GET", "/volumes", None, &[("Authorization", &auth)])
-            .status,
-        200
-    );
-    let r = d.call_with(
-        "GET",
-        "/volumes",
-        None,
-        &[("Authorization", &auth), ("Accept", "text/html")],
-    );
+    assert_eq!(d.call_with("GET", "/volumes", None, &[("Authorization", &auth)]).status, 200);
+    let r = d.call_with("GET", "/volumes", None, &[("Authorization", &auth), ("Accept", "text/html")]);
     assert_eq!(r.status, 406);
     assert!(r.error().contains("application/json"));
     let r = d.call_with("GET", "/health", None, &[("Accept", "text/html")]);
     assert_eq!(r.status, 406);
     // Prometheus asks for text.
-    let r = d.call_with(
-        "GET",
-        "/metrics",
-        None,
-        &[
-            ("Authorization", &auth),
-            ("Accept", "text/plain;version=0.0.4"),
-        ],
-    );
+    let r = d.call_with("GET", "/metrics", None, &[("Authorization", &auth), ("Accept", "text/plain;version=0.0.4")]);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("lightd_process_resident_bytes "));
 }
@@ -170,15 +139,8 @@ fn metrics_count_requests() {
     let m = d.get("/metrics");
     assert_eq!(m.status, 200);
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));
-    assert!(
-        m.body
-            .contains("lightd_http_requests_total{route=\"/volumes\",status=\"200\"} 2\n"),
-        "{}",
-        m.body
-    );
-    assert!(m
-        .body
-        .contains("lightd_http_requests_total{route=\"/volumes\",status=\"401\"} 1\n"));
+    assert!(m.body.contains("lightd_http_requests_total{route=\"/volumes\",status=\"200\"} 2\n"), "{}", m.body);
+    assert!(m.body.contains("lightd_http_requests_total{route=\"/volumes\",status=\"401\"} 1\n"));
     let rss: u64 = m
         .body
         .lines()
@@ -190,8 +152,7 @@ fn metrics_count_requests() {
 
 #[test]
 fn missing_docker_socket_is_reported_not_fatal() {
-    let d =
-        Daemon::start_with(|c| c["docker"] = json!({"socket_path": "/nonexistent/docker.sock"}));
+    let d = Daemon::start_with(|c| c["docker"] = json!({"socket_path": "/nonexistent/docker.sock"}));
     let h = d.call_with("GET", "/health", None, &[]);
     assert_eq!(h.status, 200);
     assert_eq!(h.json()["docker"], "unreachable");
@@ -212,24 +173,13 @@ fn graceful_stop_on_sigterm() {
 fn cli_version_check_config_and_token() {
     let out = Command::new(bin()).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("lightd {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("lightd {}", env!("CARGO_PKG_VERSION")));
 
     let dir = TempDir::new("cli");
     let cfg = dir.0.join("config.json");
     // Absent file: embedded defaults are valid.
-    let out = Command::new(bin())
-        .args(["--check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(bin()).args(["--check-config", "--config"]).arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!cfg.exists(), "--check-config must not write");
 
     // Bad files: exit code 2 and a message naming the problem.
@@ -237,52 +187,26 @@ fn cli_version_check_config_and_token() {
         ("{not json", "not valid"),
         (r#"{"server":{"port":"eighty"}}"#, "server: invalid type"),
         (r#"{"sever":{}}"#, "sever"),
-        (
-            r#"{"console":{"ring_lines":10,"tail_lines":50}}"#,
-            "tail_lines",
-        ),
-        (
-            r#"{"volumes":{"default_size_limit":"lots"}}"#,
-            "default_size_limit",
-        ),
+        (r#"{"console":{"ring_lines":10,"tail_lines":50}}"#, "tail_lines"),
+        (r#"{"volumes":{"default_size_limit":"lots"}}"#, "default_size_limit"),
     ] {
         std::fs::write(&cfg, text).unwrap();
-        let out = Command::new(bin())
-            .arg("--check-config")
-            .arg("--config")
-            .arg(&cfg)
-            .output()
-            .unwrap();
+        let out = Command::new(bin()).arg("--check-config").arg("--config").arg(&cfg).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{text}: {err}");
         // Serving refuses it the same way.
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
-            .output()
-            .unwrap();
+        let out = Command::new(bin()).arg("--config").arg(&cfg).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{text}");
     }
-    let out = Command::new(bin())
-        .args(["--token", "maybe"])
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["--token", "maybe"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 
     // A missing token is generated and written back; reset replaces it.
     std::fs::write(&cfg, r#"{"server":{"port":9999}}"#).unwrap();
     let what = |arg: &str| {
-        let out = Command::new(bin())
-            .args(["--token", arg, "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(bin()).args(["--token", arg, "--config"]).arg(&cfg).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let first = what("what");
@@ -295,8 +219,5 @@ fn cli_version_check_config_and_token() {
     assert_ne!(second, first);
     assert_eq!(what("what"), second);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
 }

@@ -34,18 +34,10 @@ fn volume_lifecycle_and_restart() {
     assert_eq!(g.json()["used_bytes"], 1234);
     assert_eq!(g.json()["used_by"], json!([]));
     // Ids are case-insensitive UUIDs.
-    assert_eq!(
-        d.get(&format!("/volumes/{}", id.to_uppercase())).status,
-        200
-    );
+    assert_eq!(d.get(&format!("/volumes/{}", id.to_uppercase())).status, 200);
 
     let list = d.get("/volumes").json();
-    let ids: Vec<&str> = list["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["volume_id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = list["volumes"].as_array().unwrap().iter().map(|v| v["volume_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&id.as_str()) && ids.contains(&id2.as_str()));
 
@@ -55,23 +47,13 @@ fn volume_lifecycle_and_restart() {
     assert_eq!(g.json()["size_limit_bytes"], 2u64 << 30);
 
     let del = d.call("DELETE", &format!("/volumes/{id}"), None);
-    assert_eq!(
-        (del.status, del.json()),
-        (200, json!({"message": "Volume deleted successfully"}))
-    );
+    assert_eq!((del.status, del.json()), (200, json!({"message": "Volume deleted successfully"})));
     assert!(!path.exists());
     assert_eq!(d.get(&format!("/volumes/{id}")).status, 404);
-    assert_eq!(
-        d.call("DELETE", &format!("/volumes/{id}"), None).status,
-        404
-    );
+    assert_eq!(d.call("DELETE", &format!("/volumes/{id}"), None).status, 404);
 
     d.restart();
-    assert_eq!(
-        d.get(&format!("/volumes/{id}")).status,
-        404,
-        "deletion survives restart"
-    );
+    assert_eq!(d.get(&format!("/volumes/{id}")).status, 404, "deletion survives restart");
     assert_eq!(d.get(&format!("/volumes/{id2}")).status, 200);
 }
 
@@ -80,13 +62,7 @@ fn volume_errors() {
     let d = Daemon::start();
     let r = d.get("/volumes/d6764075-c5f1-4045-9fb3-85315b85cb0f");
     assert_eq!((r.status, r.error().as_str()), (404, "Volume not found"));
-    for bad in [
-        "not-a-uuid",
-        "..",
-        "..%2F..%2Fetc",
-        "d6764075-c5f1-4045-9fb3-85315b85cb0",
-        "%00",
-    ] {
+    for bad in ["not-a-uuid", "..", "..%2F..%2Fetc", "d6764075-c5f1-4045-9fb3-85315b85cb0", "%00"] {
         let r = d.get(&format!("/volumes/{bad}"));
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
         let r = d.call("DELETE", &format!("/volumes/{bad}"), None);
@@ -103,15 +79,6 @@ fn volume_errors() {
         assert_eq!(r.status, 400, "{body}");
         assert!(r.error().contains(needle), "{body}: {}", r.error());
     }
-    assert_eq!(
-        d.get("/volumes").json()["volumes"],
-        json!([]),
-        "nothing created"
-    );
-    assert_eq!(
-        std::fs::read_dir(d.dir.0.join("volumes"))
-            .map(|r| r.count())
-            .unwrap_or(0),
-        0
-    );
+    assert_eq!(d.get("/volumes").json()["volumes"], json!([]), "nothing created");
+    assert_eq!(std::fs::read_dir(d.dir.0.join("volumes")).map(|r| r.count()).unwrap_or(0), 0);
 }

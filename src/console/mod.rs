@@ -57,19 +57,13 @@ pub struct Hub {
 
 impl Hub {
     fn new() -> Hub {
-        Hub {
-            events: broadcast::channel(EVENT_BACKLOG).0,
-            install_events: Mutex::new(Vec::new()),
-        }
+        Hub { events: broadcast::channel(EVENT_BACKLOG).0, install_events: Mutex::new(Vec::new()) }
     }
 
     /// Publishes to whoever listens now; nobody listening is fine.
     pub fn publish(&self, event: Event) {
         if let Event::Lifecycle(l) = &event {
-            let mut log = self
-                .install_events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut log = self.install_events.lock().unwrap_or_else(|p| p.into_inner());
             if *l == Lifecycle::Started {
                 log.clear();
             }
@@ -87,10 +81,7 @@ impl Hub {
     }
 
     pub fn install_events(&self) -> Vec<&'static str> {
-        let log = self
-            .install_events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let log = self.install_events.lock().unwrap_or_else(|p| p.into_inner());
         log.iter().map(|l| l.as_str()).collect()
     }
 }
@@ -104,17 +95,11 @@ pub struct Hubs {
 impl Hubs {
     pub fn get(&self, id: &str) -> Arc<Hub> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            map.entry(id.to_string())
-                .or_insert_with(|| Arc::new(Hub::new())),
-        )
+        Arc::clone(map.entry(id.to_string()).or_insert_with(|| Arc::new(Hub::new())))
     }
 
     pub fn remove(&self, id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }
 
@@ -130,14 +115,8 @@ mod tests {
         hub.lifecycle(Lifecycle::Started);
         hub.publish(Event::InstallOutput("line".into()));
         hub.lifecycle(Lifecycle::Ready);
-        assert_eq!(
-            rx.recv().await.unwrap(),
-            Event::Lifecycle(Lifecycle::Started)
-        );
-        assert_eq!(
-            rx.recv().await.unwrap(),
-            Event::InstallOutput("line".into())
-        );
+        assert_eq!(rx.recv().await.unwrap(), Event::Lifecycle(Lifecycle::Started));
+        assert_eq!(rx.recv().await.unwrap(), Event::InstallOutput("line".into()));
         assert_eq!(rx.recv().await.unwrap(), Event::Lifecycle(Lifecycle::Ready));
         assert_eq!(hub.install_events(), vec!["Started", "Ready"]);
         hub.lifecycle(Lifecycle::Started);

@@ -21,10 +21,7 @@ pub fn encode(s: &str) -> String {
 
 /// Like [`encode`] but keeps `/`, `:` and `@`, for image references inside a path.
 pub fn encode_ref(s: &str) -> String {
-    encode(s)
-        .replace("%2F", "/")
-        .replace("%3A", ":")
-        .replace("%40", "@")
+    encode(s).replace("%2F", "/").replace("%3A", ":").replace("%40", "@")
 }
 
 /// Splits `repo[:tag]` (a registry port is not a tag); digests pass whole.
@@ -40,14 +37,7 @@ pub fn split_image(image: &str) -> (&str, Option<&str>) {
 
 impl Docker {
     pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
-        match self
-            .json(
-                Method::GET,
-                &format!("/images/{}/json", encode_ref(image)),
-                None,
-            )
-            .await
-        {
+        match self.json(Method::GET, &format!("/images/{}/json", encode_ref(image)), None).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -56,11 +46,7 @@ impl Docker {
 
     /// Pulls `image`, handing each progress line to `progress`; the engine's error line
     /// (unknown image, no registry) becomes the error.
-    pub async fn pull(
-        &self,
-        image: &str,
-        mut progress: impl FnMut(String),
-    ) -> Result<(), DockerError> {
+    pub async fn pull(&self, image: &str, mut progress: impl FnMut(String)) -> Result<(), DockerError> {
         let (repo, tag) = split_image(image);
         let mut path = format!("/images/create?fromImage={}", encode(repo));
         path.push_str(&format!("&tag={}", encode(tag.unwrap_or("latest"))));
@@ -77,56 +63,59 @@ impl Docker {
                     failure = Some(err.to_string());
                     return;
                 }
-                let text: Vec<&str> = ["id", "status", "progress"]
-                    .iter()
-                    .filter_map(|k| v.get(*k).and_then(Value::as_str))
-                    .collect();
+                let text: Vec<&str> =
+                    ["id", "status", "progress"].iter().filter_map(|k| v.get(*k).and_then(Value::as_str)).collect();
                 if !text.is_empty() {
                     progress(text.join(" "));
                 }
             });
         }
         match failure {
-            Some(message) => Err(DockerError::Api {
-                status: 500,
-                message,
-            }),
+            Some(message) => Err(DockerError::Api { status: 500, message }),
             None => Ok(()),
         }
     }
 
-    /// Creates the bridge network `name` unless it exists.
-    pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
-        match self
-            .json(Method::GET, &format!("/networks/{}", encode(name)), None)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+    /// Creates the bridge network `name` unless it exists; returns its id. The engine's
+    /// duplicate check is not atomic, so racing creators (several daemons) can leave two
+    /// networks of one name: the oldest is used (by id, never ambiguous) and empty twins go.
+    pub async fn ensure_network(&self, name: &str) -> Result<String, DockerError> {
+        let _one_at_a_time = self.network_lock.lock().await;
+        let filter = encode(&format!(r#"{{"name":{{"{name}":true}}}}"#));
+        let list = self.json(Method::GET, &format!("/networks?filters={filter}"), None).await?;
+        let mut same: Vec<&Value> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n.get("Name").and_then(Value::as_str) == Some(name))
+            .collect();
+        if same.is_empty() {
+            let body = json!({"Name": name, "Driver": "bridge", "CheckDuplicate": true,
+                              "Labels": {"lightd.managed": "true"}});
+            let created = self.json(Method::POST, "/networks/create", Some(&body)).await?;
+            return created
+                .get("Id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| DockerError::Protocol("network create answered without an Id".into()));
         }
-        let body = json!({"Name": name, "Driver": "bridge", "CheckDuplicate": true,
-                          "Labels": {"lightd.managed": "true"}});
-        match self
-            .json(Method::POST, "/networks/create", Some(&body))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Created by someone else in the meantime.
-            Err(DockerError::Api { status: 409, .. }) => Ok(()),
-            Err(e) => Err(e),
+        same.sort_by_key(|n| n.get("Created").and_then(Value::as_str).unwrap_or("").to_string());
+        for twin in same.iter().skip(1) {
+            let Some(id) = twin.get("Id").and_then(Value::as_str) else { continue };
+            // A twin with containers on it cannot go; the engine then keeps reporting the name as
+            // ambiguous, which is the clearest error there is.
+            let _ = self.json(Method::DELETE, &format!("/networks/{}", encode(id)), None).await;
         }
+        same[0]
+            .get("Id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| DockerError::Protocol("network listed without an Id".into()))
     }
 
     /// Creates a container named `name` from `spec`; returns its id.
     pub async fn create_container(&self, name: &str, spec: &Value) -> Result<String, DockerError> {
-        let v = self
-            .json(
-                Method::POST,
-                &format!("/containers/create?name={}", encode(name)),
-                Some(spec),
-            )
-            .await?;
+        let v = self.json(Method::POST, &format!("/containers/create?name={}", encode(name)), Some(spec)).await?;
         v.get("Id")
             .and_then(Value::as_str)
             .map(str::to_owned)
@@ -134,14 +123,7 @@ impl Docker {
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {
-        match self
-            .json(
-                Method::POST,
-                &format!("/containers/{}/start", encode(id)),
-                None,
-            )
-            .await
-        {
+        match self.json(Method::POST, &format!("/containers/{}/start", encode(id)), None).await {
             Err(DockerError::Api { status: 304, .. }) | Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
@@ -150,25 +132,11 @@ impl Docker {
     /// Waits until the container stops; returns its exit code. No call timeout: the caller
     /// bounds it when it must.
     pub async fn wait_container(&self, id: &str) -> Result<i64, DockerError> {
-        let resp = self
-            .send(
-                Method::POST,
-                &format!("/containers/{}/wait", encode(id)),
-                None,
-            )
-            .await?;
+        let resp = self.send(Method::POST, &format!("/containers/{}/wait", encode(id)), None).await?;
         let bytes = collect(resp.into_body()).await?;
-        let v: Value =
-            serde_json::from_slice(&bytes).map_err(|e| DockerError::Protocol(e.to_string()))?;
-        if let Some(msg) = v
-            .pointer("/Error/Message")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-        {
-            return Err(DockerError::Api {
-                status: 500,
-                message: msg.to_string(),
-            });
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| DockerError::Protocol(e.to_string()))?;
+        if let Some(msg) = v.pointer("/Error/Message").and_then(Value::as_str).filter(|m| !m.is_empty()) {
+            return Err(DockerError::Api { status: 500, message: msg.to_string() });
         }
         v.get("StatusCode")
             .and_then(Value::as_i64)
@@ -177,19 +145,9 @@ impl Docker {
 
     /// Force-removes a container (with its anonymous volumes); an absent one is fine.
     pub async fn remove_container(&self, id: &str) -> Result<(), DockerError> {
-        match self
-            .json(
-                Method::DELETE,
-                &format!("/containers/{}?force=1&v=1", encode(id)),
-                None,
-            )
-            .await
-        {
+        match self.json(Method::DELETE, &format!("/containers/{}?force=1&v=1", encode(id)), None).await {
             Err(e) if e.is_not_found() => Ok(()),
-            Err(DockerError::Api {
-                status: 409,
-                message,
-            }) if message.contains("already in progress") => Ok(()),
+            Err(DockerError::Api { status: 409, message }) if message.contains("already in progress") => Ok(()),
             r => r.map(drop),
         }
     }
@@ -200,21 +158,14 @@ impl Docker {
     }
 
     pub async fn inspect_container(&self, id: &str) -> Result<Value, DockerError> {
-        self.json(
-            Method::GET,
-            &format!("/containers/{}/json", encode(id)),
-            None,
-        )
-        .await
+        self.json(Method::GET, &format!("/containers/{}/json", encode(id)), None).await
     }
 
     /// The container's stdout and stderr as multiplexed frames (see `frame`), following
     /// until it stops.
     pub async fn follow_logs(&self, id: &str) -> Result<Chunks, DockerError> {
         let path = format!("/containers/{}/logs?follow=1&stdout=1&stderr=1", encode(id));
-        Ok(Chunks(
-            self.send(Method::GET, &path, None).await?.into_body(),
-        ))
+        Ok(Chunks(self.send(Method::GET, &path, None).await?.into_body()))
     }
 }
 
@@ -226,15 +177,9 @@ mod tests {
     fn image_names() {
         assert_eq!(split_image("ubuntu:22.04"), ("ubuntu", Some("22.04")));
         assert_eq!(split_image("ubuntu"), ("ubuntu", None));
-        assert_eq!(
-            split_image("reg:5000/team/app"),
-            ("reg:5000/team/app", None)
-        );
+        assert_eq!(split_image("reg:5000/team/app"), ("reg:5000/team/app", None));
         assert_eq!(split_image("reg:5000/app:1"), ("reg:5000/app", Some("1")));
         assert_eq!(split_image("app@sha256:abc"), ("app@sha256:abc", None));
-        assert_eq!(
-            encode("lightd-test/busybox:latest"),
-            "lightd-test%2Fbusybox%3Alatest"
-        );
+        assert_eq!(encode("lightd-test/busybox:latest"), "lightd-test%2Fbusybox%3Alatest");
     }
 }

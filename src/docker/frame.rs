@@ -87,11 +87,7 @@ mod tests {
         d.push(&bytes);
         assert_eq!(
             all(&mut d),
-            vec![
-                (Stream::Stdout, b"hello\n".to_vec()),
-                (Stream::Stderr, b"oops\n".to_vec()),
-                (Stream::Stdout, vec![]),
-            ]
+            vec![(Stream::Stdout, b"hello\n".to_vec()), (Stream::Stderr, b"oops\n".to_vec()), (Stream::Stdout, vec![]),]
         );
         assert_eq!(d.pending(), 0);
     }
@@ -122,9 +118,6 @@ mod tests {
             got.extend(all(&mut d));
         }
         let payloads: Vec<_> = got.into_iter().map(|(_, p)| p).collect();
-        assert_eq!(
-            payloads,
-            vec![b"a".to_vec(), b"bc".to_vec(), b"def".to_vec()]
-        );
+        assert_eq!(payloads, vec![b"a".to_vec(), b"bc".to_vec(), b"def".to_vec()]);
     }
 }

@@ -65,6 +65,8 @@ pub struct Docker {
     /// Negotiated `"1.41"`-style version; `None` until a ping succeeds.
     api: Mutex<Option<String>>,
     reachable: AtomicBool,
+    /// Serializes `ensure_network` within this process.
+    network_lock: tokio::sync::Mutex<()>,
 }
 
 impl Docker {
@@ -73,6 +75,7 @@ impl Docker {
             socket: socket.into(),
             api: Mutex::new(None),
             reachable: AtomicBool::new(false),
+            network_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -88,11 +91,7 @@ impl Docker {
     /// `GET /_ping`: checks the engine and negotiates the API version from its `Api-Version`.
     pub async fn ping(&self) -> Result<String, DockerError> {
         let resp = self.exchange(Method::GET, "/_ping".into(), None).await?;
-        let theirs = resp
-            .headers()
-            .get("api-version")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_version);
+        let theirs = resp.headers().get("api-version").and_then(|v| v.to_str().ok()).and_then(parse_version);
         let version = negotiate(theirs)?;
         *self.api.lock().unwrap_or_else(|p| p.into_inner()) = Some(version.clone());
         Ok(version)
@@ -129,35 +128,25 @@ impl Docker {
         uri: String,
         body: Option<&Value>,
     ) -> Result<Response<Incoming>, DockerError> {
-        let unreachable = |e: &dyn fmt::Display| {
-            DockerError::Unreachable(format!("{}: {e}", self.socket.display()))
-        };
+        let unreachable = |e: &dyn fmt::Display| DockerError::Unreachable(format!("{}: {e}", self.socket.display()));
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket))
             .await
             .map_err(|_| unreachable(&"connect timed out"))?
             .map_err(|e| unreachable(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "docker");
+        let mut req = Request::builder().method(method).uri(uri).header("host", "docker");
         let bytes = match body {
             Some(v) => {
                 req = req.header("content-type", "application/json");
-                Bytes::from(
-                    serde_json::to_vec(v).map_err(|e| DockerError::Protocol(e.to_string()))?,
-                )
+                Bytes::from(serde_json::to_vec(v).map_err(|e| DockerError::Protocol(e.to_string()))?)
             }
             None => Bytes::new(),
         };
-        let req = req
-            .body(Full::new(bytes))
-            .map_err(|e| DockerError::Protocol(e.to_string()))?;
+        let req = req.body(Full::new(bytes)).map_err(|e| DockerError::Protocol(e.to_string()))?;
         sender.send_request(req).await.map_err(|e| unreachable(&e))
     }
 
@@ -176,19 +165,11 @@ impl Docker {
         }
         let status = resp.status().as_u16();
         let bytes = collect(resp.into_body()).await.unwrap_or_default();
-        Err(DockerError::Api {
-            status,
-            message: error_message(&bytes),
-        })
+        Err(DockerError::Api { status, message: error_message(&bytes) })
     }
 
     /// A call whose answer is JSON (or empty: `Value::Null`), bounded by the call timeout.
-    pub async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, DockerError> {
+    pub async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, DockerError> {
         let what = format!("{method} {path}");
         let call = async {
             let resp = self.send(method, path, body).await?;
@@ -196,21 +177,15 @@ impl Docker {
             if bytes.is_empty() {
                 return Ok(Value::Null);
             }
-            serde_json::from_slice(&bytes)
-                .map_err(|e| DockerError::Protocol(format!("{what}: {e}")))
+            serde_json::from_slice(&bytes).map_err(|e| DockerError::Protocol(format!("{what}: {e}")))
         };
-        tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .map_err(|_| DockerError::Timeout(what.clone()))?
+        tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| DockerError::Timeout(what.clone()))?
     }
 }
 
 /// Reads a whole body.
 pub async fn collect(body: Incoming) -> Result<Bytes, DockerError> {
-    body.collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| DockerError::Unreachable(format!("reading answer: {e}")))
+    body.collect().await.map(|c| c.to_bytes()).map_err(|e| DockerError::Unreachable(format!("reading answer: {e}")))
 }
 
 /// The engine's `{"message": ".."}`, or the raw text when it is not JSON.
@@ -255,10 +230,7 @@ mod tests {
 
     #[test]
     fn engine_error_messages() {
-        assert_eq!(
-            error_message(br#"{"message":"No such container: x"}"#),
-            "No such container: x"
-        );
+        assert_eq!(error_message(br#"{"message":"No such container: x"}"#), "No such container: x");
         assert_eq!(error_message(b"page not found\n"), "page not found");
     }
 }

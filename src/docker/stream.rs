@@ -36,11 +36,7 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     pub fn new(max: usize) -> LineSplitter {
-        LineSplitter {
-            buf: Vec::new(),
-            max: max.max(1),
-            skip_lf: false,
-        }
+        LineSplitter { buf: Vec::new(), max: max.max(1), skip_lf: false }
     }
 
     /// Feeds `bytes`, calling `emit` for each complete line (without its terminator).
@@ -91,10 +87,7 @@ mod tests {
     fn terminators_and_chunk_borders() {
         assert_eq!(split(&[b"a\nb\r\nc"], 100), vec!["a", "b", "c"]);
         assert_eq!(split(&[b"a\r", b"\nb\n"], 100), vec!["a", "b"]);
-        assert_eq!(
-            split(&[b"10%\r20%\r", b"done\n"], 100),
-            vec!["10%", "20%", "done"]
-        );
+        assert_eq!(split(&[b"10%\r20%\r", b"done\n"], 100), vec!["10%", "20%", "done"]);
         assert_eq!(split(&[b"\n\n"], 100), vec!["", ""]);
         assert_eq!(split(&[b"hel", b"lo\n"], 100), vec!["hello"]);
     }

@@ -4,22 +4,14 @@ use hyper::header::{ACCEPT, AUTHORIZATION};
 use hyper::HeaderMap;
 
 /// Media types lightd answers with, compared case-insensitively.
-const ACCEPTED: &[&str] = &[
-    "application/vnd.pkglatv1+json",
-    "application/json",
-    "application/*",
-    "*/*",
-];
+const ACCEPTED: &[&str] = &["application/vnd.pkglatv1+json", "application/json", "application/*", "*/*"];
 
 /// Whether the `Authorization: Bearer <token>` header carries `token`.
 pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
 }
@@ -50,10 +42,7 @@ pub fn accept_ok(headers: &HeaderMap, extra: &[&str]) -> bool {
     }
     accept.split(',').any(|item| {
         let essence = item.split(';').next().unwrap_or("").trim();
-        ACCEPTED
-            .iter()
-            .chain(extra)
-            .any(|t| t.eq_ignore_ascii_case(essence))
+        ACCEPTED.iter().chain(extra).any(|t| t.eq_ignore_ascii_case(essence))
     })
 }
 
@@ -71,18 +60,9 @@ mod tests {
     #[test]
     fn bearer() {
         let t = "lightd_abcdefabcdefabcdef";
-        assert!(bearer_matches(
-            &headers(AUTHORIZATION, &format!("Bearer {t}")),
-            t
-        ));
-        assert!(!bearer_matches(
-            &headers(AUTHORIZATION, "Bearer lightd_abcdefabcdefabcdeg"),
-            t
-        ));
-        assert!(!bearer_matches(
-            &headers(AUTHORIZATION, "Bearer lightd_abc"),
-            t
-        ));
+        assert!(bearer_matches(&headers(AUTHORIZATION, &format!("Bearer {t}")), t));
+        assert!(!bearer_matches(&headers(AUTHORIZATION, "Bearer lightd_abcdefabcdefabcdeg"), t));
+        assert!(!bearer_matches(&headers(AUTHORIZATION, "Bearer lightd_abc"), t));
         assert!(!bearer_matches(&headers(AUTHORIZATION, t), t));
         assert!(!bearer_matches(&HeaderMap::new(), t));
         assert!(!constant_time_eq(b"", b"x"));
@@ -92,10 +72,7 @@ mod tests {
     #[test]
     fn accept() {
         assert!(accept_ok(&HeaderMap::new(), &[]));
-        assert!(accept_ok(
-            &headers(ACCEPT, "Application/vnd.pkglatv1+json"),
-            &[]
-        ));
+        assert!(accept_ok(&headers(ACCEPT, "Application/vnd.pkglatv1+json"), &[]));
         assert!(accept_ok(&headers(ACCEPT, "application/JSON;q=0.9"), &[]));
         assert!(accept_ok(&headers(ACCEPT, "text/html, */*;q=0.1"), &[]));
         assert!(!accept_ok(&headers(ACCEPT, "text/html"), &[]));

@@ -20,10 +20,7 @@ struct View<'a> {
 }
 
 fn accepted(msg: &str, id: &str) -> Reply {
-    json(
-        StatusCode::ACCEPTED,
-        &json!({ "message": msg, "internal_id": id }),
-    )
+    json(StatusCode::ACCEPTED, &json!({ "message": msg, "internal_id": id }))
 }
 
 pub async fn create(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
@@ -53,10 +50,7 @@ pub fn get(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     let record = lifecycle::record(app, id)?;
     let install_events = app.hubs.get(id).install_events();
-    Ok(ok(&View {
-        record: &record,
-        install_events,
-    }))
+    Ok(ok(&View { record: &record, install_events }))
 }
 
 pub async fn delete(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {

@@ -79,10 +79,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     drop(listener);
     drop(stopped);
     let _ = stop.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, stop.closed())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN_TIMEOUT, stop.closed()).await.is_err() {
         eprintln!("lightd: some connections did not finish within {DRAIN_TIMEOUT:?}");
     }
 }
@@ -92,14 +89,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
     let (head, body) = req.into_parts();
     let (label, reply) = match router::resolve(head.method.as_str(), head.uri.path()) {
         Ok((route, params)) => {
-            let ctx = Ctx {
-                head,
-                body: Some(body),
-                params,
-            };
-            let reply = dispatch(&app, route, ctx)
-                .await
-                .unwrap_or_else(ApiError::into_reply);
+            let ctx = Ctx { head, body: Some(body), params };
+            let reply = dispatch(&app, route, ctx).await.unwrap_or_else(ApiError::into_reply);
             (route.pattern(), reply)
         }
         Err(miss) => ("unmatched", miss_error(miss).into_reply()),
@@ -124,9 +115,7 @@ fn miss_error(miss: Miss) -> ApiError {
 }
 
 async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
-    if !route.is_public()
-        && !auth::bearer_matches(&ctx.head.headers, &app.config.authorization.token)
-    {
+    if !route.is_public() && !auth::bearer_matches(&ctx.head.headers, &app.config.authorization.token) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Missing or invalid token (send Authorization: Bearer lightd_...)",

@@ -34,10 +34,7 @@ pub async fn add(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
         _ => return Err(bad("give either port, or both port_start and port_end").into()),
     };
     let added = ports::add(app, ip, first, last, protocol).await?;
-    Ok(json(
-        StatusCode::CREATED,
-        &json!({ "message": "Port added to pool", "ports": added }),
-    ))
+    Ok(json(StatusCode::CREATED, &json!({ "message": "Port added to pool", "ports": added })))
 }
 
 pub async fn list(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
@@ -48,35 +45,22 @@ pub async fn list(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
         Some("false") => Some(false),
         Some(_) => return Err(ApiError::bad_request("available must be true or false")),
     };
-    let protocol = q
-        .get("protocol")
-        .map(|p| parse_protocol(Some(p)))
-        .transpose()?;
+    let protocol = q.get("protocol").map(|p| parse_protocol(Some(p))).transpose()?;
     let ip = q.get("ip").map(|i| parse_ip(i)).transpose()?;
-    let filter = Filter {
-        available,
-        protocol,
-        ip,
-    };
+    let filter = Filter { available, protocol, ip };
     Ok(ok(&json!({ "ports": ports::list(app, &filter) })))
 }
 
 pub async fn random(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
     let q = ctx.query(&["protocol"])?;
-    let protocol = q
-        .get("protocol")
-        .map(|p| parse_protocol(Some(p)))
-        .transpose()?;
+    let protocol = q.get("protocol").map(|p| parse_protocol(Some(p))).transpose()?;
     Ok(ok(&ports::random(app, protocol)?))
 }
 
 pub async fn delete(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
     let q = ctx.query(&["protocol"])?;
     let ip = parse_ip(ctx.param(0))?;
-    let port: u64 = ctx
-        .param(1)
-        .parse()
-        .map_err(|_| bad("port must be a number"))?;
+    let port: u64 = ctx.param(1).parse().map_err(|_| bad("port must be a number"))?;
     let port = parse_port(port, "port")?;
     let protocol = parse_protocol(q.get("protocol").map(String::as_str))?;
     ports::remove(app, PortKey { ip, port, protocol }).await?;

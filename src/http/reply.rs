@@ -18,9 +18,7 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 pub type Reply = Response<Body>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|e: Infallible| match e {})
-        .boxed()
+    Full::new(bytes.into()).map_err(|e: Infallible| match e {}).boxed()
 }
 
 /// A JSON reply with `status`.
@@ -28,8 +26,7 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -52,11 +49,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            allow: None,
-        }
+        ApiError { status, message: message.into(), allow: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -69,8 +62,7 @@ impl ApiError {
             resp.headers_mut().insert(ALLOW, allow);
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -82,12 +74,8 @@ impl From<Error> for ApiError {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::Docker(DockerError::Unreachable(_) | DockerError::Timeout(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Error::Docker(_) | Error::Store(_) | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Docker(DockerError::Unreachable(_) | DockerError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Docker(_) | Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }

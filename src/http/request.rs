@@ -42,14 +42,10 @@ impl Ctx {
             };
             let (k, v) = (decode(k)?, decode(v)?);
             if !allowed.contains(&k.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {k:?}"
-                )));
+                return Err(ApiError::bad_request(format!("unknown query parameter {k:?}")));
             }
             if map.insert(k.clone(), v).is_some() {
-                return Err(ApiError::bad_request(format!(
-                    "query parameter {k:?} given twice"
-                )));
+                return Err(ApiError::bad_request(format!("query parameter {k:?} given twice")));
             }
         }
         Ok(map)
@@ -57,28 +53,16 @@ impl Ctx {
 
     /// The JSON body, which must be present.
     pub async fn json<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
-        self.json_opt()
-            .await?
-            .ok_or_else(|| ApiError::bad_request("request body must be a JSON object"))
+        self.json_opt().await?.ok_or_else(|| ApiError::bad_request("request body must be a JSON object"))
     }
 
     /// The JSON body, `None` when the request has none.
     pub async fn json_opt<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ApiError> {
         let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than {} bytes", BODY_LIMIT),
-            )
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {} bytes", BODY_LIMIT))
         };
-        let declared = self
-            .head
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok());
-        if declared
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > BODY_LIMIT as u64)
-        {
+        let declared = self.head.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+        if declared.and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > BODY_LIMIT as u64) {
             return Err(too_large());
         }
         let Some(body) = self.body.take() else {
@@ -87,29 +71,18 @@ impl Ctx {
         let bytes = match Limited::new(body, BODY_LIMIT).collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "could not read request body: {e}"
-                )))
-            }
+            Err(e) => return Err(ApiError::bad_request(format!("could not read request body: {e}"))),
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        if !is_json(
-            self.head
-                .headers
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-        ) {
+        if !is_json(self.head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "request body must be JSON with Content-Type: application/json",
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }
 

@@ -40,16 +40,8 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("POST", "/containers", Route::ContainerCreate),
     ("GET", "/containers/:id", Route::ContainerGet),
     ("DELETE", "/containers/:id", Route::ContainerDelete),
-    (
-        "POST",
-        "/containers/:id/reinstall",
-        Route::ContainerReinstall,
-    ),
-    (
-        "POST",
-        "/containers/:id/rebind-network",
-        Route::ContainerRebind,
-    ),
+    ("POST", "/containers/:id/reinstall", Route::ContainerReinstall),
+    ("POST", "/containers/:id/rebind-network", Route::ContainerRebind),
 ];
 
 impl Route {
@@ -80,11 +72,7 @@ pub fn resolve(method: &str, path: &str) -> Result<(Route, Vec<String>), Miss> {
         Some(p) if !p.is_empty() => p,
         _ => path,
     };
-    let segments: Vec<&str> = path
-        .strip_prefix('/')
-        .ok_or(Miss::NotFound)?
-        .split('/')
-        .collect();
+    let segments: Vec<&str> = path.strip_prefix('/').ok_or(Miss::NotFound)?.split('/').collect();
     let mut allowed = Vec::new();
     for &(m, pattern, route) in TABLE {
         let parts = pattern[1..].split('/');
@@ -107,10 +95,7 @@ pub fn resolve(method: &str, path: &str) -> Result<(Route, Vec<String>), Miss> {
             allowed.push(m);
             continue;
         }
-        let decoded = params
-            .into_iter()
-            .map(percent_decode)
-            .collect::<Option<Vec<_>>>();
+        let decoded = params.into_iter().map(percent_decode).collect::<Option<Vec<_>>>();
         return decoded.map(|d| (route, d)).ok_or(Miss::BadPath);
     }
     if allowed.is_empty() {
@@ -147,19 +132,13 @@ mod tests {
     fn literal_and_captures() {
         assert_eq!(resolve("GET", "/health"), Ok((Route::Health, vec![])));
         assert_eq!(resolve("GET", "/health/"), Ok((Route::Health, vec![])));
-        assert_eq!(
-            resolve("GET", "/volumes/abc"),
-            Ok((Route::VolumeGet, vec!["abc".into()]))
-        );
+        assert_eq!(resolve("GET", "/volumes/abc"), Ok((Route::VolumeGet, vec!["abc".into()])));
         assert_eq!(
             resolve("DELETE", "/network/ports/0.0.0.0/25565"),
             Ok((Route::PortDelete, vec!["0.0.0.0".into(), "25565".into()]))
         );
         // A literal wins over a capture listed after it.
-        assert_eq!(
-            resolve("GET", "/network/ports/random"),
-            Ok((Route::PortRandom, vec![]))
-        );
+        assert_eq!(resolve("GET", "/network/ports/random"), Ok((Route::PortRandom, vec![])));
     }
 
     #[test]
@@ -168,14 +147,8 @@ mod tests {
         assert_eq!(resolve("GET", "/volumes//"), Err(Miss::NotFound));
         assert_eq!(resolve("GET", ""), Err(Miss::NotFound));
         assert_eq!(resolve("GET", "/volumes/a/b"), Err(Miss::NotFound));
-        assert_eq!(
-            resolve("PUT", "/volumes"),
-            Err(Miss::MethodNotAllowed(vec!["GET", "POST"]))
-        );
-        assert_eq!(
-            resolve("POST", "/health"),
-            Err(Miss::MethodNotAllowed(vec!["GET"]))
-        );
+        assert_eq!(resolve("PUT", "/volumes"), Err(Miss::MethodNotAllowed(vec!["GET", "POST"])));
+        assert_eq!(resolve("POST", "/health"), Err(Miss::MethodNotAllowed(vec!["GET"])));
         assert_eq!(resolve("GET", "/volumes/%zz"), Err(Miss::BadPath));
         assert_eq!(resolve("GET", "/volumes/a%00b"), Err(Miss::BadPath));
         assert_eq!(resolve("GET", "/volumes/%ff"), Err(Miss::BadPath));

@@ -29,17 +29,18 @@ const MAX_LINE: usize = 16 * 1024;
 pub async fn create(app: &Arc<App>, req: CreateRequest) -> Result<()> {
     let rec = spec::check_create(req, &app.config)?;
     let id = rec.internal_id.clone();
+    if app.store.read(|s| s.containers.contains_key(&id)) {
+        return Err(exists(&id));
+    }
     let guard = app.ops.try_begin(&id, "create")?;
     let max = app.config.containers.max_containers;
     app.store
         .update(|s| {
             if s.containers.contains_key(&id) {
-                return Err(Error::Conflict(format!("Container {id} already exists")));
+                return Err(exists(&id));
             }
             if s.containers.len() >= max {
-                return Err(Error::Conflict(format!(
-                    "Container limit reached (containers.max_containers = {max})"
-                )));
+                return Err(Error::Conflict(format!("Container limit reached (containers.max_containers = {max})")));
             }
             if !s.volumes.contains_key(&rec.volume_id) {
                 return Err(Error::NotFound("Volume not found".into()));
@@ -53,14 +54,13 @@ pub async fn create(app: &Arc<App>, req: CreateRequest) -> Result<()> {
     Ok(())
 }
 
+fn exists(id: &str) -> Error {
+    Error::Conflict(format!("Container {id} already exists"))
+}
+
 /// Puts the container back to `installing` with a possibly new image and script, then
 /// installs again; the volume's data is kept.
-pub async fn reinstall(
-    app: &Arc<App>,
-    id: &str,
-    image: Option<String>,
-    script: Option<String>,
-) -> Result<()> {
+pub async fn reinstall(app: &Arc<App>, id: &str, image: Option<String>, script: Option<String>) -> Result<()> {
     if let Some(i) = &image {
         spec::check_image(i)?;
     }
@@ -87,22 +87,8 @@ async fn run(app: Arc<App>, id: String, _guard: OwnedMutexGuard<()>) {
     let hub = app.hubs.get(&id);
     hub.lifecycle(Lifecycle::Started);
     let result = steps(&app, &id, &hub).await;
-    let saved = edit(&app, &id, |r| match &result {
-        Ok(cid) => {
-            r.container_id = Some(cid.clone());
-            r.install_state = InstallState::Ready;
-            r.error = None;
-        }
-        Err(e) => {
-            r.install_state = InstallState::Failed;
-            r.error = Some(e.clone());
-        }
-    })
-    .await;
-    if let Err(e) = saved {
-        eprintln!("lightd: {id}: could not record the install outcome: {e}");
-    }
-    match result {
+    // Events first, then the record: whoever sees `ready` or `failed` also finds the event.
+    match &result {
         Ok(_) => hub.lifecycle(Lifecycle::Ready),
         Err(e) => {
             eprintln!("lightd: {id}: install failed: {e}");
@@ -110,21 +96,29 @@ async fn run(app: Arc<App>, id: String, _guard: OwnedMutexGuard<()>) {
             hub.publish(Event::DaemonMessage(format!("Install failed: {e}")));
         }
     }
+    let saved = edit(&app, &id, |r| match result {
+        Ok(cid) => {
+            r.container_id = Some(cid);
+            r.install_state = InstallState::Ready;
+            r.error = None;
+        }
+        Err(e) => {
+            r.install_state = InstallState::Failed;
+            r.error = Some(e);
+        }
+    })
+    .await;
+    if let Err(e) = saved {
+        eprintln!("lightd: {id}: could not record the install outcome: {e}");
+    }
 }
 
 async fn steps(app: &App, id: &str, hub: &Hub) -> std::result::Result<String, String> {
     let rec = super::record(app, id).map_err(|e| e.to_string())?;
     let docker = &app.docker;
     let net = &app.config.containers.default_network;
-    docker
-        .ensure_network(net)
-        .await
-        .map_err(|e| format!("cannot prepare network {net}: {e}"))?;
-    if !docker
-        .image_exists(&rec.image)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    let network = docker.ensure_network(net).await.map_err(|e| format!("cannot prepare network {net}: {e}"))?;
+    if !docker.image_exists(&rec.image).await.map_err(|e| e.to_string())? {
         hub.publish(Event::InstallOutput(format!("Pulling image {}", rec.image)));
         docker
             .pull(&rec.image, |line| hub.publish(Event::InstallOutput(line)))
@@ -137,51 +131,30 @@ async fn steps(app: &App, id: &str, hub: &Hub) -> std::result::Result<String, St
         .store
         .read(|s| s.volumes.get(&rec.volume_id).map(|v| v.path.clone()))
         .ok_or_else(|| format!("volume {} no longer exists", rec.volume_id))?;
-    let data_dir =
-        prepare_data_dir(app, &rec).map_err(|e| format!("cannot write the data directory: {e}"))?;
+    let data_dir = prepare_data_dir(app, &rec).map_err(|e| format!("cannot write the data directory: {e}"))?;
     let name = rec.docker_name();
     for leftover in [&name, &install_name(&rec)] {
-        bounded(
-            REMOVE_TIMEOUT,
-            "removing the old container",
-            docker.remove_container(leftover),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        bounded(REMOVE_TIMEOUT, "removing the old container", docker.remove_container(leftover))
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    let run = RunSpec {
-        cmd: vec!["/bin/sh".into(), format!("{}/entrypoint.sh", spec::DATA)],
-        volume_path: &volume_path,
-        data_dir: &data_dir,
-        publish: true,
-        role: "server",
-    };
-    let body = container_spec(&rec, &app.config, &run);
-    let cid = bounded(
-        CREATE_TIMEOUT,
-        "creating the container",
-        docker.create_container(&name, &body),
-    )
-    .await
-    .map_err(|e| format!("cannot create container: {}", message(&e)))?;
-    // Remember it at once, so a delete or a restart finds it even if the install fails.
-    edit(app, id, |r| r.container_id = Some(cid.clone()))
+    let body = container_spec(&rec, &app.config, &RunSpec::server(&volume_path, &data_dir, &network));
+    let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(&name, &body))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("cannot create container: {}", message(&e)))?;
+    // Remember it at once, so a delete or a restart finds it even if the install fails.
+    edit(app, id, |r| r.container_id = Some(cid.clone())).await.map_err(|e| e.to_string())?;
     hub.lifecycle(Lifecycle::ContainerCreated);
 
     if rec.install_script.is_some() {
         hub.lifecycle(Lifecycle::RunningInstallScript);
-        run_script(app, &rec, hub, &volume_path, &data_dir).await?;
+        run_script(app, &rec, hub, &RunSpec::install(&volume_path, &data_dir, &network)).await?;
         hub.lifecycle(Lifecycle::InstallScriptComplete);
     }
 
     hub.lifecycle(Lifecycle::SettingUpEntrypoint);
-    write_file(
-        &data_dir.join("entrypoint.sh"),
-        &spec::entrypoint_script(&rec.startup_command),
-    )
-    .map_err(|e| format!("cannot write entrypoint.sh: {e}"))?;
+    write_file(&data_dir.join("entrypoint.sh"), &spec::entrypoint_script(&rec.startup_command))
+        .map_err(|e| format!("cannot write entrypoint.sh: {e}"))?;
     Ok(cid)
 }
 
@@ -200,10 +173,7 @@ fn message(e: &crate::docker::DockerError) -> String {
 /// `<data_path>/<internal_id>/` with `install.sh` (when there is a script).
 fn prepare_data_dir(app: &App, rec: &ContainerRecord) -> std::io::Result<PathBuf> {
     let dir = data_dir(app, &rec.internal_id);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
     if let Some(script) = &rec.install_script {
         write_file(&dir.join("install.sh"), script)?;
     }
@@ -216,45 +186,20 @@ pub fn data_dir(app: &App, id: &str) -> PathBuf {
 
 fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o755)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }
 
 /// Runs `install.sh` in a one-shot container of the same image and mounts, streaming its
 /// output as install output; a non-zero exit fails with the code and the last lines.
-async fn run_script(
-    app: &App,
-    rec: &ContainerRecord,
-    hub: &Hub,
-    volume_path: &Path,
-    data_dir: &Path,
-) -> std::result::Result<(), String> {
+async fn run_script(app: &App, rec: &ContainerRecord, hub: &Hub, run: &RunSpec<'_>) -> std::result::Result<(), String> {
     let docker = &app.docker;
-    let run = RunSpec {
-        cmd: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            format!("cd {} && exec {}/install.sh", spec::HOME, spec::DATA),
-        ],
-        volume_path,
-        data_dir,
-        publish: false,
-        role: "install",
-    };
-    let body = container_spec(rec, &app.config, &run);
-    let cid = bounded(
-        CREATE_TIMEOUT,
-        "creating the install container",
-        docker.create_container(&install_name(rec), &body),
-    )
-    .await
-    .map_err(|e| format!("cannot create the install container: {}", message(&e)))?;
+    let body = container_spec(rec, &app.config, run);
+    let cid =
+        bounded(CREATE_TIMEOUT, "creating the install container", docker.create_container(&install_name(rec), &body))
+            .await
+            .map_err(|e| format!("cannot create the install container: {}", message(&e)))?;
     let mut last = VecDeque::with_capacity(LAST_LINES);
     let outcome = tokio::time::timeout(INSTALL_TIMEOUT, async {
         docker.start_container(&cid).await?;
@@ -271,41 +216,22 @@ async fn run_script(
         while let Some(chunk) = chunks.next().await {
             demux.push(&chunk?);
             while let Some((stream, payload)) = demux.next_frame() {
-                let splitter = if stream == Stream::Stderr {
-                    &mut err
-                } else {
-                    &mut out
-                };
+                let splitter = if stream == Stream::Stderr { &mut err } else { &mut out };
                 splitter.push(&payload, &mut emit);
             }
         }
-        out.finish()
-            .into_iter()
-            .chain(err.finish())
-            .for_each(&mut emit);
+        out.finish().into_iter().chain(err.finish()).for_each(&mut emit);
         docker.wait_container(&cid).await
     })
     .await;
-    if let Err(e) = bounded(
-        REMOVE_TIMEOUT,
-        "removing the install container",
-        docker.remove_container(&cid),
-    )
-    .await
-    {
+    if let Err(e) = bounded(REMOVE_TIMEOUT, "removing the install container", docker.remove_container(&cid)).await {
         eprintln!("lightd: {}: {e}", rec.internal_id);
     }
     let tail = || Vec::from(last.clone()).join(" | ");
     match outcome {
-        Err(_) => Err(format!(
-            "Install script timed out after {} s",
-            INSTALL_TIMEOUT.as_secs()
-        )),
+        Err(_) => Err(format!("Install script timed out after {} s", INSTALL_TIMEOUT.as_secs())),
         Ok(Err(e)) => Err(format!("Install script could not run: {}", message(&e))),
         Ok(Ok(0)) => Ok(()),
-        Ok(Ok(code)) => Err(format!(
-            "Install script exited with code {code}; last output: {}",
-            tail()
-        )),
+        Ok(Ok(code)) => Err(format!("Install script exited with code {code}; last output: {}", tail())),
     }
 }

@@ -37,17 +37,12 @@ impl Ops {
             Arc::clone(map.entry(id.to_string()).or_default())
         };
         lock.try_lock_owned().map_err(|_| {
-            Error::Conflict(format!(
-                "Cannot {action} while another operation is running on this container"
-            ))
+            Error::Conflict(format!("Cannot {action} while another operation is running on this container"))
         })
     }
 
     pub fn forget(&self, id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }
 
@@ -57,18 +52,14 @@ fn not_found() -> Error {
 
 /// The record of `id`, or 404.
 pub fn record(app: &App, id: &str) -> Result<ContainerRecord> {
-    app.store
-        .read(|s| s.containers.get(id).cloned())
-        .ok_or_else(not_found)
+    app.store.read(|s| s.containers.get(id).cloned()).ok_or_else(not_found)
 }
 
 /// The record of `id` if `action` may run on it now: it exists and is not installing.
 pub fn actionable(app: &App, id: &str, action: &str) -> Result<ContainerRecord> {
     let rec = record(app, id)?;
     if rec.install_state == InstallState::Installing {
-        return Err(Error::Conflict(format!(
-            "Cannot {action} while container is installing"
-        )));
+        return Err(Error::Conflict(format!("Cannot {action} while container is installing")));
     }
     Ok(rec)
 }
@@ -89,9 +80,10 @@ pub async fn edit(app: &App, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> 
 /// `id`'s (409). Checks all before changing any.
 pub fn claim_ports(s: &mut State, id: &str, ports: &[PortBinding]) -> Result<()> {
     for p in ports {
-        let entry = s.ports.get(&p.key()).ok_or_else(|| {
-            Error::BadRequest(format!("Port not found in network pool: {}", p.key()))
-        })?;
+        let entry = s
+            .ports
+            .get(&p.key())
+            .ok_or_else(|| Error::BadRequest(format!("Port not found in network pool: {}", p.key())))?;
         if entry.in_use && entry.used_by.as_deref() != Some(id) {
             return Err(Error::Conflict(format!(
                 "Port already in use: {} by {}",
@@ -125,12 +117,9 @@ pub async fn bounded<T>(
     what: &str,
     call: impl Future<Output = std::result::Result<T, DockerError>>,
 ) -> std::result::Result<T, DockerError> {
-    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-        Err(DockerError::Timeout(format!(
-            "{what} took longer than {} s",
-            limit.as_secs()
-        )))
-    })
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(DockerError::Timeout(format!("{what} took longer than {} s", limit.as_secs()))))
 }
 
 /// At boot: installs that a restart cut short can never finish; say so instead of leaving
@@ -139,11 +128,7 @@ pub async fn fail_interrupted_installs(app: &App) -> Result<usize> {
     app.store
         .update(|s| {
             let mut n = 0;
-            for rec in s
-                .containers
-                .values_mut()
-                .filter(|r| r.install_state == InstallState::Installing)
-            {
+            for rec in s.containers.values_mut().filter(|r| r.install_state == InstallState::Installing) {
                 rec.install_state = InstallState::Failed;
                 rec.error = Some("interrupted by daemon restart".into());
                 rec.updated_at = now();

@@ -5,11 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedMutexGuard;
 
-use super::spec::{check_ports, container_spec, RunSpec, DATA};
-use super::{
-    actionable, bounded, claim_ports, edit, install::data_dir, release_ports, CREATE_TIMEOUT,
-    REMOVE_TIMEOUT,
-};
+use super::spec::{check_ports, container_spec, RunSpec};
+use super::{actionable, bounded, claim_ports, edit, install::data_dir, release_ports, CREATE_TIMEOUT, REMOVE_TIMEOUT};
 use crate::app::App;
 use crate::console::Event;
 use crate::error::{Error, Result};
@@ -43,10 +40,7 @@ async fn run(app: Arc<App>, id: String, ports: Vec<PortBinding>, _guard: OwnedMu
             if let Err(u) = undo.await {
                 eprintln!("lightd: {id}: could not release ports after a failed rebind: {u}");
             }
-            let _ = edit(&app, &id, |r| {
-                r.error = Some(format!("rebind-network failed: {e}"))
-            })
-            .await;
+            let _ = edit(&app, &id, |r| r.error = Some(format!("rebind-network failed: {e}"))).await;
             hub.publish(Event::DaemonMessage(format!("Network rebind failed: {e}")));
         }
     }
@@ -64,36 +58,17 @@ async fn swap(app: &App, id: &str, ports: &[PortBinding]) -> std::result::Result
             .read(|s| s.volumes.get(&next.volume_id).map(|v| v.path.clone()))
             .ok_or("the volume no longer exists")?;
         let data = data_dir(app, id);
-        let run = RunSpec {
-            cmd: vec!["/bin/sh".into(), format!("{DATA}/entrypoint.sh")],
-            volume_path: &volume_path,
-            data_dir: &data,
-            publish: true,
-            role: "server",
-        };
+        let net = &app.config.containers.default_network;
+        let network = docker.ensure_network(net).await.map_err(|e| format!("cannot prepare network {net}: {e}"))?;
         let temp = format!("{}-rebind", next.docker_name());
-        bounded(
-            REMOVE_TIMEOUT,
-            "removing a leftover container",
-            docker.remove_container(&temp),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let body = container_spec(&next, &app.config, &run);
-        let cid = bounded(
-            CREATE_TIMEOUT,
-            "creating the container",
-            docker.create_container(&temp, &body),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        if let Err(e) = bounded(
-            REMOVE_TIMEOUT,
-            "removing the old container",
-            docker.remove_container(&old_cid),
-        )
-        .await
-        {
+        bounded(REMOVE_TIMEOUT, "removing a leftover container", docker.remove_container(&temp))
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = container_spec(&next, &app.config, &RunSpec::server(&volume_path, &data, &network));
+        let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(&temp, &body))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = bounded(REMOVE_TIMEOUT, "removing the old container", docker.remove_container(&old_cid)).await {
             let _ = docker.remove_container(&cid).await;
             return Err(e.to_string());
         }
@@ -106,10 +81,7 @@ async fn swap(app: &App, id: &str, ports: &[PortBinding]) -> std::result::Result
     let keep: Vec<PortKey> = ports.iter().map(PortBinding::key).collect();
     app.store
         .update(|s| {
-            let rec = s
-                .containers
-                .get_mut(id)
-                .ok_or_else(|| Error::NotFound("Container not found".into()))?;
+            let rec = s.containers.get_mut(id).ok_or_else(|| Error::NotFound("Container not found".into()))?;
             rec.ports = ports.to_vec();
             if new_cid.is_some() {
                 rec.container_id = new_cid;

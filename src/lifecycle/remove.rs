@@ -11,27 +11,16 @@ pub async fn delete(app: &App, id: &str) -> Result<()> {
     let rec = actionable(app, id, "delete")?;
     let _guard = app.ops.try_begin(id, "delete")?;
     let docker = &app.docker;
-    let mut names = vec![
-        rec.docker_name(),
-        format!("{}-install", rec.docker_name()),
-        format!("{}-rebind", rec.docker_name()),
-    ];
+    let mut names =
+        vec![rec.docker_name(), format!("{}-install", rec.docker_name()), format!("{}-rebind", rec.docker_name())];
     names.extend(rec.container_id.clone());
     for name in &names {
-        bounded(
-            REMOVE_TIMEOUT,
-            "removing the container",
-            docker.remove_container(name),
-        )
-        .await?;
+        bounded(REMOVE_TIMEOUT, "removing the container", docker.remove_container(name)).await?;
     }
     let dir = data_dir(app, id);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::Internal(format!(
-                "cannot remove {}: {e}",
-                dir.display()
-            )));
+            return Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())));
         }
         _ => {}
     }

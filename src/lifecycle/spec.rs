@@ -45,17 +45,13 @@ pub struct CreateRequest {
 /// Checks everything that needs no state and builds the record (`installing`, `offline`).
 pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerRecord> {
     if !valid_internal_id(&req.internal_id) {
-        return Err(bad(
-            "internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with .",
-        ));
+        return Err(bad("internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with ."));
     }
     check_image(&req.image)?;
     let volume_id = volumes::parse_id(&req.volume_id)?;
     let command = req.startup_command.trim();
     if command.is_empty() || command.len() > MAX_COMMAND || command.contains('\0') {
-        return Err(bad(format!(
-            "startup_command must be 1-{MAX_COMMAND} bytes without NUL"
-        )));
+        return Err(bad(format!("startup_command must be 1-{MAX_COMMAND} bytes without NUL")));
     }
     if let Some(p) = &req.start_pattern {
         check_pattern(p)?;
@@ -64,11 +60,7 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     check_limits(&req.limits)?;
     let mount = check_mounts(&req.mount, &config.containers.allowed_mounts)?;
     check_env(&req.env)?;
-    if req
-        .install_script
-        .as_deref()
-        .is_some_and(|s| s.contains('\0'))
-    {
+    if req.install_script.as_deref().is_some_and(|s| s.contains('\0')) {
         return Err(bad("install_script must not contain NUL"));
     }
     let t = now();
@@ -96,17 +88,13 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
 /// An image reference Docker would accept: `[registry[:port]/]name[:tag][@digest]`.
 pub fn check_image(image: &str) -> Result<()> {
     let ok = (1..=255).contains(&image.len())
-        && image
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+        && image.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
         && !image.starts_with(['-', '/', ':', '.'])
         && !image.contains("//");
     if ok {
         Ok(())
     } else {
-        Err(bad(format!(
-            "image {image:?} is not a valid image reference like ubuntu:22.04"
-        )))
+        Err(bad(format!("image {image:?} is not a valid image reference like ubuntu:22.04")))
     }
 }
 
@@ -135,17 +123,13 @@ pub fn check_ports(ports: &[PortBinding]) -> Result<()> {
 fn check_limits(l: &Limits) -> Result<()> {
     if let Some(m) = l.memory {
         if m < MIN_MEMORY {
-            return Err(bad(format!(
-                "limits.memory must be at least {MIN_MEMORY} bytes (6 MiB)"
-            )));
+            return Err(bad(format!("limits.memory must be at least {MIN_MEMORY} bytes (6 MiB)")));
         }
     }
     if let Some(c) = l.cpu {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         if !(c.is_finite() && c >= 0.01 && c <= cores) {
-            return Err(bad(format!(
-                "limits.cpu must be between 0.01 and {cores} (cores on this host)"
-            )));
+            return Err(bad(format!("limits.cpu must be between 0.01 and {cores} (cores on this host)")));
         }
     }
     Ok(())
@@ -157,9 +141,7 @@ fn check_env(env: &BTreeMap<String, String>) -> Result<()> {
             && !k.starts_with(|c: char| c.is_ascii_digit())
             && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !key_ok {
-            return Err(bad(format!(
-                "env name {k:?} must be letters, digits and _ (not starting with a digit)"
-            )));
+            return Err(bad(format!("env name {k:?} must be letters, digits and _ (not starting with a digit)")));
         }
         if v.contains('\0') {
             return Err(bad(format!("env {k} must not contain NUL")));
@@ -173,51 +155,33 @@ fn clean_absolute(p: &str) -> Option<PathBuf> {
     let path = Path::new(p);
     let ok = path.is_absolute()
         && !p.contains('\0')
-        && path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     ok.then(|| path.to_path_buf())
 }
 
 /// Custom mounts: targets are clean absolute paths outside lightd's own; sources exist and,
 /// with symlinks resolved, lie under one of `allowed` (none by default). Returns the map with
 /// resolved sources, so a later symlink swap cannot widen what is mounted.
-pub fn check_mounts(
-    mount: &BTreeMap<String, String>,
-    allowed: &[PathBuf],
-) -> Result<BTreeMap<String, String>> {
+pub fn check_mounts(mount: &BTreeMap<String, String>, allowed: &[PathBuf]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (target, source) in mount {
-        let t = clean_absolute(target).ok_or_else(|| {
-            bad(format!(
-                "mount target {target:?} must be an absolute path without .."
-            ))
-        })?;
+        let t = clean_absolute(target)
+            .ok_or_else(|| bad(format!("mount target {target:?} must be an absolute path without ..")))?;
         if t == Path::new("/")
             || t.starts_with(HOME)
             || t.starts_with(DATA)
             || Path::new(HOME).starts_with(&t)
             || Path::new(DATA).starts_with(&t)
         {
-            return Err(bad(format!(
-                "mount target {target} overlaps {HOME} or {DATA}"
-            )));
+            return Err(bad(format!("mount target {target} overlaps {HOME} or {DATA}")));
         }
-        let s = clean_absolute(source).ok_or_else(|| {
-            bad(format!(
-                "mount source {source:?} must be an absolute path without .."
-            ))
-        })?;
+        let s = clean_absolute(source)
+            .ok_or_else(|| bad(format!("mount source {source:?} must be an absolute path without ..")))?;
         let resolved = s.canonicalize().ok();
-        let allowed_here = resolved.as_ref().is_some_and(|r| {
-            allowed
-                .iter()
-                .any(|a| a.canonicalize().is_ok_and(|a| r.starts_with(a)))
-        });
+        let allowed_here =
+            resolved.as_ref().is_some_and(|r| allowed.iter().any(|a| a.canonicalize().is_ok_and(|a| r.starts_with(a))));
         if !allowed_here {
-            return Err(bad(format!(
-                "Mount source not allowed: {source} (allowed under containers.allowed_mounts)"
-            )));
+            return Err(bad(format!("Mount source not allowed: {source} (allowed under containers.allowed_mounts)")));
         }
         let resolved = resolved.unwrap_or(s);
         out.insert(target.clone(), resolved.to_string_lossy().into_owned());
@@ -233,6 +197,22 @@ pub struct RunSpec<'a> {
     /// Publish the record's ports (the server container) or not (the install container).
     pub publish: bool,
     pub role: &'a str,
+    /// Id of the network to join (`containers.default_network`, resolved).
+    pub network: &'a str,
+}
+
+impl<'a> RunSpec<'a> {
+    /// The server container: runs `entrypoint.sh`, publishes the record's ports.
+    pub fn server(volume_path: &'a Path, data_dir: &'a Path, network: &'a str) -> RunSpec<'a> {
+        let cmd = vec!["/bin/sh".into(), format!("{DATA}/entrypoint.sh")];
+        RunSpec { cmd, volume_path, data_dir, publish: true, role: "server", network }
+    }
+
+    /// The one-shot install container: runs `install.sh` from the volume, publishes nothing.
+    pub fn install(volume_path: &'a Path, data_dir: &'a Path, network: &'a str) -> RunSpec<'a> {
+        let cmd = vec!["/bin/sh".into(), "-c".into(), format!("cd {HOME} && exec {DATA}/install.sh")];
+        RunSpec { cmd, volume_path, data_dir, publish: false, role: "install", network }
+    }
 }
 
 /// The env a server sees: `env`, plus `SERVER_IP`, `SERVER_PORT`, `SERVER_MEMORY` (MiB)
@@ -240,14 +220,11 @@ pub struct RunSpec<'a> {
 pub fn server_env(rec: &ContainerRecord) -> Vec<String> {
     let mut env = rec.env.clone();
     if let Some(p) = rec.ports.first() {
-        env.entry("SERVER_IP".into())
-            .or_insert_with(|| p.ip.to_string());
-        env.entry("SERVER_PORT".into())
-            .or_insert_with(|| p.port.to_string());
+        env.entry("SERVER_IP".into()).or_insert_with(|| p.ip.to_string());
+        env.entry("SERVER_PORT".into()).or_insert_with(|| p.port.to_string());
     }
     if let Some(m) = rec.limits.memory {
-        env.entry("SERVER_MEMORY".into())
-            .or_insert_with(|| (m >> 20).to_string());
+        env.entry("SERVER_MEMORY".into()).or_insert_with(|| (m >> 20).to_string());
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
@@ -281,7 +258,7 @@ pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> 
         "PortBindings": bindings,
         "PidsLimit": config.containers.pids_limit,
         "SecurityOpt": ["no-new-privileges"],
-        "NetworkMode": config.containers.default_network,
+        "NetworkMode": run.network,
         "Init": true,
         "RestartPolicy": {"Name": "no"},
         "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
@@ -341,45 +318,17 @@ mod tests {
         let config = Config::default();
         let rec = check_create(req(), &config).unwrap();
         assert_eq!(rec.install_state, InstallState::Installing);
-        let run = RunSpec {
-            cmd: vec!["/bin/sh".into()],
-            volume_path: Path::new("/v"),
-            data_dir: Path::new("/d"),
-            publish: true,
-            role: "server",
-        };
+        let run = RunSpec::server(Path::new("/v"), Path::new("/d"), "n1");
         let spec = container_spec(&rec, &config, &run);
-        assert_eq!(
-            spec["HostConfig"]["PortBindings"]["25565/tcp"][0]["HostPort"],
-            "25565"
-        );
+        assert_eq!(spec["HostConfig"]["PortBindings"]["25565/tcp"][0]["HostPort"], "25565");
         assert_eq!(spec["HostConfig"]["NanoCpus"], 500_000_000);
         assert_eq!(spec["HostConfig"]["Memory"], 536870912u64);
         assert_eq!(spec["HostConfig"]["Mounts"][1]["ReadOnly"], true);
         assert_eq!(spec["Labels"]["lightd.managed"], "true");
-        let env: Vec<&str> = spec["Env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        assert_eq!(
-            env,
-            vec![
-                "A=1",
-                "SERVER_IP=0.0.0.0",
-                "SERVER_MEMORY=512",
-                "SERVER_PORT=25565"
-            ]
-        );
-        let run = RunSpec {
-            publish: false,
-            ..run
-        };
-        assert_eq!(
-            container_spec(&rec, &config, &run)["HostConfig"]["PortBindings"],
-            json!({})
-        );
+        let env: Vec<&str> = spec["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(env, vec!["A=1", "SERVER_IP=0.0.0.0", "SERVER_MEMORY=512", "SERVER_PORT=25565"]);
+        let run = RunSpec::install(Path::new("/v"), Path::new("/d"), "n1");
+        assert_eq!(container_spec(&rec, &config, &run)["HostConfig"]["PortBindings"], json!({}));
     }
 
     #[test]
@@ -389,14 +338,8 @@ mod tests {
             (Box::new(|r| r.internal_id = ".x".into()), "internal_id"),
             (Box::new(|r| r.image = "bad image".into()), "image"),
             (Box::new(|r| r.volume_id = "x".into()), "volume_id"),
-            (
-                Box::new(|r| r.startup_command = " ".into()),
-                "startup_command",
-            ),
-            (
-                Box::new(|r| r.start_pattern = Some("(".into())),
-                "start_pattern",
-            ),
+            (Box::new(|r| r.startup_command = " ".into()), "startup_command"),
+            (Box::new(|r| r.start_pattern = Some("(".into())), "start_pattern"),
             (Box::new(|r| r.limits.memory = Some(0)), "limits.memory"),
             (Box::new(|r| r.limits.cpu = Some(-1.0)), "limits.cpu"),
             (Box::new(|r| r.limits.cpu = Some(f64::NAN)), "limits.cpu"),
@@ -440,33 +383,20 @@ mod tests {
         let allowed = root.join("allowed");
         std::fs::create_dir_all(allowed.join("maps")).unwrap();
         let _ = std::os::unix::fs::symlink("/etc", allowed.join("escape"));
-        let ok = BTreeMap::from([(
-            "/maps".to_string(),
-            allowed.join("maps").to_string_lossy().into_owned(),
-        )]);
+        let ok = BTreeMap::from([("/maps".to_string(), allowed.join("maps").to_string_lossy().into_owned())]);
         assert!(check_mounts(&ok, std::slice::from_ref(&allowed)).is_ok());
-        let escape = BTreeMap::from([(
-            "/x".to_string(),
-            allowed.join("escape").to_string_lossy().into_owned(),
-        )]);
+        let escape = BTreeMap::from([("/x".to_string(), allowed.join("escape").to_string_lossy().into_owned())]);
         assert!(check_mounts(&escape, std::slice::from_ref(&allowed)).is_err());
-        let dotdot = BTreeMap::from([(
-            "/x".to_string(),
-            format!("{}/maps/../../", allowed.display()),
-        )]);
+        let dotdot = BTreeMap::from([("/x".to_string(), format!("{}/maps/../../", allowed.display()))]);
         assert!(check_mounts(&dotdot, std::slice::from_ref(&allowed)).is_err());
-        assert!(
-            check_mounts(&ok, &[]).is_err(),
-            "nothing allowed by default"
-        );
+        assert!(check_mounts(&ok, &[]).is_err(), "nothing allowed by default");
         std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn quoting() {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert!(entrypoint_script("bash -c 'echo hi'")
-            .contains(r"exec /bin/sh -c 'bash -c '\''echo hi'\'''"));
+        assert!(entrypoint_script("bash -c 'echo hi'").contains(r"exec /bin/sh -c 'bash -c '\''echo hi'\'''"));
         assert!(check_image("ubuntu:22.04").is_ok());
         assert!(check_image("reg:5000/a/b@sha256:abc").is_ok());
         assert!(check_image("-rm").is_err());

@@ -36,11 +36,7 @@ impl Drop for TempDir {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn bin() -> &'static str {
@@ -60,6 +56,8 @@ pub fn config_for(dir: &Path, port: u16) -> Value {
 
 /// A running daemon; killed on drop.
 pub struct Daemon {
+    /// Prefix of every internal id a test makes here, so its Docker leftovers can be found.
+    pub prefix: String,
     pub child: Option<Child>,
     pub port: u16,
     pub dir: TempDir,
@@ -79,22 +77,15 @@ impl Daemon {
         tweak(&mut cfg);
         let config = dir.0.join("config.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-        let mut d = Daemon {
-            child: None,
-            port,
-            dir,
-            config,
-        };
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("t{}x{n}", std::process::id());
+        let mut d = Daemon { prefix, child: None, port, dir, config };
         d.spawn();
         d
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.0.join("daemon.log"))
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.0.join("daemon.log")).unwrap();
         let child = Command::new(bin())
             .arg("--config")
             .arg(&self.config)
@@ -109,10 +100,9 @@ impl Daemon {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = self.try_raw(
-                "GET /api/v1/public/ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-                    .as_bytes(),
-            ) {
+            if let Ok(r) =
+                self.try_raw("GET /api/v1/public/ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".as_bytes())
+            {
                 if r.status == 200 {
                     return;
                 }
@@ -169,27 +159,13 @@ impl Daemon {
 
     /// An authenticated JSON request.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        self.call_with(
-            method,
-            path,
-            body,
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-        )
+        self.call_with(method, path, body, &[("Authorization", &format!("Bearer {TOKEN}"))])
     }
 
     /// A JSON request with exactly these extra headers.
-    pub fn call_with(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Resp {
-        let body = body
-            .map(|b| serde_json::to_vec(&b).unwrap())
-            .unwrap_or_default();
-        let mut req =
-            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    pub fn call_with(&self, method: &str, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -205,19 +181,61 @@ impl Daemon {
     pub fn get(&self, path: &str) -> Resp {
         self.call("GET", path, None)
     }
+
+    /// An internal id unique to this daemon.
+    pub fn id(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    pub fn new_volume(&self) -> (String, PathBuf) {
+        let v = self.call("POST", "/volumes", None).json();
+        (v["volume_id"].as_str().unwrap().to_string(), PathBuf::from(v["path"].as_str().unwrap()))
+    }
+
+    pub fn add_port(&self, ip: &str, port: u16, protocol: &str) {
+        let r = self.call("POST", "/network/ports", Some(json!({"ip": ip, "port": port, "protocol": protocol})));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    /// The record of `id`, waiting until its install leaves `installing`.
+    pub fn wait_installed(&self, id: &str, secs: u64) -> Value {
+        wait_for(secs, &format!("{id} to finish installing"), || {
+            let r = self.get(&format!("/containers/{id}"));
+            assert_eq!(r.status, 200, "{}", r.body);
+            let v = r.json();
+            (v["install_state"] != "installing").then_some(v)
+        })
+    }
+
+    /// Names of Docker containers (running or not) that belong to this daemon's tests.
+    pub fn docker_names(&self) -> Vec<String> {
+        docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("name=^/lightd-{}-", self.prefix)])
+            .lines()
+            .map(String::from)
+            .collect()
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        remove_containers(&format!("lightd-{}-", self.prefix));
+    }
+}
+
+/// Force-removes every Docker container whose name starts with `prefix`.
+pub fn remove_containers(prefix: &str) {
+    let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("name=^/{prefix}")]).output();
+    if let Ok(out) = out {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+        }
     }
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }
 
 /// A parsed response.
@@ -230,23 +248,16 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The `error` sentence of an error body.
     pub fn error(&self) -> String {
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error field: {}", self.body))
-            .to_string()
+        self.json()["error"].as_str().unwrap_or_else(|| panic!("no error field: {}", self.body)).to_string()
     }
 }
 
@@ -262,32 +273,19 @@ pub fn raw(port: u16, request: &[u8]) -> std::io::Result<Resp> {
 
 pub fn parse_response(buf: &[u8]) -> std::io::Result<Resp> {
     let text = String::from_utf8_lossy(buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no response head in {text:?}")))?;
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other(format!("no response head in {text:?}")))?;
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Ok(Resp { status, headers, body })
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -305,26 +303,15 @@ fn dechunk(mut s: &str) -> String {
 
 /// Runs `docker` with `args` and returns its stdout; panics with stderr on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("docker").args(args).stderr(Stdio::piped()).output().expect("run docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Fails loudly (never skips) when the engine or the test image is missing.
 pub fn require_docker() {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let ok =
+        Command::new("docker").args(["image", "inspect", IMAGE]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         matches!(ok, Ok(s) if s.success()),
         "Docker engine or image {IMAGE} missing: run `bash scripts/setup.sh` (the README's test command does)"
@@ -338,10 +325,7 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
