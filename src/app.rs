@@ -24,12 +24,13 @@ pub struct App {
 impl App {
     pub fn new(config: Config, store: Arc<Store>) -> Arc<App> {
         let docker = Docker::new(&config.docker.socket_path);
+        let hubs = Hubs::new(config.console.ring_lines, config.console.ring_bytes);
         Arc::new(App {
             config,
             store,
             docker,
             metrics: Metrics::default(),
-            hubs: Hubs::default(),
+            hubs,
             ops: Ops::default(),
             started: Instant::now(),
         })

@@ -129,13 +129,17 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
+    /// Lines kept per container for tails and slow viewers.
     pub ring_lines: usize,
+    /// Bytes of console text kept per container (the other bound of the ring).
+    pub ring_bytes: usize,
+    /// Lines a new viewer gets at once.
     pub tail_lines: usize,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        ConsoleConfig { ring_lines: 1000, tail_lines: 100 }
+        ConsoleConfig { ring_lines: 1000, ring_bytes: 256 * 1024, tail_lines: 100 }
     }
 }
 
@@ -217,6 +221,9 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.console.ring_lines) {
             return bad("console.ring_lines must be between 1 and 100000".into());
+        }
+        if !(4096..=64 << 20).contains(&self.console.ring_bytes) {
+            return bad("console.ring_bytes must be between 4096 and 67108864".into());
         }
         if self.console.tail_lines > self.console.ring_lines {
             return bad("console.tail_lines must not exceed console.ring_lines".into());

@@ -158,6 +158,7 @@ async fn serve(config: Config) -> Result<(), String> {
         }
     }
     tokio::spawn(Arc::clone(&app).watch_docker());
+    tokio::spawn(lifecycle::power::watch_events(Arc::clone(&app)));
     eprintln!(
         "lightd {} listening on {} (state {}, docker {})",
         env!("CARGO_PKG_VERSION"),

@@ -2,18 +2,28 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Process-wide counters.
 #[derive(Default)]
 pub struct Metrics {
     http: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    events_stream: AtomicBool,
 }
 
 impl Metrics {
     /// Counts one answered request.
     pub fn record_request(&self, route: &'static str, status: u16) {
         *self.http.lock().unwrap_or_else(|p| p.into_inner()).entry((route, status)).or_default() += 1;
+    }
+
+    pub fn set_events_stream(&self, open: bool) {
+        self.events_stream.store(open, Ordering::Relaxed);
+    }
+
+    pub fn events_stream(&self) -> bool {
+        self.events_stream.load(Ordering::Relaxed)
     }
 
     /// Appends the request counter to `out`.

@@ -1,12 +1,24 @@
-//! Per-container fan-out of everything a viewer may watch: lifecycle events, install output,
-//! power states and daemon notes. One [`Hub`] per container, made on first use.
+//! Per-container fan-out: one [`Hub`] per container holds the console ring (fed by the one
+//! attach stream), a broadcast of events (lifecycle, install output, power states, stats,
+//! daemon notes), viewer counts and the Docker streams opened on their behalf.
+
+pub mod pump;
+pub mod ring;
+pub mod stats;
+pub mod viewer;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
-use tokio::sync::broadcast;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::WriteHalf;
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::model::PowerState;
+use ring::{Ring, Writer};
 
 /// How many events a slow subscriber may lag before it is told it skipped some.
 const EVENT_BACKLOG: usize = 1024;
@@ -39,31 +51,138 @@ impl Lifecycle {
     }
 }
 
-/// Something that happened to a container, as viewers receive it.
+/// Something that happened to a container, as viewers receive it. Console lines travel
+/// through the ring instead, so they are never lost to a slow broadcast subscriber.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Lifecycle(Lifecycle),
     InstallOutput(String),
     Status(PowerState),
     DaemonMessage(String),
+    /// A stats sample as JSON text.
+    Stats(String),
 }
 
-/// One container's channel.
+/// Why the server last went down, so an exit can be told apart from a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Intent {
+    None = 0,
+    Stop = 1,
+    Kill = 2,
+}
+
+/// Which kind of viewer a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerKind {
+    Ws,
+    Attach,
+}
+
+/// The write half of the attach connection: the server's stdin.
+pub type Stdin = WriteHalf<TokioIo<Upgraded>>;
+
+/// One container's console and channel.
 pub struct Hub {
+    pub id: String,
+    ring_size: (usize, usize),
+    ring: OnceLock<Arc<Ring>>,
+    /// The ring's single writer, held by the running pump (and returned when it ends).
+    writer: Mutex<Option<Writer>>,
+    /// Woken after new lines are in the ring.
+    pub wake: Notify,
     events: broadcast::Sender<Event>,
-    /// Lifecycle events of the latest install, in order (also shown by `GET /containers/:id`).
     install_events: Mutex<Vec<Lifecycle>>,
+    pub stdin: tokio::sync::Mutex<Option<Stdin>>,
+    pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub attach_open: AtomicBool,
+    pub stats_open: AtomicBool,
+    ws_viewers: AtomicUsize,
+    attach_viewers: AtomicUsize,
+    /// Woken when the number of viewers changes (the stats stream listens).
+    pub viewers_changed: Notify,
+    /// A REST stats request keeps the stats stream open until then.
+    stats_lease: Mutex<Option<Instant>>,
+    latest_stats: Mutex<Option<stats::Sample>>,
+    /// Bumped at every start: an exit seen for an older run is ignored.
+    pub run: AtomicU64,
+    pub intent: AtomicU8,
+    /// Set at start when a `start_pattern` must match before `running`.
+    pub awaiting_pattern: AtomicBool,
+    /// Unix seconds of the last start (for `uptime_s`).
+    pub started_at: AtomicU64,
+    /// Bumped by `detach` and by delete: every session of the container ends.
+    closed: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {
-    fn new() -> Hub {
-        Hub { events: broadcast::channel(EVENT_BACKLOG).0, install_events: Mutex::new(Vec::new()) }
+    fn new(id: &str, ring_size: (usize, usize)) -> Hub {
+        Hub {
+            id: id.to_string(),
+            ring_size,
+            ring: OnceLock::new(),
+            writer: Mutex::new(None),
+            wake: Notify::new(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            install_events: Mutex::new(Vec::new()),
+            stdin: tokio::sync::Mutex::new(None),
+            pump: Mutex::new(None),
+            attach_open: AtomicBool::new(false),
+            stats_open: AtomicBool::new(false),
+            ws_viewers: AtomicUsize::new(0),
+            attach_viewers: AtomicUsize::new(0),
+            viewers_changed: Notify::new(),
+            stats_lease: Mutex::new(None),
+            latest_stats: Mutex::new(None),
+            run: AtomicU64::new(0),
+            intent: AtomicU8::new(Intent::None as u8),
+            awaiting_pattern: AtomicBool::new(false),
+            started_at: AtomicU64::new(0),
+            closed: watch::channel(0).0,
+        }
+    }
+
+    /// The console ring, made on first use (a container never started costs no ring).
+    pub fn ring(&self) -> &Arc<Ring> {
+        self.ring.get_or_init(|| {
+            let (ring, writer) = Ring::new(self.ring_size.0, self.ring_size.1);
+            *lock(&self.writer) = Some(writer);
+            ring
+        })
+    }
+
+    /// Console lines read so far (the ring's head; 0 before the first start).
+    pub fn lines_total(&self) -> u64 {
+        self.ring.get().map_or(0, |r| r.head())
+    }
+
+    /// Takes the ring's writer (for a pump); `None` while another pump holds it.
+    pub fn take_writer(&self) -> Option<Writer> {
+        self.ring();
+        lock(&self.writer).take()
+    }
+
+    pub fn return_writer(&self, w: Writer) {
+        *lock(&self.writer) = Some(w);
+    }
+
+    /// Remembers the pump task so a new start can wait for the old one to finish.
+    pub fn set_pump(&self, task: tokio::task::JoinHandle<()>) {
+        *lock(&self.pump) = Some(task);
+    }
+
+    pub fn take_pump(&self) -> Option<tokio::task::JoinHandle<()>> {
+        lock(&self.pump).take()
     }
 
     /// Publishes to whoever listens now; nobody listening is fine.
     pub fn publish(&self, event: Event) {
         if let Event::Lifecycle(l) = &event {
-            let mut log = self.install_events.lock().unwrap_or_else(|p| p.into_inner());
+            let mut log = lock(&self.install_events);
             if *l == Lifecycle::Started {
                 log.clear();
             }
@@ -81,25 +200,110 @@ impl Hub {
     }
 
     pub fn install_events(&self) -> Vec<&'static str> {
-        let log = self.install_events.lock().unwrap_or_else(|p| p.into_inner());
-        log.iter().map(|l| l.as_str()).collect()
+        lock(&self.install_events).iter().map(|l| l.as_str()).collect()
+    }
+
+    pub fn intent(&self) -> Intent {
+        match self.intent.load(Acquire) {
+            1 => Intent::Stop,
+            2 => Intent::Kill,
+            _ => Intent::None,
+        }
+    }
+
+    pub fn set_intent(&self, i: Intent) {
+        self.intent.store(i as u8, Release);
+    }
+
+    /// Counts a viewer in until the guard drops.
+    pub fn viewer(self: &Arc<Self>, kind: ViewerKind) -> ViewerGuard {
+        self.counter(kind).fetch_add(1, AcqRel);
+        self.viewers_changed.notify_waiters();
+        ViewerGuard { hub: Arc::clone(self), kind }
+    }
+
+    fn counter(&self, kind: ViewerKind) -> &AtomicUsize {
+        match kind {
+            ViewerKind::Ws => &self.ws_viewers,
+            ViewerKind::Attach => &self.attach_viewers,
+        }
+    }
+
+    pub fn viewers(&self, kind: ViewerKind) -> usize {
+        self.counter(kind).load(Acquire)
+    }
+
+    /// Whether a stats stream is wanted: someone watches, or a REST lease runs.
+    pub fn wants_stats(&self) -> bool {
+        self.viewers(ViewerKind::Ws) + self.viewers(ViewerKind::Attach) > 0
+            || lock(&self.stats_lease).is_some_and(|until| Instant::now() < until)
+    }
+
+    pub fn lease_stats(&self, until: Instant) {
+        *lock(&self.stats_lease) = Some(until);
+    }
+
+    pub fn latest_stats(&self) -> Option<stats::Sample> {
+        lock(&self.latest_stats).clone()
+    }
+
+    pub fn set_stats(&self, s: stats::Sample) {
+        *lock(&self.latest_stats) = Some(s);
+    }
+
+    /// Ends every session of this container; returns how many there were.
+    pub fn close_sessions(&self) -> usize {
+        let n = self.viewers(ViewerKind::Ws) + self.viewers(ViewerKind::Attach);
+        self.closed.send_modify(|g| *g += 1);
+        n
+    }
+
+    /// Resolves when `close_sessions` is called after this point.
+    pub fn closed(&self) -> watch::Receiver<u64> {
+        self.closed.subscribe()
+    }
+}
+
+/// Keeps a viewer counted; dropping it counts the viewer out.
+pub struct ViewerGuard {
+    hub: Arc<Hub>,
+    kind: ViewerKind,
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.hub.counter(self.kind).fetch_sub(1, AcqRel);
+        self.hub.viewers_changed.notify_waiters();
     }
 }
 
 /// All hubs, by internal id.
-#[derive(Default)]
 pub struct Hubs {
+    ring_size: (usize, usize),
     map: Mutex<HashMap<String, Arc<Hub>>>,
 }
 
 impl Hubs {
-    pub fn get(&self, id: &str) -> Arc<Hub> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(map.entry(id.to_string()).or_insert_with(|| Arc::new(Hub::new())))
+    /// Rings of `lines` lines and about `bytes` bytes each.
+    pub fn new(lines: usize, bytes: usize) -> Hubs {
+        Hubs { ring_size: (lines, bytes), map: Mutex::new(HashMap::new()) }
     }
 
+    pub fn get(&self, id: &str) -> Arc<Hub> {
+        let mut map = lock(&self.map);
+        Arc::clone(map.entry(id.to_string()).or_insert_with(|| Arc::new(Hub::new(id, self.ring_size))))
+    }
+
+    /// The hub of `id` if it exists, without making one.
+    pub fn peek(&self, id: &str) -> Option<Arc<Hub>> {
+        lock(&self.map).get(id).cloned()
+    }
+
+    /// Forgets `id`'s hub and ends its sessions.
     pub fn remove(&self, id: &str) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(hub) = lock(&self.map).remove(id) {
+            hub.close_sessions();
+        }
     }
 }
 
@@ -109,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_reach_subscribers_in_order_and_install_log_resets() {
-        let hubs = Hubs::default();
+        let hubs = Hubs::new(10, 4096);
         let hub = hubs.get("a");
         let mut rx = hubs.get("a").subscribe();
         hub.lifecycle(Lifecycle::Started);
@@ -121,5 +325,22 @@ mod tests {
         assert_eq!(hub.install_events(), vec!["Started", "Ready"]);
         hub.lifecycle(Lifecycle::Started);
         assert_eq!(hub.install_events(), vec!["Started"]);
+    }
+
+    #[test]
+    fn viewers_are_counted_and_closing_is_seen() {
+        let hubs = Hubs::new(10, 4096);
+        let hub = hubs.get("a");
+        let closed = hub.closed();
+        assert!(!hub.wants_stats());
+        let g = hub.viewer(ViewerKind::Ws);
+        let g2 = hub.viewer(ViewerKind::Attach);
+        assert!(hub.wants_stats());
+        assert_eq!(hub.close_sessions(), 2);
+        assert!(closed.has_changed().unwrap());
+        drop((g, g2));
+        assert!(!hub.wants_stats());
+        assert!(hub.take_writer().is_some());
+        assert!(hub.take_writer().is_none(), "one writer at a time");
     }
 }

@@ -161,6 +161,53 @@ impl Docker {
         self.json(Method::GET, &format!("/containers/{}/json", encode(id)), None).await
     }
 
+    /// `docker stop`: SIGTERM, then SIGKILL after `grace` seconds; returns once it stopped.
+    pub async fn stop_container(&self, id: &str, grace: u64) -> Result<(), DockerError> {
+        let path = format!("/containers/{}/stop?t={grace}", encode(id));
+        let call = async {
+            let resp = self.send(Method::POST, &path, None).await?;
+            collect(resp.into_body()).await.map(drop)
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(grace + 30), call).await {
+            Err(_) => Err(DockerError::Timeout(format!("stopping {id}"))),
+            Ok(Err(DockerError::Api { status: 304, .. })) | Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// Sends `signal` (e.g. `SIGKILL`) to the container's main process.
+    pub async fn kill_container(&self, id: &str, signal: &str) -> Result<(), DockerError> {
+        let path = format!("/containers/{}/kill?signal={}", encode(id), encode(signal));
+        self.json(Method::POST, &path, None).await.map(drop)
+    }
+
+    pub async fn pause_container(&self, id: &str) -> Result<(), DockerError> {
+        self.json(Method::POST, &format!("/containers/{}/pause", encode(id)), None).await.map(drop)
+    }
+
+    pub async fn unpause_container(&self, id: &str) -> Result<(), DockerError> {
+        self.json(Method::POST, &format!("/containers/{}/unpause", encode(id)), None).await.map(drop)
+    }
+
+    /// Attaches to stdin, stdout and stderr (before start, so no output is missed). The
+    /// connection then carries multiplexed output frames in and raw stdin bytes out.
+    pub async fn attach(&self, id: &str) -> Result<hyper::upgrade::Upgraded, DockerError> {
+        let path = format!("/containers/{}/attach?stream=1&stdin=1&stdout=1&stderr=1", encode(id));
+        self.upgrade(Method::POST, &path).await
+    }
+
+    /// One JSON stats object per second until the container stops or the caller drops it.
+    pub async fn stats(&self, id: &str) -> Result<Chunks, DockerError> {
+        let path = format!("/containers/{}/stats?stream=1", encode(id));
+        Ok(Chunks(self.send(Method::GET, &path, None).await?.into_body()))
+    }
+
+    /// The engine's event stream (JSON lines) for containers carrying `label`.
+    pub async fn container_events(&self, label: &str) -> Result<Chunks, DockerError> {
+        let filters = encode(&format!(r#"{{"type":["container"],"label":["{label}"]}}"#));
+        Ok(Chunks(self.send(Method::GET, &format!("/events?filters={filters}"), None).await?.into_body()))
+    }
+
     /// The container's stdout and stderr as multiplexed frames (see `frame`), following
     /// until it stops.
     pub async fn follow_logs(&self, id: &str) -> Result<Chunks, DockerError> {

@@ -112,7 +112,17 @@ impl Docker {
         uri: String,
         body: Option<&Value>,
     ) -> Result<Response<Incoming>, DockerError> {
-        let result = self.exchange_inner(method, uri, body).await;
+        self.exchange_with(method, uri, body, false).await
+    }
+
+    async fn exchange_with(
+        &self,
+        method: Method,
+        uri: String,
+        body: Option<&Value>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, DockerError> {
+        let result = self.exchange_inner(method, uri, body, upgrade).await;
         let ok = !matches!(result, Err(DockerError::Unreachable(_)));
         self.reachable.store(ok, Ordering::Relaxed);
         if !ok {
@@ -127,6 +137,7 @@ impl Docker {
         method: Method,
         uri: String,
         body: Option<&Value>,
+        upgrade: bool,
     ) -> Result<Response<Incoming>, DockerError> {
         let unreachable = |e: &dyn fmt::Display| DockerError::Unreachable(format!("{}: {e}", self.socket.display()));
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket))
@@ -139,6 +150,9 @@ impl Docker {
             let _ = conn.with_upgrades().await;
         });
         let mut req = Request::builder().method(method).uri(uri).header("host", "docker");
+        if upgrade {
+            req = req.header("connection", "Upgrade").header("upgrade", "tcp");
+        }
         let bytes = match body {
             Some(v) => {
                 req = req.header("content-type", "application/json");
@@ -148,6 +162,19 @@ impl Docker {
         };
         let req = req.body(Full::new(bytes)).map_err(|e| DockerError::Protocol(e.to_string()))?;
         sender.send_request(req).await.map_err(|e| unreachable(&e))
+    }
+
+    /// Opens a hijacked connection (`Upgrade: tcp`), as `attach` uses: after the engine's
+    /// `101`, the socket carries raw bytes both ways.
+    pub async fn upgrade(&self, method: Method, path: &str) -> Result<hyper::upgrade::Upgraded, DockerError> {
+        let uri = format!("/v{}{path}", self.api_prefix().await?);
+        let resp = self.exchange_with(method, uri, None, true).await?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status().as_u16();
+            let bytes = collect(resp.into_body()).await.unwrap_or_default();
+            return Err(DockerError::Api { status, message: error_message(&bytes) });
+        }
+        hyper::upgrade::on(resp).await.map_err(|e| DockerError::Unreachable(format!("upgrade failed: {e}")))
     }
 
     /// Sends a versioned request and returns the response once its status is a success;

@@ -1,8 +1,10 @@
 //! The only place that knows hyper's server side: accept loop, dispatch, per-request checks.
 
 mod auth;
+mod console;
 mod containers;
 mod ports;
+mod power;
 mod reply;
 mod request;
 pub mod router;
@@ -123,6 +125,7 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
     }
     let extra: &[&str] = match route {
         Route::Metrics => &["text/plain", "application/openmetrics-text"],
+        Route::ContainerAttach => &["text/plain"],
         _ => &[],
     };
     if !auth::accept_ok(&ctx.head.headers, extra) {
@@ -149,5 +152,11 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::ContainerDelete => containers::delete(app, ctx).await,
         Route::ContainerReinstall => containers::reinstall(app, ctx).await,
         Route::ContainerRebind => containers::rebind(app, ctx).await,
+        Route::ContainerPower(action) => power::action(app, ctx, action).await,
+        Route::ContainerCommand => power::command(app, ctx).await,
+        Route::ContainerLogs => console::logs(app, &ctx),
+        Route::ContainerStats => console::stats(app, &ctx).await,
+        Route::ContainerAttach => console::attach(app, &ctx),
+        Route::ContainerDetach => console::detach(app, &ctx),
     }
 }

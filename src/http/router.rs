@@ -2,6 +2,8 @@
 //! Patterns are `/`-separated literals and `:name` captures; captured segments are
 //! percent-decoded and must be valid UTF-8 without NUL.
 
+use super::power::Action;
+
 /// Every endpoint lightd serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -22,6 +24,12 @@ pub enum Route {
     ContainerDelete,
     ContainerReinstall,
     ContainerRebind,
+    ContainerPower(Action),
+    ContainerCommand,
+    ContainerLogs,
+    ContainerStats,
+    ContainerAttach,
+    ContainerDetach,
 }
 
 const TABLE: &[(&str, &str, Route)] = &[
@@ -42,6 +50,17 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("DELETE", "/containers/:id", Route::ContainerDelete),
     ("POST", "/containers/:id/reinstall", Route::ContainerReinstall),
     ("POST", "/containers/:id/rebind-network", Route::ContainerRebind),
+    ("POST", "/containers/:id/start", Route::ContainerPower(Action::Start)),
+    ("POST", "/containers/:id/stop", Route::ContainerPower(Action::Stop)),
+    ("POST", "/containers/:id/kill", Route::ContainerPower(Action::Kill)),
+    ("POST", "/containers/:id/restart", Route::ContainerPower(Action::Restart)),
+    ("POST", "/containers/:id/suspend", Route::ContainerPower(Action::Suspend)),
+    ("POST", "/containers/:id/resume", Route::ContainerPower(Action::Resume)),
+    ("POST", "/containers/:id/command", Route::ContainerCommand),
+    ("GET", "/containers/:id/logs", Route::ContainerLogs),
+    ("GET", "/containers/:id/stats", Route::ContainerStats),
+    ("POST", "/containers/:id/attach", Route::ContainerAttach),
+    ("POST", "/containers/:id/detach", Route::ContainerDetach),
 ];
 
 impl Route {

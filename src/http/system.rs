@@ -6,9 +6,11 @@ use serde_json::json;
 
 use super::reply::{full, ok, Reply};
 use crate::app::App;
-use crate::metrics::{gauge, resident_bytes};
+use crate::console::ViewerKind;
+use crate::metrics::{escape, gauge, resident_bytes};
 use crate::model::PowerState;
 use std::fmt::Write;
+use std::sync::atomic::Ordering::Acquire;
 
 pub fn health(app: &App) -> Reply {
     let docker = if app.docker.reachable() { "reachable" } else { "unreachable" };
@@ -30,6 +32,7 @@ pub fn metrics(app: &App) -> Reply {
     for (state, n) in by_state {
         let _ = writeln!(out, "lightd_containers{{state=\"{}\"}} {n}", state.as_str());
     }
+    console_metrics(app, &mut out);
     gauge(&mut out, "lightd_volumes", "Volumes on record.", volumes as u64);
     gauge(&mut out, "lightd_pool_ports", "Ports in the network pool.", ports as u64);
     gauge(&mut out, "lightd_pool_ports_in_use", "Pool ports taken by containers.", ports_in_use as u64);
@@ -39,4 +42,35 @@ pub fn metrics(app: &App) -> Reply {
     let mut resp = Response::new(full(out));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp
+}
+
+/// Docker streams, viewers and console lines per container: the O(1) claim, checkable.
+fn console_metrics(app: &App, out: &mut String) {
+    let ids: Vec<String> = app.store.read(|s| s.containers.keys().cloned().collect());
+    let hubs: Vec<(String, Option<std::sync::Arc<crate::console::Hub>>)> =
+        ids.into_iter().map(|id| (escape(&id), app.hubs.peek(&id))).collect();
+    out.push_str("# HELP lightd_docker_streams Open Docker streams by kind and container.\n");
+    out.push_str("# TYPE lightd_docker_streams gauge\n");
+    let events = u8::from(app.metrics.events_stream());
+    let _ = writeln!(out, "lightd_docker_streams{{kind=\"events\",container=\"\"}} {events}");
+    for (id, hub) in &hubs {
+        let (attach, stats) =
+            hub.as_ref().map_or((false, false), |h| (h.attach_open.load(Acquire), h.stats_open.load(Acquire)));
+        let _ = writeln!(out, "lightd_docker_streams{{kind=\"attach\",container=\"{id}\"}} {}", u8::from(attach));
+        let _ = writeln!(out, "lightd_docker_streams{{kind=\"logs\",container=\"{id}\"}} 0");
+        let _ = writeln!(out, "lightd_docker_streams{{kind=\"stats\",container=\"{id}\"}} {}", u8::from(stats));
+    }
+    out.push_str("# HELP lightd_viewers Open console sessions by container and kind.\n# TYPE lightd_viewers gauge\n");
+    for (id, hub) in &hubs {
+        for (kind, k) in [(ViewerKind::Ws, "ws"), (ViewerKind::Attach, "attach")] {
+            let n = hub.as_ref().map_or(0, |h| h.viewers(kind));
+            let _ = writeln!(out, "lightd_viewers{{container=\"{id}\",kind=\"{k}\"}} {n}");
+        }
+    }
+    out.push_str("# HELP lightd_console_lines_total Console lines read from Docker.\n");
+    out.push_str("# TYPE lightd_console_lines_total counter\n");
+    for (id, hub) in &hubs {
+        let n = hub.as_ref().map_or(0, |h| h.lines_total());
+        let _ = writeln!(out, "lightd_console_lines_total{{container=\"{id}\"}} {n}");
+    }
 }

@@ -2,6 +2,7 @@
 //! container's operation lock so two never interleave.
 
 pub mod install;
+pub mod power;
 pub mod rebind;
 pub mod remove;
 pub mod spec;

@@ -334,7 +334,8 @@ mod tests {
     #[test]
     fn bad_fields() {
         let config = Config::default();
-        let cases: Vec<(Box<dyn Fn(&mut CreateRequest)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut CreateRequest)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|r| r.internal_id = ".x".into()), "internal_id"),
             (Box::new(|r| r.image = "bad image".into()), "image"),
             (Box::new(|r| r.volume_id = "x".into()), "volume_id"),

@@ -329,3 +329,63 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A streaming `POST /containers/:id/attach` session read line by line.
+pub struct AttachSession {
+    reader: std::io::BufReader<TcpStream>,
+    pending: String,
+    pub lines: std::collections::VecDeque<String>,
+}
+
+impl AttachSession {
+    pub fn open(port: u16, id: &str) -> AttachSession {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let req = format!(
+            "POST /containers/{id}/attach HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut reader = std::io::BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut l = String::new();
+            use std::io::BufRead;
+            reader.read_line(&mut l).unwrap();
+            if l == "\r\n" || l.is_empty() {
+                break;
+            }
+            head.push_str(&l);
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
+        AttachSession { reader, pending: String::new(), lines: Default::default() }
+    }
+
+    /// The next line, waiting for it; `None` when the server ended the stream.
+    pub fn next_line(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        while self.lines.is_empty() {
+            let mut size = String::new();
+            if self.reader.read_line(&mut size).ok()? == 0 {
+                return None;
+            }
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut data = vec![0; n + 2];
+            self.reader.read_exact(&mut data).ok()?;
+            self.pending.push_str(&String::from_utf8_lossy(&data[..n]));
+            while let Some(i) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=i).collect();
+                self.lines.push_back(line.trim_end_matches('\n').to_string());
+            }
+        }
+        self.lines.pop_front()
+    }
+}
+
+/// The value of a Prometheus sample line `name{labels} value` in `metrics`.
+pub fn metric(metrics: &str, name_and_labels: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.parse().ok())
+}

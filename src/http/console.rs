@@ -1,0 +1,149 @@
+//! Console handlers: `logs`, `stats`, the streaming `attach`, and `detach`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Frame};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::Response;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::reply::{ok, ApiError, Reply};
+use super::request::Ctx;
+use crate::app::App;
+use crate::console::viewer::Cursor;
+use crate::console::{stats, Event, ViewerKind};
+use crate::lifecycle::record;
+
+/// Lines one poll hands to a session at most (a batch is one socket write).
+const BATCH: usize = 256;
+
+pub fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.param(0);
+    record(app, id)?;
+    let q = ctx.query(&["tail"])?;
+    let max = app.config.console.ring_lines;
+    let n = match q.get("tail") {
+        None => app.config.console.tail_lines,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| ApiError::bad_request(format!("tail must be a number from 0 to {max}")))?,
+    };
+    let lines = app.hubs.peek(id).map(|h| Cursor::tail(h.ring(), n).1).unwrap_or_default();
+    Ok(ok(&json!({ "lines": lines })))
+}
+
+/// The latest sample; asking keeps the stats stream open a little while so the next answer
+/// is fresh, and waits briefly for a first sample.
+pub async fn stats(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.param(0);
+    let rec = record(app, id)?;
+    let hub = app.hubs.get(id);
+    hub.lease_stats(Instant::now() + Duration::from_secs(30));
+    stats::ensure(app, &hub);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut sample = hub.latest_stats();
+    while sample.is_none() && hub.stats_open.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sample = hub.latest_stats();
+    }
+    let mut sample = sample.unwrap_or_default();
+    sample.state = rec.state.as_str();
+    if rec.state == crate::model::PowerState::Offline {
+        sample =
+            stats::Sample { state: sample.state, memory_limit_bytes: sample.memory_limit_bytes, ..Default::default() };
+    }
+    Ok(ok(&sample))
+}
+
+pub fn detach(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.param(0);
+    record(app, id)?;
+    let sessions = app.hubs.peek(id).map_or(0, |h| h.close_sessions());
+    Ok(ok(&json!({ "message": "Detached", "sessions": sessions })))
+}
+
+/// A response body fed from a channel: each message is one chunk.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// `text/plain` chunks: the tail, then live lines, plus `[lightd] ...` notes, until the
+/// client leaves, `detach` is called or the container is deleted.
+pub fn attach(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.param(0);
+    record(app, id)?;
+    let hub = app.hubs.get(id);
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let tail = app.config.console.tail_lines;
+    let guard = hub.viewer(ViewerKind::Attach);
+    stats::ensure(app, &hub);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut closed = hub.closed();
+        let mut events = hub.subscribe();
+        let (mut cursor, lines) = Cursor::tail(hub.ring(), tail);
+        if !lines.is_empty() && tx.send(join(&lines)).await.is_err() {
+            return;
+        }
+        loop {
+            let woken = hub.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let batch = cursor.poll(hub.ring(), BATCH);
+            let mut out = String::new();
+            if batch.skipped > 0 {
+                out.push_str(&format!("[lightd] {} lines skipped\n", batch.skipped));
+            }
+            if !batch.lines.is_empty() {
+                out.push_str(&String::from_utf8_lossy(&join(&batch.lines)));
+            }
+            let note = if out.is_empty() {
+                tokio::select! {
+                    _ = &mut woken => continue,
+                    _ = closed.changed() => return,
+                    _ = tx.closed() => return,
+                    ev = events.recv() => match ev {
+                        Ok(Event::DaemonMessage(m)) => format!("[lightd] {m}\n"),
+                        Ok(Event::Status(s)) => format!("[lightd] status: {}\n", s.as_str()),
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    },
+                }
+            } else {
+                out
+            };
+            tokio::select! {
+                sent = tx.send(Bytes::from(note)) => if sent.is_err() { return },
+                _ = closed.changed() => return,
+            }
+        }
+    });
+    let mut resp = Response::new(ChannelBody(rx).boxed());
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+fn join(lines: &[String]) -> Bytes {
+    let mut s = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    Bytes::from(s)
+}
