@@ -35,6 +35,18 @@ pub fn new_token() -> std::io::Result<String> {
     Ok(format!("{TOKEN_PREFIX}{}", hex(&random_bytes::<24>()?)))
 }
 
+/// Compares in time that depends only on the lengths, never on where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -66,6 +78,15 @@ mod tests {
         assert!(!valid_uuid("../../../../etc/passwd-0000000000000"));
         assert!(!valid_uuid("g6764075-c5f1-4045-9fb3-85315b85cb0f"));
         assert_ne!(new_uuid().unwrap(), u);
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod model;
 mod ports;
 mod shutdown;
 mod store;
+mod tokens;
 mod volumes;
 
 use std::path::PathBuf;

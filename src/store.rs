@@ -16,6 +16,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::fsutil;
 use crate::model::{ContainerRecord, Port, PortKey, Volume};
+use crate::tokens::TempToken;
 
 /// How long a caller waits for its change to reach the disk (the seed's store timeout).
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +30,9 @@ pub struct State {
     pub ports: BTreeMap<PortKey, Port>,
     #[serde(default)]
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// Temporary console tokens (`POST /auth/tokens`).
+    #[serde(default)]
+    pub tokens: Vec<TempToken>,
 }
 
 #[derive(Debug)]

@@ -86,7 +86,7 @@ fn pattern_then_every_power_action() {
     assert_eq!(act(&d, &id, "resume"), 409);
     assert_eq!(act(&d, "nobody", "start"), 404);
     let m = d.get("/metrics").body;
-    assert_eq!(metric(&m, &format!("lightd_containers{{state=\"offline\"}}")), Some(1));
+    assert_eq!(metric(&m, "lightd_containers{state=\"offline\"}"), Some(1));
 }
 
 #[test]

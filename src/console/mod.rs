@@ -111,8 +111,8 @@ pub struct Hub {
     pub awaiting_pattern: AtomicBool,
     /// Unix seconds of the last start (for `uptime_s`).
     pub started_at: AtomicU64,
-    /// Bumped by `detach` and by delete: every session of the container ends.
-    closed: watch::Sender<u64>,
+    /// Set by `detach`, delete and shutdown: every session of the container ends, and says why.
+    closed: watch::Sender<Option<&'static str>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,7 +142,7 @@ impl Hub {
             intent: AtomicU8::new(Intent::None as u8),
             awaiting_pattern: AtomicBool::new(false),
             started_at: AtomicU64::new(0),
-            closed: watch::channel(0).0,
+            closed: watch::channel(None).0,
         }
     }
 
@@ -251,16 +251,19 @@ impl Hub {
         *lock(&self.latest_stats) = Some(s);
     }
 
-    /// Ends every session of this container; returns how many there were.
-    pub fn close_sessions(&self) -> usize {
+    /// Ends every session of this container with `reason`; returns how many there were.
+    /// Sessions opened afterwards are not affected.
+    pub fn close_sessions(&self, reason: &'static str) -> usize {
         let n = self.viewers(ViewerKind::Ws) + self.viewers(ViewerKind::Attach);
-        self.closed.send_modify(|g| *g += 1);
+        self.closed.send_replace(Some(reason));
         n
     }
 
-    /// Resolves when `close_sessions` is called after this point.
-    pub fn closed(&self) -> watch::Receiver<u64> {
-        self.closed.subscribe()
+    /// Changes when `close_sessions` is called after this point; holds the reason.
+    pub fn closed(&self) -> watch::Receiver<Option<&'static str>> {
+        let mut rx = self.closed.subscribe();
+        rx.mark_unchanged();
+        rx
     }
 }
 
@@ -302,7 +305,14 @@ impl Hubs {
     /// Forgets `id`'s hub and ends its sessions.
     pub fn remove(&self, id: &str) {
         if let Some(hub) = lock(&self.map).remove(id) {
-            hub.close_sessions();
+            hub.close_sessions("container deleted");
+        }
+    }
+
+    /// Ends every session of every container (at shutdown).
+    pub fn close_all(&self, reason: &'static str) {
+        for hub in lock(&self.map).values() {
+            hub.close_sessions(reason);
         }
     }
 }
@@ -331,13 +341,14 @@ mod tests {
     fn viewers_are_counted_and_closing_is_seen() {
         let hubs = Hubs::new(10, 4096);
         let hub = hubs.get("a");
-        let closed = hub.closed();
+        let mut closed = hub.closed();
         assert!(!hub.wants_stats());
         let g = hub.viewer(ViewerKind::Ws);
         let g2 = hub.viewer(ViewerKind::Attach);
         assert!(hub.wants_stats());
-        assert_eq!(hub.close_sessions(), 2);
-        assert!(closed.has_changed().unwrap());
+        assert_eq!(hub.close_sessions("detached"), 2);
+        assert_eq!(*closed.borrow_and_update(), Some("detached"));
+        assert!(!hub.closed().has_changed().unwrap(), "a later session starts unchanged");
         drop((g, g2));
         assert!(!hub.wants_stats());
         assert!(hub.take_writer().is_some());

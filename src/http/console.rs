@@ -65,7 +65,7 @@ pub async fn stats(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
 pub fn detach(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     record(app, id)?;
-    let sessions = app.hubs.peek(id).map_or(0, |h| h.close_sessions());
+    let sessions = app.hubs.peek(id).map_or(0, |h| h.close_sessions("detached"));
     Ok(ok(&json!({ "message": "Detached", "sessions": sessions })))
 }
 

@@ -9,7 +9,9 @@ mod reply;
 mod request;
 pub mod router;
 mod system;
+mod tokens;
 mod volumes;
+mod ws;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -79,6 +81,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         });
     }
     drop(listener);
+    // Console sessions never end by themselves: tell them why they end now.
+    app.hubs.close_all("daemon shutting down");
     drop(stopped);
     let _ = stop.send(true);
     if tokio::time::timeout(DRAIN_TIMEOUT, stop.closed()).await.is_err() {
@@ -117,7 +121,9 @@ fn miss_error(miss: Miss) -> ApiError {
 }
 
 async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
-    if !route.is_public() && !auth::bearer_matches(&ctx.head.headers, &app.config.authorization.token) {
+    if route.is_console() {
+        tokens::authorize_console(app, &ctx).await?;
+    } else if !route.is_public() && !auth::bearer_matches(&ctx.head.headers, &app.config.authorization.token) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Missing or invalid token (send Authorization: Bearer lightd_...)",
@@ -128,7 +134,7 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::ContainerAttach => &["text/plain"],
         _ => &[],
     };
-    if !auth::accept_ok(&ctx.head.headers, extra) {
+    if route != Route::Ws && !auth::accept_ok(&ctx.head.headers, extra) {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "lightd answers with Application/vnd.pkglatv1+json or application/json",
@@ -158,5 +164,12 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::ContainerStats => console::stats(app, &ctx).await,
         Route::ContainerAttach => console::attach(app, &ctx),
         Route::ContainerDetach => console::detach(app, &ctx),
+        Route::TokenCreate => tokens::create(app, ctx).await,
+        Route::Ws => {
+            let id = ctx.param(0).to_string();
+            let Ctx { head, body, .. } = ctx;
+            let body = body.ok_or_else(|| ApiError::bad_request("request body already read"))?;
+            ws::upgrade(app, Request::from_parts(head, body), &id)
+        }
     }
 }

@@ -30,6 +30,8 @@ pub enum Route {
     ContainerStats,
     ContainerAttach,
     ContainerDetach,
+    Ws,
+    TokenCreate,
 }
 
 const TABLE: &[(&str, &str, Route)] = &[
@@ -61,12 +63,19 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("GET", "/containers/:id/stats", Route::ContainerStats),
     ("POST", "/containers/:id/attach", Route::ContainerAttach),
     ("POST", "/containers/:id/detach", Route::ContainerDetach),
+    ("GET", "/ws/:internal_id", Route::Ws),
+    ("POST", "/auth/tokens", Route::TokenCreate),
 ];
 
 impl Route {
     /// Reachable without a token.
     pub fn is_public(self) -> bool {
         matches!(self, Route::Health | Route::Ping)
+    }
+
+    /// Opened with the master token or a temporary one (`?token=`).
+    pub fn is_console(self) -> bool {
+        matches!(self, Route::Ws | Route::ContainerAttach)
     }
 
     /// The pattern, used as the `route` label of the request counter.

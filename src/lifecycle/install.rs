@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
 use super::spec::{self, container_spec, CreateRequest, RunSpec};
-use super::{actionable, bounded, claim_ports, edit, CREATE_TIMEOUT, REMOVE_TIMEOUT};
+use super::{begin, bounded, claim_ports, edit, CREATE_TIMEOUT, REMOVE_TIMEOUT};
 use crate::app::App;
 use crate::console::{Event, Hub, Lifecycle};
 use crate::docker::frame::{Demuxer, Stream};
@@ -32,7 +32,7 @@ pub async fn create(app: &Arc<App>, req: CreateRequest) -> Result<()> {
     if app.store.read(|s| s.containers.contains_key(&id)) {
         return Err(exists(&id));
     }
-    let guard = app.ops.try_begin(&id, "create")?;
+    let guard = app.ops.begin(&id, "create").await?;
     let max = app.config.containers.max_containers;
     app.store
         .update(|s| {
@@ -64,8 +64,7 @@ pub async fn reinstall(app: &Arc<App>, id: &str, image: Option<String>, script: 
     if let Some(i) = &image {
         spec::check_image(i)?;
     }
-    actionable(app, id, "reinstall")?;
-    let guard = app.ops.try_begin(id, "reinstall")?;
+    let guard = begin(app, id, "reinstall").await?;
     edit(app, id, |r| {
         if let Some(i) = image {
             r.image = i;

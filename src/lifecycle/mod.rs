@@ -23,6 +23,8 @@ use crate::store::State;
 /// The seed's timeouts.
 pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an action waits for another operation on the same container to finish.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Per-container operation locks.
 #[derive(Default)]
@@ -31,13 +33,14 @@ pub struct Ops {
 }
 
 impl Ops {
-    /// Takes the lock of `id` at once, or fails with a 409 naming `action`.
-    pub fn try_begin(&self, id: &str, action: &str) -> Result<OwnedMutexGuard<()>> {
+    /// Takes the lock of `id`, waiting up to [`LOCK_WAIT`] for an operation that is just
+    /// finishing; past that, a 409 naming `action`.
+    pub async fn begin(&self, id: &str, action: &str) -> Result<OwnedMutexGuard<()>> {
         let lock = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(map.entry(id.to_string()).or_default())
         };
-        lock.try_lock_owned().map_err(|_| {
+        tokio::time::timeout(LOCK_WAIT, lock.lock_owned()).await.map_err(|_| {
             Error::Conflict(format!("Cannot {action} while another operation is running on this container"))
         })
     }
@@ -63,6 +66,13 @@ pub fn actionable(app: &App, id: &str, action: &str) -> Result<ContainerRecord> 
         return Err(Error::Conflict(format!("Cannot {action} while container is installing")));
     }
     Ok(rec)
+}
+
+/// Checks that `action` may run on `id` now (404, 409 while installing), then takes its
+/// operation lock (409 while another operation runs).
+pub async fn begin(app: &App, id: &str, action: &str) -> Result<OwnedMutexGuard<()>> {
+    actionable(app, id, action)?;
+    app.ops.begin(id, action).await
 }
 
 /// Changes the record of `id` (stamping `updated_at`) and waits until it is saved.

@@ -9,7 +9,7 @@ use regex_lite::Regex;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use super::{actionable, record};
+use super::{actionable, begin, record};
 use crate::app::App;
 use crate::console::{pump, stats, Event, Hub, Intent};
 use crate::error::{Error, Result};
@@ -55,7 +55,7 @@ fn container_of(app: &App, id: &str, action: &str) -> Result<(String, PowerState
 /// `starting` now; `running` when `start_pattern` matches a console line (at once without
 /// one). The attach stream is opened before the container starts, so no line is missed.
 pub async fn start(app: &Arc<App>, id: &str) -> Result<()> {
-    let _op = app.ops.try_begin(id, "start")?;
+    let _op = begin(app, id, "start").await?;
     let (cid, state) = container_of(app, id, "start")?;
     match state {
         PowerState::Offline => {}
@@ -94,7 +94,7 @@ pub async fn pattern_matched(app: Arc<App>, id: String) {
 /// SIGTERM, then SIGKILL after `containers.cleanup_timeout` seconds (Docker's own stop).
 pub async fn stop(app: &Arc<App>, id: &str) -> Result<()> {
     let (cid, state) = {
-        let _op = app.ops.try_begin(id, "stop")?;
+        let _op = begin(app, id, "stop").await?;
         container_of(app, id, "stop")?
     };
     if matches!(state, PowerState::Offline) {
@@ -128,7 +128,7 @@ async fn begin_stop(app: &App, id: &str, cid: &str, state: PowerState, intent: I
 /// SIGKILL at once.
 pub async fn kill(app: &Arc<App>, id: &str) -> Result<()> {
     let (cid, state) = {
-        let _op = app.ops.try_begin(id, "kill")?;
+        let _op = begin(app, id, "kill").await?;
         container_of(app, id, "kill")?
     };
     if state == PowerState::Offline {
@@ -151,7 +151,7 @@ pub async fn kill(app: &Arc<App>, id: &str) -> Result<()> {
 /// Stop (when up) then start, in the background.
 pub async fn restart(app: &Arc<App>, id: &str) -> Result<()> {
     let (cid, state) = {
-        let _op = app.ops.try_begin(id, "restart")?;
+        let _op = begin(app, id, "restart").await?;
         container_of(app, id, "restart")?
     };
     if state != PowerState::Offline {
@@ -176,7 +176,7 @@ pub async fn restart(app: &Arc<App>, id: &str) -> Result<()> {
 
 /// Docker pause: the processes freeze, memory stays.
 pub async fn suspend(app: &Arc<App>, id: &str) -> Result<()> {
-    let _op = app.ops.try_begin(id, "suspend")?;
+    let _op = begin(app, id, "suspend").await?;
     let (cid, state) = container_of(app, id, "suspend")?;
     match state {
         PowerState::Running | PowerState::Starting => {}
@@ -189,7 +189,7 @@ pub async fn suspend(app: &Arc<App>, id: &str) -> Result<()> {
 }
 
 pub async fn resume(app: &Arc<App>, id: &str) -> Result<()> {
-    let _op = app.ops.try_begin(id, "resume")?;
+    let _op = begin(app, id, "resume").await?;
     let (cid, state) = container_of(app, id, "resume")?;
     if state != PowerState::Suspended {
         return Err(conflict("Container is not suspended"));

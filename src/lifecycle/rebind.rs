@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedMutexGuard;
 
 use super::spec::{check_ports, container_spec, RunSpec};
-use super::{actionable, bounded, claim_ports, edit, install::data_dir, release_ports, CREATE_TIMEOUT, REMOVE_TIMEOUT};
+use super::{begin, bounded, claim_ports, edit, install::data_dir, release_ports, CREATE_TIMEOUT, REMOVE_TIMEOUT};
 use crate::app::App;
 use crate::console::Event;
 use crate::error::{Error, Result};
@@ -15,8 +15,7 @@ use crate::model::{PortBinding, PortKey};
 /// Step 1 (validate and reserve the new ports) before the `202`; the rest in the background.
 pub async fn rebind(app: &Arc<App>, id: &str, ports: Vec<PortBinding>) -> Result<()> {
     check_ports(&ports)?;
-    actionable(app, id, "rebind network")?;
-    let guard = app.ops.try_begin(id, "rebind network")?;
+    let guard = begin(app, id, "rebind network").await?;
     app.store.update(|s| claim_ports(s, id, &ports)).await?;
     tokio::spawn(run(Arc::clone(app), id.to_string(), ports, guard));
     Ok(())

@@ -1,15 +1,15 @@
 //! `DELETE /containers/:id`: the Docker container, the data directory, the ports and the
 //! record go; the volume stays.
 
-use super::{actionable, bounded, install::data_dir, release_ports, REMOVE_TIMEOUT};
+use super::{begin, bounded, install::data_dir, record, release_ports, REMOVE_TIMEOUT};
 use crate::app::App;
 use crate::error::{Error, Result};
 
 /// Removes Docker's side first: if the engine is down (503) or slow (past 30 s) nothing
 /// else is touched, so the record never points at a half-deleted server.
 pub async fn delete(app: &App, id: &str) -> Result<()> {
-    let rec = actionable(app, id, "delete")?;
-    let _guard = app.ops.try_begin(id, "delete")?;
+    let _guard = begin(app, id, "delete").await?;
+    let rec = record(app, id)?;
     let docker = &app.docker;
     let mut names =
         vec![rec.docker_name(), format!("{}-install", rec.docker_name()), format!("{}-rebind", rec.docker_name())];

@@ -1,0 +1,128 @@
+//! Short-lived tokens for the WebSocket and attach consoles (`POST /auth/tokens`), so a
+//! browser never holds the master token. Kept in the state file; expired ones are purged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::error::{bad, Error, Result};
+use crate::ids::{self, constant_time_eq};
+use crate::model::now;
+
+/// Longest lifetime a temporary token may ask for.
+pub const MAX_TTL: u64 = 7 * 24 * 3600;
+pub const DEFAULT_TTL: u64 = 600;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TempToken {
+    pub token: String,
+    /// The only container it opens, when set.
+    pub internal_id: Option<String>,
+    pub expires_at: u64,
+    pub remove_on_use: bool,
+}
+
+/// Why a presented token does not open a console.
+#[derive(Debug, PartialEq)]
+pub enum Denied {
+    /// Unknown or expired (401).
+    Invalid(&'static str),
+    /// Valid, but for another container (403).
+    OtherContainer,
+}
+
+/// Parses `"90"`, `"30s"`, `"10m"`, `"2h"`, `"1d"` into seconds.
+pub fn parse_ttl(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1),
+        Some((i, 'm')) => (&t[..i], 60),
+        Some((i, 'h')) => (&t[..i], 3600),
+        Some((i, 'd')) => (&t[..i], 86400),
+        _ => (t, 1),
+    };
+    let secs = num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult));
+    match secs {
+        Some(n) if (1..=MAX_TTL).contains(&n) => Ok(n),
+        _ => Err(bad(format!("ttl {s:?} must be a duration like \"10m\" between 1s and 7d"))),
+    }
+}
+
+/// Issues a token; a bound container must exist.
+pub async fn issue(app: &App, ttl: u64, internal_id: Option<String>, remove_on_use: bool) -> Result<TempToken> {
+    if let Some(id) = &internal_id {
+        if !ids::valid_internal_id(id) {
+            return Err(bad("internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with ."));
+        }
+    }
+    let token = ids::new_token().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    let t = TempToken { token, internal_id, expires_at: now() + ttl, remove_on_use };
+    let record = t.clone();
+    app.store
+        .update(|s| {
+            if let Some(id) = &record.internal_id {
+                if !s.containers.contains_key(id) {
+                    return Err(Error::NotFound("Container not found".into()));
+                }
+            }
+            let t = now();
+            s.tokens.retain(|x| x.expires_at > t);
+            s.tokens.push(record);
+            Ok(())
+        })
+        .await?;
+    Ok(t)
+}
+
+/// Checks a temporary token for container `id`, consuming it when it is single-use.
+pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result<(), Denied> {
+    let found = app.store.read(|s| {
+        // Compare against every token, in constant time each, so timing tells nothing.
+        let mut hit = None;
+        for t in &s.tokens {
+            if constant_time_eq(t.token.as_bytes(), presented.as_bytes()) {
+                hit = Some(t.clone());
+            }
+        }
+        hit
+    });
+    let t = found.ok_or(Denied::Invalid("Invalid token"))?;
+    if t.expires_at <= now() {
+        return Err(Denied::Invalid("Token expired"));
+    }
+    if t.internal_id.as_deref().is_some_and(|bound| bound != id) {
+        return Err(Denied::OtherContainer);
+    }
+    if t.remove_on_use {
+        let used = app
+            .store
+            .update(|s| {
+                let before = s.tokens.len();
+                s.tokens.retain(|x| x.token != t.token);
+                Ok::<_, Error>(s.tokens.len() < before)
+            })
+            .await;
+        // Two racing uses: only the one that removed it gets in.
+        if !matches!(used, Ok(true)) {
+            return Err(Denied::Invalid("Invalid token"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("10m").unwrap(), 600);
+        assert_eq!(parse_ttl("90").unwrap(), 90);
+        assert_eq!(parse_ttl("2h").unwrap(), 7200);
+        assert_eq!(parse_ttl("1d").unwrap(), 86400);
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("8d").is_err());
+        assert!(parse_ttl("ten").is_err());
+        assert!(parse_ttl("").is_err());
+        assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+}
