@@ -309,6 +309,13 @@ impl Hubs {
         }
     }
 
+    /// Publishes `event` on every hub (engine-wide news).
+    pub fn broadcast(&self, event: Event) {
+        for hub in lock(&self.map).values() {
+            hub.publish(event.clone());
+        }
+    }
+
     /// Ends every session of every container (at shutdown).
     pub fn close_all(&self, reason: &'static str) {
         for hub in lock(&self.map).values() {

@@ -13,8 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::ring::Writer;
 use super::Hub;
 use crate::app::App;
-use crate::docker::frame::{Demuxer, Stream};
-use crate::docker::stream::LineSplitter;
+use crate::docker::stream::OutputLines;
 use crate::docker::DockerError;
 use crate::lifecycle::power;
 
@@ -22,12 +21,14 @@ use crate::lifecycle::power;
 pub const MAX_LINE: usize = 16 * 1024;
 
 /// Opens the attach stream of `container_id` (before it starts, so no output is missed) and
-/// runs the pump. A pump left from the previous run is given a moment to drain first.
+/// runs the pump; `backfill` lines go into the ring first (a re-attach after a restart).
+/// A pump left from the previous run is given a moment to drain first.
 pub async fn open(
     app: &Arc<App>,
     hub: &Arc<Hub>,
     container_id: &str,
     pattern: Option<Regex>,
+    backfill: Vec<String>,
 ) -> Result<(), DockerError> {
     if let Some(mut old) = hub.take_pump() {
         if tokio::time::timeout(Duration::from_secs(2), &mut old).await.is_err() {
@@ -37,7 +38,10 @@ pub async fn open(
     }
     let upgraded = app.docker.attach(container_id).await?;
     let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-    let writer = hub.take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
+    let mut writer = hub.take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
+    for line in &backfill {
+        writer.push(line);
+    }
     *hub.stdin.lock().await = Some(wr);
     hub.attach_open.store(true, Release);
     let lease = Lease { hub: Arc::clone(hub), writer: Some(writer) };
@@ -65,8 +69,7 @@ async fn run(app: Arc<App>, mut lease: Lease, mut rd: impl AsyncRead + Unpin, pa
     let hub = Arc::clone(&lease.hub);
     let Some(writer) = lease.writer.as_mut() else { return };
     let mut buf = vec![0u8; 32 * 1024];
-    let mut demux = Demuxer::default();
-    let (mut out, mut err) = (LineSplitter::new(MAX_LINE), LineSplitter::new(MAX_LINE));
+    let mut output = OutputLines::new(MAX_LINE);
     let matched = std::sync::atomic::AtomicBool::new(false);
     let mut push = |line: String| {
         if hub.awaiting_pattern.load(Acquire)
@@ -82,17 +85,13 @@ async fn run(app: Arc<App>, mut lease: Lease, mut rd: impl AsyncRead + Unpin, pa
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        demux.push(&buf[..n]);
-        while let Some((stream, payload)) = demux.next_frame() {
-            let splitter = if stream == Stream::Stderr { &mut err } else { &mut out };
-            splitter.push(&payload, &mut push);
-        }
+        output.push(&buf[..n], &mut push);
         hub.wake.notify_waiters();
         if matched.swap(false, Relaxed) {
             tokio::spawn(power::pattern_matched(Arc::clone(&app), hub.id.clone()));
         }
     }
-    out.finish().into_iter().chain(err.finish()).for_each(&mut push);
+    output.finish(&mut push);
     drop(lease);
     *hub.stdin.lock().await = None;
     power::on_exit(&app, &hub.id).await;

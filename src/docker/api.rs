@@ -3,7 +3,7 @@
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::stream::{Chunks, LineSplitter};
+use super::stream::{Chunks, LineSplitter, OutputLines};
 use super::{collect, Docker, DockerError};
 
 /// Percent-encodes a query or path value (everything but unreserved characters).
@@ -206,6 +206,17 @@ impl Docker {
     pub async fn container_events(&self, label: &str) -> Result<Chunks, DockerError> {
         let filters = encode(&format!(r#"{{"type":["container"],"label":["{label}"]}}"#));
         Ok(Chunks(self.send(Method::GET, &format!("/events?filters={filters}"), None).await?.into_body()))
+    }
+
+    /// The last `n` lines the container printed (from its log), as text.
+    pub async fn log_tail(&self, id: &str, n: usize, max_line: usize) -> Result<Vec<String>, DockerError> {
+        let path = format!("/containers/{}/logs?stdout=1&stderr=1&tail={n}", encode(id));
+        let bytes = collect(self.send(Method::GET, &path, None).await?.into_body()).await?;
+        let mut lines = Vec::new();
+        let mut out = OutputLines::new(max_line);
+        out.push(&bytes, |l| lines.push(l));
+        out.finish(|l| lines.push(l));
+        Ok(lines)
     }
 
     /// The container's stdout and stderr as multiplexed frames (see `frame`), following

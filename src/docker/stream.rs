@@ -3,6 +3,7 @@
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 
+use super::frame::{Demuxer, Stream};
 use super::DockerError;
 
 /// A streaming body read chunk by chunk (hyper has already undone the chunked encoding).
@@ -66,6 +67,34 @@ impl LineSplitter {
         let line = String::from_utf8_lossy(&self.buf).into_owned();
         self.buf.clear();
         line
+    }
+}
+
+/// Multiplexed stdout/stderr frames as text lines, one splitter per stream so a partial
+/// stdout line never merges with stderr.
+pub struct OutputLines {
+    demux: Demuxer,
+    out: LineSplitter,
+    err: LineSplitter,
+}
+
+impl OutputLines {
+    pub fn new(max_line: usize) -> OutputLines {
+        OutputLines { demux: Demuxer::default(), out: LineSplitter::new(max_line), err: LineSplitter::new(max_line) }
+    }
+
+    /// Feeds raw bytes from the engine, calling `emit` for each complete line.
+    pub fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(String)) {
+        self.demux.push(bytes);
+        while let Some((stream, payload)) = self.demux.next_frame() {
+            let splitter = if stream == Stream::Stderr { &mut self.err } else { &mut self.out };
+            splitter.push(&payload, &mut emit);
+        }
+    }
+
+    /// The unterminated rest of each stream, at the end.
+    pub fn finish(&mut self, emit: impl FnMut(String)) {
+        self.out.finish().into_iter().chain(self.err.finish()).for_each(emit);
     }
 }
 

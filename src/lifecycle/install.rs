@@ -13,8 +13,7 @@ use super::spec::{self, container_spec, CreateRequest, RunSpec};
 use super::{begin, bounded, claim_ports, edit, CREATE_TIMEOUT, REMOVE_TIMEOUT};
 use crate::app::App;
 use crate::console::{Event, Hub, Lifecycle};
-use crate::docker::frame::{Demuxer, Stream};
-use crate::docker::stream::LineSplitter;
+use crate::docker::stream::OutputLines;
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, InstallState, PowerState};
 
@@ -203,8 +202,7 @@ async fn run_script(app: &App, rec: &ContainerRecord, hub: &Hub, run: &RunSpec<'
     let outcome = tokio::time::timeout(INSTALL_TIMEOUT, async {
         docker.start_container(&cid).await?;
         let mut chunks = docker.follow_logs(&cid).await?;
-        let mut demux = Demuxer::default();
-        let (mut out, mut err) = (LineSplitter::new(MAX_LINE), LineSplitter::new(MAX_LINE));
+        let mut output = OutputLines::new(MAX_LINE);
         let mut emit = |line: String| {
             if last.len() == LAST_LINES {
                 last.pop_front();
@@ -213,13 +211,9 @@ async fn run_script(app: &App, rec: &ContainerRecord, hub: &Hub, run: &RunSpec<'
             hub.publish(Event::InstallOutput(line));
         };
         while let Some(chunk) = chunks.next().await {
-            demux.push(&chunk?);
-            while let Some((stream, payload)) = demux.next_frame() {
-                let splitter = if stream == Stream::Stderr { &mut err } else { &mut out };
-                splitter.push(&payload, &mut emit);
-            }
+            output.push(&chunk?, &mut emit);
         }
-        out.finish().into_iter().chain(err.finish()).for_each(&mut emit);
+        output.finish(&mut emit);
         docker.wait_container(&cid).await
     })
     .await;

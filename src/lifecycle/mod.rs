@@ -4,6 +4,7 @@
 pub mod install;
 pub mod power;
 pub mod rebind;
+pub mod recover;
 pub mod remove;
 pub mod spec;
 

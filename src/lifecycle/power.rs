@@ -68,7 +68,7 @@ pub async fn start(app: &Arc<App>, id: &str) -> Result<()> {
     hub.run.fetch_add(1, AcqRel);
     hub.set_intent(Intent::None);
     hub.awaiting_pattern.store(pattern.is_some(), Release);
-    pump::open(app, &hub, &cid, pattern.clone()).await?;
+    pump::open(app, &hub, &cid, pattern.clone(), Vec::new()).await?;
     set_state(app, id, PowerState::Starting, |s| s == PowerState::Offline).await?;
     if let Err(e) = app.docker.start_container(&cid).await {
         hub.awaiting_pattern.store(false, Release);
@@ -230,7 +230,7 @@ pub async fn command(app: &App, id: &str, command: &str) -> Result<()> {
 /// stop): `offline`, `last_exit` from Docker, and a note that tells a crash from a stop.
 /// Idempotent, and ignores a run that has since been restarted.
 pub async fn on_exit(app: &App, id: &str) {
-    let Some(hub) = app.hubs.peek(id) else { return };
+    let hub = app.hubs.get(id);
     let run = hub.run.load(Acquire);
     let Ok(rec) = record(app, id) else { return };
     let Some(cid) = rec.container_id else { return };
@@ -278,10 +278,17 @@ fn exit_message(hub: &Hub, exit: &LastExit) -> String {
 /// pause/unpause of managed servers. Reconnects with backoff when the engine goes away.
 pub async fn watch_events(app: Arc<App>) {
     let mut delay = Duration::from_millis(500);
+    let mut lost = false;
     loop {
         if let Ok(mut chunks) = app.docker.container_events("lightd.managed=true").await {
             app.metrics.set_events_stream(true);
             delay = Duration::from_millis(500);
+            if std::mem::take(&mut lost) {
+                app.hubs.broadcast(Event::DaemonMessage("Docker engine reachable again".into()));
+            }
+            // Anything that happened while we were not listening (or before boot).
+            let again = Arc::clone(&app);
+            tokio::spawn(async move { super::recover::reconcile(&again).await });
             let mut lines = crate::docker::stream::LineSplitter::new(1 << 20);
             while let Some(Ok(chunk)) = chunks.next().await {
                 let mut seen = Vec::new();
@@ -291,6 +298,8 @@ pub async fn watch_events(app: Arc<App>) {
                 }
             }
             app.metrics.set_events_stream(false);
+            lost = true;
+            app.hubs.broadcast(Event::DaemonMessage("Docker engine connection lost; reconnecting".into()));
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
