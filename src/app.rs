@@ -1,6 +1,8 @@
 //! The composition root's product: everything a request handler may reach.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Bytes;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -19,6 +21,8 @@ pub struct App {
     pub hubs: Hubs,
     pub ops: Ops,
     pub started: Instant,
+    /// `GET /containers` as serialized at a state version (see `http::containers::list`).
+    pub list_cache: Mutex<Option<(u64, Bytes)>>,
 }
 
 impl App {
@@ -29,10 +33,11 @@ impl App {
             config,
             store,
             docker,
-            metrics: Metrics::default(),
+            metrics: Metrics::new(crate::http::router::labels()),
             hubs,
             ops: Ops::default(),
             started: Instant::now(),
+            list_cache: Mutex::new(None),
         })
     }
 

@@ -107,6 +107,18 @@ impl Store {
         f(&self.lock().state)
     }
 
+    /// Like [`read`](Self::read), with the version of the state it saw: answers derived
+    /// from one version can be cached until the next change.
+    pub fn read_versioned<R>(&self, f: impl FnOnce(&State) -> R) -> (u64, R) {
+        let inner = self.lock();
+        (inner.version, f(&inner.state))
+    }
+
+    /// The current version (bumped by every change).
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
     /// Applies `f`; when it succeeds, waits until the change is on disk.
     /// `f` must leave the state untouched when it returns an error.
     pub async fn update<R, E: From<StoreError>>(&self, f: impl FnOnce(&mut State) -> Result<R, E>) -> Result<R, E> {

@@ -2,7 +2,7 @@
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -120,9 +120,27 @@ async fn view(volume: Volume, used_by: Vec<String>) -> VolumeView {
     VolumeView { volume, used_bytes, used_by }
 }
 
-/// Bytes of regular files below `dir`, without following symlinks.
+/// The directory to mount for `volume_id`: it must still be on record and be a plain
+/// directory, never a symlink someone swapped in (that would mount its target instead).
+pub fn mount_path(app: &App, volume_id: &str) -> std::result::Result<PathBuf, String> {
+    let path = app
+        .store
+        .read(|s| s.volumes.get(volume_id).map(|v| v.path.clone()))
+        .ok_or_else(|| format!("volume {volume_id} no longer exists"))?;
+    match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(format!("volume directory {} is not a plain directory (a symlink?)", path.display())),
+        Err(e) => Err(format!("volume directory {}: {e}", path.display())),
+    }
+}
+
+/// Bytes of regular files below `dir`, without following symlinks (the directory itself
+/// included: a volume swapped for a link counts as empty).
 fn disk_usage(dir: &Path) -> u64 {
     let mut total = 0;
+    if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        return 0;
+    }
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {

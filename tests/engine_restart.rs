@@ -44,9 +44,7 @@ fn stop_engine() {
     let pid = String::from_utf8(Command::new("pidof").arg("dockerd").output().unwrap().stdout).unwrap();
     let pid = pid.split_whitespace().next().expect("dockerd runs").to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    wait_for(90, "dockerd to exit", || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
+    wait_for(90, "dockerd to exit", || (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +101,8 @@ async fn engine_restart_is_survived() {
         (d.call_with("GET", "/health", None, &[]).json()["docker"] == "reachable").then_some(())
     });
     wait_for(30, "the events stream back", || {
-        (metric(&d.get("/metrics").body, "lightd_docker_streams{kind=\"events\",container=\"\"}") == Some(1)).then_some(())
+        (metric(&d.get("/metrics").body, "lightd_docker_streams{kind=\"events\",container=\"\"}") == Some(1))
+            .then_some(())
     });
     // The engine stopped the server with itself: that is recorded, and it starts again.
     let v = wait_for(30, "the server recorded offline", || {

@@ -29,7 +29,11 @@ fn rec(d: &Daemon, id: &str) -> Value {
 fn running_servers_are_reattached_after_a_restart() {
     require_docker();
     let mut d = Daemon::start();
-    let id = ready(&d, "keep", "i=0; while true; do i=$((i+1)); echo \"line $i\"; if read -t 0.05 l; then echo \"got $l\"; fi; done");
+    let id = ready(
+        &d,
+        "keep",
+        "i=0; while true; do i=$((i+1)); echo \"line $i\"; if read -t 0.05 l; then echo \"got $l\"; fi; done",
+    );
     assert_eq!(d.call("POST", &format!("/containers/{id}/start"), None).status, 202);
     let before = wait_for(20, "lines", || last_number(&d, &id).filter(|n| *n > 20));
     for kill in [false, true] {

@@ -4,11 +4,12 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::reply::{json, message, ok, ApiError, Reply};
+use super::reply::{json, json_bytes, message, ok, ApiError, Reply};
 use super::request::Ctx;
 use crate::app::App;
 use crate::lifecycle::{self, install, rebind, remove, spec::CreateRequest};
-use crate::model::{ContainerRecord, PortBinding};
+use crate::model::{ContainerRecord, InstallState, PortBinding, PowerState};
+use hyper::body::Bytes;
 
 /// The record as `GET /containers/:id` shows it.
 #[derive(Serialize)]
@@ -33,17 +34,43 @@ pub async fn create(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, Ap
     ))
 }
 
+/// One entry of `GET /containers`.
+#[derive(Serialize)]
+struct Summary<'a> {
+    internal_id: &'a str,
+    container_id: &'a Option<String>,
+    install_state: InstallState,
+    state: PowerState,
+    image: &'a str,
+}
+
+/// `GET /containers`: serialized once per state version and shared until the next change,
+/// so a panel polling the list costs a copy of bytes, not a walk over every record.
 pub fn list(app: &App) -> Reply {
-    let items: Vec<_> = app.store.read(|s| {
-        s.containers
-            .values()
-            .map(|c| {
-                json!({"internal_id": c.internal_id, "container_id": c.container_id,
-                       "install_state": c.install_state, "state": c.state, "image": c.image})
-            })
-            .collect()
-    });
-    ok(&json!({ "containers": items }))
+    let version = app.store.version();
+    let cached = app.list_cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let body = match cached {
+        Some((v, bytes)) if v == version => bytes,
+        _ => {
+            let (v, bytes) = app.store.read_versioned(|s| {
+                let items: Vec<Summary> = s
+                    .containers
+                    .values()
+                    .map(|c| Summary {
+                        internal_id: &c.internal_id,
+                        container_id: &c.container_id,
+                        install_state: c.install_state,
+                        state: c.state,
+                        image: &c.image,
+                    })
+                    .collect();
+                Bytes::from(serde_json::to_vec(&json!({ "containers": items })).unwrap_or_default())
+            });
+            *app.list_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((v, bytes.clone()));
+            bytes
+        }
+    };
+    json_bytes(StatusCode::OK, body)
 }
 
 pub fn get(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {

@@ -66,6 +66,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_HEAD)
+            .max_header_size(MAX_HEAD)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut stopped = stopped.clone();
@@ -97,9 +98,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
         Ok((route, params)) => {
             let ctx = Ctx { head, body: Some(body), params };
             let reply = dispatch(&app, route, ctx).await.unwrap_or_else(ApiError::into_reply);
-            (route.pattern(), reply)
+            (Some(route.index()), reply)
         }
-        Err(miss) => ("unmatched", miss_error(miss).into_reply()),
+        Err(miss) => (None, miss_error(miss).into_reply()),
     };
     app.metrics.record_request(label, reply.status().as_u16());
     reply

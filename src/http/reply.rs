@@ -23,7 +23,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// A JSON reply with `status`.
 pub fn json(status: StatusCode, value: &impl Serialize) -> Reply {
-    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes(status, serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()).into())
+}
+
+/// A reply of JSON already serialized.
+pub fn json_bytes(status: StatusCode, bytes: Bytes) -> Reply {
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -78,10 +78,21 @@ impl Route {
         matches!(self, Route::Ws | Route::ContainerAttach)
     }
 
-    /// The pattern, used as the `route` label of the request counter.
+    /// The pattern (the `route` label of the request counter).
+    #[cfg(test)]
     pub fn pattern(self) -> &'static str {
-        TABLE.iter().find(|e| e.2 == self).map_or("?", |e| e.1)
+        TABLE[self.index()].1
     }
+
+    /// Position in the route table (the request counter's row).
+    pub fn index(self) -> usize {
+        TABLE.iter().position(|e| e.2 == self).unwrap_or(0)
+    }
+}
+
+/// The route labels, by [`Route::index`].
+pub fn labels() -> Vec<&'static str> {
+    TABLE.iter().map(|e| e.1).collect()
 }
 
 /// Why a request matched no route.
@@ -189,6 +200,65 @@ mod tests {
         assert_eq!(percent_decode("%"), None);
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_decode("%é1"), None);
+    }
+
+    /// Property test: random methods and paths (slashes, escapes, `..`, NUL, non-ASCII) never
+    /// panic, and what matches has the shape of its pattern with clean parameters.
+    #[test]
+    fn random_paths_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let pieces = [
+            "/",
+            "//",
+            "volumes",
+            "containers",
+            "network",
+            "ports",
+            "random",
+            "ws",
+            "start",
+            "logs",
+            "..",
+            ".",
+            "%",
+            "%2",
+            "%2F",
+            "%00",
+            "%ff",
+            "%C3%A9",
+            "é",
+            "\u{202e}",
+            "a",
+            "0.0.0.0",
+            "::1",
+            "25565",
+            "?",
+            "#",
+            " ",
+        ];
+        let methods = ["GET", "POST", "DELETE", "PUT", "PATCH", "", "get", "OPTIONS"];
+        for _ in 0..200_000 {
+            let mut path = String::new();
+            for _ in 0..rnd(8) {
+                path.push_str(pieces[rnd(pieces.len())]);
+            }
+            let method = methods[rnd(methods.len())];
+            match resolve(method, &path) {
+                Ok((route, params)) => {
+                    let pattern = route.pattern();
+                    assert_eq!(params.len(), pattern.matches(':').count(), "{method} {path:?}");
+                    assert!(params.iter().all(|p| !p.is_empty() && !p.contains('\0')), "{path:?}");
+                }
+                Err(Miss::MethodNotAllowed(allowed)) => assert!(!allowed.is_empty() && !allowed.contains(&method)),
+                Err(_) => {}
+            }
+        }
     }
 
     #[test]

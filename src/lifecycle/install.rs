@@ -125,10 +125,7 @@ async fn steps(app: &App, id: &str, hub: &Hub) -> std::result::Result<String, St
     }
 
     hub.lifecycle(Lifecycle::CreatingContainer);
-    let volume_path = app
-        .store
-        .read(|s| s.volumes.get(&rec.volume_id).map(|v| v.path.clone()))
-        .ok_or_else(|| format!("volume {} no longer exists", rec.volume_id))?;
+    let volume_path = crate::volumes::mount_path(app, &rec.volume_id)?;
     let data_dir = prepare_data_dir(app, &rec).map_err(|e| format!("cannot write the data directory: {e}"))?;
     let name = rec.docker_name();
     for leftover in [&name, &install_name(&rec)] {

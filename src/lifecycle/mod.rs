@@ -57,6 +57,11 @@ fn not_found() -> Error {
 
 /// The record of `id`, or 404.
 pub fn record(app: &App, id: &str) -> Result<ContainerRecord> {
+    if !crate::ids::valid_internal_id(id) {
+        return Err(Error::BadRequest(
+            "internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with .".into(),
+        ));
+    }
     app.store.read(|s| s.containers.get(id).cloned()).ok_or_else(not_found)
 }
 

@@ -308,14 +308,20 @@ pub async fn watch_events(app: Arc<App>) {
 
 fn on_event(app: &Arc<App>, ev: &Value) {
     let attrs = &ev["Actor"]["Attributes"];
-    if attrs["lightd.role"].as_str() != Some("server") {
-        return;
-    }
+    let server = attrs["lightd.role"].as_str() == Some("server");
     let Some(id) = attrs["lightd.internal_id"].as_str() else { return };
     let (app, id) = (Arc::clone(app), id.to_string());
     match ev["Action"].as_str().unwrap_or("") {
+        // An install container made by a call still in flight when a daemon died is a leftover.
+        "create" if !server => {
+            tokio::spawn(async move { super::recover::reconcile_container(&app, &id).await });
+        }
+        _ if !server => {}
         "die" => {
             tokio::spawn(async move { on_exit(&app, &id).await });
+        }
+        "create" | "start" | "destroy" => {
+            tokio::spawn(async move { super::recover::reconcile_container(&app, &id).await });
         }
         "pause" => {
             tokio::spawn(

@@ -52,10 +52,7 @@ async fn swap(app: &App, id: &str, ports: &[PortBinding]) -> std::result::Result
     let docker = &app.docker;
     let mut new_cid = None;
     if let Some(old_cid) = next.container_id.clone() {
-        let volume_path = app
-            .store
-            .read(|s| s.volumes.get(&next.volume_id).map(|v| v.path.clone()))
-            .ok_or("the volume no longer exists")?;
+        let volume_path = crate::volumes::mount_path(app, &next.volume_id)?;
         let data = data_dir(app, id);
         let net = &app.config.containers.default_network;
         let network = docker.ensure_network(net).await.map_err(|e| format!("cannot prepare network {net}: {e}"))?;

@@ -27,6 +27,15 @@ pub async fn reconcile(app: &Arc<App>) {
     }
 }
 
+/// Reconciles one container, e.g. when the engine reports a change lightd did not make
+/// (a call still in flight when a previous daemon was killed lands after the boot reconcile).
+pub async fn reconcile_container(app: &Arc<App>, id: &str) {
+    let Some(rec) = app.store.read(|s| s.containers.get(id).cloned()) else { return };
+    if let Err(e) = reconcile_one(app, &rec).await {
+        eprintln!("lightd: {id}: reconcile: {e}");
+    }
+}
+
 async fn reconcile_one(app: &Arc<App>, rec: &ContainerRecord) -> Result<(), Error> {
     let id = &rec.internal_id;
     // An operation in flight (install, rebind, start) knows better; leave it alone.
@@ -38,10 +47,19 @@ async fn reconcile_one(app: &Arc<App>, rec: &ContainerRecord) -> Result<(), Erro
             let _ = app.docker.remove_container(&leftover).await;
         }
     }
-    let Some(cid) = rec.container_id.clone() else { return Ok(()) };
     if rec.install_state == InstallState::Installing {
         return Ok(());
     }
+    // A container under the server's name that the record does not point at was made by an
+    // install cut short before it was recorded: it goes (a reinstall makes a fresh one).
+    match app.docker.inspect_container(&rec.docker_name()).await {
+        Ok(named) if named["Id"].as_str() != rec.container_id.as_deref() => {
+            app.docker.remove_container(&rec.docker_name()).await?;
+        }
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        _ => {}
+    }
+    let Some(cid) = rec.container_id.clone() else { return Ok(()) };
     let info = match app.docker.inspect_container(&cid).await {
         Ok(info) => info,
         Err(e) if e.is_not_found() => return vanished(app, id).await,

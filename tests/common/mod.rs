@@ -71,6 +71,13 @@ impl Daemon {
 
     /// Starts with the test config after `tweak` edits it.
     pub fn start_with(tweak: impl FnOnce(&mut Value)) -> Daemon {
+        let mut d = Daemon::prepare(tweak);
+        d.spawn();
+        d
+    }
+
+    /// Writes the config (after `tweak`) without starting the daemon yet.
+    pub fn prepare(tweak: impl FnOnce(&mut Value)) -> Daemon {
         let dir = TempDir::new("daemon");
         let port = free_port();
         let mut cfg = config_for(&dir.0, port);
@@ -79,9 +86,7 @@ impl Daemon {
         std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("t{}x{n}", std::process::id());
-        let mut d = Daemon { prefix, child: None, port, dir, config };
-        d.spawn();
-        d
+        Daemon { prefix, child: None, port, dir, config }
     }
 
     pub fn spawn(&mut self) {
@@ -134,6 +139,10 @@ impl Daemon {
             let _ = c.wait();
             panic!("lightd did not stop on SIGTERM within 15 s");
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn kill9(&mut self) {

@@ -1,0 +1,228 @@
+//! Shared by the bench programs: load generation, percentiles, process figures, the
+//! BENCHMARKS.md writer, and many ready containers at once.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::common::*;
+
+/// `p` (0-100) percentile of sorted `v`.
+pub fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() - 1) as f64 * p / 100.0).round() as usize]
+}
+
+pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+/// Resident memory of `pid`, bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU seconds (user + system) used by `pid` so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the ")".
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+pub fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// Result of one closed-loop load run.
+pub struct LoadResult {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+}
+
+/// `conns` keep-alive connections each sending `GET path` back to back for `secs`.
+pub async fn load(port: u16, path: &str, auth: bool, conns: usize, secs: f64) -> LoadResult {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+            stream.set_nodelay(true).unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            while Instant::now() < until {
+                let mut req = hyper::Request::get(&path).header("host", "bench");
+                if auth {
+                    req = req.header("authorization", format!("Bearer {TOKEN}"));
+                }
+                let req = req.body(Empty::<Bytes>::new()).unwrap();
+                let t = Instant::now();
+                match send.send_request(req).await {
+                    Ok(resp) => {
+                        let ok = resp.status().is_success();
+                        let _ = resp.into_body().collect().await;
+                        if ok {
+                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let n = all.len();
+    let all = sorted(all);
+    LoadResult { rps: n as f64 / secs, p50_ms: pct(&all, 50.0), p99_ms: pct(&all, 99.0), errors }
+}
+
+/// A bare hyper 1.x hello-world in its own process (this program re-executed with
+/// `--hello PORT`), the baseline every REST figure is set against.
+pub fn spawn_hello(port: u16) -> std::process::Child {
+    let me = std::env::current_exe().unwrap();
+    let child = Command::new(me).args(["--hello", &port.to_string()]).spawn().unwrap();
+    wait_for(10, "the hello server", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop));
+    child
+}
+
+/// Runs the hello server when asked to (call first thing in `main`); never returns then.
+pub fn maybe_serve_hello() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("--hello") {
+        return;
+    }
+    let port: u16 = args[2].parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    let mut r =
+                        hyper::Response::new(http_body_util::Full::new(Bytes::from_static(br#"{"status":"ok"}"#)));
+                    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    std::process::exit(0);
+}
+
+/// Creates `n` containers running `command` (installs in parallel) and starts them.
+pub fn populate(d: &Daemon, n: usize, command: &str) -> Vec<String> {
+    let (vol, _) = d.new_volume();
+    let ids: Vec<String> = (0..n).map(|i| d.id(&format!("s{i}"))).collect();
+    std::thread::scope(|s| {
+        for chunk in ids.chunks(10) {
+            let vol = &vol;
+            s.spawn(move || {
+                for id in chunk {
+                    let body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": command});
+                    let r = d.call("POST", "/containers", Some(body));
+                    assert_eq!(r.status, 202, "{}", r.body);
+                }
+            });
+        }
+    });
+    for id in &ids {
+        assert_eq!(d.wait_installed(id, 600)["install_state"], "ready");
+    }
+    std::thread::scope(|s| {
+        for chunk in ids.chunks(10) {
+            s.spawn(move || {
+                for id in chunk {
+                    let r = d.call("POST", &format!("/containers/{id}/start"), None);
+                    assert_eq!(r.status, 202, "{}", r.body);
+                }
+            });
+        }
+    });
+    ids
+}
+
+/// A state.json holding `n` ready container records (no Docker containers behind them):
+/// what `GET /containers` and start-up have to walk through, made in no time.
+pub fn seed_records(dir: &Path, n: usize, prefix: &str) {
+    let containers: serde_json::Map<String, serde_json::Value> = (0..n)
+        .map(|i| {
+            let id = format!("{prefix}-r{i}");
+            let rec = json!({
+                "internal_id": id, "container_id": null, "volume_id": "d6764075-c5f1-4045-9fb3-85315b85cb0f",
+                "image": IMAGE, "startup_command": "true", "start_pattern": null, "install_state": "ready",
+                "state": "offline", "ports": [], "limits": {}, "mount": {}, "env": {}, "install_script": null,
+                "last_exit": null, "error": null, "created_at": 1_700_000_000u64, "updated_at": 1_700_000_000u64
+            });
+            (id, rec)
+        })
+        .collect();
+    let state = json!({"volumes": {}, "ports": [], "containers": containers, "tokens": []});
+    std::fs::write(dir.join("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
+}
+
+/// Replaces this program's section of BENCHMARKS.md (between its markers) with `body`,
+/// headed by the machine, the date and the commit.
+pub fn write_section(name: &str, body: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| "# lightd benchmarks\n\nWritten by the programs in `benches/`; see the README.\n".into());
+    let (start, end) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
+    let sh = |c: &str| {
+        Command::new("sh").args(["-c", c]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let machine = format!(
+        "{} cores, {}, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").unwrap_or_default().trim(),
+        sh("uname -sr").unwrap_or_default()
+    );
+    let section = format!(
+        "{start}\n_Machine: {machine}. Date: {}. Commit: {}._\n\n{body}\n{end}",
+        sh("date -u +%Y-%m-%dT%H:%MZ").unwrap_or_default(),
+        sh("git rev-parse --short HEAD").unwrap_or_default()
+    );
+    match (text.find(&start), text.find(&end)) {
+        (Some(a), Some(b)) => text.replace_range(a..b + end.len(), &section),
+        _ => text.push_str(&format!("\n{section}\n")),
+    }
+    std::fs::write(&path, text).unwrap();
+    println!("(written to {})", path.display());
+}
+
+pub type Shared<T> = Arc<T>;

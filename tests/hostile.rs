@@ -1,0 +1,232 @@
+//! Hostile input: malformed bodies, wrong types, huge numbers, unicode and path tricks in
+//! every id and path field, symlinked volume dirs, header abuse and random bytes. Every
+//! answer is a clear 4xx (or a closed connection), and the daemon keeps serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn still_fine(d: &Daemon) {
+    let h = d.call_with("GET", "/health", None, &[]);
+    assert_eq!(h.status, 200, "daemon still answers: {}", d.log());
+}
+
+#[test]
+fn bodies_ids_and_paths() {
+    require_docker();
+    let d = Daemon::start();
+    let (vol, _) = d.new_volume();
+    let base = json!({"internal_id": "ok-id", "image": IMAGE, "volume_id": vol, "startup_command": "true"});
+    let tricks = [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/b",
+        "a\\b",
+        "a\u{0}b",
+        "é",
+        "\u{202e}evil",
+        " ",
+        "",
+        ".",
+        "..",
+        "%2e%2e",
+        "a b",
+        "a:b",
+        "x".repeat(65).leak(),
+        "${HOME}",
+        "$(id)",
+        "`id`",
+        "a\nb",
+    ];
+    for t in tricks {
+        for field in ["internal_id", "volume_id", "image"] {
+            // Valid image references (a repository path, a tag, a long name) are not tricks.
+            if field == "image" && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"/:".contains(&b)) && !t.is_empty() {
+                continue;
+            }
+            let mut body = base.clone();
+            body[field] = json!(t);
+            let r = d.call("POST", "/containers", Some(body));
+            assert_eq!(r.status, 400, "{field}={t:?}: {}", r.body);
+            assert!(!r.error().is_empty());
+        }
+    }
+    // Wrong types, huge and negative numbers, deep nesting.
+    let nested = "[".repeat(10_000) + &"]".repeat(10_000);
+    for (field, value) in [
+        ("internal_id", json!(7)),
+        ("ports", json!("25565")),
+        ("ports", json!([{"ip": "0.0.0.0", "port": 18446744073709551616u128 as f64}])),
+        ("ports", json!([{"ip": "0.0.0.0", "port": 99999999999u64}])),
+        ("limits", json!({"memory": 1e300})),
+        ("limits", json!({"memory": -1})),
+        ("limits", json!({"cpu": 1e308})),
+        ("limits", json!({"cpu": "fast"})),
+        ("env", json!(["A=1"])),
+        ("mount", json!({"/x": 5})),
+        ("start_pattern", json!("(".repeat(5000))),
+        ("start_pattern", json!("a{99999}{99999}")),
+    ] {
+        let mut body = base.clone();
+        body[field] = value.clone();
+        let r = d.call("POST", "/containers", Some(body));
+        assert_eq!(r.status, 400, "{field}={value}: {}", r.body);
+    }
+    for raw in [
+        nested.as_str(),
+        "{\"internal_id\": \"a\", \"internal_id\": \"b\"}",
+        "\u{feff}{}",
+        "null",
+        "1e999",
+        "{\"a\":\"\\ud800\"}",
+    ] {
+        let req = format!(
+            "POST /containers HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{raw}",
+            raw.len()
+        );
+        let r = d.try_raw(req.as_bytes()).unwrap();
+        assert_eq!(r.status, 400, "{:.60}: {}", raw, r.body);
+    }
+    // Path tricks in every path parameter.
+    for p in ["..%2F..%2Fetc", "%2e%2e", "%00", "%ff%fe", "a%2Fb", "%E2%80%AE", "x".repeat(300).leak()] {
+        for path in [
+            format!("/containers/{p}"),
+            format!("/containers/{p}/start"),
+            format!("/containers/{p}/logs"),
+            format!("/volumes/{p}"),
+            format!("/network/ports/{p}/80"),
+            format!("/network/ports/127.0.0.1/{p}"),
+        ] {
+            let r = d.get(&path);
+            assert!(matches!(r.status, 400 | 404 | 405), "{path}: {} {}", r.status, r.body);
+            let r = d.call("POST", &path, None);
+            assert!(matches!(r.status, 400 | 404 | 405), "POST {path}: {} {}", r.status, r.body);
+            assert!(r.json()["error"].is_string(), "{path}: {}", r.body);
+        }
+    }
+    let r = d.get("/containers/..%2F..%2Fetc%2Fpasswd");
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("internal_id"));
+    assert_eq!(d.get("/containers").json()["containers"], json!([]), "nothing was created");
+    still_fine(&d);
+}
+
+#[test]
+fn symlinked_volume_dirs_are_never_followed() {
+    require_docker();
+    let d = Daemon::start();
+    let (vol, path) = d.new_volume();
+    let outside = TempDir::new("outside");
+    std::fs::write(outside.0.join("secret"), vec![1u8; 5000]).unwrap();
+    std::fs::remove_dir(&path).unwrap();
+    std::os::unix::fs::symlink(&outside.0, &path).unwrap();
+    assert_eq!(d.get(&format!("/volumes/{vol}")).json()["used_bytes"], 0, "the link is not followed");
+    let id = d.id("linked");
+    let body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": "true"});
+    assert_eq!(d.call("POST", "/containers", Some(body)).status, 202);
+    let rec = d.wait_installed(&id, 120);
+    assert_eq!(rec["install_state"], "failed");
+    assert!(rec["error"].as_str().unwrap().contains("not a plain directory"), "{rec}");
+    assert_eq!(d.call("DELETE", &format!("/containers/{id}"), None).status, 200);
+    assert_eq!(d.call("DELETE", &format!("/volumes/{vol}"), None).status, 200);
+    assert!(outside.0.join("secret").exists(), "deleting the volume removed only the link");
+    // A link planted inside a volume is not followed by the size count either.
+    let (vol2, path2) = d.new_volume();
+    std::os::unix::fs::symlink(&outside.0, path2.join("escape")).unwrap();
+    assert_eq!(d.get(&format!("/volumes/{vol2}")).json()["used_bytes"], 0);
+    assert_eq!(d.call("DELETE", &format!("/volumes/{vol2}"), None).status, 200);
+    assert!(outside.0.join("secret").exists());
+}
+
+#[test]
+fn header_abuse() {
+    let d = Daemon::start();
+    // No Host header (HTTP/1.0 and 1.1).
+    for req in ["GET /health HTTP/1.0\r\n\r\n", "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"] {
+        let r = d.try_raw(req.as_bytes()).unwrap();
+        assert!(r.status == 200 || r.status == 400, "{req:?}: {}", r.status);
+    }
+    // 100 KB of headers: refused, never buffered without bound.
+    let big =
+        format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(100 * 1024));
+    match d.try_raw(big.as_bytes()) {
+        Ok(r) => assert!(r.status == 431 || r.status == 400, "{}", r.status),
+        Err(_) => {} // closed without an answer is fine too
+    }
+    // Many headers, an overlong Authorization, a bad token encoding.
+    let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let _ = d.try_raw(format!("GET /health HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n").as_bytes());
+    let r = d.call_with("GET", "/volumes", None, &[("Authorization", &format!("Bearer {}", "x".repeat(8000)))]);
+    assert_eq!(r.status, 401);
+    let r = d
+        .try_raw(b"GET /volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \xff\xfe\r\n\r\n")
+        .unwrap();
+    assert_eq!(r.status, 401);
+    // Slowloris: a head trickled byte by byte is cut off, and others are served meanwhile.
+    let mut slow = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    let head = b"GET /health HTTP/1.1\r\nHost: x\r\n";
+    let mut cut = false;
+    for b in head.iter().cycle().take(40) {
+        if slow.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        still_fine(&d);
+    }
+    if !cut {
+        let mut buf = [0u8; 256];
+        let n = slow.read(&mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 400"), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    still_fine(&d);
+}
+
+#[test]
+fn random_bytes_never_hurt() {
+    let d = Daemon::start();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let prefixes: [&[u8]; 4] = [
+        b"",
+        b"GET / HTTP/1.1\r\n",
+        b"POST /containers HTTP/1.1\r\nContent-Length: 5\r\n",
+        b"GET /ws/x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    ];
+    for i in 0..300 {
+        let mut req = prefixes[i % prefixes.len()].to_vec();
+        let len = (rnd() % 2000) as usize;
+        req.extend((0..len).map(|_| rnd() as u8));
+        if i % 3 == 0 {
+            req.extend_from_slice(b"\r\n\r\n");
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", d.port)) {
+            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let _ = s.write_all(&req);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+            if sink.starts_with(b"HTTP/1.1 5") {
+                panic!("a server error for random input: {}", String::from_utf8_lossy(&sink));
+            }
+        }
+    }
+    still_fine(&d);
+    let body: Value = d.get("/metrics").body.lines().count().into();
+    assert!(body.as_u64().unwrap() > 5);
+}
