@@ -31,6 +31,7 @@ fn main() {
     let health = run(d.port, "/health", false);
     let list = run(d.port, "/containers", true);
     let _ = hello.kill();
+    let _ = hello.wait();
     let row = |name: &str, r: &LoadResult| {
         format!(
             "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.2} |",

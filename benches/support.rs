@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
@@ -41,9 +40,10 @@ pub fn rss(pid: u32) -> u64 {
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the ")".
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime, in clock ticks) are the 12th and 13th after ")".
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 pub fn mib(b: u64) -> String {
@@ -145,10 +145,10 @@ pub fn maybe_serve_hello() {
     std::process::exit(0);
 }
 
-/// Creates `n` containers running `command` (installs in parallel) and starts them.
-pub fn populate(d: &Daemon, n: usize, command: &str) -> Vec<String> {
+/// Creates `n` containers `<name><i>` running `command` (installs in parallel) and starts them.
+pub fn populate(d: &Daemon, name: &str, n: usize, command: &str) -> Vec<String> {
     let (vol, _) = d.new_volume();
-    let ids: Vec<String> = (0..n).map(|i| d.id(&format!("s{i}"))).collect();
+    let ids: Vec<String> = (0..n).map(|i| d.id(&format!("{name}{i}"))).collect();
     std::thread::scope(|s| {
         for chunk in ids.chunks(10) {
             let vol = &vol;
@@ -224,5 +224,3 @@ pub fn write_section(name: &str, body: &str) {
     std::fs::write(&path, text).unwrap();
     println!("(written to {})", path.display());
 }
-
-pub type Shared<T> = Arc<T>;

@@ -151,12 +151,15 @@ async fn serve(config: Config) -> Result<(), String> {
     if failed > 0 {
         eprintln!("lightd: {failed} install(s) interrupted by the last restart marked failed");
     }
-    // Learn the engine's state before answering /health, and have the network ready.
+    // Learn the engine's state before answering /health; have the network ready meanwhile.
     if app.docker.ping().await.is_ok() {
-        let net = &app.config.containers.default_network;
-        if let Err(e) = app.docker.ensure_network(net).await {
-            eprintln!("lightd: cannot create network {net} yet: {e}");
-        }
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let net = &app.config.containers.default_network;
+            if let Err(e) = app.docker.ensure_network(net).await {
+                eprintln!("lightd: cannot create network {net} yet: {e}");
+            }
+        });
     }
     tokio::spawn(Arc::clone(&app).watch_docker());
     tokio::spawn(lifecycle::power::watch_events(Arc::clone(&app)));

@@ -19,13 +19,15 @@ fn engine_up() -> bool {
 
 fn start_engine() {
     let log = std::fs::OpenOptions::new().create(true).append(true).open("/var/log/lightd-dockerd.log").unwrap();
-    Command::new("setsid")
-        .arg("dockerd")
+    // `setsid -f` forks dockerd into its own session and returns at once.
+    let started = Command::new("setsid")
+        .args(["-f", "dockerd"])
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
-        .spawn()
+        .status()
         .expect("start dockerd");
+    assert!(started.success());
     wait_for(90, "the engine to answer", || engine_up().then_some(()));
 }
 

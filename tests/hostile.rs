@@ -155,9 +155,9 @@ fn header_abuse() {
     // 100 KB of headers: refused, never buffered without bound.
     let big =
         format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(100 * 1024));
-    match d.try_raw(big.as_bytes()) {
-        Ok(r) => assert!(r.status == 431 || r.status == 400, "{}", r.status),
-        Err(_) => {} // closed without an answer is fine too
+    // Closed without an answer is fine too.
+    if let Ok(r) = d.try_raw(big.as_bytes()) {
+        assert!(r.status == 431 || r.status == 400, "{}", r.status);
     }
     // Many headers, an overlong Authorization, a bad token encoding.
     let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();

@@ -98,6 +98,44 @@ fn is_json(content_type: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
+    fn ctx(uri: &str) -> Option<Ctx> {
+        let (head, _) = hyper::Request::builder().uri(uri).body(()).ok()?.into_parts();
+        Some(Ctx { head, body: None, params: Vec::new() })
+    }
+
+    #[test]
+    fn query_strings() {
+        let c = ctx("/x?available=true&protocol=udp").unwrap();
+        let q = c.query(&["available", "protocol"]).unwrap();
+        assert_eq!(q.get("available").map(String::as_str), Some("true"));
+        assert!(c.query(&["available"]).is_err(), "unknown key refused");
+        assert!(ctx("/x?a=1&a=2").unwrap().query(&["a"]).is_err(), "repeated key refused");
+        assert_eq!(ctx("/x?a=b%20c+d").unwrap().query(&["a"]).unwrap()["a"], "b c d");
+        assert!(ctx("/x?a=%ff").unwrap().query(&["a"]).is_err());
+    }
+
+    /// Property test: random query strings never panic the parser.
+    #[test]
+    fn random_query_strings_never_panic() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut rnd = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let pieces =
+            ["a", "token", "tail", "=", "&", "%", "%2", "%zz", "%00", "%C3%A9", "+", "==", "&&", "?", "é", "1"];
+        for _ in 0..50_000 {
+            let q: String = (0..rnd(10)).map(|_| pieces[rnd(pieces.len())]).collect();
+            if let Some(c) = ctx(&format!("/p?{q}")) {
+                if let Ok(map) = c.query(&["a", "token", "tail"]) {
+                    assert!(map.keys().all(|k| ["a", "token", "tail"].contains(&k.as_str())));
+                }
+            }
+        }
+    }
+
     #[test]
     fn content_types() {
         assert!(is_json(Some("application/json")));

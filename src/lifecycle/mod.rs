@@ -142,6 +142,9 @@ pub async fn bounded<T>(
 /// At boot: installs that a restart cut short can never finish; say so instead of leaving
 /// them `installing` (which would refuse every action, delete included).
 pub async fn fail_interrupted_installs(app: &App) -> Result<usize> {
+    if !app.store.read(|s| s.containers.values().any(|r| r.install_state == InstallState::Installing)) {
+        return Ok(0);
+    }
     app.store
         .update(|s| {
             let mut n = 0;
