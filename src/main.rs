@@ -15,6 +15,8 @@ mod model;
 mod ports;
 mod shutdown;
 mod store;
+#[cfg(test)]
+mod testutil;
 mod tokens;
 mod volumes;
 

@@ -90,7 +90,7 @@ impl Docker {
 
     /// `GET /_ping`: checks the engine and negotiates the API version from its `Api-Version`.
     pub async fn ping(&self) -> Result<String, DockerError> {
-        let resp = self.exchange(Method::GET, "/_ping".into(), None).await?;
+        let resp = self.exchange(Method::GET, "/_ping".into(), None, false).await?;
         let theirs = resp.headers().get("api-version").and_then(|v| v.to_str().ok()).and_then(parse_version);
         let version = negotiate(theirs)?;
         *self.api.lock().unwrap_or_else(|p| p.into_inner()) = Some(version.clone());
@@ -105,24 +105,16 @@ impl Docker {
         }
     }
 
-    /// One request on a fresh connection; marks the engine reachable or not.
+    /// One request on a fresh connection (asking to hijack it when `upgrade`); marks the
+    /// engine reachable or not.
     async fn exchange(
-        &self,
-        method: Method,
-        uri: String,
-        body: Option<&Value>,
-    ) -> Result<Response<Incoming>, DockerError> {
-        self.exchange_with(method, uri, body, false).await
-    }
-
-    async fn exchange_with(
         &self,
         method: Method,
         uri: String,
         body: Option<&Value>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, DockerError> {
-        let result = self.exchange_inner(method, uri, body, upgrade).await;
+        let result = self.connect_and_send(method, uri, body, upgrade).await;
         let ok = !matches!(result, Err(DockerError::Unreachable(_)));
         self.reachable.store(ok, Ordering::Relaxed);
         if !ok {
@@ -132,7 +124,7 @@ impl Docker {
         result
     }
 
-    async fn exchange_inner(
+    async fn connect_and_send(
         &self,
         method: Method,
         uri: String,
@@ -168,7 +160,7 @@ impl Docker {
     /// `101`, the socket carries raw bytes both ways.
     pub async fn upgrade(&self, method: Method, path: &str) -> Result<hyper::upgrade::Upgraded, DockerError> {
         let uri = format!("/v{}{path}", self.api_prefix().await?);
-        let resp = self.exchange_with(method, uri, None, true).await?;
+        let resp = self.exchange(method, uri, None, true).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status().as_u16();
             let bytes = collect(resp.into_body()).await.unwrap_or_default();
@@ -186,7 +178,7 @@ impl Docker {
         body: Option<&Value>,
     ) -> Result<Response<Incoming>, DockerError> {
         let uri = format!("/v{}{path}", self.api_prefix().await?);
-        let resp = self.exchange(method, uri, body).await?;
+        let resp = self.exchange(method, uri, body, false).await?;
         if resp.status().is_success() || resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(resp);
         }

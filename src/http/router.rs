@@ -206,13 +206,7 @@ mod tests {
     /// panic, and what matches has the shape of its pattern with clean parameters.
     #[test]
     fn random_paths_never_panic() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut rnd = move |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut rnd = crate::testutil::xorshift(0x9e37_79b9_7f4a_7c15);
         let pieces = [
             "/",
             "//",
