@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets -- --test-threads "${LIGHTD_TEST_THREADS:-4}"
+# Unit and integration tests (the benches are programs of their own: scripts/bench.sh).
+cargo test --bins --tests -- --test-threads "${LIGHTD_TEST_THREADS:-4}"
