@@ -9,11 +9,7 @@ use common::*;
 use serde_json::json;
 
 fn running(d: &Daemon, name: &str, command: &str) -> String {
-    let (vol, _) = d.new_volume();
-    let id = d.id(name);
-    let body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": command});
-    assert_eq!(d.call("POST", "/containers", Some(body)).status, 202);
-    assert_eq!(d.wait_installed(&id, 120)["install_state"], "ready");
+    let id = d.ready_container(name, command, json!({}));
     assert_eq!(d.call("POST", &format!("/containers/{id}/start"), None).status, 202);
     id
 }

@@ -9,16 +9,7 @@ use serde_json::{json, Value};
 
 /// A ready container running `command` (through the usual entrypoint).
 fn ready(d: &Daemon, name: &str, command: &str, pattern: Option<&str>) -> String {
-    let (vol, _) = d.new_volume();
-    let id = d.id(name);
-    let mut body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": command});
-    if let Some(p) = pattern {
-        body["start_pattern"] = json!(p);
-    }
-    let r = d.call("POST", "/containers", Some(body));
-    assert_eq!(r.status, 202, "{}", r.body);
-    assert_eq!(d.wait_installed(&id, 120)["install_state"], "ready");
-    id
+    d.ready_container(name, command, pattern.map_or(json!({}), |p| json!({"start_pattern": p})))
 }
 
 fn state(d: &Daemon, id: &str) -> Value {

@@ -8,12 +8,7 @@ use serde_json::{json, Value};
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo \"line $i\"; sleep 0.05; done";
 
 fn ready(d: &Daemon, name: &str, command: &str) -> String {
-    let (vol, _) = d.new_volume();
-    let id = d.id(name);
-    let body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": command});
-    assert_eq!(d.call("POST", "/containers", Some(body)).status, 202);
-    assert_eq!(d.wait_installed(&id, 120)["install_state"], "ready");
-    id
+    d.ready_container(name, command, json!({}))
 }
 
 fn last_number(d: &Daemon, id: &str) -> Option<u64> {

@@ -68,14 +68,7 @@ fn number(line: &Value) -> u64 {
 }
 
 fn create(d: &Daemon, name: &str, command: &str, install: Option<&str>) -> String {
-    let (vol, _) = d.new_volume();
-    let id = d.id(name);
-    let mut body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": command});
-    if let Some(s) = install {
-        body["install_script"] = json!(s);
-    }
-    assert_eq!(d.call("POST", "/containers", Some(body)).status, 202);
-    id
+    d.create_container(name, command, install.map_or(json!({}), |s| json!({"install_script": s})))
 }
 
 fn start(d: &Daemon, id: &str) {

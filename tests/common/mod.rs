@@ -206,6 +206,27 @@ impl Daemon {
         assert_eq!(r.status, 201, "{}", r.body);
     }
 
+    /// Creates container `name` on a new volume running `command`, with `extra` fields
+    /// merged into the body; asserts the `202` and returns the internal id.
+    pub fn create_container(&self, name: &str, command: &str, extra: Value) -> String {
+        let (vol, _) = self.new_volume();
+        let id = self.id(name);
+        let mut body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": command});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
+        let r = self.call("POST", "/containers", Some(body));
+        assert_eq!(r.status, 202, "{}", r.body);
+        id
+    }
+
+    /// Like `create_container`, then waits until the install is `ready`.
+    pub fn ready_container(&self, name: &str, command: &str, extra: Value) -> String {
+        let id = self.create_container(name, command, extra);
+        assert_eq!(self.wait_installed(&id, 120)["install_state"], "ready");
+        id
+    }
+
     /// The record of `id`, waiting until its install leaves `installing`.
     pub fn wait_installed(&self, id: &str, secs: u64) -> Value {
         wait_for(secs, &format!("{id} to finish installing"), || {
