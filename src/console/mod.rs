@@ -20,8 +20,10 @@ use tokio::sync::{broadcast, watch, Notify};
 use crate::model::PowerState;
 use ring::{Ring, Writer};
 
-/// How many events a slow subscriber may lag before it is told it skipped some.
-const EVENT_BACKLOG: usize = 1024;
+/// How many events a slow subscriber may lag before it is told it skipped some. The channel
+/// keeps this many past events alive (a stats sample a second per watched container), so it
+/// stays small: memory per container is bounded by it.
+const EVENT_BACKLOG: usize = 128;
 
 /// The seed's install lifecycle, in the order an install goes through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -230,9 +230,10 @@ pub async fn command(app: &App, id: &str, command: &str) -> Result<()> {
 /// stop): `offline`, `last_exit` from Docker, and a note that tells a crash from a stop.
 /// Idempotent, and ignores a run that has since been restarted.
 pub async fn on_exit(app: &App, id: &str) {
+    // Only containers on record (the engine may host other daemons' containers too).
+    let Ok(rec) = record(app, id) else { return };
     let hub = app.hubs.get(id);
     let run = hub.run.load(Acquire);
-    let Ok(rec) = record(app, id) else { return };
     let Some(cid) = rec.container_id else { return };
     let Ok(info) = app.docker.inspect_container(&cid).await else { return };
     let st = &info["State"];
@@ -310,6 +311,10 @@ fn on_event(app: &Arc<App>, ev: &Value) {
     let attrs = &ev["Actor"]["Attributes"];
     let server = attrs["lightd.role"].as_str() == Some("server");
     let Some(id) = attrs["lightd.internal_id"].as_str() else { return };
+    // Another daemon's container on the same engine is none of our business.
+    if !app.store.read(|s| s.containers.contains_key(id)) {
+        return;
+    }
     let (app, id) = (Arc::clone(app), id.to_string());
     match ev["Action"].as_str().unwrap_or("") {
         // An install container made by a call still in flight when a daemon died is a leftover.
