@@ -150,3 +150,38 @@ fn command_reaches_stdin() {
     assert!(stats["memory_bytes"].as_u64().unwrap() > 0, "{stats}");
     assert!(stats["uptime_s"].is_u64() && stats["cpu_percent"].is_number());
 }
+
+#[test]
+fn rebind_of_a_running_server_restarts_it_on_the_new_port() {
+    require_docker();
+    let d = Daemon::start();
+    let (old, new) = (free_port(), free_port());
+    d.add_port("127.0.0.1", old, "tcp");
+    d.add_port("127.0.0.1", new, "tcp");
+    let id = d.ready_container(
+        "moving",
+        "echo up; while true; do sleep 0.2; done",
+        json!({"ports": [{"ip": "127.0.0.1", "port": old}], "start_pattern": "up"}),
+    );
+    assert_eq!(act(&d, &id, "start"), 202);
+    wait_state(&d, &id, "running", 20);
+    let first = state(&d, &id)["container_id"].clone();
+    let r = d.call(
+        "POST",
+        &format!("/containers/{id}/rebind-network"),
+        Some(json!({"ports": [{"ip": "127.0.0.1", "port": new}]})),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let v = wait_for(30, "running again on the new container", || {
+        let v = state(&d, &id);
+        (v["container_id"] != first && v["state"] == "running").then_some(v)
+    });
+    assert_eq!(v["ports"][0]["port"], new);
+    assert_eq!(docker_status(&id), "running");
+    let bindings = docker(&["inspect", "-f", "{{json .HostConfig.PortBindings}}", &format!("lightd-{id}")]);
+    assert!(bindings.contains(&format!("\"{new}/tcp\"")), "{bindings}");
+    let m = d.get("/metrics").body;
+    assert_eq!(metric(&m, &format!("lightd_docker_streams{{kind=\"attach\",container=\"{id}\"}}")), Some(1));
+    assert_eq!(act(&d, &id, "kill"), 202);
+    wait_state(&d, &id, "offline", 20);
+}

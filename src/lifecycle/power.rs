@@ -237,7 +237,8 @@ pub async fn on_exit(app: &App, id: &str) {
     let Some(cid) = rec.container_id else { return };
     let Ok(info) = app.docker.inspect_container(&cid).await else { return };
     let st = &info["State"];
-    if st["Running"].as_bool() == Some(true) {
+    // Still running, or a container that never ran (made by a rebind or reinstall): no exit.
+    if st["Running"].as_bool() == Some(true) || st["StartedAt"].as_str().is_some_and(|s| s.starts_with("0001")) {
         return;
     }
     let exit = LastExit {

@@ -1,16 +1,18 @@
 //! `rebind-network`: the seed's five steps. The new container is created beside the old one
 //! before the old one goes, so any failure leaves the old container and ports as they were.
+//! A server that was running is started again on the new ports.
 
 use std::sync::Arc;
 
 use tokio::sync::OwnedMutexGuard;
 
+use super::power::{self, set_state};
 use super::spec::{check_ports, container_spec, RunSpec};
 use super::{begin, bounded, claim_ports, edit, install::data_dir, release_ports, CREATE_TIMEOUT, REMOVE_TIMEOUT};
 use crate::app::App;
-use crate::console::Event;
+use crate::console::{Event, Intent};
 use crate::error::{Error, Result};
-use crate::model::{PortBinding, PortKey};
+use crate::model::{PortBinding, PortKey, PowerState};
 
 /// Step 1 (validate and reserve the new ports) before the `202`; the rest in the background.
 pub async fn rebind(app: &Arc<App>, id: &str, ports: Vec<PortBinding>) -> Result<()> {
@@ -21,14 +23,25 @@ pub async fn rebind(app: &Arc<App>, id: &str, ports: Vec<PortBinding>) -> Result
     Ok(())
 }
 
-async fn run(app: Arc<App>, id: String, ports: Vec<PortBinding>, _guard: OwnedMutexGuard<()>) {
+async fn run(app: Arc<App>, id: String, ports: Vec<PortBinding>, guard: OwnedMutexGuard<()>) {
     let hub = app.hubs.get(&id);
     let Ok(old) = super::record(&app, &id) else {
         return;
     };
     let old_keys: Vec<PortKey> = old.ports.iter().map(PortBinding::key).collect();
     match swap(&app, &id, &ports).await {
-        Ok(()) => hub.publish(Event::DaemonMessage("Network rebound".into())),
+        Ok(()) => {
+            hub.publish(Event::DaemonMessage("Network rebound".into()));
+            // A running server went with its old container: bring it back on the new ports.
+            if old.state != PowerState::Offline {
+                hub.set_intent(Intent::Stop);
+                let _ = set_state(&app, &id, PowerState::Offline, |_| true).await;
+                drop(guard);
+                if let Err(e) = power::start(&app, &id).await {
+                    hub.publish(Event::DaemonMessage(format!("Start after rebind failed: {e}")));
+                }
+            }
+        }
         Err(e) => {
             eprintln!("lightd: {id}: rebind failed: {e}");
             // Give back the ports this rebind took; the old ones were never let go.
