@@ -341,3 +341,24 @@ async fn bad_tokens_and_bad_frames_get_their_answers() {
     assert_eq!(close.map(|c| c.code), Some(CloseCode::Size));
     assert_eq!(d.get("/health").status, 200, "the daemon is fine");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sessions_with_a_reason() {
+    require_docker();
+    let mut d = Daemon::start();
+    let id = d.ready_container("bye", "sleep 1000", json!({}));
+    let mut ws = open(&d, &id).await;
+    next_event(&mut ws, "logs").await;
+    tokio::task::spawn_blocking(move || {
+        d.stop();
+        d
+    });
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("a close within 15 s") {
+            Some(Ok(Message::Close(c))) => break c,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|c| c.reason.to_string()), Some("daemon shutting down".into()));
+}

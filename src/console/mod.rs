@@ -318,6 +318,11 @@ impl Hubs {
         }
     }
 
+    /// Open console sessions over all containers.
+    pub fn sessions(&self) -> usize {
+        lock(&self.map).values().map(|h| h.viewers(ViewerKind::Ws) + h.viewers(ViewerKind::Attach)).sum()
+    }
+
     /// Ends every session of every container (at shutdown).
     pub fn close_all(&self, reason: &'static str) {
         for hub in lock(&self.map).values() {

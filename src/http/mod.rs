@@ -82,8 +82,13 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         });
     }
     drop(listener);
-    // Console sessions never end by themselves: tell them why they end now.
+    // Console sessions never end by themselves: tell them why they end now, and give them a
+    // moment to say goodbye to their peers.
     app.hubs.close_all("daemon shutting down");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while app.hubs.sessions() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(stopped);
     let _ = stop.send(true);
     if tokio::time::timeout(DRAIN_TIMEOUT, stop.closed()).await.is_err() {
