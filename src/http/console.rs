@@ -26,17 +26,21 @@ pub fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     record(app, id)?;
     let q = ctx.query(&["tail"])?;
-    let max = app.config.console.ring_lines;
-    let n = match q.get("tail") {
-        None => app.config.console.tail_lines,
-        Some(t) => t
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n <= max)
-            .ok_or_else(|| ApiError::bad_request(format!("tail must be a number from 0 to {max}")))?,
-    };
+    let n = tail_count(app, "tail", q.get("tail").map(String::as_str)).map_err(ApiError::bad_request)?;
     let lines = app.hubs.peek(id).map(|h| Cursor::tail(h.ring(), n).1).unwrap_or_default();
     Ok(ok(&json!({ "lines": lines })))
+}
+
+/// How many tail lines a request asks for (`asked`, by the parameter `name`): the configured
+/// tail when absent, at most the ring's size. Shared by `logs?tail=` and `request_logs`.
+pub fn tail_count(app: &App, name: &str, asked: Option<&str>) -> Result<usize, String> {
+    let max = app.config.console.ring_lines;
+    match asked {
+        None => Ok(app.config.console.tail_lines),
+        Some(t) => {
+            t.parse::<usize>().ok().filter(|n| *n <= max).ok_or(format!("{name} must be a number from 0 to {max}"))
+        }
+    }
 }
 
 /// The latest sample; asking keeps the stats stream open a little while so the next answer

@@ -260,11 +260,9 @@ fn handle(app: &Arc<App>, hub: &Arc<Hub>, text: &str, replies: mpsc::Sender<Inbo
     let first = args.first().cloned();
     match name.as_str() {
         "request_logs" | "logs" => {
-            let max = app.config.console.ring_lines;
-            let n = match first.as_deref().map(str::parse::<usize>) {
-                None => app.config.console.tail_lines,
-                Some(Ok(n)) if n <= max => n,
-                Some(_) => return Some(error_frame(&format!("request_logs takes a number from 0 to {max}"))),
+            let n = match super::console::tail_count(app, "request_logs", first.as_deref()) {
+                Ok(n) => n,
+                Err(e) => return Some(error_frame(&e)),
             };
             let (_, lines) = Cursor::tail(hub.ring(), n);
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
