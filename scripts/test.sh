@@ -7,4 +7,4 @@ bash scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Unit and integration tests (the benches are programs of their own: scripts/bench.sh).
-cargo test --bins --tests -- --test-threads "${LIGHTD_TEST_THREADS:-4}"
+cargo test --lib --bins --tests -- --test-threads "${LIGHTD_TEST_THREADS:-4}"

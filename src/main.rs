@@ -1,30 +1,12 @@
-//! lightd: runs game-server-style workloads as Docker containers on small edge nodes.
+//! The `lightd` binary: command line, runtime, wiring (the library does the rest).
 //! This file is the composition root: command line, runtime, wiring.
-
-mod app;
-mod config;
-mod console;
-mod docker;
-mod error;
-mod fsutil;
-mod http;
-mod ids;
-mod lifecycle;
-mod metrics;
-mod model;
-mod ports;
-mod shutdown;
-mod store;
-#[cfg(test)]
-mod testutil;
-mod tokens;
-mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use config::Config;
+use lightd::config::Config;
+use lightd::{app, http, ids, lifecycle, shutdown, store};
 
 const USAGE: &str = "usage: lightd [--config PATH] [--check-config | --token what|reset | --version]
   (no action)      serve the API (config default ./config.json; embedded defaults if absent)

@@ -1,0 +1,21 @@
+//! lightd as a library: everything the daemon is made of, so the binary (`main.rs`), the
+//! tests and the benches use the same code.
+
+pub mod app;
+pub mod config;
+pub mod console;
+pub mod docker;
+pub mod error;
+pub mod fsutil;
+pub mod http;
+pub mod ids;
+pub mod lifecycle;
+pub mod metrics;
+pub mod model;
+pub mod ports;
+pub mod shutdown;
+pub mod store;
+#[cfg(test)]
+mod testutil;
+pub mod tokens;
+pub mod volumes;
