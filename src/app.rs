@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::console::Hubs;
 use crate::docker::Docker;
-use crate::lifecycle::Ops;
+use crate::lifecycle::Supervisors;
 use crate::metrics::Metrics;
+use crate::shutdown::Tasks;
 use crate::store::Store;
 
 /// Shared by every connection as `Arc<App>`.
@@ -19,23 +20,32 @@ pub struct App {
     pub docker: Docker,
     pub metrics: Metrics,
     pub hubs: Hubs,
-    pub ops: Ops,
+    /// The mailbox of every container's supervisor.
+    pub sups: Supervisors,
+    /// This daemon's identity on the engine (a label on every container it makes).
+    pub instance: String,
+    /// Background tasks shutdown waits for.
+    pub tasks: Tasks,
     pub started: Instant,
     /// `GET /containers` as serialized at a state version (see `http::containers::list`).
     pub list_cache: Mutex<Option<(u64, Bytes)>>,
 }
 
 impl App {
-    pub fn new(config: Config, store: Arc<Store>) -> Arc<App> {
+    /// `routes` are the labels of the request counter's rows (the router's table).
+    pub fn new(config: Config, store: Arc<Store>, routes: Vec<&'static str>) -> Arc<App> {
         let docker = Docker::new(&config.docker.socket_path);
         let hubs = Hubs::new(config.console.ring_lines, config.console.ring_bytes);
+        let instance = store.read(|s| s.instance.clone());
         Arc::new(App {
             config,
             store,
             docker,
-            metrics: Metrics::new(crate::http::router::labels()),
+            metrics: Metrics::new(routes),
             hubs,
-            ops: Ops::default(),
+            sups: Supervisors::default(),
+            instance,
+            tasks: Tasks::default(),
             started: Instant::now(),
             list_cache: Mutex::new(None),
         })

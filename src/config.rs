@@ -91,6 +91,12 @@ pub struct ContainersConfig {
     pub allowed_mounts: Vec<PathBuf>,
     /// Most processes (and threads) one container may run.
     pub pids_limit: i64,
+    /// Seconds an install (image pull and install script) may take before it fails.
+    pub install_timeout: u64,
+    /// Whether a server that exits on its own is started again (a create may say otherwise).
+    pub crash_restart: bool,
+    /// A server that crashes again within this many seconds of its last crash stays down.
+    pub crash_window: u64,
 }
 
 impl Default for ContainersConfig {
@@ -101,15 +107,26 @@ impl Default for ContainersConfig {
             max_containers: 100,
             allowed_mounts: Vec::new(),
             pids_limit: 1024,
+            install_timeout: 3600,
+            crash_restart: true,
+            crash_window: 60,
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// The master token, `lightd_` + secret; empty means "generate one on first start".
     pub token: String,
+    /// Most console tokens (`POST /auth/tokens`) alive at once.
+    pub max_console_tokens: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { token: String::new(), max_console_tokens: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +218,15 @@ impl Config {
         }
         if self.containers.max_containers == 0 {
             return bad("containers.max_containers must be at least 1".into());
+        }
+        if !(10..=7 * 24 * 3600).contains(&self.containers.install_timeout) {
+            return bad("containers.install_timeout must be between 10 and 604800 seconds".into());
+        }
+        if self.containers.crash_window > 24 * 3600 {
+            return bad("containers.crash_window must be at most 86400 seconds".into());
+        }
+        if !(1..=1_000_000).contains(&self.authorization.max_console_tokens) {
+            return bad("authorization.max_console_tokens must be between 1 and 1000000".into());
         }
         if !(16..=1_000_000).contains(&self.containers.pids_limit) {
             return bad("containers.pids_limit must be between 16 and 1000000".into());

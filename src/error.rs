@@ -14,6 +14,8 @@ pub enum Error {
     NotFound(String),
     /// The request clashes with the current state (409).
     Conflict(String),
+    /// A limit on how many of something may exist or run was reached (429).
+    TooMany(String),
     Docker(DockerError),
     Store(StoreError),
     /// A host-side failure (file system and such) the user cannot fix by asking again.
@@ -25,7 +27,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BadRequest(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Internal(m) => f.write_str(m),
+            Error::BadRequest(m) | Error::NotFound(m) | Error::Conflict(m) | Error::TooMany(m) | Error::Internal(m) => {
+                f.write_str(m)
+            }
             Error::Docker(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
         }
@@ -46,4 +50,8 @@ impl From<StoreError> for Error {
 
 pub fn bad(msg: impl Into<String>) -> Error {
     Error::BadRequest(msg.into())
+}
+
+pub fn conflict(msg: impl Into<String>) -> Error {
+    Error::Conflict(msg.into())
 }

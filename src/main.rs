@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lightd::config::Config;
 use lightd::{app, http, ids, lifecycle, shutdown, store};
@@ -125,16 +126,13 @@ fn set_token(config: &mut Config, path: &std::path::Path) -> Result<(), String> 
 
 async fn serve(config: Config) -> Result<(), String> {
     let store = store::Store::open(&config.storage.state_file).map_err(|e| e.to_string())?;
+    let writer = tokio::spawn(Arc::clone(&store).run_writer());
     let addr = (config.server.host.as_str(), config.server.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
-    let app = app::App::new(config, Arc::clone(&store));
-    tokio::spawn(Arc::clone(&store).run_writer());
-    let failed = lifecycle::fail_interrupted_installs(&app).await.map_err(|e| e.to_string())?;
-    if failed > 0 {
-        eprintln!("lightd: {failed} install(s) interrupted by the last restart marked failed");
-    }
+    let app = app::App::new(config, Arc::clone(&store), http::router::labels());
+    lifecycle::boot(&app);
     // Learn the engine's state before answering /health; have the network ready meanwhile.
     if app.docker.ping().await.is_ok() {
         let app = Arc::clone(&app);
@@ -146,7 +144,7 @@ async fn serve(config: Config) -> Result<(), String> {
         });
     }
     tokio::spawn(Arc::clone(&app).watch_docker());
-    tokio::spawn(lifecycle::power::watch_events(Arc::clone(&app)));
+    tokio::spawn(lifecycle::events::watch(Arc::clone(&app)));
     eprintln!(
         "lightd {} listening on {} (state {}, docker {})",
         env!("CARGO_PKG_VERSION"),
@@ -155,7 +153,13 @@ async fn serve(config: Config) -> Result<(), String> {
         app.config.docker.socket_path.display(),
     );
     http::serve(Arc::clone(&app), listener, shutdown::signalled()).await;
-    store.flush().await;
+    // Supervisors end (servers keep running), then the writer saves what is pending.
+    app.sups.shutdown();
+    if !app.tasks.wait(Duration::from_secs(5)).await {
+        eprintln!("lightd: some supervisors did not end within 5 s");
+    }
+    store.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     eprintln!("lightd: stopped");
     Ok(())
 }

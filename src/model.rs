@@ -7,6 +7,16 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// A short-lived console token (`POST /auth/tokens`), so a browser never holds the master token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TempToken {
+    pub token: String,
+    /// The only container it opens, when set.
+    pub internal_id: Option<String>,
+    pub expires_at: u64,
+    pub remove_on_use: bool,
+}
+
 /// A host directory under `volumes.base_path`, bind-mounted at `/home/container`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Volume {
@@ -127,6 +137,10 @@ pub struct PortBinding {
     pub protocol: Protocol,
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn tcp() -> Protocol {
     Protocol::Tcp
 }
@@ -174,6 +188,9 @@ pub struct ContainerRecord {
     pub mount: BTreeMap<String, String>,
     pub env: BTreeMap<String, String>,
     pub install_script: Option<String>,
+    /// Start the server again when it exits on its own (see `containers.crash_restart`).
+    #[serde(default = "yes")]
+    pub crash_restart: bool,
     pub last_exit: Option<LastExit>,
     /// Why the install (or the last lifecycle operation) failed.
     pub error: Option<String>,

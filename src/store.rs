@@ -1,11 +1,15 @@
 //! In-memory state plus one writer task that persists it to one JSON file.
 //!
-//! Every mutation goes through [`Store::update`]: it changes memory under a short lock, wakes
-//! the writer and waits until a file holding that change is on disk. The writer coalesces
-//! bursts (many updates, one write) and writes atomically, so `kill -9` at any instant leaves
-//! either the previous or the next valid `state.json`.
+//! Every mutation goes through [`Store::update`]: it applies the change to the pending copy
+//! under a short lock, wakes the writer, and waits for the writer's verdict. The writer is the
+//! only code that writes the file: it takes everything pending (many updates, one write),
+//! writes atomically, and then either publishes the new state (every caller in the batch gets
+//! `Ok`) or, when the write fails or takes longer than [`STORE_TIMEOUT`], rolls the pending
+//! copy back to what is on disk (every caller gets the error). Readers only ever see state
+//! that is on disk, and an update is either applied and saved or not applied at all.
+//! `kill -9` at any instant leaves either the previous or the next valid `state.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,43 +19,55 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::fsutil;
-use crate::model::{ContainerRecord, Port, PortKey, Volume};
-use crate::tokens::TempToken;
+use crate::model::{ContainerRecord, Port, PortKey, TempToken, Volume};
 
-/// How long a caller waits for its change to reach the disk (the seed's store timeout).
+/// Longest a state write may take before its batch is rolled back (the seed's store timeout).
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything lightd remembers across restarts.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct State {
+    /// This daemon's identity on the engine: every container it makes carries it as a label,
+    /// so daemons sharing one engine never touch each other's containers.
+    #[serde(default)]
+    pub instance: String,
     #[serde(default)]
     pub volumes: BTreeMap<String, Volume>,
     #[serde(default, with = "port_list")]
     pub ports: BTreeMap<PortKey, Port>,
     #[serde(default)]
     pub containers: BTreeMap<String, ContainerRecord>,
-    /// Temporary console tokens (`POST /auth/tokens`).
-    #[serde(default)]
-    pub tokens: Vec<TempToken>,
+    /// Temporary console tokens (`POST /auth/tokens`), by token. A `HashMap` hashes with a
+    /// secret random key, so how long a lookup takes tells a guesser nothing.
+    #[serde(default, with = "token_list")]
+    pub tokens: HashMap<String, TempToken>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
-    Io(PathBuf, std::io::Error),
+    Io(PathBuf, String),
     Corrupt(PathBuf, String),
+    /// The write did not finish in time; the change was rolled back.
     Timeout,
+    /// The writer is gone (the daemon is shutting down).
+    Closed,
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Io(p, e) => write!(f, "state file {}: {e}", p.display()),
+            StoreError::Io(p, e) => write!(f, "state file {}: {e}; the change was not applied", p.display()),
             StoreError::Corrupt(p, e) => write!(
                 f,
                 "state file {} is corrupt ({e}); fix or move it away, lightd will not overwrite it",
                 p.display()
             ),
-            StoreError::Timeout => write!(f, "state could not be saved within {} seconds", STORE_TIMEOUT.as_secs()),
+            StoreError::Timeout => write!(
+                f,
+                "state could not be saved within {} seconds; the change was not applied",
+                STORE_TIMEOUT.as_secs()
+            ),
+            StoreError::Closed => write!(f, "the daemon is shutting down; the change was not applied"),
         }
     }
 }
@@ -61,122 +77,203 @@ pub struct Store {
     path: PathBuf,
     inner: Mutex<Inner>,
     wake: Notify,
-    /// Highest version known to be on disk.
-    saved: watch::Sender<u64>,
+    /// The writer's verdicts, newest last.
+    verdict: watch::Sender<Verdict>,
 }
 
 struct Inner {
-    state: State,
-    version: u64,
+    /// What is on disk; all readers see this.
+    saved: State,
+    saved_version: u64,
+    /// `saved` plus the changes not yet written; `None` when there are none.
+    pending: Option<State>,
+    pending_version: u64,
+    closed: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Verdict {
+    /// Every version up to this one is on disk, except those in `failed`.
+    saved: u64,
+    /// Ranges of versions `(first, last)` that were rolled back, and why (the latest few).
+    failed: Vec<(u64, u64, StoreError)>,
+}
+
+/// Rolled-back ranges remembered for waiters that have not looked yet.
+const FAILED_KEPT: usize = 64;
+
+impl Verdict {
+    /// The outcome of `version`, once known.
+    fn of(&self, version: u64) -> Option<Result<(), StoreError>> {
+        if let Some((_, _, e)) = self.failed.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&version)) {
+            return Some(Err(e.clone()));
+        }
+        (self.saved >= version).then_some(Ok(()))
+    }
 }
 
 impl Store {
-    /// Loads `path` (absent: empty state) after removing a stale temp file from a crash.
+    /// Loads `path` (absent: empty state) after removing temp files left by a crash.
     pub fn open(path: &Path) -> Result<Arc<Store>, StoreError> {
-        let tmp = fsutil::temp_path(path);
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => eprintln!("lightd: removed stale {}", tmp.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::Io(tmp, e)),
+        let io = |p: &Path, e: std::io::Error| StoreError::Io(p.into(), e.to_string());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         }
-        let state = match std::fs::read(path) {
+        match fsutil::remove_stale_temps(path) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("lightd: removed {n} stale temp file(s) beside {}", path.display()),
+            Err(e) => return Err(io(path, e)),
+        }
+        let mut state: State = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(path.into(), e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(StoreError::Io(path.into(), e)),
+            Err(e) => return Err(io(path, e)),
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.into(), e))?;
+        if state.instance.is_empty() {
+            state.instance = crate::ids::new_uuid().map_err(|e| io(path, e))?;
         }
-        let store = Arc::new(Store {
-            path: path.into(),
-            inner: Mutex::new(Inner { state, version: 0 }),
-            wake: Notify::new(),
-            saved: watch::channel(0).0,
-        });
         // Write once at boot so a bad directory or permission fails start-up, not a request.
-        store.write_now()?;
-        Ok(store)
+        write(path, &state)?;
+        Ok(Arc::new(Store {
+            path: path.into(),
+            inner: Mutex::new(Inner {
+                saved: state,
+                saved_version: 0,
+                pending: None,
+                pending_version: 0,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            verdict: watch::channel(Verdict::default()).0,
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the state under the lock; keep `f` short.
+    /// Reads the saved state under the lock; keep `f` short.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        f(&self.lock().state)
+        f(&self.lock().saved)
     }
 
     /// Like [`read`](Self::read), with the version of the state it saw: answers derived
     /// from one version can be cached until the next change.
     pub fn read_versioned<R>(&self, f: impl FnOnce(&State) -> R) -> (u64, R) {
         let inner = self.lock();
-        (inner.version, f(&inner.state))
+        (inner.saved_version, f(&inner.saved))
     }
 
-    /// The current version (bumped by every change).
+    /// The saved version (bumped by every saved change).
     pub fn version(&self) -> u64 {
-        self.lock().version
+        self.lock().saved_version
     }
 
-    /// Applies `f`; when it succeeds, waits until the change is on disk.
+    /// Applies `f` to the latest state (saved plus pending changes) and waits for the
+    /// writer: `Ok` once the change is on disk, the store's error once it was rolled back.
     /// `f` must leave the state untouched when it returns an error.
     pub async fn update<R, E: From<StoreError>>(&self, f: impl FnOnce(&mut State) -> Result<R, E>) -> Result<R, E> {
+        let mut verdicts = self.verdict.subscribe();
         let (out, version) = {
             let mut inner = self.lock();
-            let out = f(&mut inner.state)?;
-            inner.version += 1;
-            (out, inner.version)
+            if inner.closed {
+                return Err(StoreError::Closed.into());
+            }
+            let Inner { saved, pending, .. } = &mut *inner;
+            let state = pending.get_or_insert_with(|| saved.clone());
+            let out = f(state)?;
+            inner.pending_version += 1;
+            (out, inner.pending_version)
         };
         self.wake.notify_one();
-        let mut saved = self.saved.subscribe();
-        tokio::time::timeout(STORE_TIMEOUT, saved.wait_for(|v| *v >= version))
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(|_| StoreError::Timeout)?;
-        Ok(out)
-    }
-
-    /// Serializes the current state and writes it; returns the version written.
-    fn write_now(&self) -> Result<u64, StoreError> {
-        let (bytes, version) = {
-            let inner = self.lock();
-            let bytes = serde_json::to_vec_pretty(&inner.state).expect("state serializes");
-            (bytes, inner.version)
-        };
-        fsutil::write_atomic(&self.path, &bytes, 0o600).map_err(|e| StoreError::Io(self.path.clone(), e))?;
-        self.saved.send_if_modified(|v| {
-            let newer = version > *v;
-            *v = (*v).max(version);
-            newer
-        });
-        Ok(version)
-    }
-
-    /// The single writer: one write per wake-up, whatever the number of updates behind it.
-    pub async fn run_writer(self: Arc<Self>) {
-        loop {
-            self.wake.notified().await;
-            self.flush().await;
+        let verdict = verdicts.wait_for(|v| v.of(version).is_some()).await;
+        match verdict.map(|v| v.of(version)) {
+            Ok(Some(Ok(()))) => Ok(out),
+            Ok(Some(Err(e))) => Err(e.into()),
+            _ => Err(StoreError::Closed.into()),
         }
     }
 
-    /// Writes until the file holds the latest version (also used at shutdown).
-    pub async fn flush(self: &Arc<Self>) {
-        let mut delay = Duration::from_millis(50);
-        while self.lock().version > *self.saved.borrow() {
-            let me = Arc::clone(self);
-            match tokio::task::spawn_blocking(move || me.write_now()).await {
-                Ok(Ok(_)) => delay = Duration::from_millis(50),
-                Ok(Err(e)) => {
-                    eprintln!("lightd: saving state failed, retrying: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => eprintln!("lightd: state writer task failed: {e}"),
+    /// The single writer. Returns once [`close`](Self::close) was called and everything
+    /// pending before it has been written (or rolled back).
+    pub async fn run_writer(self: Arc<Self>) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let (batch, closed) = {
+                let inner = self.lock();
+                (inner.pending.clone().map(|s| (s, inner.pending_version)), inner.closed)
+            };
+            match batch {
+                Some((state, version)) => self.write_batch(state, version).await,
+                None if closed => return,
+                None => woken.await,
             }
         }
     }
+
+    async fn write_batch(&self, state: State, version: u64) {
+        let path = self.path.clone();
+        // The state moves into the blocking task and comes back with the result.
+        let mut job = tokio::task::spawn_blocking(move || {
+            let result = write(&path, &state);
+            (state, result)
+        });
+        let outcome = match tokio::time::timeout(STORE_TIMEOUT, &mut job).await {
+            Ok(Ok((state, Ok(())))) => Ok(state),
+            Ok(Ok((_, Err(e)))) => Err(e),
+            Ok(Err(e)) => Err(StoreError::Io(self.path.clone(), format!("writer task failed: {e}"))),
+            Err(_) => Err(StoreError::Timeout),
+        };
+        let failed = match outcome {
+            Ok(state) => {
+                let mut inner = self.lock();
+                if inner.pending_version == version {
+                    inner.pending = None;
+                }
+                inner.saved = state;
+                inner.saved_version = version;
+                drop(inner);
+                self.verdict.send_modify(|v| v.saved = version);
+                return;
+            }
+            Err(e) => e,
+        };
+        eprintln!("lightd: saving state failed, rolled back: {failed}");
+        // Everything pending builds on the batch that failed: all of it goes back.
+        let range = {
+            let mut inner = self.lock();
+            inner.pending = None;
+            (inner.saved_version + 1, inner.pending_version)
+        };
+        let slow = matches!(failed, StoreError::Timeout);
+        self.verdict.send_modify(|v| {
+            if v.failed.len() == FAILED_KEPT {
+                v.failed.remove(0);
+            }
+            v.failed.push((range.0, range.1, failed));
+        });
+        if slow && tokio::time::timeout(Duration::from_secs(60), job).await.is_ok_and(|r| r.is_ok_and(|r| r.1.is_ok()))
+        {
+            // A write that was only slow may have landed after all: put the saved state back.
+            let saved = self.read(State::clone);
+            let path = self.path.clone();
+            let _ = tokio::task::spawn_blocking(move || write(&path, &saved)).await;
+        }
+    }
+
+    /// Refuses new updates; the writer finishes what is pending and returns.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Serializes and writes `state` atomically (mode 0600: it holds tokens).
+fn write(path: &Path, state: &State) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Io(path.into(), e.to_string()))?;
+    fsutil::write_atomic(path, &bytes, 0o600).map_err(|e| StoreError::Io(path.into(), e.to_string()))
 }
 
 /// The port pool is a map in memory and a plain list in the file.
@@ -194,6 +291,21 @@ mod port_list {
     }
 }
 
+/// Console tokens are a map in memory (found in O(1)) and a plain list in the file.
+mod token_list {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &HashMap<String, TempToken>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.values())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, TempToken>, D::Error> {
+        let list = Vec::<TempToken>::deserialize(d)?;
+        Ok(list.into_iter().map(|t| (t.token.clone(), t)).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,22 +317,79 @@ mod tests {
         dir.join("state.json")
     }
 
+    fn key(port: u16) -> PortKey {
+        PortKey { ip: "127.0.0.1".parse().unwrap(), port, protocol: Protocol::Udp }
+    }
+
+    async fn add(store: &Store, port: u16) -> Result<(), StoreError> {
+        store
+            .update(|s| {
+                s.ports.insert(key(port), Port::free(key(port)));
+                Ok::<_, StoreError>(())
+            })
+            .await
+    }
+
     #[tokio::test]
     async fn update_persists_and_reloads() {
         let path = temp_file("reload");
         let store = Store::open(&path).unwrap();
-        tokio::spawn(Arc::clone(&store).run_writer());
-        let key = PortKey { ip: "127.0.0.1".parse().unwrap(), port: 25565, protocol: Protocol::Udp };
-        store
-            .update(|s| {
-                s.ports.insert(key, Port::free(key));
-                Ok::<_, StoreError>(())
-            })
-            .await
-            .unwrap();
+        let writer = tokio::spawn(Arc::clone(&store).run_writer());
+        add(&store, 25565).await.unwrap();
+        let instance = store.read(|s| s.instance.clone());
+        assert_eq!(instance.len(), 36);
+        store.close();
+        writer.await.unwrap();
+        assert!(matches!(add(&store, 1).await, Err(StoreError::Closed)));
         let again = Store::open(&path).unwrap();
-        assert_eq!(again.read(|s| s.ports.get(&key).cloned()), Some(Port::free(key)));
+        assert_eq!(again.read(|s| s.ports.get(&key(25565)).cloned()), Some(Port::free(key(25565))));
+        assert_eq!(again.read(|s| s.instance.clone()), instance, "the instance id is kept");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_updates_all_land() {
+        let path = temp_file("many");
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        let tasks: Vec<_> = (1..=200)
+            .map(|p| {
+                tokio::spawn({
+                    let store = Arc::clone(&store);
+                    async move { add(&store, p).await }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(store.read(|s| s.ports.len()), 200);
+        assert_eq!(Store::open(&path).unwrap().read(|s| s.ports.len()), 200);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A failed write is rolled back: the caller gets the error, readers never see the change,
+    /// and the next update (once the disk works again) does not carry it either.
+    #[tokio::test]
+    async fn failed_write_rolls_back() {
+        let path = temp_file("rollback");
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        add(&store, 1).await.unwrap();
+        // Break the disk: the directory becomes a file, so no temp file can be made in it.
+        let dir = path.parent().unwrap().to_path_buf();
+        std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        let err = add(&store, 2).await.unwrap_err();
+        assert!(err.to_string().contains("not applied"), "{err}");
+        assert!(store.read(|s| !s.ports.contains_key(&key(2))), "readers never saw it");
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(dir.with_extension("moved"), &dir).unwrap();
+        add(&store, 3).await.unwrap();
+        let disk = Store::open(&path).unwrap();
+        assert!(disk.read(|s| s.ports.contains_key(&key(1)) && s.ports.contains_key(&key(3))));
+        assert!(disk.read(|s| !s.ports.contains_key(&key(2))), "the failed change never reached the disk");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -228,11 +397,12 @@ mod tests {
         let path = temp_file("corrupt");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"{\"volumes\": ").unwrap();
-        std::fs::write(fsutil::temp_path(&path), b"half").unwrap();
+        let stale = path.with_file_name("state.json.tmp-0011223344556677");
+        std::fs::write(&stale, b"half").unwrap();
         let err = Store::open(&path).err().unwrap();
         assert!(err.to_string().contains("corrupt"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"volumes\": ");
-        assert!(!fsutil::temp_path(&path).exists());
+        assert!(!stale.exists());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

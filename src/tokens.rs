@@ -1,25 +1,14 @@
 //! Short-lived tokens for the WebSocket and attach consoles (`POST /auth/tokens`), so a
 //! browser never holds the master token. Kept in the state file; expired ones are purged.
 
-use serde::{Deserialize, Serialize};
-
 use crate::app::App;
 use crate::error::{bad, Error, Result};
 use crate::ids::{self, constant_time_eq};
-use crate::model::now;
+use crate::model::{now, TempToken};
 
 /// Longest lifetime a temporary token may ask for.
 pub const MAX_TTL: u64 = 7 * 24 * 3600;
 pub const DEFAULT_TTL: u64 = 600;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TempToken {
-    pub token: String,
-    /// The only container it opens, when set.
-    pub internal_id: Option<String>,
-    pub expires_at: u64,
-    pub remove_on_use: bool,
-}
 
 /// Why a presented token does not open a console.
 #[derive(Debug, PartialEq)]
@@ -47,7 +36,9 @@ pub fn parse_ttl(s: &str) -> Result<u64> {
     }
 }
 
-/// Issues a token; a bound container must exist.
+/// Issues a token; a bound container must exist. The table is bounded
+/// (`authorization.max_console_tokens`): expired tokens are purged first, then a full table
+/// refuses.
 pub async fn issue(app: &App, ttl: u64, internal_id: Option<String>, remove_on_use: bool) -> Result<TempToken> {
     if let Some(id) = &internal_id {
         if !ids::valid_internal_id(id) {
@@ -57,6 +48,7 @@ pub async fn issue(app: &App, ttl: u64, internal_id: Option<String>, remove_on_u
     let token = ids::new_token().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
     let t = TempToken { token, internal_id, expires_at: now() + ttl, remove_on_use };
     let record = t.clone();
+    let max = app.config.authorization.max_console_tokens;
     app.store
         .update(|s| {
             if let Some(id) = &record.internal_id {
@@ -65,8 +57,14 @@ pub async fn issue(app: &App, ttl: u64, internal_id: Option<String>, remove_on_u
                 }
             }
             let t = now();
-            s.tokens.retain(|x| x.expires_at > t);
-            s.tokens.push(record);
+            s.tokens.retain(|_, x| x.expires_at > t);
+            if s.tokens.len() >= max {
+                return Err(Error::TooMany(format!(
+                    "{max} console tokens are live (authorization.max_console_tokens); revoke them with \
+                     DELETE /auth/tokens or wait for some to expire"
+                )));
+            }
+            s.tokens.insert(record.token.clone(), record);
             Ok(())
         })
         .await?;
@@ -74,18 +72,11 @@ pub async fn issue(app: &App, ttl: u64, internal_id: Option<String>, remove_on_u
 }
 
 /// Checks a temporary token for container `id`, consuming it when it is single-use.
-pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result<(), Denied> {
-    let found = app.store.read(|s| {
-        // Compare against every token, in constant time each, so timing tells nothing.
-        let mut hit = None;
-        for t in &s.tokens {
-            if constant_time_eq(t.token.as_bytes(), presented.as_bytes()) {
-                hit = Some(t.clone());
-            }
-        }
-        hit
-    });
-    let t = found.ok_or(Denied::Invalid("Invalid token"))?;
+pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result<TempToken, Denied> {
+    // One keyed-hash lookup, then a constant-time compare of the whole token.
+    let found = app.store.read(|s| s.tokens.get(presented).cloned());
+    let t = found.filter(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()));
+    let t = t.ok_or(Denied::Invalid("Invalid token"))?;
     if t.expires_at <= now() {
         return Err(Denied::Invalid("Token expired"));
     }
@@ -93,20 +84,24 @@ pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result
         return Err(Denied::OtherContainer);
     }
     if t.remove_on_use {
-        let used = app
-            .store
-            .update(|s| {
-                let before = s.tokens.len();
-                s.tokens.retain(|x| x.token != t.token);
-                Ok::<_, Error>(s.tokens.len() < before)
-            })
-            .await;
+        let used = app.store.update(|s| Ok::<_, Error>(s.tokens.remove(&t.token).is_some())).await;
         // Two racing uses: only the one that removed it gets in.
         if !matches!(used, Ok(true)) {
             return Err(Denied::Invalid("Invalid token"));
         }
     }
-    Ok(())
+    Ok(t)
+}
+
+/// Whether a token that opened a session still stands (it was not revoked, its container not
+/// deleted); sessions check this while they run.
+pub fn still_valid(app: &App, token: &str) -> bool {
+    app.store.read(|s| s.tokens.get(token).is_some_and(|t| t.expires_at > now()))
+}
+
+/// `DELETE /auth/tokens`: every console token goes; returns how many there were.
+pub async fn revoke_all(app: &App) -> Result<usize> {
+    app.store.update(|s| Ok(std::mem::take(&mut s.tokens).len())).await
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ pub mod stats;
 pub mod viewer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -65,15 +65,6 @@ pub enum Event {
     Stats(String),
 }
 
-/// Why the server last went down, so an exit can be told apart from a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Intent {
-    None = 0,
-    Stop = 1,
-    Kill = 2,
-}
-
 /// Which kind of viewer a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViewerKind {
@@ -106,13 +97,11 @@ pub struct Hub {
     /// A REST stats request keeps the stats stream open until then.
     stats_lease: Mutex<Option<Instant>>,
     latest_stats: Mutex<Option<stats::Sample>>,
-    /// Bumped at every start: an exit seen for an older run is ignored.
-    pub run: AtomicU64,
-    pub intent: AtomicU8,
-    /// Set at start when a `start_pattern` must match before `running`.
-    pub awaiting_pattern: AtomicBool,
     /// Unix seconds of the last start (for `uptime_s`).
     pub started_at: AtomicU64,
+    /// False from boot until a running server's console has been re-attached and its tail
+    /// filled from Docker: tails wait for it (bounded) so nobody is served an empty one.
+    filled: watch::Sender<bool>,
     /// Set by `detach`, delete and shutdown: every session of the container ends, and says why.
     closed: watch::Sender<Option<&'static str>>,
 }
@@ -140,10 +129,8 @@ impl Hub {
             viewers_changed: Notify::new(),
             stats_lease: Mutex::new(None),
             latest_stats: Mutex::new(None),
-            run: AtomicU64::new(0),
-            intent: AtomicU8::new(Intent::None as u8),
-            awaiting_pattern: AtomicBool::new(false),
             started_at: AtomicU64::new(0),
+            filled: watch::channel(true).0,
             closed: watch::channel(None).0,
         }
     }
@@ -205,16 +192,15 @@ impl Hub {
         lock(&self.install_events).iter().map(|l| l.as_str()).collect()
     }
 
-    pub fn intent(&self) -> Intent {
-        match self.intent.load(Acquire) {
-            1 => Intent::Stop,
-            2 => Intent::Kill,
-            _ => Intent::None,
-        }
+    /// Marks the tail as filled (or not yet, at boot for a server that was running).
+    pub fn set_filled(&self, filled: bool) {
+        self.filled.send_replace(filled);
     }
 
-    pub fn set_intent(&self, i: Intent) {
-        self.intent.store(i as u8, Release);
+    /// Waits until the tail is filled, at most `limit`.
+    pub async fn wait_filled(&self, limit: std::time::Duration) {
+        let mut rx = self.filled.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|f| *f)).await;
     }
 
     /// Counts a viewer in until the guard drops.

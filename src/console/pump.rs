@@ -1,6 +1,8 @@
 //! The one Docker attach stream per running container: output frames are split into lines
-//! and pushed into the ring (waking viewers once per chunk), `start_pattern` is matched while
-//! the server is `starting`, and the write half is kept as the server's stdin.
+//! and pushed into the ring (waking viewers once per chunk), `start_pattern` is matched until
+//! it first matches, and the write half is kept as the server's stdin. The pump is plain I/O:
+//! what it sees (the pattern matched, the stream ended) it reports through a callback to
+//! whoever owns the container's lifecycle.
 
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
@@ -12,31 +14,43 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::ring::Writer;
 use super::Hub;
-use crate::app::App;
 use crate::docker::stream::OutputLines;
-use crate::docker::DockerError;
-use crate::lifecycle::power;
+use crate::docker::{Docker, DockerError};
 
 /// Longest console line kept whole; longer output is cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
+/// Only this much of a line is matched against `start_pattern`.
+pub const MATCH_PREFIX: usize = 4096;
+
+/// What a pump reports, tagged with the run it was opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    PatternMatched {
+        run: u64,
+    },
+    /// The attach stream ended: the server stopped (or the engine went away).
+    Ended {
+        run: u64,
+    },
+}
+
+/// Where a pump's signals go.
+pub type Report = Arc<dyn Fn(Signal) + Send + Sync>;
 
 /// Opens the attach stream of `container_id` (before it starts, so no output is missed) and
-/// runs the pump; `backfill` lines go into the ring first (a re-attach after a restart).
-/// A pump left from the previous run is given a moment to drain first.
+/// runs the pump for `run`; `backfill` lines go into the ring first (a re-attach after a
+/// restart). A pump left from the previous run is given a moment to drain first.
 pub async fn open(
-    app: &Arc<App>,
+    docker: &Docker,
     hub: &Arc<Hub>,
     container_id: &str,
+    run: u64,
     pattern: Option<Regex>,
     backfill: Vec<String>,
+    report: Report,
 ) -> Result<(), DockerError> {
-    if let Some(mut old) = hub.take_pump() {
-        if tokio::time::timeout(Duration::from_secs(2), &mut old).await.is_err() {
-            old.abort();
-            let _ = old.await;
-        }
-    }
-    let upgraded = app.docker.attach(container_id).await?;
+    close(hub).await;
+    let upgraded = docker.attach(container_id).await?;
     let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
     let mut writer = hub.take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
     for line in &backfill {
@@ -45,8 +59,19 @@ pub async fn open(
     *hub.stdin.lock().await = Some(wr);
     hub.attach_open.store(true, Release);
     let lease = Lease { hub: Arc::clone(hub), writer: Some(writer) };
-    hub.set_pump(tokio::spawn(run(Arc::clone(app), lease, rd, pattern)));
+    hub.set_pump(tokio::spawn(pump(lease, rd, run, pattern, report)));
     Ok(())
+}
+
+/// Ends the pump of `hub` (if any): it gets two seconds to drain a stream that is ending,
+/// then it is cut off.
+pub async fn close(hub: &Hub) {
+    if let Some(mut old) = hub.take_pump() {
+        if tokio::time::timeout(Duration::from_secs(2), &mut old).await.is_err() {
+            old.abort();
+            let _ = old.await;
+        }
+    }
 }
 
 /// Holds the ring's writer for a pump and gives it back however the pump ends (even aborted).
@@ -65,17 +90,16 @@ impl Drop for Lease {
     }
 }
 
-async fn run(app: Arc<App>, mut lease: Lease, mut rd: impl AsyncRead + Unpin, pattern: Option<Regex>) {
+async fn pump(mut lease: Lease, mut rd: impl AsyncRead + Unpin, run: u64, pattern: Option<Regex>, report: Report) {
     let hub = Arc::clone(&lease.hub);
     let Some(writer) = lease.writer.as_mut() else { return };
     let mut buf = vec![0u8; 32 * 1024];
     let mut output = OutputLines::new(MAX_LINE);
+    let mut pattern = pattern;
     let matched = std::sync::atomic::AtomicBool::new(false);
     let mut push = |line: String| {
-        if hub.awaiting_pattern.load(Acquire)
-            && pattern.as_ref().is_some_and(|p| p.is_match(&line))
-            && hub.awaiting_pattern.swap(false, AcqRel)
-        {
+        if pattern.as_ref().is_some_and(|p| p.is_match(prefix(&line, MATCH_PREFIX))) {
+            pattern = None;
             matched.store(true, Relaxed);
         }
         writer.push(&line);
@@ -88,11 +112,26 @@ async fn run(app: Arc<App>, mut lease: Lease, mut rd: impl AsyncRead + Unpin, pa
         output.push(&buf[..n], &mut push);
         hub.wake.notify_waiters();
         if matched.swap(false, Relaxed) {
-            tokio::spawn(power::pattern_matched(Arc::clone(&app), hub.id.clone()));
+            report(Signal::PatternMatched { run });
         }
     }
     output.finish(&mut push);
+    if matched.swap(false, Relaxed) {
+        report(Signal::PatternMatched { run });
+    }
     drop(lease);
     *hub.stdin.lock().await = None;
-    power::on_exit(&app, &hub.id).await;
+    report(Signal::Ended { run });
+}
+
+/// The first `max` bytes of `s`, cut on a character boundary.
+pub fn prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

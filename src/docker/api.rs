@@ -6,6 +6,17 @@ use serde_json::{json, Value};
 use super::stream::{Chunks, LineSplitter, OutputLines};
 use super::{collect, Docker, DockerError};
 
+/// A pull that reports no progress for this long is given up.
+pub const PULL_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A container as `GET /containers/json` lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub labels: serde_json::Map<String, Value>,
+    pub running: bool,
+}
+
 /// Percent-encodes a query or path value (everything but unreserved characters).
 pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -45,7 +56,8 @@ impl Docker {
     }
 
     /// Pulls `image`, handing each progress line to `progress`; the engine's error line
-    /// (unknown image, no registry) becomes the error.
+    /// (unknown image, no registry) becomes the error. A pull that reports nothing for
+    /// [`PULL_STALL`] is given up.
     pub async fn pull(&self, image: &str, mut progress: impl FnMut(String)) -> Result<(), DockerError> {
         let (repo, tag) = split_image(image);
         let mut path = format!("/images/create?fromImage={}", encode(repo));
@@ -54,7 +66,12 @@ impl Docker {
         let mut chunks = Chunks(resp.into_body());
         let mut lines = LineSplitter::new(64 * 1024);
         let mut failure = None;
-        while let Some(chunk) = chunks.next().await {
+        loop {
+            let chunk = match tokio::time::timeout(PULL_STALL, chunks.next()).await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(_) => return Err(DockerError::Timeout(format!("pull of {image} stalled"))),
+            };
             lines.push(&chunk?, |line| {
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     return;
@@ -113,9 +130,30 @@ impl Docker {
             .ok_or_else(|| DockerError::Protocol("network listed without an Id".into()))
     }
 
-    /// Creates a container named `name` from `spec`; returns its id.
-    pub async fn create_container(&self, name: &str, spec: &Value) -> Result<String, DockerError> {
-        let v = self.json(Method::POST, &format!("/containers/create?name={}", encode(name)), Some(spec)).await?;
+    /// Every container (running or not) carrying all of `labels` (`key=value` each).
+    pub async fn list_containers(&self, labels: &[String]) -> Result<Vec<Listed>, DockerError> {
+        let filters = encode(&json!({ "label": labels }).to_string());
+        let v = self.json(Method::GET, &format!("/containers/json?all=1&filters={filters}"), None).await?;
+        let list = v.as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(list
+            .iter()
+            .filter_map(|c| {
+                Some(Listed {
+                    id: c.get("Id")?.as_str()?.to_string(),
+                    labels: c.get("Labels").and_then(Value::as_object).cloned().unwrap_or_default(),
+                    running: c.get("State").and_then(Value::as_str) == Some("running"),
+                })
+            })
+            .collect())
+    }
+
+    /// Creates a container from `spec` (named `name`, or anonymous); returns its id.
+    pub async fn create_container(&self, name: Option<&str>, spec: &Value) -> Result<String, DockerError> {
+        let path = match name {
+            Some(n) => format!("/containers/create?name={}", encode(n)),
+            None => "/containers/create".to_string(),
+        };
+        let v = self.json(Method::POST, &path, Some(spec)).await?;
         v.get("Id")
             .and_then(Value::as_str)
             .map(str::to_owned)
@@ -211,7 +249,10 @@ impl Docker {
     /// The last `n` lines the container printed (from its log), as text.
     pub async fn log_tail(&self, id: &str, n: usize, max_line: usize) -> Result<Vec<String>, DockerError> {
         let path = format!("/containers/{}/logs?stdout=1&stderr=1&tail={n}", encode(id));
-        let bytes = collect(self.send(Method::GET, &path, None).await?.into_body()).await?;
+        let body = self.send(Method::GET, &path, None).await?.into_body();
+        let bytes = tokio::time::timeout(super::CALL_TIMEOUT, collect(body))
+            .await
+            .map_err(|_| DockerError::Timeout(format!("reading the log of {id}")))??;
         let mut lines = Vec::new();
         let mut out = OutputLines::new(max_line);
         out.push(&bytes, |l| lines.push(l));

@@ -24,7 +24,8 @@ pub const MAX_API: (u32, u32) = (1, 41);
 pub const MIN_API: (u32, u32) = (1, 25);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for an answer head (and for a whole JSON answer).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a Docker call failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +115,12 @@ impl Docker {
         body: Option<&Value>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, DockerError> {
-        let result = self.connect_and_send(method, uri, body, upgrade).await;
+        // Every call has a deadline for the engine's answer head, streams and upgrades
+        // included; reading a long body is bounded by the caller.
+        let what = format!("{method} {uri}");
+        let result = tokio::time::timeout(CALL_TIMEOUT, self.connect_and_send(method, uri, body, upgrade))
+            .await
+            .unwrap_or_else(|_| Err(DockerError::Timeout(what)));
         let ok = !matches!(result, Err(DockerError::Unreachable(_)));
         self.reachable.store(ok, Ordering::Relaxed);
         if !ok {
@@ -166,7 +172,10 @@ impl Docker {
             let bytes = collect(resp.into_body()).await.unwrap_or_default();
             return Err(DockerError::Api { status, message: error_message(&bytes) });
         }
-        hyper::upgrade::on(resp).await.map_err(|e| DockerError::Unreachable(format!("upgrade failed: {e}")))
+        tokio::time::timeout(CALL_TIMEOUT, hyper::upgrade::on(resp))
+            .await
+            .map_err(|_| DockerError::Timeout(format!("upgrade of {path}")))?
+            .map_err(|e| DockerError::Unreachable(format!("upgrade failed: {e}")))
     }
 
     /// Sends a versioned request and returns the response once its status is a success;

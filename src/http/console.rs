@@ -17,17 +17,21 @@ use super::request::Ctx;
 use crate::app::App;
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, ViewerKind};
-use crate::lifecycle::record;
+use crate::lifecycle::{record, FILL_WAIT};
 
 /// Lines one poll hands to a session at most (a batch is one socket write).
 const BATCH: usize = 256;
 
-pub fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
+pub async fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     record(app, id)?;
     let q = ctx.query(&["tail"])?;
     let n = tail_count(app, "tail", q.get("tail").map(String::as_str)).map_err(ApiError::bad_request)?;
-    let lines = app.hubs.peek(id).map(|h| Cursor::tail(h.ring(), n).1).unwrap_or_default();
+    let hub = app.hubs.peek(id);
+    if let Some(hub) = &hub {
+        hub.wait_filled(FILL_WAIT).await;
+    }
+    let lines = hub.map(|h| Cursor::tail(h.ring(), n).1).unwrap_or_default();
     Ok(ok(&json!({ "lines": lines })))
 }
 
@@ -99,6 +103,7 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
         let _guard = guard;
         let mut closed = hub.closed();
         let mut events = hub.subscribe();
+        hub.wait_filled(FILL_WAIT).await;
         let (mut cursor, lines) = Cursor::tail(hub.ring(), tail);
         if !lines.is_empty() && tx.send(join(&lines)).await.is_err() {
             return;

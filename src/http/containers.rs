@@ -7,7 +7,7 @@ use serde_json::json;
 use super::reply::{json, json_bytes, message, ok, ApiError, Reply};
 use super::request::Ctx;
 use crate::app::App;
-use crate::lifecycle::{self, install, rebind, remove, spec::CreateRequest};
+use crate::lifecycle::{self, spec::CreateRequest, Action};
 use crate::model::{ContainerRecord, InstallState, PortBinding, PowerState};
 use hyper::body::Bytes;
 
@@ -27,7 +27,7 @@ fn accepted(msg: &str, id: &str) -> Reply {
 pub async fn create(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let req: CreateRequest = ctx.json().await?;
     let id = req.internal_id.clone();
-    install::create(app, req).await?;
+    lifecycle::create(app, req).await?;
     Ok(json(
         StatusCode::ACCEPTED,
         &json!({"message": "Container creation started", "internal_id": id, "state": "installing"}),
@@ -81,7 +81,7 @@ pub fn get(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
 }
 
 pub async fn delete(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
-    remove::delete(app, ctx.param(0)).await?;
+    lifecycle::act(app, ctx.param(0), Action::Delete).await?;
     Ok(message(StatusCode::OK, "Container deleted successfully"))
 }
 
@@ -96,7 +96,7 @@ pub async fn reinstall(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply,
     let body: Option<ReinstallBody> = ctx.json_opt().await?;
     let (image, script) = body.map_or((None, None), |b| (b.image, b.install_script));
     let id = ctx.param(0).to_string();
-    install::reinstall(app, &id, image, script).await?;
+    lifecycle::act(app, &id, Action::Reinstall { image, install_script: script }).await?;
     Ok(accepted("Container reinstall started", &id))
 }
 
@@ -109,6 +109,6 @@ struct RebindBody {
 pub async fn rebind(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let body: RebindBody = ctx.json().await?;
     let id = ctx.param(0).to_string();
-    rebind::rebind(app, &id, body.ports).await?;
+    lifecycle::act(app, &id, Action::Rebind(body.ports)).await?;
     Ok(accepted("Network rebinding started", &id))
 }

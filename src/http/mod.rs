@@ -166,7 +166,7 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::ContainerRebind => containers::rebind(app, ctx).await,
         Route::ContainerPower(action) => power::action(app, ctx, action).await,
         Route::ContainerCommand => power::command(app, ctx).await,
-        Route::ContainerLogs => console::logs(app, &ctx),
+        Route::ContainerLogs => console::logs(app, &ctx).await,
         Route::ContainerStats => console::stats(app, &ctx).await,
         Route::ContainerAttach => console::attach(app, &ctx),
         Route::ContainerDetach => console::detach(app, &ctx),

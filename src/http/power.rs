@@ -9,7 +9,7 @@ use serde_json::json;
 use super::reply::{json, ApiError, Reply};
 use super::request::Ctx;
 use crate::app::App;
-use crate::lifecycle::power;
+use crate::lifecycle;
 
 /// The power actions reachable by URL (and by the WebSocket `power` message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,21 +47,23 @@ impl Action {
     }
 }
 
-/// Runs `action` on `id`.
-pub async fn run(app: &Arc<App>, id: &str, action: Action) -> crate::error::Result<()> {
-    match action {
-        Action::Start => power::start(app, id).await,
-        Action::Stop => power::stop(app, id).await,
-        Action::Kill => power::kill(app, id).await,
-        Action::Restart => power::restart(app, id).await,
-        Action::Suspend => power::suspend(app, id).await,
-        Action::Resume => power::resume(app, id).await,
+impl Action {
+    /// The supervisor's action for it.
+    pub fn lifecycle(self) -> lifecycle::Action {
+        match self {
+            Action::Start => lifecycle::Action::Start,
+            Action::Stop => lifecycle::Action::Stop,
+            Action::Kill => lifecycle::Action::Kill,
+            Action::Restart => lifecycle::Action::Restart,
+            Action::Suspend => lifecycle::Action::Suspend,
+            Action::Resume => lifecycle::Action::Resume,
+        }
     }
 }
 
 pub async fn action(app: &Arc<App>, ctx: Ctx, action: Action) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    run(app, id, action).await?;
+    lifecycle::act(app, id, action.lifecycle()).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "message": action.message(), "internal_id": id })))
 }
 
@@ -74,6 +76,6 @@ struct CommandBody {
 pub async fn command(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let body: CommandBody = ctx.json().await?;
     let id = ctx.param(0);
-    power::command(app, id, &body.command).await?;
+    lifecycle::act(app, id, lifecycle::Action::Command(body.command)).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "message": "Command sent", "internal_id": id })))
 }

@@ -46,7 +46,7 @@ pub async fn authorize_console(app: &App, ctx: &Ctx) -> Result<(), ApiError> {
         return Ok(());
     }
     match tokens::redeem(app, presented, ctx.param(0)).await {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(Denied::Invalid(why)) => Err(unauthorized(why)),
         Err(Denied::OtherContainer) => {
             Err(ApiError::new(StatusCode::FORBIDDEN, "This token is bound to another container"))

@@ -23,7 +23,7 @@ use super::reply::{ApiError, Reply};
 use crate::app::App;
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, Hub, ViewerKind};
-use crate::lifecycle::{power, record};
+use crate::lifecycle::{self, record, FILL_WAIT};
 
 /// Largest inbound message (also across fragments).
 pub const MAX_INBOUND: usize = 32 * 1024;
@@ -101,6 +101,7 @@ async fn session(app: Arc<App>, hub: Arc<Hub>, io: TokioIo<Upgraded>) {
     let reader = tokio::spawn(read_loop(rx, in_tx.clone()));
     let mut closed = hub.closed();
     let mut events = hub.subscribe();
+    hub.wait_filled(FILL_WAIT).await;
     let state = record(&app, &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
     let (mut cursor, tail) = Cursor::tail(hub.ring(), app.config.console.tail_lines);
     let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
@@ -250,47 +251,59 @@ fn parse(text: &str) -> Result<(String, Vec<String>), String> {
     Ok((name, args))
 }
 
-/// Handles one inbound message. Quick answers come back at once; power actions and commands
-/// run in the background and answer (only on failure) through `replies`.
+/// What one inbound message asks for.
+enum Asked {
+    /// Answered at once with this frame.
+    Reply(Vec<u8>),
+    /// Sent to the container's supervisor.
+    Act(lifecycle::Action),
+}
+
+/// Handles one inbound message. Quick answers come back at once; actions go to the
+/// supervisor in the background and answer (only on failure) through `replies`.
 fn handle(app: &Arc<App>, hub: &Arc<Hub>, text: &str, replies: mpsc::Sender<Inbound>) -> Option<Vec<u8>> {
+    let action = match request(app, hub, text) {
+        Asked::Reply(frame) => return Some(frame),
+        Asked::Act(action) => action,
+    };
+    let (app, id) = (Arc::clone(app), hub.id.clone());
+    tokio::spawn(async move {
+        if let Err(e) = lifecycle::act(&app, &id, action).await {
+            let _ = replies.send(Inbound::Reply(error_frame(&e.to_string()))).await;
+        }
+    });
+    None
+}
+
+fn request(app: &App, hub: &Hub, text: &str) -> Asked {
     let (name, args) = match parse(text) {
         Ok(m) => m,
-        Err(e) => return Some(error_frame(&e)),
+        Err(e) => return Asked::Reply(error_frame(&e)),
     };
     let first = args.first().cloned();
     match name.as_str() {
         "request_logs" | "logs" => {
             let n = match super::console::tail_count(app, "request_logs", first.as_deref()) {
                 Ok(n) => n,
-                Err(e) => return Some(error_frame(&e)),
+                Err(e) => return Asked::Reply(error_frame(&e)),
             };
             let (_, lines) = Cursor::tail(hub.ring(), n);
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            Some(frame("logs", &lines))
+            Asked::Reply(frame("logs", &lines))
         }
-        "send_command" => {
-            let Some(cmd) = first else { return Some(error_frame("send_command needs the command as its arg")) };
-            let (app, id) = (Arc::clone(app), hub.id.clone());
-            tokio::spawn(async move {
-                if let Err(e) = power::command(&app, &id, &cmd).await {
-                    let _ = replies.send(Inbound::Reply(error_frame(&e.to_string()))).await;
-                }
-            });
-            None
-        }
+        "send_command" => match first {
+            Some(cmd) => Asked::Act(lifecycle::Action::Command(cmd)),
+            None => Asked::Reply(error_frame("send_command needs the command as its arg")),
+        },
         "power" => {
-            let Some(action) = first.as_deref().and_then(Action::parse) else {
-                return Some(error_frame("power takes start, stop, kill, restart, suspend or resume"));
-            };
-            let (app, id) = (Arc::clone(app), hub.id.clone());
-            tokio::spawn(async move {
-                if let Err(e) = super::power::run(&app, &id, action).await {
-                    let _ = replies.send(Inbound::Reply(error_frame(&e.to_string()))).await;
-                }
-            });
-            None
+            // The console's power actions are API.md's four; suspend and resume need the API.
+            let action = first.as_deref().filter(|a| ["start", "stop", "kill", "restart"].contains(a));
+            match action.and_then(Action::parse) {
+                Some(action) => Asked::Act(action.lifecycle()),
+                None => Asked::Reply(error_frame("power takes start, stop, kill or restart")),
+            }
         }
-        other => Some(error_frame(&format!("unknown event {other:?}"))),
+        other => Asked::Reply(error_frame(&format!("unknown event {other:?}"))),
     }
 }
 

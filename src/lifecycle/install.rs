@@ -1,5 +1,6 @@
-//! Create and reinstall: image, data directory, the server container, the install script
-//! in a one-shot container, the entrypoint. Runs in the background after the `202`.
+//! Create and reinstall: the image first (the server keeps running meanwhile), then, with the
+//! server stopped, the new container, the install script in a one-shot container, and the
+//! entrypoint. A reinstall whose image cannot be had leaves the server exactly as it was.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -7,160 +8,197 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedMutexGuard;
-
-use super::spec::{self, container_spec, CreateRequest, RunSpec};
-use super::{begin, bounded, claim_ports, edit, CREATE_TIMEOUT, REMOVE_TIMEOUT};
+use super::spec::{self, container_spec, RunSpec};
+use super::supervisor::{Intent, JobKind, Rollback, Supervisor, Then};
+use super::{bounded, JobResult, CREATE_TIMEOUT, REMOVE_TIMEOUT};
 use crate::app::App;
 use crate::console::{Event, Hub, Lifecycle};
 use crate::docker::stream::OutputLines;
-use crate::error::{Error, Result};
+use crate::docker::DockerError;
+use crate::error::Result;
 use crate::model::{ContainerRecord, InstallState, PowerState};
 
-/// An install script may run this long (downloads of game files can be slow).
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How many of its last lines a failed install quotes.
 const LAST_LINES: usize = 10;
 const MAX_LINE: usize = 16 * 1024;
 
-/// Validates, reserves the ports, records the container as `installing` and starts the
-/// install in the background. Everything a user can get wrong fails here, before the `202`.
-pub async fn create(app: &Arc<App>, req: CreateRequest) -> Result<()> {
-    let rec = spec::check_create(req, &app.config)?;
-    let id = rec.internal_id.clone();
-    if app.store.read(|s| s.containers.contains_key(&id)) {
-        return Err(exists(&id));
-    }
-    let guard = app.ops.begin(&id, "create").await?;
-    let max = app.config.containers.max_containers;
-    app.store
-        .update(|s| {
-            if s.containers.contains_key(&id) {
-                return Err(exists(&id));
+impl Supervisor {
+    /// `POST /containers/:id/reinstall`: back to `installing` with the new image and script.
+    pub(super) async fn reinstall(&mut self, image: Option<String>, script: Option<String>) -> Result<()> {
+        if let Some(i) = &image {
+            spec::check_image(i)?;
+        }
+        let rec = self.record().ok_or_else(super::not_found)?;
+        let rollback = Rollback {
+            image: rec.image.clone(),
+            install_script: rec.install_script.clone(),
+            install_state: rec.install_state,
+        };
+        self.edit(|r| {
+            if let Some(i) = image {
+                r.image = i;
             }
-            if s.containers.len() >= max {
-                return Err(Error::Conflict(format!("Container limit reached (containers.max_containers = {max})")));
+            if let Some(s) = script {
+                r.install_script = Some(s).filter(|s| !s.trim().is_empty());
             }
-            if !s.volumes.contains_key(&rec.volume_id) {
-                return Err(Error::NotFound("Volume not found".into()));
-            }
-            claim_ports(s, &id, &rec.ports)?;
-            s.containers.insert(id.clone(), rec);
-            Ok(())
+            r.install_state = InstallState::Installing;
+            r.error = None;
         })
         .await?;
-    tokio::spawn(run(Arc::clone(app), id, guard));
-    Ok(())
-}
-
-fn exists(id: &str) -> Error {
-    Error::Conflict(format!("Container {id} already exists"))
-}
-
-/// Puts the container back to `installing` with a possibly new image and script, then
-/// installs again; the volume's data is kept.
-pub async fn reinstall(app: &Arc<App>, id: &str, image: Option<String>, script: Option<String>) -> Result<()> {
-    if let Some(i) = &image {
-        spec::check_image(i)?;
+        self.begin_install(Some(rollback));
+        Ok(())
     }
-    let guard = begin(app, id, "reinstall").await?;
-    edit(app, id, |r| {
-        if let Some(i) = image {
-            r.image = i;
-        }
-        if let Some(s) = script {
-            r.install_script = Some(s).filter(|s| !s.trim().is_empty());
-        }
-        r.install_state = InstallState::Installing;
-        r.state = PowerState::Offline;
-        r.error = None;
-    })
-    .await?;
-    tokio::spawn(run(Arc::clone(app), id.to_string(), guard));
-    Ok(())
-}
 
-/// The background half: runs the steps and records `ready` or `failed` with the reason.
-async fn run(app: Arc<App>, id: String, _guard: OwnedMutexGuard<()>) {
-    let hub = app.hubs.get(&id);
-    hub.lifecycle(Lifecycle::Started);
-    let result = steps(&app, &id, &hub).await;
-    // Events first, then the record: whoever sees `ready` or `failed` also finds the event.
-    match &result {
-        Ok(_) => hub.lifecycle(Lifecycle::Ready),
-        Err(e) => {
-            eprintln!("lightd: {id}: install failed: {e}");
-            hub.lifecycle(Lifecycle::Error);
-            hub.publish(Event::DaemonMessage(format!("Install failed: {e}")));
+    /// Step one of an install: the image (pulled when missing).
+    pub(super) fn begin_install(&mut self, rollback: Option<Rollback>) {
+        self.hub.lifecycle(Lifecycle::Started);
+        let (app, hub, id) = (self.app.clone(), self.hub.clone(), self.id.clone());
+        self.start_job(JobKind::Pull { rollback }, async move { JobResult::Pulled(pull(&app, &hub, &id).await) });
+    }
+
+    /// The image is there (or not): stop a running server gracefully, then install.
+    pub(super) async fn pulled(&mut self, outcome: std::result::Result<(), String>) {
+        let Some(super::supervisor::Job { kind: JobKind::Pull { rollback }, .. }) = self.job.take() else { return };
+        if let Err(why) = outcome {
+            return self.install_failed(why, rollback, None).await;
+        }
+        let up = self.record().is_some_and(|r| r.state != PowerState::Offline && r.container_id.is_some());
+        if !up {
+            return self.begin_install_steps(false);
+        }
+        if let Err(e) = self.stop(Intent::For("reinstall"), Then::Install { start_after: true }).await {
+            self.install_failed(format!("cannot stop the server: {e}"), rollback, None).await;
         }
     }
-    let saved = edit(&app, &id, |r| match result {
-        Ok(cid) => {
-            r.container_id = Some(cid);
-            r.install_state = InstallState::Ready;
-            r.error = None;
+
+    /// Step two: the container, the script, the entrypoint.
+    pub(super) fn begin_install_steps(&mut self, start_after: bool) {
+        let (app, hub, id) = (self.app.clone(), self.hub.clone(), self.id.clone());
+        self.start_job(
+            JobKind::Install { start_after },
+            async move { JobResult::Installed(steps(&app, &id, &hub).await) },
+        );
+    }
+
+    pub(super) async fn installed(&mut self, outcome: std::result::Result<String, (String, Option<String>)>) {
+        let Some(super::supervisor::Job { kind: JobKind::Install { start_after }, .. }) = self.job.take() else {
+            return;
+        };
+        match outcome {
+            Ok(cid) => {
+                // Events first, then the record: whoever sees `ready` also finds the event.
+                self.hub.lifecycle(Lifecycle::Ready);
+                let saved = self
+                    .edit(|r| {
+                        r.container_id = Some(cid);
+                        r.install_state = InstallState::Ready;
+                        r.state = PowerState::Offline;
+                        r.error = None;
+                    })
+                    .await;
+                if let Err(e) = saved {
+                    eprintln!("lightd: {}: could not record the install: {e}", self.id);
+                }
+                self.sweep().await;
+                if start_after {
+                    if let Err(e) = self.start().await {
+                        self.say(format!("Start after the reinstall failed: {e}"));
+                    }
+                }
+            }
+            Err((why, cid)) => self.install_failed(why, None, Some(cid)).await,
         }
-        Err(e) => {
-            r.install_state = InstallState::Failed;
-            r.error = Some(e);
+    }
+
+    /// Records a failed install. With a `rollback` (a reinstall whose image could not be
+    /// had) the server is left as it was; otherwise the record says `failed` and why.
+    /// `made`: the container the failed steps left as the server's (`Some(None)`: none).
+    async fn install_failed(&mut self, why: String, rollback: Option<Rollback>, made: Option<Option<String>>) {
+        self.hub.lifecycle(Lifecycle::Error);
+        let saved = match rollback {
+            Some(rb) => {
+                self.say(format!("Reinstall failed, the server is left as it was: {why}"));
+                self.edit(|r| {
+                    r.image = rb.image;
+                    r.install_script = rb.install_script;
+                    r.install_state = rb.install_state;
+                    r.error = Some(format!("Reinstall failed: {why}"));
+                })
+                .await
+            }
+            None => {
+                self.say(format!("Install failed: {why}"));
+                self.edit(|r| {
+                    if let Some(made) = made {
+                        r.container_id = made;
+                    }
+                    r.install_state = InstallState::Failed;
+                    r.state = PowerState::Offline;
+                    r.error = Some(why);
+                })
+                .await
+            }
+        };
+        if let Err(e) = saved {
+            eprintln!("lightd: {}: could not record the install outcome: {e}", self.id);
         }
-    })
-    .await;
-    if let Err(e) = saved {
-        eprintln!("lightd: {id}: could not record the install outcome: {e}");
+        self.sweep().await;
     }
 }
 
-async fn steps(app: &App, id: &str, hub: &Hub) -> std::result::Result<String, String> {
-    let rec = super::record(app, id).map_err(|e| e.to_string())?;
+/// The image, pulled when the engine does not have it; progress goes to the viewers.
+async fn pull(app: &App, hub: &Hub, id: &str) -> std::result::Result<(), String> {
+    let image = app.store.read(|s| s.containers.get(id).map(|r| r.image.clone())).ok_or("the record is gone")?;
+    if app.docker.image_exists(&image).await.map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    hub.publish(Event::InstallOutput(format!("Pulling image {image}")));
+    let limit = Duration::from_secs(app.config.containers.install_timeout);
+    bounded(limit, "pulling the image", app.docker.pull(&image, |line| hub.publish(Event::InstallOutput(line))))
+        .await
+        .map_err(|e| format!("Image pull failed for {image}: {}", message(&e)))
+}
+
+/// The point of no return: the old container goes, the new one is made and installed.
+async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<String, (String, Option<String>)> {
+    let fail = |e: String| (e, None);
+    let rec = app.store.read(|s| s.containers.get(id).cloned()).ok_or_else(|| fail("the record is gone".into()))?;
     let docker = &app.docker;
     let net = &app.config.containers.default_network;
-    let network = docker.ensure_network(net).await.map_err(|e| format!("cannot prepare network {net}: {e}"))?;
-    if !docker.image_exists(&rec.image).await.map_err(|e| e.to_string())? {
-        hub.publish(Event::InstallOutput(format!("Pulling image {}", rec.image)));
-        docker
-            .pull(&rec.image, |line| hub.publish(Event::InstallOutput(line)))
-            .await
-            .map_err(|e| format!("Image pull failed for {}: {}", rec.image, message(&e)))?;
-    }
-
+    let network = docker.ensure_network(net).await.map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
     hub.lifecycle(Lifecycle::CreatingContainer);
-    let volume_path = crate::volumes::mount_path(app, &rec.volume_id)?;
-    let data_dir = prepare_data_dir(app, &rec).map_err(|e| format!("cannot write the data directory: {e}"))?;
+    let volume_path = crate::volumes::mount_path(app, &rec.volume_id).map_err(fail)?;
+    let data_dir = prepare_data_dir(app, &rec).map_err(|e| fail(format!("cannot write the data directory: {e}")))?;
     let name = rec.docker_name();
-    for leftover in [&name, &install_name(&rec)] {
+    let old = rec.container_id.iter().chain(std::iter::once(&name));
+    for leftover in old {
         bounded(REMOVE_TIMEOUT, "removing the old container", docker.remove_container(leftover))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| fail(e.to_string()))?;
     }
-    let body = container_spec(&rec, &app.config, &RunSpec::server(&volume_path, &data_dir, &network));
-    let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(&name, &body))
+    let run = RunSpec::server(&volume_path, &data_dir, &network, &app.instance);
+    let body = container_spec(&rec, &app.config, &run);
+    let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(Some(&name), &body))
         .await
-        .map_err(|e| format!("cannot create container: {}", message(&e)))?;
-    // Remember it at once, so a delete or a restart finds it even if the install fails.
-    edit(app, id, |r| r.container_id = Some(cid.clone())).await.map_err(|e| e.to_string())?;
+        .map_err(|e| fail(format!("cannot create container: {}", message(&e))))?;
+    let made = |e: String| (e, Some(cid.clone()));
     hub.lifecycle(Lifecycle::ContainerCreated);
-
     if rec.install_script.is_some() {
         hub.lifecycle(Lifecycle::RunningInstallScript);
-        run_script(app, &rec, hub, &RunSpec::install(&volume_path, &data_dir, &network)).await?;
+        let run = RunSpec::install(&volume_path, &data_dir, &network, &app.instance);
+        run_script(app, &rec, hub, &run).await.map_err(made)?;
         hub.lifecycle(Lifecycle::InstallScriptComplete);
     }
-
     hub.lifecycle(Lifecycle::SettingUpEntrypoint);
     write_file(&data_dir.join("entrypoint.sh"), &spec::entrypoint_script(&rec.startup_command))
-        .map_err(|e| format!("cannot write entrypoint.sh: {e}"))?;
+        .map_err(|e| made(format!("cannot write entrypoint.sh: {e}")))?;
     Ok(cid)
 }
 
-fn install_name(rec: &ContainerRecord) -> String {
-    format!("{}-install", rec.docker_name())
-}
-
 /// The engine's own words for an API error, without our prefix.
-fn message(e: &crate::docker::DockerError) -> String {
+fn message(e: &DockerError) -> String {
     match e {
-        crate::docker::DockerError::Api { message, .. } => message.clone(),
+        DockerError::Api { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
@@ -186,17 +224,25 @@ fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Runs `install.sh` in a one-shot container of the same image and mounts, streaming its
-/// output as install output; a non-zero exit fails with the code and the last lines.
-async fn run_script(app: &App, rec: &ContainerRecord, hub: &Hub, run: &RunSpec<'_>) -> std::result::Result<(), String> {
+/// Runs `install.sh` in a one-shot container of the same image and mounts (found by its
+/// labels, never by a name a server could have), streaming its output as install output; a
+/// non-zero exit fails with the code and the last lines. Bounded by
+/// `containers.install_timeout`.
+async fn run_script(
+    app: &Arc<App>,
+    rec: &ContainerRecord,
+    hub: &Hub,
+    run: &RunSpec<'_>,
+) -> std::result::Result<(), String> {
     let docker = &app.docker;
     let body = container_spec(rec, &app.config, run);
-    let cid =
-        bounded(CREATE_TIMEOUT, "creating the install container", docker.create_container(&install_name(rec), &body))
-            .await
-            .map_err(|e| format!("cannot create the install container: {}", message(&e)))?;
+    let cid = bounded(CREATE_TIMEOUT, "creating the install container", docker.create_container(None, &body))
+        .await
+        .map_err(|e| format!("cannot create the install container: {}", message(&e)))?;
+    let guard = Helper { app: Arc::clone(app), cid: cid.clone() };
     let mut last = VecDeque::with_capacity(LAST_LINES);
-    let outcome = tokio::time::timeout(INSTALL_TIMEOUT, async {
+    let limit = Duration::from_secs(app.config.containers.install_timeout);
+    let outcome = tokio::time::timeout(limit, async {
         docker.start_container(&cid).await?;
         let mut chunks = docker.follow_logs(&cid).await?;
         let mut output = OutputLines::new(MAX_LINE);
@@ -211,17 +257,34 @@ async fn run_script(app: &App, rec: &ContainerRecord, hub: &Hub, run: &RunSpec<'
             output.push(&chunk?, &mut emit);
         }
         output.finish(&mut emit);
-        docker.wait_container(&cid).await
+        bounded(REMOVE_TIMEOUT, "waiting for the install script", docker.wait_container(&cid)).await
     })
     .await;
-    if let Err(e) = bounded(REMOVE_TIMEOUT, "removing the install container", docker.remove_container(&cid)).await {
-        eprintln!("lightd: {}: {e}", rec.internal_id);
-    }
+    drop(guard);
     let tail = || Vec::from(last.clone()).join(" | ");
     match outcome {
-        Err(_) => Err(format!("Install script timed out after {} s", INSTALL_TIMEOUT.as_secs())),
+        Err(_) => Err(format!("Install script timed out after {} s (containers.install_timeout)", limit.as_secs())),
         Ok(Err(e)) => Err(format!("Install script could not run: {}", message(&e))),
         Ok(Ok(0)) => Ok(()),
         Ok(Ok(code)) => Err(format!("Install script exited with code {code}; last output: {}", tail())),
+    }
+}
+
+/// Removes a one-shot container however its job ends (finished, failed, or cancelled).
+struct Helper {
+    app: Arc<App>,
+    cid: String,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let (app, cid) = (Arc::clone(&self.app), std::mem::take(&mut self.cid));
+        tokio::spawn(async move {
+            if let Err(e) =
+                bounded(REMOVE_TIMEOUT, "removing the install container", app.docker.remove_container(&cid)).await
+            {
+                eprintln!("lightd: install container {cid}: {e}");
+            }
+        });
     }
 }

@@ -1,24 +1,34 @@
-//! Long operations on containers (install, reinstall, rebind, delete), each under the
-//! container's operation lock so two never interleave.
+//! The lifecycle of every container, as one supervisor task per container (see
+//! `supervisor.rs`). Everything else (REST handlers, WebSocket `power` frames, the engine's
+//! events, the boot reconcile) only sends a supervisor messages and awaits the answer.
 
-pub mod install;
-pub mod power;
-pub mod rebind;
-pub mod recover;
-pub mod remove;
+pub mod action;
+pub mod events;
+mod install;
+mod power;
+mod rebind;
+mod recover;
+mod remove;
 pub mod spec;
+pub mod supervisor;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{mpsc, oneshot};
+
+pub use action::{Action, Fact, JobResult};
+use action::{Ask, Msg};
+pub use install::data_dir;
+pub use power::MAX_COMMAND;
+use supervisor::Supervisor;
 
 use crate::app::App;
 use crate::docker::DockerError;
 use crate::error::{Error, Result};
-use crate::model::{now, ContainerRecord, InstallState, PortBinding, PortKey};
+use crate::model::{now, ContainerRecord, PortBinding, PortKey};
 use crate::store::State;
 
 /// The seed's timeouts.
@@ -26,59 +36,124 @@ pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an action waits for another operation on the same container to finish.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How long a tail waits for the console of a server that was running at boot to be refilled.
+pub const FILL_WAIT: Duration = Duration::from_secs(5);
 
-/// Per-container operation locks.
+/// The mailboxes of all supervisors, by internal id.
 #[derive(Default)]
-pub struct Ops {
-    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+pub struct Supervisors {
+    map: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
 }
 
-impl Ops {
-    /// Takes the lock of `id`, waiting up to [`LOCK_WAIT`] for an operation that is just
-    /// finishing; past that, a 409 naming `action`.
-    pub async fn begin(&self, id: &str, action: &str) -> Result<OwnedMutexGuard<()>> {
-        let lock = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(map.entry(id.to_string()).or_default())
-        };
-        tokio::time::timeout(LOCK_WAIT, lock.lock_owned()).await.map_err(|_| {
-            Error::Conflict(format!("Cannot {action} while another operation is running on this container"))
+impl Supervisors {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Msg>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<mpsc::UnboundedSender<Msg>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Hands `fact` to the supervisor of `id`, if there is one.
+    pub fn tell(&self, id: &str, fact: Fact) {
+        if let Some(tx) = self.get(id) {
+            let _ = tx.send(Msg::Fact(fact));
+        }
+    }
+
+    /// Hands a fact to every supervisor.
+    pub fn tell_all(&self, fact: impl Fn() -> Fact) {
+        for tx in self.lock().values() {
+            let _ = tx.send(Msg::Fact(fact()));
+        }
+    }
+
+    /// Drops the entry of a supervisor that ended (unless a newer one took the id).
+    pub(crate) fn forget(&self, id: &str, tx: &mpsc::UnboundedSender<Msg>) {
+        let mut map = self.lock();
+        if map.get(id).is_some_and(|t| t.same_channel(tx)) {
+            map.remove(id);
+        }
+    }
+
+    /// Tells every supervisor to end (the daemon stops); servers keep running.
+    pub fn shutdown(&self) {
+        for tx in self.lock().values() {
+            let _ = tx.send(Msg::Shutdown);
+        }
+    }
+}
+
+/// Starts a supervisor for every record (at boot, before the reconcile).
+pub fn boot(app: &Arc<App>) {
+    let ids: Vec<String> = app.store.read(|s| s.containers.keys().cloned().collect());
+    let mut map = app.sups.lock();
+    for id in ids {
+        map.insert(id.clone(), Supervisor::spawn(app, &id, false));
+    }
+}
+
+/// Asks the supervisor of `id` for `action` and waits for its answer.
+pub async fn act(app: &App, id: &str, action: Action) -> Result<()> {
+    check_id(id)?;
+    let tx = app.sups.get(id).ok_or_else(not_found)?;
+    let (reply, answer) = oneshot::channel();
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    tx.send(Msg::Ask(Ask { action, reply, deadline })).map_err(|_| not_found())?;
+    answer.await.unwrap_or_else(|_| Err(not_found()))
+}
+
+/// Validates a create, reserves its ports, records it as `installing` and hands it to a new
+/// supervisor. Everything a user can get wrong fails here, before the `202`.
+pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
+    let rec = spec::check_create(req, &app.config)?;
+    let id = rec.internal_id.clone();
+    if app.store.read(|s| s.containers.contains_key(&id)) {
+        return Err(exists(&id));
+    }
+    app.docker.ping().await?;
+    let max = app.config.containers.max_containers;
+    app.store
+        .update(|s| {
+            if s.containers.contains_key(&id) {
+                return Err(exists(&id));
+            }
+            if s.containers.len() >= max {
+                return Err(Error::Conflict(format!("Container limit reached (containers.max_containers = {max})")));
+            }
+            if !s.volumes.contains_key(&rec.volume_id) {
+                return Err(Error::NotFound("Volume not found".into()));
+            }
+            claim_ports(s, &id, &rec.ports)?;
+            s.containers.insert(id.clone(), rec);
+            Ok(())
         })
-    }
-
-    pub fn forget(&self, id: &str) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
+        .await?;
+    let tx = Supervisor::spawn(app, &id, true);
+    app.sups.lock().insert(id, tx);
+    Ok(())
 }
 
-fn not_found() -> Error {
+fn exists(id: &str) -> Error {
+    Error::Conflict(format!("Container {id} already exists"))
+}
+
+pub fn not_found() -> Error {
     Error::NotFound("Container not found".into())
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if crate::ids::valid_internal_id(id) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest("internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with .".into()))
+    }
 }
 
 /// The record of `id`, or 404.
 pub fn record(app: &App, id: &str) -> Result<ContainerRecord> {
-    if !crate::ids::valid_internal_id(id) {
-        return Err(Error::BadRequest(
-            "internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with .".into(),
-        ));
-    }
+    check_id(id)?;
     app.store.read(|s| s.containers.get(id).cloned()).ok_or_else(not_found)
-}
-
-/// The record of `id` if `action` may run on it now: it exists and is not installing.
-pub fn actionable(app: &App, id: &str, action: &str) -> Result<ContainerRecord> {
-    let rec = record(app, id)?;
-    if rec.install_state == InstallState::Installing {
-        return Err(Error::Conflict(format!("Cannot {action} while container is installing")));
-    }
-    Ok(rec)
-}
-
-/// Checks that `action` may run on `id` now (404, 409 while installing), then takes its
-/// operation lock (409 while another operation runs).
-pub async fn begin(app: &App, id: &str, action: &str) -> Result<OwnedMutexGuard<()>> {
-    actionable(app, id, action)?;
-    app.ops.begin(id, action).await
 }
 
 /// Changes the record of `id` (stamping `updated_at`) and waits until it is saved.
@@ -137,24 +212,4 @@ pub async fn bounded<T>(
     tokio::time::timeout(limit, call)
         .await
         .unwrap_or_else(|_| Err(DockerError::Timeout(format!("{what} took longer than {} s", limit.as_secs()))))
-}
-
-/// At boot: installs that a restart cut short can never finish; say so instead of leaving
-/// them `installing` (which would refuse every action, delete included).
-pub async fn fail_interrupted_installs(app: &App) -> Result<usize> {
-    if !app.store.read(|s| s.containers.values().any(|r| r.install_state == InstallState::Installing)) {
-        return Ok(0);
-    }
-    app.store
-        .update(|s| {
-            let mut n = 0;
-            for rec in s.containers.values_mut().filter(|r| r.install_state == InstallState::Installing) {
-                rec.install_state = InstallState::Failed;
-                rec.error = Some("interrupted by daemon restart".into());
-                rec.updated_at = now();
-                n += 1;
-            }
-            Ok(n)
-        })
-        .await
 }

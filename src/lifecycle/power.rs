@@ -1,344 +1,383 @@
-//! Power actions (start, stop, kill, restart, suspend, resume, command) and what happens
-//! when a server exits, whoever caused it.
+//! The supervisor's power steps: start, stop, kill, restart, suspend, resume, command, and
+//! what happens when the server exits, whoever caused it (the crash policy included).
 
-use std::sync::atomic::Ordering::*;
-use std::sync::Arc;
 use std::time::Duration;
 
-use regex_lite::Regex;
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
 
-use super::{actionable, begin, record};
-use crate::app::App;
-use crate::console::{pump, stats, Event, Hub, Intent};
-use crate::error::{Error, Result};
+use super::supervisor::{Intent, JobKind, Supervisor, Then};
+use super::{bounded, spec, JobResult, REMOVE_TIMEOUT};
+use crate::console::{pump, stats, Event};
+use crate::docker::DockerError;
+use crate::error::{conflict, Error, Result};
 use crate::model::{now, InstallState, LastExit, PowerState};
 
 /// Longest command accepted for stdin.
 pub const MAX_COMMAND: usize = 4096;
+/// How long a kill may take to be seen as an exit.
+const KILL_WAIT: Duration = Duration::from_secs(30);
 
-fn conflict(msg: &str) -> Error {
-    Error::Conflict(msg.into())
-}
-
-/// Sets the power state when `allowed(current)` holds; publishes it. Returns whether it moved.
-pub async fn set_state(app: &App, id: &str, to: PowerState, allowed: impl FnOnce(PowerState) -> bool) -> Result<bool> {
-    let moved = app
-        .store
-        .update(|s| {
-            let Some(r) = s.containers.get_mut(id) else { return Ok(false) };
-            if r.state == to || !allowed(r.state) {
-                return Ok(false);
-            }
-            r.state = to;
-            r.updated_at = now();
-            Ok::<_, Error>(true)
-        })
-        .await?;
-    if moved {
-        app.hubs.get(id).publish(Event::Status(to));
-    }
-    Ok(moved)
-}
-
-/// The Docker id of a server that may be powered: installed, not mid-operation.
-fn container_of(app: &App, id: &str, action: &str) -> Result<(String, PowerState)> {
-    let rec = actionable(app, id, action)?;
-    if rec.install_state == InstallState::Failed {
-        return Err(conflict(&format!("Cannot {action}: the install failed; reinstall the container first")));
-    }
-    let cid = rec.container_id.ok_or_else(|| conflict("Container has no Docker container yet; reinstall it"))?;
-    Ok((cid, rec.state))
-}
-
-/// `starting` now; `running` when `start_pattern` matches a console line (at once without
-/// one). The attach stream is opened before the container starts, so no line is missed.
-pub async fn start(app: &Arc<App>, id: &str) -> Result<()> {
-    let _op = begin(app, id, "start").await?;
-    let (cid, state) = container_of(app, id, "start")?;
-    match state {
-        PowerState::Offline => {}
-        PowerState::Suspended => return Err(conflict("Container is suspended; resume it instead")),
-        _ => return Err(conflict("Container is already running")),
-    }
-    let rec = record(app, id)?;
-    let pattern = rec.start_pattern.as_deref().and_then(|p| Regex::new(p).ok());
-    let hub = app.hubs.get(id);
-    hub.run.fetch_add(1, AcqRel);
-    hub.set_intent(Intent::None);
-    hub.awaiting_pattern.store(pattern.is_some(), Release);
-    pump::open(app, &hub, &cid, pattern.clone(), Vec::new()).await?;
-    set_state(app, id, PowerState::Starting, |s| s == PowerState::Offline).await?;
-    if let Err(e) = app.docker.start_container(&cid).await {
-        hub.awaiting_pattern.store(false, Release);
-        set_state(app, id, PowerState::Offline, |_| true).await?;
-        hub.publish(Event::DaemonMessage(format!("Start failed: {e}")));
-        return Err(e.into());
-    }
-    hub.started_at.store(now(), Release);
-    if pattern.is_none() {
-        set_state(app, id, PowerState::Running, |s| s == PowerState::Starting).await?;
-    }
-    stats::ensure(app, &hub);
-    Ok(())
-}
-
-/// Called by the pump when `start_pattern` matched.
-pub async fn pattern_matched(app: Arc<App>, id: String) {
-    if let Err(e) = set_state(&app, &id, PowerState::Running, |s| s == PowerState::Starting).await {
-        eprintln!("lightd: {id}: cannot record running: {e}");
-    }
-}
-
-/// SIGTERM, then SIGKILL after `containers.cleanup_timeout` seconds (Docker's own stop).
-pub async fn stop(app: &Arc<App>, id: &str) -> Result<()> {
-    let (cid, state) = {
-        let _op = begin(app, id, "stop").await?;
-        container_of(app, id, "stop")?
-    };
-    if matches!(state, PowerState::Offline) {
-        return Err(conflict("Container is not running"));
-    }
-    if state == PowerState::Stopping {
-        return Ok(());
-    }
-    begin_stop(app, id, &cid, state, Intent::Stop).await?;
-    let app = Arc::clone(app);
-    let id = id.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = app.docker.stop_container(&cid, app.config.containers.cleanup_timeout).await {
-            app.hubs.get(&id).publish(Event::DaemonMessage(format!("Stop failed: {e}")));
+impl Supervisor {
+    /// Records the power state and tells the viewers (only when it changes).
+    pub(super) async fn set_state(&self, to: PowerState) -> Result<()> {
+        let moved = self
+            .app
+            .store
+            .update(|s| {
+                let Some(r) = s.containers.get_mut(&self.id) else { return Ok(false) };
+                if r.state == to {
+                    return Ok(false);
+                }
+                r.state = to;
+                r.updated_at = now();
+                Ok::<_, Error>(true)
+            })
+            .await?;
+        if moved {
+            self.hub.publish(Event::Status(to));
         }
-        on_exit(&app, &id).await;
-    });
-    Ok(())
-}
+        Ok(())
+    }
 
-/// Marks the stop as ours and unfreezes a suspended server so it can receive its signal.
-async fn begin_stop(app: &App, id: &str, cid: &str, state: PowerState, intent: Intent) -> Result<()> {
-    app.hubs.get(id).set_intent(intent);
-    if state == PowerState::Suspended {
-        app.docker.unpause_container(cid).await?;
+    /// The Docker id of the server's container.
+    fn container(&self) -> Result<String> {
+        let rec = self.record().ok_or_else(super::not_found)?;
+        rec.container_id.ok_or_else(|| conflict("Container has no Docker container yet; reinstall it"))
     }
-    set_state(app, id, PowerState::Stopping, |s| s != PowerState::Offline).await?;
-    Ok(())
-}
 
-/// SIGKILL at once.
-pub async fn kill(app: &Arc<App>, id: &str) -> Result<()> {
-    let (cid, state) = {
-        let _op = begin(app, id, "kill").await?;
-        container_of(app, id, "kill")?
-    };
-    if state == PowerState::Offline {
-        return Err(conflict("Container is not running"));
+    /// `starting` now; `running` when `start_pattern` matches a console line (at once without
+    /// one). The attach stream opens before the container starts, so no line is missed.
+    pub(super) async fn start(&mut self) -> Result<()> {
+        let rec = self.record().ok_or_else(super::not_found)?;
+        let cid = self.container()?;
+        let pattern = match rec.start_pattern.as_deref() {
+            Some(p) => Some(spec::compile_pattern(p)?),
+            None => None,
+        };
+        self.run += 1;
+        self.intent = Intent::None;
+        self.pattern_pending = pattern.is_some();
+        pump::open(&self.app.docker, &self.hub, &cid, self.run, pattern, Vec::new(), self.report()).await?;
+        self.set_state(PowerState::Starting).await?;
+        if let Err(e) = bounded(REMOVE_TIMEOUT, "starting the container", self.app.docker.start_container(&cid)).await {
+            if let Some(p) = self.hub.take_pump() {
+                p.abort();
+            }
+            self.pattern_pending = false;
+            self.set_state(PowerState::Offline).await?;
+            self.say(format!("Start failed: {e}"));
+            return Err(e.into());
+        }
+        self.hub.started_at.store(now(), std::sync::atomic::Ordering::Release);
+        if !self.pattern_pending {
+            self.set_state(PowerState::Running).await?;
+        }
+        stats::ensure(&self.app, &self.hub);
+        Ok(())
     }
-    begin_stop(app, id, &cid, state, Intent::Kill).await?;
-    match app.docker.kill_container(&cid, "SIGKILL").await {
-        // Already gone between our check and the signal: the exit handler records it.
-        Err(crate::docker::DockerError::Api { status: 409, .. }) | Ok(()) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let (app, id) = (Arc::clone(app), id.to_string());
-    tokio::spawn(async move {
-        let _ = app.docker.wait_container(&cid).await;
-        on_exit(&app, &id).await;
-    });
-    Ok(())
-}
 
-/// Stop (when up) then start, in the background.
-pub async fn restart(app: &Arc<App>, id: &str) -> Result<()> {
-    let (cid, state) = {
-        let _op = begin(app, id, "restart").await?;
-        container_of(app, id, "restart")?
-    };
-    if state != PowerState::Offline {
-        begin_stop(app, id, &cid, state, Intent::Stop).await?;
+    pub(super) async fn pattern_matched(&mut self) {
+        self.pattern_pending = false;
+        let state = self.record().map(|r| r.state);
+        if state == Some(PowerState::Starting) {
+            if let Err(e) = self.set_state(PowerState::Running).await {
+                eprintln!("lightd: {}: cannot record running: {e}", self.id);
+            }
+        }
     }
-    let (app, id) = (Arc::clone(app), id.to_string());
-    tokio::spawn(async move {
-        let hub = app.hubs.get(&id);
-        if state != PowerState::Offline {
-            if let Err(e) = app.docker.stop_container(&cid, app.config.containers.cleanup_timeout).await {
-                hub.publish(Event::DaemonMessage(format!("Restart failed while stopping: {e}")));
+
+    /// A graceful stop (SIGTERM, `containers.cleanup_timeout`, SIGKILL) in the background;
+    /// `then` runs once the exit is recorded. During a stop already running, `stop` only
+    /// drops a pending restart.
+    pub(super) async fn stop(&mut self, intent: Intent, then: Then) -> Result<()> {
+        if let Some(JobKind::Stop { then: pending }) = self.job.as_mut().map(|j| &mut j.kind) {
+            if matches!(pending, Then::Start) {
+                *pending = Then::Nothing;
+                self.intent = Intent::Stop;
+            }
+            return Ok(());
+        }
+        let cid = self.container()?;
+        self.unfreeze(&cid).await?;
+        self.intent = intent;
+        self.set_state(PowerState::Stopping).await?;
+        if let Intent::For(what) = intent {
+            self.say(format!("Stopping the server for {what}"));
+        }
+        let (docker, grace) = (self.app.clone(), self.app.config.containers.cleanup_timeout);
+        self.start_job(JobKind::Stop { then }, async move {
+            JobResult::Stopped(docker.docker.stop_container(&cid, grace).await.map_err(|e| e.to_string()))
+        });
+        Ok(())
+    }
+
+    /// SIGKILL at once; during a graceful stop, escalates it.
+    pub(super) async fn kill(&mut self) -> Result<()> {
+        let cid = self.container()?;
+        if self.job.is_none() {
+            self.unfreeze(&cid).await?;
+            self.set_state(PowerState::Stopping).await?;
+        }
+        self.intent = Intent::Kill;
+        match self.app.docker.kill_container(&cid, "SIGKILL").await {
+            // Already gone between our check and the signal: the exit is recorded anyway.
+            Err(DockerError::Api { status: 409, .. }) | Ok(()) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if self.job.is_none() {
+            let app = self.app.clone();
+            self.start_job(JobKind::Stop { then: Then::Nothing }, async move {
+                let waited = bounded(KILL_WAIT, "waiting for the kill", app.docker.wait_container(&cid)).await;
+                JobResult::Stopped(waited.map(drop).map_err(|e| e.to_string()))
+            });
+        }
+        Ok(())
+    }
+
+    /// Stop (when up) then start; during a stop, adds the start.
+    pub(super) async fn restart(&mut self) -> Result<()> {
+        if let Some(JobKind::Stop { then }) = self.job.as_mut().map(|j| &mut j.kind) {
+            *then = Then::Start;
+            return Ok(());
+        }
+        match self.record().map(|r| r.state) {
+            Some(PowerState::Offline) => self.start().await,
+            _ => self.stop(Intent::Restart, Then::Start).await,
+        }
+    }
+
+    /// A paused container cannot take a signal: unpause it first.
+    async fn unfreeze(&self, cid: &str) -> Result<()> {
+        if self.record().map(|r| r.state) == Some(PowerState::Suspended) {
+            self.app.docker.unpause_container(cid).await?;
+        }
+        Ok(())
+    }
+
+    /// Docker pause: the processes freeze, memory stays.
+    pub(super) async fn suspend(&mut self) -> Result<()> {
+        let cid = self.container()?;
+        self.app.docker.pause_container(&cid).await?;
+        self.set_state(PowerState::Suspended).await
+    }
+
+    pub(super) async fn resume(&mut self) -> Result<()> {
+        let cid = self.container()?;
+        self.app.docker.unpause_container(&cid).await?;
+        self.set_state(self.up_state()).await
+    }
+
+    /// The state of a server that runs: `starting` until its pattern matched.
+    fn up_state(&self) -> PowerState {
+        if self.pattern_pending {
+            PowerState::Starting
+        } else {
+            PowerState::Running
+        }
+    }
+
+    /// The engine says the container was paused or unpaused (by us, or by hand).
+    pub(super) async fn paused_outside(&mut self, paused: bool) {
+        if self.job.is_some() {
+            return;
+        }
+        let Some(state) = self.record().map(|r| r.state) else { return };
+        let to = match (paused, state) {
+            (true, PowerState::Running | PowerState::Starting) => PowerState::Suspended,
+            (false, PowerState::Suspended) => self.up_state(),
+            _ => return,
+        };
+        let _ = self.set_state(to).await;
+    }
+
+    /// Writes `text` and a newline to the server's stdin, off the supervisor (a server that
+    /// does not read must not hold it up); the answer goes to `reply`.
+    pub(super) fn command(&self, text: String, reply: oneshot::Sender<Result<()>>) {
+        if text.is_empty() || text.len() > MAX_COMMAND || text.contains('\0') {
+            let _ = reply.send(Err(Error::BadRequest(format!("command must be 1-{MAX_COMMAND} bytes without NUL"))));
+            return;
+        }
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            let answer = async {
+                let mut stdin = hub.stdin.lock().await;
+                let pipe = stdin.as_mut().ok_or_else(|| conflict("Container is not running"))?;
+                let mut line = text.trim_end_matches(['\r', '\n']).to_string();
+                line.push('\n');
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    pipe.write_all(line.as_bytes()).await?;
+                    pipe.flush().await
+                })
+                .await
+                .map_err(|_| Error::Internal("the server did not take the command within 5 s".into()))?
+                .map_err(|e| Error::Internal(format!("cannot write to the server's stdin: {e}")))
+            };
+            let _ = reply.send(answer.await);
+        });
+    }
+
+    /// Something says the server may have stopped (its stream ended, the engine's `die`, our
+    /// own stop returned as `stopped`): asks Docker, and if it is down, records the exit once,
+    /// tells the viewers why, and goes on with what follows (a pending action, or the crash
+    /// policy).
+    pub(super) async fn check_exit(&mut self, stopped: Option<std::result::Result<(), String>>) {
+        let Some(rec) = self.record() else { return };
+        let stopping = matches!(self.job.as_ref().map(|j| &j.kind), Some(JobKind::Stop { .. }));
+        if !stopping && stopped.is_some() {
+            return; // a stale report of a job already settled
+        }
+        if rec.state == PowerState::Offline && !stopping {
+            return;
+        }
+        let Some(cid) = rec.container_id.clone() else { return };
+        let info = match self.app.docker.inspect_container(&cid).await {
+            Ok(info) => info,
+            Err(e) if e.is_not_found() => return self.vanished().await,
+            Err(e) => {
+                if let Some(Err(why)) = stopped {
+                    self.stop_failed(format!("{why}; {e}")).await;
+                }
                 return;
             }
-            on_exit(&app, &id).await;
-        }
-        if let Err(e) = start(&app, &id).await {
-            hub.publish(Event::DaemonMessage(format!("Restart failed while starting: {e}")));
-        }
-    });
-    Ok(())
-}
-
-/// Docker pause: the processes freeze, memory stays.
-pub async fn suspend(app: &Arc<App>, id: &str) -> Result<()> {
-    let _op = begin(app, id, "suspend").await?;
-    let (cid, state) = container_of(app, id, "suspend")?;
-    match state {
-        PowerState::Running | PowerState::Starting => {}
-        PowerState::Suspended => return Err(conflict("Container is already suspended")),
-        _ => return Err(conflict("Container is not running")),
-    }
-    app.docker.pause_container(&cid).await?;
-    set_state(app, id, PowerState::Suspended, |_| true).await?;
-    Ok(())
-}
-
-pub async fn resume(app: &Arc<App>, id: &str) -> Result<()> {
-    let _op = begin(app, id, "resume").await?;
-    let (cid, state) = container_of(app, id, "resume")?;
-    if state != PowerState::Suspended {
-        return Err(conflict("Container is not suspended"));
-    }
-    app.docker.unpause_container(&cid).await?;
-    let hub = app.hubs.get(id);
-    let to = if hub.awaiting_pattern.load(Acquire) { PowerState::Starting } else { PowerState::Running };
-    set_state(app, id, to, |_| true).await?;
-    Ok(())
-}
-
-/// Writes `command` and a newline to the server's stdin.
-pub async fn command(app: &App, id: &str, command: &str) -> Result<()> {
-    if command.is_empty() || command.len() > MAX_COMMAND || command.contains('\0') {
-        return Err(Error::BadRequest(format!("command must be 1-{MAX_COMMAND} bytes without NUL")));
-    }
-    let (_, state) = container_of(app, id, "send a command")?;
-    match state {
-        PowerState::Running | PowerState::Starting => {}
-        PowerState::Suspended => return Err(conflict("Container is suspended")),
-        _ => return Err(conflict("Container is not running")),
-    }
-    let hub = app.hubs.get(id);
-    let mut stdin = hub.stdin.lock().await;
-    let pipe = stdin.as_mut().ok_or_else(|| conflict("Container is not running"))?;
-    let mut line = command.trim_end_matches(['\r', '\n']).to_string();
-    line.push('\n');
-    tokio::time::timeout(Duration::from_secs(5), async {
-        pipe.write_all(line.as_bytes()).await?;
-        pipe.flush().await
-    })
-    .await
-    .map_err(|_| Error::Internal("the server did not take the command within 5 s".into()))?
-    .map_err(|e| Error::Internal(format!("cannot write to the server's stdin: {e}")))
-}
-
-/// Records that the server went down (from the events stream, the pump's end or our own
-/// stop): `offline`, `last_exit` from Docker, and a note that tells a crash from a stop.
-/// Idempotent, and ignores a run that has since been restarted.
-pub async fn on_exit(app: &App, id: &str) {
-    // Only containers on record (the engine may host other daemons' containers too).
-    let Ok(rec) = record(app, id) else { return };
-    let hub = app.hubs.get(id);
-    let run = hub.run.load(Acquire);
-    let Some(cid) = rec.container_id else { return };
-    let Ok(info) = app.docker.inspect_container(&cid).await else { return };
-    let st = &info["State"];
-    // Still running, or a container that never ran (made by a rebind or reinstall): no exit.
-    if st["Running"].as_bool() == Some(true) || st["StartedAt"].as_str().is_some_and(|s| s.starts_with("0001")) {
-        return;
-    }
-    let exit = LastExit {
-        code: st["ExitCode"].as_i64().unwrap_or(-1),
-        oom_killed: st["OOMKilled"].as_bool().unwrap_or(false),
-        at: now(),
-    };
-    let recorded = app
-        .store
-        .update(|s| {
-            let Some(r) = s.containers.get_mut(id) else { return Ok(false) };
-            if r.state == PowerState::Offline || hub.run.load(Acquire) != run {
-                return Ok(false);
+        };
+        let st = &info["State"];
+        if st["Running"].as_bool() == Some(true) {
+            if let Some(Err(why)) = stopped {
+                self.stop_failed(why).await;
             }
-            r.state = PowerState::Offline;
-            r.last_exit = Some(exit.clone());
-            r.updated_at = now();
-            Ok::<_, Error>(true)
-        })
-        .await;
-    if !matches!(recorded, Ok(true)) {
-        return;
-    }
-    hub.awaiting_pattern.store(false, Release);
-    hub.publish(Event::Status(PowerState::Offline));
-    hub.publish(Event::DaemonMessage(exit_message(&hub, &exit)));
-}
-
-fn exit_message(hub: &Hub, exit: &LastExit) -> String {
-    match (hub.intent(), exit.oom_killed) {
-        (_, true) => format!("Server was killed: out of memory (exit code {})", exit.code),
-        (Intent::Stop, _) => format!("Server stopped (exit code {})", exit.code),
-        (Intent::Kill, _) => format!("Server killed (exit code {})", exit.code),
-        (Intent::None, _) => format!("Server crashed with exit code {}", exit.code),
-    }
-}
-
-/// One Docker `/events` stream for the whole daemon: exits, OOM kills and outside
-/// pause/unpause of managed servers. Reconnects with backoff when the engine goes away.
-pub async fn watch_events(app: Arc<App>) {
-    let mut delay = Duration::from_millis(500);
-    let mut lost = false;
-    loop {
-        if let Ok(mut chunks) = app.docker.container_events("lightd.managed=true").await {
-            app.metrics.set_events_stream(true);
-            delay = Duration::from_millis(500);
-            if std::mem::take(&mut lost) {
-                app.hubs.broadcast(Event::DaemonMessage("Docker engine reachable again".into()));
-            }
-            // Anything that happened while we were not listening (or before boot).
-            let again = Arc::clone(&app);
-            tokio::spawn(async move { super::recover::reconcile(&again).await });
-            let mut lines = crate::docker::stream::LineSplitter::new(1 << 20);
-            while let Some(Ok(chunk)) = chunks.next().await {
-                let mut seen = Vec::new();
-                lines.push(&chunk, |l| seen.extend(serde_json::from_str::<Value>(&l).ok()));
-                for ev in seen {
-                    on_event(&app, &ev);
+            return;
+        }
+        let never_ran = st["StartedAt"].as_str().is_some_and(|s| s.starts_with("0001"));
+        let exit = LastExit {
+            code: st["ExitCode"].as_i64().unwrap_or(-1),
+            oom_killed: st["OOMKilled"].as_bool().unwrap_or(false),
+            at: now(),
+        };
+        let recorded = self
+            .edit(|r| {
+                r.state = PowerState::Offline;
+                if !never_ran {
+                    r.last_exit = Some(exit.clone());
+                }
+            })
+            .await;
+        if let Err(e) = recorded {
+            eprintln!("lightd: {}: cannot record the exit: {e}", self.id);
+            return;
+        }
+        self.pattern_pending = false;
+        self.hub.started_at.store(0, std::sync::atomic::Ordering::Release);
+        self.hub.publish(Event::Status(PowerState::Offline));
+        let intent = std::mem::replace(&mut self.intent, Intent::None);
+        let then = match self.job.take() {
+            Some(job) => {
+                job.task.abort();
+                match job.kind {
+                    JobKind::Stop { then } => then,
+                    _ => Then::Nothing,
                 }
             }
-            app.metrics.set_events_stream(false);
-            lost = true;
-            app.hubs.broadcast(Event::DaemonMessage("Docker engine connection lost; reconnecting".into()));
+            None => Then::Nothing,
+        };
+        if never_ran {
+            return self.then(then).await;
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        self.say(exit_message(intent, &exit));
+        if intent == Intent::None && rec.state != PowerState::Stopping {
+            self.crashed(rec.crash_restart).await;
+        } else {
+            self.then(then).await;
+        }
+    }
+
+    /// A stop that did not stop the server: it runs on, and what was to follow does not.
+    async fn stop_failed(&mut self, why: String) {
+        self.say(format!("Stop failed: {why}"));
+        self.intent = Intent::None;
+        if let Some(job) = self.job.take() {
+            if let JobKind::Stop { then: Then::Delete(reply) } = job.kind {
+                let _ = reply.send(Err(Error::Internal(format!("the server could not be stopped: {why}"))));
+            }
+        }
+        let up = self.up_state();
+        let _ = self.set_state(up).await;
+    }
+
+    /// The crash policy: start again, unless it crashed within `containers.crash_window`.
+    async fn crashed(&mut self, restart: bool) {
+        let window = Duration::from_secs(self.app.config.containers.crash_window);
+        let again = self.last_crash.is_some_and(|t| t.elapsed() < window);
+        self.last_crash = Some(std::time::Instant::now());
+        if !restart {
+            return;
+        }
+        if again {
+            self.say(format!(
+                "Server crashed again within {} s: not restarting it (containers.crash_window)",
+                window.as_secs()
+            ));
+            return;
+        }
+        self.say("Restarting the crashed server (crash_restart)");
+        if let Err(e) = self.start().await {
+            self.say(format!("Restart after the crash failed: {e}"));
+        }
+    }
+
+    /// What follows a stop, now that the exit is recorded.
+    pub(super) async fn then(&mut self, then: Then) {
+        match then {
+            Then::Nothing => {}
+            Then::Start => {
+                if let Err(e) = self.start().await {
+                    self.say(format!("Restart failed while starting: {e}"));
+                }
+            }
+            Then::Install { start_after } => self.begin_install_steps(start_after),
+            Then::Rebind { ports, start_after } => self.begin_rebind(ports, start_after),
+            Then::Delete(reply) => {
+                let answer = self.remove().await;
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// The Docker container is gone (removed by hand): say so; a reinstall brings it back.
+    pub(super) async fn vanished(&mut self) {
+        let why = "Docker container vanished (removed outside lightd); reinstall to recreate it";
+        let then = self.job.take().and_then(|j| match j.kind {
+            JobKind::Stop { then } => Some(then),
+            _ => None,
+        });
+        self.pattern_pending = false;
+        let changed = self
+            .edit(|r| {
+                r.container_id = None;
+                r.install_state = InstallState::Failed;
+                r.state = PowerState::Offline;
+                r.error = Some(why.into());
+            })
+            .await;
+        if changed.is_ok() {
+            self.hub.publish(Event::Status(PowerState::Offline));
+            self.say(why);
+        }
+        if let Some(Then::Delete(reply)) = then {
+            let _ = reply.send(self.remove().await);
+        }
     }
 }
 
-fn on_event(app: &Arc<App>, ev: &Value) {
-    let attrs = &ev["Actor"]["Attributes"];
-    let server = attrs["lightd.role"].as_str() == Some("server");
-    let Some(id) = attrs["lightd.internal_id"].as_str() else { return };
-    // Another daemon's container on the same engine is none of our business.
-    if !app.store.read(|s| s.containers.contains_key(id)) {
-        return;
-    }
-    let (app, id) = (Arc::clone(app), id.to_string());
-    match ev["Action"].as_str().unwrap_or("") {
-        // An install container made by a call still in flight when a daemon died is a leftover.
-        "create" if !server => {
-            tokio::spawn(async move { super::recover::reconcile_container(&app, &id).await });
-        }
-        _ if !server => {}
-        "die" => {
-            tokio::spawn(async move { on_exit(&app, &id).await });
-        }
-        "create" | "start" | "destroy" => {
-            tokio::spawn(async move { super::recover::reconcile_container(&app, &id).await });
-        }
-        "pause" => {
-            tokio::spawn(
-                async move { set_state(&app, &id, PowerState::Suspended, |s| s != PowerState::Offline).await },
-            );
-        }
-        "unpause" => {
-            let waiting = app.hubs.get(&id).awaiting_pattern.load(Acquire);
-            let to = if waiting { PowerState::Starting } else { PowerState::Running };
-            tokio::spawn(async move { set_state(&app, &id, to, |s| s == PowerState::Suspended).await });
-        }
-        _ => {}
+/// What the viewers are told when the server went down.
+fn exit_message(intent: Intent, exit: &LastExit) -> String {
+    let code = exit.code;
+    match intent {
+        _ if exit.oom_killed => format!("Server was killed: out of memory (exit code {code})"),
+        Intent::Stop => format!("Server stopped (exit code {code})"),
+        Intent::Kill => format!("Server killed (exit code {code})"),
+        Intent::Restart => format!("Server stopped for a restart (exit code {code})"),
+        Intent::For(what) => format!("Server stopped for {what} (exit code {code})"),
+        Intent::None => format!("Server crashed with exit code {code}"),
     }
 }

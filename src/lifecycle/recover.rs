@@ -1,142 +1,130 @@
 //! Making the records agree with Docker: at boot and each time the engine comes back.
 //! Running servers are re-attached (their console continues; the tail is filled from Docker
-//! once), servers that ended while we were away are recorded `offline` with their exit,
-//! vanished containers are marked with a reason, and the port pool is made to match.
+//! once), servers that ended while we were away are recorded `offline` with their exit (and
+//! the crash policy applies), vanished containers are marked with a reason, leftovers are
+//! removed, and the port pool is made to match.
 
-use std::sync::atomic::Ordering::*;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use regex_lite::Regex;
-
-use super::power::{on_exit, set_state};
+use super::spec::compile_pattern;
+use super::supervisor::{Intent, Supervisor, Then};
 use crate::app::App;
-use crate::console::{pump, stats, Event};
+use crate::console::{pump, stats};
 use crate::error::Error;
-use crate::model::{now, ContainerRecord, InstallState, PortBinding, PortKey, PowerState};
+use crate::model::{now, PortKey, PowerState};
+use crate::store::State;
 
-/// Reconciles every record; errors are logged, never fatal (the engine may go away again).
-pub async fn reconcile(app: &Arc<App>) {
-    let records: Vec<ContainerRecord> = app.store.read(|s| s.containers.values().cloned().collect());
-    for rec in records {
-        if let Err(e) = reconcile_one(app, &rec).await {
-            eprintln!("lightd: {}: reconcile: {e}", rec.internal_id);
+impl Supervisor {
+    /// One server's reconcile; a running job knows better and is left alone.
+    pub(super) async fn reconcile(&mut self) {
+        if self.job.is_some() {
+            return;
+        }
+        if let Err(e) = self.reconcile_steps().await {
+            eprintln!("lightd: {}: reconcile: {e}", self.id);
         }
     }
-    if let Err(e) = fix_port_pool(app).await {
-        eprintln!("lightd: reconcile of the port pool: {e}");
-    }
-}
 
-/// Reconciles one container, e.g. when the engine reports a change lightd did not make
-/// (a call still in flight when a previous daemon was killed lands after the boot reconcile).
-pub async fn reconcile_container(app: &Arc<App>, id: &str) {
-    let Some(rec) = app.store.read(|s| s.containers.get(id).cloned()) else { return };
-    if let Err(e) = reconcile_one(app, &rec).await {
-        eprintln!("lightd: {id}: reconcile: {e}");
-    }
-}
-
-async fn reconcile_one(app: &Arc<App>, rec: &ContainerRecord) -> Result<(), Error> {
-    let id = &rec.internal_id;
-    // An operation in flight (install, rebind, start) knows better; leave it alone.
-    let Ok(_op) = app.ops.begin(id, "reconcile").await else { return Ok(()) };
-    let Some(rec) = app.store.read(|s| s.containers.get(id).cloned()) else { return Ok(()) };
-    // Left from an install or rebind cut short; the record no longer points at them.
-    for leftover in [format!("{}-install", rec.docker_name()), format!("{}-rebind", rec.docker_name())] {
-        if rec.install_state != InstallState::Installing && rec.container_id.as_deref() != Some(&leftover) {
-            let _ = app.docker.remove_container(&leftover).await;
-        }
-    }
-    if rec.install_state == InstallState::Installing {
-        return Ok(());
-    }
-    // A container under the server's name that the record does not point at was made by an
-    // install cut short before it was recorded: it goes (a reinstall makes a fresh one).
-    match app.docker.inspect_container(&rec.docker_name()).await {
-        Ok(named) if named["Id"].as_str() != rec.container_id.as_deref() => {
-            app.docker.remove_container(&rec.docker_name()).await?;
-        }
-        Err(e) if !e.is_not_found() => return Err(e.into()),
-        _ => {}
-    }
-    let Some(cid) = rec.container_id.clone() else { return Ok(()) };
-    let info = match app.docker.inspect_container(&cid).await {
-        Ok(info) => info,
-        Err(e) if e.is_not_found() => return vanished(app, id).await,
-        Err(e) => return Err(e.into()),
-    };
-    let st = &info["State"];
-    if st["Running"].as_bool() != Some(true) {
-        on_exit(app, id).await;
-        return Ok(());
-    }
-    let hub = app.hubs.get(id);
-    if hub.attach_open.load(Acquire) {
-        return Ok(());
-    }
-    let pattern = rec.start_pattern.as_deref().and_then(|p| Regex::new(p).ok());
-    let waiting = rec.state == PowerState::Starting && pattern.is_some();
-    hub.awaiting_pattern.store(waiting, Release);
-    if hub.started_at.load(Acquire) == 0 {
-        hub.started_at.store(now(), Release);
-    }
-    let backfill = if hub.lines_total() == 0 {
-        app.docker.log_tail(&cid, app.config.console.ring_lines, pump::MAX_LINE).await.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    pump::open(app, &hub, &cid, pattern, backfill).await?;
-    let to = match (st["Paused"].as_bool(), waiting) {
-        (Some(true), _) => PowerState::Suspended,
-        (_, true) => PowerState::Starting,
-        _ => PowerState::Running,
-    };
-    set_state(app, id, to, |_| true).await?;
-    stats::ensure(app, &hub);
-    eprintln!("lightd: {id}: re-attached to its running container");
-    Ok(())
-}
-
-/// The Docker container is gone (removed by hand): say so; a reinstall brings it back.
-async fn vanished(app: &App, id: &str) -> Result<(), Error> {
-    let why = "Docker container vanished (removed outside lightd); reinstall to recreate it";
-    let changed = app
-        .store
-        .update(|s| {
-            let Some(r) = s.containers.get_mut(id) else { return Ok(false) };
-            if r.container_id.is_none() {
-                return Ok(false);
+    async fn reconcile_steps(&mut self) -> Result<(), Error> {
+        let Some(rec) = self.record() else { return Ok(()) };
+        self.sweep().await;
+        // A container under the server's name that the record does not point at was made by
+        // an install cut short before it was recorded: it goes (a reinstall makes a fresh one).
+        match self.app.docker.inspect_container(&rec.docker_name()).await {
+            Ok(named) if named["Id"].as_str() != rec.container_id.as_deref() => {
+                self.app.docker.remove_container(&rec.docker_name()).await?;
             }
-            r.container_id = None;
-            r.install_state = InstallState::Failed;
-            r.state = PowerState::Offline;
-            r.error = Some(why.into());
-            r.updated_at = now();
-            Ok::<_, Error>(true)
-        })
-        .await?;
-    if changed {
-        let hub = app.hubs.get(id);
-        hub.publish(Event::Status(PowerState::Offline));
-        hub.publish(Event::DaemonMessage(why.into()));
-        eprintln!("lightd: {id}: {why}");
+            Err(e) if !e.is_not_found() => return Err(e.into()),
+            _ => {}
+        }
+        let Some(cid) = rec.container_id.clone() else {
+            self.hub.set_filled(true);
+            return Ok(());
+        };
+        let info = match self.app.docker.inspect_container(&cid).await {
+            Ok(info) => info,
+            Err(e) if e.is_not_found() => {
+                self.hub.set_filled(true);
+                self.vanished().await;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let st = &info["State"];
+        if st["Running"].as_bool() != Some(true) {
+            self.hub.set_filled(true);
+            if rec.state != PowerState::Offline {
+                // Ended while we were away: a stop we had begun, or a crash.
+                self.intent = if rec.state == PowerState::Stopping { Intent::Stop } else { Intent::None };
+                self.check_exit(None).await;
+            }
+            return Ok(());
+        }
+        if !self.hub.attach_open.load(Ordering::Acquire) {
+            let waiting = rec.state == PowerState::Starting && rec.start_pattern.is_some();
+            let pattern = match (&rec.start_pattern, waiting) {
+                (Some(p), true) => Some(compile_pattern(p)?),
+                _ => None,
+            };
+            let backfill = if self.hub.lines_total() == 0 {
+                let n = self.app.config.console.ring_lines;
+                self.app.docker.log_tail(&cid, n, pump::MAX_LINE).await.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            self.run += 1;
+            self.pattern_pending = pattern.is_some();
+            let opened =
+                pump::open(&self.app.docker, &self.hub, &cid, self.run, pattern, backfill, self.report()).await;
+            self.hub.set_filled(true);
+            opened?;
+            eprintln!("lightd: {}: re-attached to its running container", self.id);
+        }
+        if self.hub.started_at.load(Ordering::Acquire) == 0 {
+            self.hub.started_at.store(now(), Ordering::Release);
+        }
+        let to = match (st["Paused"].as_bool() == Some(true), rec.state) {
+            (true, _) => PowerState::Suspended,
+            // A stop that a daemon restart interrupted: finish it.
+            (false, PowerState::Stopping) => {
+                self.set_state(PowerState::Running).await?;
+                return self.stop(Intent::Stop, Then::Nothing).await;
+            }
+            _ if self.pattern_pending => PowerState::Starting,
+            _ => PowerState::Running,
+        };
+        self.set_state(to).await?;
+        stats::ensure(&self.app, &self.hub);
+        Ok(())
     }
-    Ok(())
+}
+
+/// Removes containers this daemon made whose record is gone (a delete or create cut short by
+/// a crash or an engine outage).
+pub async fn sweep_orphans(app: &App) {
+    let mine = vec![format!("lightd.instance={}", app.instance)];
+    let Ok(found) = app.docker.list_containers(&mine).await else { return };
+    for c in found {
+        let id = c.labels.get("lightd.internal_id").and_then(|v| v.as_str()).unwrap_or_default();
+        if !app.store.read(|s| s.containers.contains_key(id)) {
+            eprintln!("lightd: removing container {} of {id:?}, which has no record", &c.id[..12.min(c.id.len())]);
+            let _ = app.docker.remove_container(&c.id).await;
+        }
+    }
 }
 
 /// Every record's ports are held by it; every held port belongs to a record that lists it.
-async fn fix_port_pool(app: &App) -> Result<(), Error> {
+pub async fn fix_port_pool(app: &Arc<App>) -> Result<(), Error> {
+    if app.store.read(|s| pool_fixes(s).is_empty()) {
+        return Ok(());
+    }
     app.store
         .update(|s| {
-            let wanted: Vec<(PortKey, String)> = s
-                .containers
-                .values()
-                .flat_map(|r| r.ports.iter().map(|p: &PortBinding| (p.key(), r.internal_id.clone())))
-                .collect();
-            for port in s.ports.values_mut() {
-                let owner = wanted.iter().find(|(k, _)| *k == port.key()).map(|(_, id)| id.clone());
-                if port.in_use != owner.is_some() || port.used_by != owner {
-                    eprintln!("lightd: port {} fixed: used by {owner:?} (was {:?})", port.key(), port.used_by);
+            for (key, owner) in pool_fixes(s) {
+                if let Some(port) = s.ports.get_mut(&key) {
+                    eprintln!("lightd: port {key} fixed: used by {owner:?} (was {:?})", port.used_by);
                     port.in_use = owner.is_some();
                     port.used_by = owner;
                 }
@@ -144,4 +132,17 @@ async fn fix_port_pool(app: &App) -> Result<(), Error> {
             Ok(())
         })
         .await
+}
+
+/// Pool entries whose owner is not the record that lists them, with their rightful owner.
+fn pool_fixes(s: &State) -> Vec<(PortKey, Option<String>)> {
+    let wanted: HashMap<PortKey, &str> =
+        s.containers.values().flat_map(|r| r.ports.iter().map(|p| (p.key(), r.internal_id.as_str()))).collect();
+    s.ports
+        .values()
+        .filter_map(|port| {
+            let owner = wanted.get(&port.key()).map(|id| id.to_string());
+            (port.in_use != owner.is_some() || port.used_by != owner).then_some((port.key(), owner))
+        })
+        .collect()
 }

@@ -1,37 +1,99 @@
-//! `DELETE /containers/:id`: the Docker container, the data directory, the ports and the
-//! record go; the volume stays.
+//! `DELETE /containers/:id`: an install in progress is cancelled, a running server is stopped
+//! gracefully; then the Docker containers, the data directory, the ports, the console tokens
+//! bound to it and the record go. The volume stays.
 
-use super::{begin, bounded, install::data_dir, record, release_ports, REMOVE_TIMEOUT};
-use crate::app::App;
+use tokio::sync::oneshot;
+
+use super::supervisor::{Intent, JobKind, Supervisor, Then};
+use super::{bounded, install::data_dir, release_ports, REMOVE_TIMEOUT};
 use crate::error::{Error, Result};
+use crate::model::PowerState;
 
-/// Removes Docker's side first: if the engine is down (503) or slow (past 30 s) nothing
-/// else is touched, so the record never points at a half-deleted server.
-pub async fn delete(app: &App, id: &str) -> Result<()> {
-    let _guard = begin(app, id, "delete").await?;
-    let rec = record(app, id)?;
-    let docker = &app.docker;
-    let mut names =
-        vec![rec.docker_name(), format!("{}-install", rec.docker_name()), format!("{}-rebind", rec.docker_name())];
-    names.extend(rec.container_id.clone());
-    for name in &names {
-        bounded(REMOVE_TIMEOUT, "removing the container", docker.remove_container(name)).await?;
-    }
-    let dir = data_dir(app, id);
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())));
+impl Supervisor {
+    pub(super) async fn delete(&mut self, reply: oneshot::Sender<Result<()>>) {
+        if let Some(job) = self.job.take_if(|j| matches!(j.kind, JobKind::Pull { .. } | JobKind::Install { .. })) {
+            job.task.abort();
+            self.say("Install cancelled: the container is being deleted");
         }
-        _ => {}
+        let rec = self.record();
+        let up = rec.as_ref().is_some_and(|r| r.state != PowerState::Offline && r.container_id.is_some());
+        if up && self.job.is_none() {
+            if let Err(e) = self.app.docker.ping().await {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+            if let Err(e) = self.stop(Intent::For("deletion"), Then::Nothing).await {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        }
+        if let Some(JobKind::Stop { then }) = self.job.as_mut().map(|j| &mut j.kind) {
+            // Answered once the server has stopped and everything is gone.
+            *then = Then::Delete(reply);
+            return;
+        }
+        let _ = reply.send(self.remove().await);
     }
-    app.store
-        .update(|s| {
-            release_ports(s, id, &[]);
-            s.containers.remove(id);
-            Ok::<_, Error>(())
-        })
-        .await?;
-    app.hubs.remove(id);
-    app.ops.forget(id);
-    Ok(())
+
+    /// Removes Docker's side first: if the engine is down (503) or slow (past 30 s) while a
+    /// container exists, nothing else is touched, so the record never points at a
+    /// half-deleted server. A record that never had a container needs no engine: anything an
+    /// install left behind is swept when the engine answers again.
+    pub(super) async fn remove(&mut self) -> Result<()> {
+        let rec = self.record().ok_or_else(super::not_found)?;
+        let docker = &self.app.docker;
+        let mut ids: Vec<String> = rec.container_id.iter().cloned().chain([rec.docker_name()]).collect();
+        match docker.list_containers(&self.labels()).await {
+            Ok(found) => ids.extend(found.into_iter().map(|c| c.id)),
+            Err(e) if rec.container_id.is_some() => return Err(e.into()),
+            Err(_) => ids.clear(),
+        }
+        for cid in &ids {
+            bounded(REMOVE_TIMEOUT, "removing the container", docker.remove_container(cid)).await?;
+        }
+        if let Some(p) = self.hub.take_pump() {
+            p.abort();
+        }
+        let dir = data_dir(&self.app, &self.id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())));
+            }
+            _ => {}
+        }
+        let id = self.id.clone();
+        self.app
+            .store
+            .update(|s| {
+                release_ports(s, &id, &[]);
+                s.containers.remove(&id);
+                s.tokens.retain(|_, t| t.internal_id.as_deref() != Some(id.as_str()));
+                Ok::<_, Error>(())
+            })
+            .await?;
+        self.app.hubs.remove(&self.id);
+        self.deleted = true;
+        Ok(())
+    }
+
+    /// The labels that find every container this daemon made for this server.
+    pub(super) fn labels(&self) -> Vec<String> {
+        vec![format!("lightd.instance={}", self.app.instance), format!("lightd.internal_id={}", self.id)]
+    }
+
+    /// Removes this server's containers that nothing refers to (helpers of a job that was
+    /// cut short, a half-made container of an install a crash interrupted). Never while a job
+    /// runs: its containers are its own.
+    pub(super) async fn sweep(&self) {
+        if self.job.is_some() {
+            return;
+        }
+        let current = self.record().and_then(|r| r.container_id);
+        let Ok(found) = self.app.docker.list_containers(&self.labels()).await else { return };
+        for c in found.into_iter().filter(|c| Some(&c.id) != current.as_ref()) {
+            eprintln!("lightd: {}: removing leftover container {}", self.id, &c.id[..12.min(c.id.len())]);
+            let _ =
+                bounded(REMOVE_TIMEOUT, "removing a leftover container", self.app.docker.remove_container(&c.id)).await;
+        }
+    }
 }

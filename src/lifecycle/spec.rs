@@ -40,6 +40,8 @@ pub struct CreateRequest {
     pub install_script: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub crash_restart: Option<bool>,
 }
 
 /// Checks everything that needs no state and builds the record (`installing`, `offline`).
@@ -78,6 +80,7 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
         mount,
         env: req.env,
         install_script: req.install_script.filter(|s| !s.trim().is_empty()),
+        crash_restart: req.crash_restart.unwrap_or(config.containers.crash_restart),
         last_exit: None,
         error: None,
         created_at: t,
@@ -98,12 +101,25 @@ pub fn check_image(image: &str) -> Result<()> {
     }
 }
 
-pub fn check_pattern(p: &str) -> Result<()> {
+/// Longest `start_pattern` accepted, in bytes.
+pub const MAX_PATTERN: usize = 256;
+/// Bound on a compiled `start_pattern`, so matching a line costs little whatever the pattern.
+const PATTERN_SIZE_LIMIT: usize = 32 * 1024;
+
+/// Compiles a `start_pattern` with the same limits everywhere it is compiled.
+pub fn compile_pattern(p: &str) -> Result<regex_lite::Regex> {
+    if p.len() > MAX_PATTERN {
+        return Err(bad(format!("start_pattern must be at most {MAX_PATTERN} bytes")));
+    }
     regex_lite::RegexBuilder::new(p)
-        .size_limit(1 << 20)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .nest_limit(32)
         .build()
-        .map(drop)
-        .map_err(|e| bad(format!("start_pattern is not a valid regex: {e}")))
+        .map_err(|e| bad(format!("start_pattern is not a valid regex (or is too complex): {e}")))
+}
+
+pub fn check_pattern(p: &str) -> Result<()> {
+    compile_pattern(p).map(drop)
 }
 
 /// Ports: non-zero, no repeats in one request.
@@ -199,19 +215,21 @@ pub struct RunSpec<'a> {
     pub role: &'a str,
     /// Id of the network to join (`containers.default_network`, resolved).
     pub network: &'a str,
+    /// The daemon's instance id (a label, so daemons sharing an engine never mix).
+    pub instance: &'a str,
 }
 
 impl<'a> RunSpec<'a> {
     /// The server container: runs `entrypoint.sh`, publishes the record's ports.
-    pub fn server(volume_path: &'a Path, data_dir: &'a Path, network: &'a str) -> RunSpec<'a> {
+    pub fn server(volume_path: &'a Path, data_dir: &'a Path, network: &'a str, instance: &'a str) -> RunSpec<'a> {
         let cmd = vec!["/bin/sh".into(), format!("{DATA}/entrypoint.sh")];
-        RunSpec { cmd, volume_path, data_dir, publish: true, role: "server", network }
+        RunSpec { cmd, volume_path, data_dir, publish: true, role: "server", network, instance }
     }
 
     /// The one-shot install container: runs `install.sh` from the volume, publishes nothing.
-    pub fn install(volume_path: &'a Path, data_dir: &'a Path, network: &'a str) -> RunSpec<'a> {
+    pub fn install(volume_path: &'a Path, data_dir: &'a Path, network: &'a str, instance: &'a str) -> RunSpec<'a> {
         let cmd = vec!["/bin/sh".into(), "-c".into(), format!("cd {HOME} && exec {DATA}/install.sh")];
-        RunSpec { cmd, volume_path, data_dir, publish: false, role: "install", network }
+        RunSpec { cmd, volume_path, data_dir, publish: false, role: "install", network, instance }
     }
 }
 
@@ -282,7 +300,8 @@ pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> 
         "AttachStderr": true,
         "Tty": false,
         "ExposedPorts": exposed,
-        "Labels": {"lightd.managed": "true", "lightd.internal_id": rec.internal_id, "lightd.role": run.role},
+        "Labels": {"lightd.managed": "true", "lightd.internal_id": rec.internal_id, "lightd.role": run.role,
+                   "lightd.instance": run.instance},
         "HostConfig": host,
     })
 }
@@ -318,7 +337,7 @@ mod tests {
         let config = Config::default();
         let rec = check_create(req(), &config).unwrap();
         assert_eq!(rec.install_state, InstallState::Installing);
-        let run = RunSpec::server(Path::new("/v"), Path::new("/d"), "n1");
+        let run = RunSpec::server(Path::new("/v"), Path::new("/d"), "n1", "i1");
         let spec = container_spec(&rec, &config, &run);
         assert_eq!(spec["HostConfig"]["PortBindings"]["25565/tcp"][0]["HostPort"], "25565");
         assert_eq!(spec["HostConfig"]["NanoCpus"], 500_000_000);
@@ -327,7 +346,7 @@ mod tests {
         assert_eq!(spec["Labels"]["lightd.managed"], "true");
         let env: Vec<&str> = spec["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(env, vec!["A=1", "SERVER_IP=0.0.0.0", "SERVER_MEMORY=512", "SERVER_PORT=25565"]);
-        let run = RunSpec::install(Path::new("/v"), Path::new("/d"), "n1");
+        let run = RunSpec::install(Path::new("/v"), Path::new("/d"), "n1", "i1");
         assert_eq!(container_spec(&rec, &config, &run)["HostConfig"]["PortBindings"], json!({}));
     }
 

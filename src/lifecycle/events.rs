@@ -1,0 +1,66 @@
+//! One Docker `/events` stream for the whole daemon: exits, OOM kills and outside changes of
+//! managed containers go to their supervisors as facts. Each time the stream (re)connects,
+//! everything is reconciled, since anything may have happened while nobody listened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::action::{EngineEvent, Fact};
+use super::recover::{fix_port_pool, sweep_orphans};
+use crate::app::App;
+use crate::console::Event;
+use crate::docker::stream::LineSplitter;
+
+/// Follows the engine's events until the daemon stops; reconnects with backoff.
+pub async fn watch(app: Arc<App>) {
+    let mut delay = Duration::from_millis(500);
+    let mut lost = false;
+    loop {
+        if let Ok(mut chunks) = app.docker.container_events("lightd.managed=true").await {
+            app.metrics.set_events_stream(true);
+            delay = Duration::from_millis(500);
+            if std::mem::take(&mut lost) {
+                app.hubs.broadcast(Event::DaemonMessage("Docker engine reachable again".into()));
+            }
+            reconcile_all(&app).await;
+            let mut lines = LineSplitter::new(1 << 20);
+            while let Some(Ok(chunk)) = chunks.next().await {
+                let mut seen = Vec::new();
+                lines.push(&chunk, |l| seen.extend(serde_json::from_str::<Value>(&l).ok()));
+                for ev in seen {
+                    route(&app, &ev);
+                }
+            }
+            app.metrics.set_events_stream(false);
+            lost = true;
+            app.hubs.broadcast(Event::DaemonMessage("Docker engine connection lost; reconnecting".into()));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Asks every supervisor to reconcile, removes orphans, repairs the pool.
+pub async fn reconcile_all(app: &Arc<App>) {
+    app.sups.tell_all(|| Fact::Reconcile);
+    sweep_orphans(app).await;
+    if let Err(e) = fix_port_pool(app).await {
+        eprintln!("lightd: reconcile of the port pool: {e}");
+    }
+}
+
+/// Hands one engine event to the supervisor of the container it is about.
+fn route(app: &App, ev: &Value) {
+    let attrs = &ev["Actor"]["Attributes"];
+    let Some(id) = attrs["lightd.internal_id"].as_str() else { return };
+    let Some(event) = ev["Action"].as_str().and_then(EngineEvent::parse) else { return };
+    // Another daemon's container on the same engine is none of our business.
+    let ours = attrs["lightd.instance"].as_str().is_none_or(|i| i == app.instance);
+    let server = attrs["lightd.role"].as_str() == Some("server");
+    if !ours || !(server || event == EngineEvent::Create) {
+        return;
+    }
+    app.sups.tell(id, Fact::Docker(event));
+}

@@ -1,0 +1,370 @@
+//! One task per container, its supervisor: it owns the container's power and install state
+//! and handles one message at a time. Users' actions arrive with their reply; facts arrive
+//! from the console pump, the engine's events, background jobs and the reconcile. Long steps
+//! (a graceful stop, a pull, an install, a rebind) run as jobs that report back, so the
+//! supervisor stays free to escalate a stop, cancel an install or refuse what cannot run.
+//! The state/action table it implements is written out in the README.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::action::{Action, Ask, EngineEvent, Fact, JobResult, Msg};
+use crate::app::App;
+use crate::console::pump::Signal;
+use crate::console::Hub;
+use crate::error::{conflict, Error, Result};
+use crate::model::{ContainerRecord, InstallState, PortBinding, PowerState};
+
+/// The supervisor of one container.
+pub struct Supervisor {
+    pub(super) app: Arc<App>,
+    pub(super) id: String,
+    pub(super) hub: Arc<Hub>,
+    /// Its own mailbox, for jobs and the pump to report to.
+    pub(super) tx: mpsc::UnboundedSender<Msg>,
+    pub(super) job: Option<Job>,
+    /// Actions waiting for the job to finish, each until its deadline.
+    deferred: Vec<Ask>,
+    /// Numbers the runs of the server: a pump's report about an older run is stale.
+    pub(super) run: u64,
+    /// Why the current run is ending, when lightd ends it.
+    pub(super) intent: Intent,
+    /// The current run waits for `start_pattern`.
+    pub(super) pattern_pending: bool,
+    pub(super) last_crash: Option<std::time::Instant>,
+    /// Set once the record is gone: the supervisor ends.
+    pub(super) deleted: bool,
+}
+
+/// A long step in the background, and what the supervisor does when it ends.
+pub struct Job {
+    pub kind: JobKind,
+    pub task: JoinHandle<()>,
+}
+
+pub enum JobKind {
+    /// Pulling the image of a create or reinstall (the server, if any, still runs).
+    Pull { rollback: Option<Rollback> },
+    /// The server is being stopped (gracefully, or killed); `then` follows its exit.
+    Stop { then: Then },
+    /// The container is being made and the install script run.
+    Install { start_after: bool },
+    /// A new container with other ports is being made beside the old one.
+    Rebind { ports: Vec<PortBinding>, start_after: bool },
+}
+
+/// What follows a stop.
+pub enum Then {
+    Nothing,
+    Start,
+    Install { start_after: bool },
+    Rebind { ports: Vec<PortBinding>, start_after: bool },
+    Delete(oneshot::Sender<Result<()>>),
+}
+
+/// What a reinstall puts back when its image cannot be had: the server stays as it was.
+pub struct Rollback {
+    pub image: String,
+    pub install_script: Option<String>,
+    pub install_state: InstallState,
+}
+
+/// Why the current run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// Not by lightd: a crash.
+    None,
+    Stop,
+    Kill,
+    Restart,
+    /// Stopped so that a reinstall, rebind or delete can proceed.
+    For(&'static str),
+}
+
+/// How the supervisor answers an action now.
+enum Decision {
+    Run,
+    Refuse(Error),
+    /// Wait for the job to end (at most until the action's deadline).
+    Defer,
+}
+
+impl Supervisor {
+    /// Starts the supervisor of `id` (whose record exists) and returns its mailbox.
+    /// `fresh`: the record was just created and its install begins now.
+    pub fn spawn(app: &Arc<App>, id: &str, fresh: bool) -> mpsc::UnboundedSender<Msg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sup = Supervisor {
+            app: Arc::clone(app),
+            id: id.to_string(),
+            hub: app.hubs.get(id),
+            tx: tx.clone(),
+            job: None,
+            deferred: Vec::new(),
+            run: 0,
+            intent: Intent::None,
+            pattern_pending: false,
+            last_crash: None,
+            deleted: false,
+        };
+        app.tasks.spawn(sup.serve(rx, fresh));
+        tx
+    }
+
+    async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, fresh: bool) {
+        if fresh {
+            self.begin_install(None);
+        } else {
+            self.boot().await;
+        }
+        loop {
+            let next = self.deferred.iter().map(|a| a.deadline).min();
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = sleep_until(next) => {
+                    self.expire_deferred();
+                    continue;
+                }
+            };
+            match msg {
+                None | Some(Msg::Shutdown) => break,
+                Some(Msg::Ask(ask)) => self.ask(ask).await,
+                Some(Msg::Fact(fact)) => self.fact(fact).await,
+            }
+            if self.deleted {
+                break;
+            }
+            self.retry_deferred().await;
+        }
+        self.end();
+    }
+
+    /// At daemon start: an install that a restart cut short can never finish; a server that
+    /// was up has its tail filled by the reconcile (viewers wait for it, bounded).
+    async fn boot(&mut self) {
+        let Some(rec) = self.record() else { return };
+        if rec.install_state == InstallState::Installing {
+            let _ = self
+                .edit(|r| {
+                    r.install_state = InstallState::Failed;
+                    r.error = Some("interrupted by daemon restart".into());
+                })
+                .await;
+        }
+        if rec.state != PowerState::Offline {
+            self.hub.set_filled(false);
+            let hub = Arc::clone(&self.hub);
+            tokio::spawn(async move {
+                tokio::time::sleep(super::FILL_WAIT * 2).await;
+                hub.set_filled(true);
+            });
+        }
+    }
+
+    /// Leaves: jobs are cut (a restart finds what they left), pending answers say why.
+    fn end(&mut self) {
+        if let Some(job) = self.job.take() {
+            job.task.abort();
+            if let JobKind::Stop { then: Then::Delete(reply) } = job.kind {
+                let _ = reply.send(Err(Error::Internal("the daemon is shutting down".into())));
+            }
+        }
+        for ask in self.deferred.drain(..) {
+            let _ = ask.reply.send(Err(Error::Internal("the daemon is shutting down".into())));
+        }
+        self.app.sups.forget(&self.id, &self.tx);
+    }
+
+    /// The record as saved now (`None` once deleted).
+    pub(super) fn record(&self) -> Option<ContainerRecord> {
+        self.app.store.read(|s| s.containers.get(&self.id).cloned())
+    }
+
+    /// Changes the record (stamping `updated_at`) and waits until it is saved.
+    pub(super) async fn edit(&self, f: impl FnOnce(&mut ContainerRecord)) -> Result<()> {
+        super::edit(&self.app, &self.id, f).await
+    }
+
+    /// Where the pump reports: into this mailbox.
+    pub(super) fn report(&self) -> crate::console::pump::Report {
+        let tx = self.tx.clone();
+        Arc::new(move |s: Signal| {
+            let _ = tx.send(Msg::Fact(Fact::Console(s)));
+        })
+    }
+
+    /// Runs `job` in the background; its result comes back as a fact.
+    pub(super) fn start_job(
+        &mut self,
+        kind: JobKind,
+        work: impl std::future::Future<Output = JobResult> + Send + 'static,
+    ) {
+        let tx = self.tx.clone();
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            let _ = tx.send(Msg::Fact(Fact::Done(result)));
+        });
+        self.job = Some(Job { kind, task });
+    }
+
+    async fn ask(&mut self, ask: Ask) {
+        match self.decide(&ask.action) {
+            Decision::Refuse(e) => {
+                let _ = ask.reply.send(Err(e));
+            }
+            Decision::Defer if Instant::now() < ask.deadline => self.deferred.push(ask),
+            Decision::Defer => {
+                let e = self.busy(&ask.action);
+                let _ = ask.reply.send(Err(e));
+            }
+            Decision::Run => {
+                if ask.action.needs_engine() {
+                    if let Err(e) = self.app.docker.ping().await {
+                        let _ = ask.reply.send(Err(e.into()));
+                        return;
+                    }
+                }
+                self.perform(ask.action, ask.reply).await;
+            }
+        }
+    }
+
+    /// The state/action table (README): what `action` does in the current state.
+    fn decide(&self, action: &Action) -> Decision {
+        use Decision::*;
+        use PowerState::*;
+        let Some(rec) = self.record() else { return Refuse(super::not_found()) };
+        let verb = action.verb();
+        if rec.install_state == InstallState::Installing {
+            return match action {
+                Action::Delete => Run,
+                _ => Refuse(conflict(format!("Cannot {verb} while container is installing"))),
+            };
+        }
+        match (&self.job, action) {
+            (Some(Job { kind: JobKind::Stop { then }, .. }), _) => {
+                let plain = matches!(then, Then::Nothing | Then::Start);
+                match action {
+                    Action::Stop | Action::Kill => Run,
+                    Action::Restart | Action::Delete if plain => Run,
+                    Action::Command(_) => Refuse(conflict("Cannot send a command while the server is stopping")),
+                    _ => Defer,
+                }
+            }
+            (Some(_), _) => Defer,
+            (None, Action::Reinstall { .. } | Action::Rebind(_) | Action::Delete) => Run,
+            (None, _) if rec.install_state == InstallState::Failed => Refuse(conflict(format!(
+                "Cannot {verb}: the install failed ({}); reinstall the container first",
+                rec.error.as_deref().unwrap_or("no reason recorded")
+            ))),
+            (None, Action::Start) => match rec.state {
+                Offline => Run,
+                Suspended => Refuse(conflict("Container is suspended; resume it instead")),
+                Stopping => Refuse(conflict("Cannot start while the server is stopping")),
+                Starting | Running => Refuse(conflict("Container is already running")),
+            },
+            (None, Action::Stop | Action::Kill) if rec.state == Offline => Refuse(conflict("Container is not running")),
+            (None, Action::Suspend) => match rec.state {
+                Starting | Running => Run,
+                Suspended => Refuse(conflict("Container is already suspended")),
+                _ => Refuse(conflict("Container is not running")),
+            },
+            (None, Action::Resume) if rec.state != Suspended => Refuse(conflict("Container is not suspended")),
+            (None, Action::Command(_)) => match rec.state {
+                Starting | Running => Run,
+                Suspended => Refuse(conflict("Container is suspended")),
+                _ => Refuse(conflict("Container is not running")),
+            },
+            (None, _) => Run,
+        }
+    }
+
+    /// The 409 for an action that waited its two seconds in vain.
+    fn busy(&self, action: &Action) -> Error {
+        let what = match &self.job {
+            Some(Job { kind: JobKind::Stop { then: Then::Start }, .. }) => "the server is restarting",
+            Some(Job { kind: JobKind::Stop { .. }, .. }) => "the server is stopping",
+            Some(Job { kind: JobKind::Rebind { .. }, .. }) => "the network is being rebound",
+            Some(_) => "container is installing",
+            None => "another operation is running on this container",
+        };
+        conflict(format!("Cannot {} while {what}", action.verb()))
+    }
+
+    async fn perform(&mut self, action: Action, reply: oneshot::Sender<Result<()>>) {
+        let answer = match action {
+            Action::Start => self.start().await,
+            Action::Stop => self.stop(Intent::Stop, Then::Nothing).await,
+            Action::Kill => self.kill().await,
+            Action::Restart => self.restart().await,
+            Action::Suspend => self.suspend().await,
+            Action::Resume => self.resume().await,
+            Action::Command(text) => return self.command(text, reply),
+            Action::Reinstall { image, install_script } => self.reinstall(image, install_script).await,
+            Action::Rebind(ports) => self.rebind(ports).await,
+            Action::Delete => return self.delete(reply).await,
+        };
+        let _ = reply.send(answer);
+    }
+
+    async fn fact(&mut self, fact: Fact) {
+        match fact {
+            Fact::Console(Signal::PatternMatched { run }) if run == self.run => self.pattern_matched().await,
+            Fact::Console(Signal::Ended { run }) if run == self.run => self.check_exit(None).await,
+            Fact::Console(_) => {}
+            Fact::Docker(EngineEvent::Die | EngineEvent::Destroy) => self.check_exit(None).await,
+            Fact::Docker(EngineEvent::Pause) => self.paused_outside(true).await,
+            Fact::Docker(EngineEvent::Unpause) => self.paused_outside(false).await,
+            Fact::Docker(EngineEvent::Start | EngineEvent::Create) | Fact::Reconcile => self.reconcile().await,
+            Fact::Done(result) => self.job_done(result).await,
+        }
+    }
+
+    async fn job_done(&mut self, result: JobResult) {
+        match result {
+            JobResult::Stopped(outcome) => self.check_exit(Some(outcome)).await,
+            JobResult::Pulled(outcome) => self.pulled(outcome).await,
+            JobResult::Installed(outcome) => self.installed(outcome).await,
+            JobResult::Rebound(outcome) => self.rebound(outcome).await,
+        }
+    }
+
+    async fn retry_deferred(&mut self) {
+        if self.job.is_some() || self.deferred.is_empty() {
+            return;
+        }
+        for ask in std::mem::take(&mut self.deferred) {
+            self.ask(ask).await;
+            if self.deleted {
+                return;
+            }
+        }
+    }
+
+    fn expire_deferred(&mut self) {
+        let now = Instant::now();
+        let (late, waiting): (Vec<Ask>, Vec<Ask>) = self.deferred.drain(..).partition(|a| a.deadline <= now);
+        self.deferred = waiting;
+        for ask in late {
+            let e = self.busy(&ask.action);
+            let _ = ask.reply.send(Err(e));
+        }
+    }
+
+    /// Publishes a note to the viewers and the daemon log.
+    pub(super) fn say(&self, note: impl Into<String>) {
+        let note = note.into();
+        eprintln!("lightd: {}: {note}", self.id);
+        self.hub.publish(crate::console::Event::DaemonMessage(note));
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
