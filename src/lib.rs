@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod ports;
+pub mod quota;
 pub mod shutdown;
 pub mod store;
 #[cfg(test)]
