@@ -185,12 +185,10 @@ pub fn create(image: &Path, dir: &Path, bytes: u64) -> Result<(), QuotaError> {
         return Err(QuotaError::new(Kind::Exists, "create", &dir, "is not empty (mounting would hide its files)"));
     }
     let result = new_image(&image, bytes).and_then(|()| {
-        let formatted = format(&image, &dir);
-        if formatted.is_err() {
+        format(&image, &dir).inspect_err(|_| {
             let _ = unmount(&dir);
             let _ = fs::remove_file(&image);
-        }
-        formatted
+        })
     });
     if result.is_err() && made_dir {
         let _ = fs::remove_dir(&dir);
@@ -256,7 +254,7 @@ pub fn unmount(dir: &Path) -> Result<Unmounted, QuotaError> {
     let Ok(dir) = sys::absolute(dir) else {
         return Ok(Unmounted::NotMounted);
     };
-    match umount(&dir) {
+    match unmount_strict(&dir) {
         Ok(true) => Ok(Unmounted::Done),
         Ok(false) => Ok(Unmounted::NotMounted),
         Err(e) if e.kind == Kind::Busy => {
@@ -268,7 +266,7 @@ pub fn unmount(dir: &Path) -> Result<Unmounted, QuotaError> {
 }
 
 /// Unmounts (never lazily) and waits for the loop device to go. Ok(false): nothing was mounted.
-fn umount(dir: &Path) -> Result<bool, QuotaError> {
+fn unmount_strict(dir: &Path) -> Result<bool, QuotaError> {
     let Some((source, _)) = sys::mount_at(dir) else {
         return Ok(false);
     };
@@ -331,7 +329,7 @@ pub fn grow(image: &Path, dir: &Path, new_bytes: u64) -> Result<(), QuotaError> 
         tool("losetup -c", &image, "losetup", &[OsStr::new("-c"), dev.as_os_str()], TIMEOUT)?;
         return tool("resize2fs", &image, "resize2fs", &[dev.as_os_str()], LONG_TIMEOUT);
     }
-    umount(&dir).map_err(|mut e| {
+    unmount_strict(&dir).map_err(|mut e| {
         if e.kind == Kind::Busy {
             e.cause += "; growing a volume in use needs CAP_SYS_RESOURCE, which lightd lacks: stop its servers first";
         }
