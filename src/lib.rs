@@ -12,6 +12,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod ports;
 pub mod shutdown;
 pub mod store;
