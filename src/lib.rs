@@ -12,7 +12,9 @@ pub mod ids;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod ports;
+pub mod quota;
 pub mod shutdown;
 pub mod store;
 #[cfg(test)]
