@@ -1,12 +1,18 @@
-//! Test bed: starts the real `lightd` binary on a free port with its own temp directory and
-//! speaks raw HTTP/1.1 to it, so every header and byte is under the test's control.
+//! Test bed: starts the real `lightd` binary with its own temp directory on a port it picks
+//! itself, and speaks raw HTTP/1.1 to it, so every header and byte is under the test's
+//! control. Every daemon has a deadline (a hung test fails, it never hangs the suite), and
+//! whatever it made on the engine is removed when it is dropped, whatever the outcome.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+pub mod engine;
+pub mod ws;
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -16,7 +22,7 @@ pub const IMAGE: &str = "lightd-test/busybox";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh directory under the system temp dir, removed on drop.
+/// A fresh directory under the system temp dir, removed on drop (mounts under it first).
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -31,22 +37,46 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        unmount_under(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Unmounts every mount point below `dir` (volume images), deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> =
+        info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).status();
+    }
+}
+
+/// Host ports for containers to publish: a block of its own per test process, outside the
+/// kernel's ephemeral range, so nothing else takes them between allocation and use.
+pub fn ports(n: u16) -> Vec<u16> {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const BLOCK: u16 = 300;
+    let base = 12_000 + (std::process::id() % 60) as u16 * BLOCK;
+    let first = NEXT.fetch_add(n, Ordering::Relaxed);
+    assert!(first + n <= BLOCK, "this test process used more than {BLOCK} ports");
+    (first..first + n).map(|i| base + i).collect()
+}
+
+pub fn port() -> u16 {
+    ports(1)[0]
 }
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lightd")
 }
 
-/// A config pointing every path into `dir`, listening on `port`.
-pub fn config_for(dir: &Path, port: u16) -> Value {
+/// A config pointing every path into `dir`; the daemon picks its own port.
+pub fn config_for(dir: &Path) -> Value {
     json!({
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": 0},
         "volumes": {"base_path": dir.join("volumes")},
         "storage": {"state_file": dir.join("state.json"), "data_path": dir.join("data")},
         "containers": {"default_network": "lightd-test-net", "cleanup_timeout": 3},
@@ -54,14 +84,22 @@ pub fn config_for(dir: &Path, port: u16) -> Value {
     })
 }
 
-/// A running daemon; killed on drop.
+/// Seconds a test may run before the whole test process is stopped with a report
+/// (`LIGHTD_TEST_DEADLINE` changes it).
+fn deadline_secs() -> u64 {
+    std::env::var("LIGHTD_TEST_DEADLINE").ok().and_then(|s| s.parse().ok()).unwrap_or(600)
+}
+
+/// A running daemon; killed on drop, and everything it made on the engine removed.
 pub struct Daemon {
-    /// Prefix of every internal id a test makes here, so its Docker leftovers can be found.
-    pub prefix: String,
     pub child: Option<Child>,
     pub port: u16,
     pub dir: TempDir,
     pub config: PathBuf,
+    /// Prefix of every internal id a test makes here.
+    pub prefix: String,
+    /// Set when the test ends, so the watchdog stands down.
+    done: Arc<AtomicBool>,
 }
 
 impl Daemon {
@@ -78,19 +116,24 @@ impl Daemon {
 
     /// Writes the config (after `tweak`) without starting the daemon yet.
     pub fn prepare(tweak: impl FnOnce(&mut Value)) -> Daemon {
+        raise_nofile();
         let dir = TempDir::new("daemon");
-        let port = free_port();
-        let mut cfg = config_for(&dir.0, port);
+        let mut cfg = config_for(&dir.0);
         tweak(&mut cfg);
         let config = dir.0.join("config.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("t{}x{n}", std::process::id());
-        Daemon { prefix, child: None, port, dir, config }
+        let done = Arc::new(AtomicBool::new(false));
+        watchdog(Arc::clone(&done), dir.0.join("daemon.log"));
+        Daemon { child: None, port: 0, dir, config, prefix, done }
     }
 
+    /// Starts the binary and waits until it answers; its port is read from its log.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.0.join("daemon.log")).unwrap();
+        let log_path = self.dir.0.join("daemon.log");
+        let before = std::fs::read_to_string(&log_path).map(|s| s.len()).unwrap_or(0);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let child = Command::new(bin())
             .arg("--config")
             .arg(&self.config)
@@ -99,45 +142,44 @@ impl Daemon {
             .spawn()
             .expect("start lightd");
         self.child = Some(child);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) =
-                self.try_raw("GET /api/v1/public/ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".as_bytes())
-            {
-                if r.status == 200 {
+        loop {
+            let log = self.log();
+            if let Some(port) = log.get(before..).and_then(listening_port) {
+                self.port = port;
+                if self.try_raw(b"GET /api/v1/public/ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .is_ok_and(|r| r.status == 200)
+                {
                     return;
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("lightd exited with {status}: {}", self.log());
+                panic!("lightd exited with {status}: {log}");
             }
+            assert!(Instant::now() < deadline, "lightd did not answer within 20 s: {log}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("lightd did not answer within 20 s: {}", self.log());
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("daemon.log")).unwrap_or_default()
     }
 
-    /// SIGTERM and wait: the graceful path.
+    /// SIGTERM and wait: the graceful path. The daemon must exit 0 within 15 s.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            unsafe_kill(c.id(), "TERM");
+            signal(c.id(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    assert!(status.success(), "lightd exited with {status} after SIGTERM: {}", self.log());
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = c.kill();
             let _ = c.wait();
-            panic!("lightd did not stop on SIGTERM within 15 s");
+            panic!("lightd did not stop on SIGTERM within 15 s: {}", self.log());
         }
     }
 
@@ -160,6 +202,11 @@ impl Daemon {
     pub fn state(&self) -> Value {
         let bytes = std::fs::read(self.dir.0.join("state.json")).expect("state.json exists");
         serde_json::from_slice(&bytes).expect("state.json is valid JSON")
+    }
+
+    /// The daemon's instance id: the label on every container it makes.
+    pub fn instance(&self) -> String {
+        self.state()["instance"].as_str().expect("instance in state.json").to_string()
     }
 
     pub fn try_raw(&self, request: &[u8]) -> std::io::Result<Resp> {
@@ -191,13 +238,32 @@ impl Daemon {
         self.call("GET", path, None)
     }
 
+    /// `POST /containers/:id/<action>`, returning the status.
+    pub fn act(&self, id: &str, action: &str) -> u16 {
+        self.call("POST", &format!("/containers/{id}/{action}"), None).status
+    }
+
+    /// The record of `id`.
+    pub fn record(&self, id: &str) -> Value {
+        let r = self.get(&format!("/containers/{id}"));
+        assert_eq!(r.status, 200, "GET /containers/{id}: {}", r.body);
+        r.json()
+    }
+
+    /// Waits until the power state of `id` is `want`; returns the record.
+    pub fn wait_state(&self, id: &str, want: &str, secs: u64) -> Value {
+        wait_for(secs, &format!("{id} to be {want}"), || Some(self.record(id)).filter(|v| v["state"] == want))
+    }
+
     /// An internal id unique to this daemon.
     pub fn id(&self, name: &str) -> String {
         format!("{}-{name}", self.prefix)
     }
 
     pub fn new_volume(&self) -> (String, PathBuf) {
-        let v = self.call("POST", "/volumes", None).json();
+        let r = self.call("POST", "/volumes", None);
+        assert_eq!(r.status, 201, "{}", r.body);
+        let v = r.json();
         (v["volume_id"].as_str().unwrap().to_string(), PathBuf::from(v["path"].as_str().unwrap()))
     }
 
@@ -223,39 +289,92 @@ impl Daemon {
     /// Like `create_container`, then waits until the install is `ready`.
     pub fn ready_container(&self, name: &str, command: &str, extra: Value) -> String {
         let id = self.create_container(name, command, extra);
-        assert_eq!(self.wait_installed(&id, 120)["install_state"], "ready");
+        let rec = self.wait_installed(&id, 120);
+        assert_eq!(rec["install_state"], "ready", "{rec}");
         id
     }
 
     /// The record of `id`, waiting until its install leaves `installing`.
     pub fn wait_installed(&self, id: &str, secs: u64) -> Value {
         wait_for(secs, &format!("{id} to finish installing"), || {
-            let r = self.get(&format!("/containers/{id}"));
-            assert_eq!(r.status, 200, "{}", r.body);
-            let v = r.json();
-            (v["install_state"] != "installing").then_some(v)
+            Some(self.record(id)).filter(|v| v["install_state"] != "installing")
         })
     }
 
-    /// Names of Docker containers (running or not) that belong to this daemon's tests.
-    pub fn docker_names(&self) -> Vec<String> {
-        docker(&["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("name=^/lightd-{}-", self.prefix)])
+    /// Docker containers this daemon made (by its instance label), as (id, name, running).
+    pub fn containers(&self) -> Vec<(String, String, bool)> {
+        let filter = format!("label=lightd.instance={}", self.instance());
+        docker(&["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.State}}", "--filter", &filter])
             .lines()
-            .map(String::from)
+            .filter_map(|l| {
+                let mut it = l.split(' ');
+                Some((it.next()?.to_string(), it.next()?.to_string(), it.next()? == "running"))
+            })
             .collect()
     }
+
+    /// Names of the Docker containers this daemon made.
+    pub fn docker_names(&self) -> Vec<String> {
+        self.containers().into_iter().map(|c| c.1).collect()
+    }
+
+    /// A metric's value from `/metrics`.
+    pub fn metric(&self, name_and_labels: &str) -> Option<u64> {
+        metric(&self.get("/metrics").body, name_and_labels)
+    }
+
+    /// Open Docker streams of `kind` for `id` (from `/metrics`).
+    pub fn streams(&self, id: &str, kind: &str) -> u64 {
+        self.metric(&format!("lightd_docker_streams{{kind=\"{kind}\",container=\"{id}\"}}")).unwrap_or(0)
+    }
+}
+
+/// The port in the daemon's "listening on 127.0.0.1:PORT" line.
+fn listening_port(log: &str) -> Option<u16> {
+    let rest = log.split("listening on ").nth(1)?;
+    rest.split_whitespace().next()?.rsplit(':').next()?.parse().ok()
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
         self.kill9();
-        remove_containers(&format!("lightd-{}-", self.prefix));
+        if let Some(instance) = self.state_instance() {
+            remove_labelled(&format!("lightd.instance={instance}"));
+        }
     }
 }
 
-/// Force-removes every Docker container whose name starts with `prefix`.
-pub fn remove_containers(prefix: &str) {
-    let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("name=^/{prefix}")]).output();
+impl Daemon {
+    fn state_instance(&self) -> Option<String> {
+        let bytes = std::fs::read(self.dir.0.join("state.json")).ok()?;
+        let v: Value = serde_json::from_slice(&bytes).ok()?;
+        v["instance"].as_str().map(String::from)
+    }
+}
+
+/// Stops the whole test process when a test outlives its deadline, saying which one: a hung
+/// test fails loudly instead of hanging the suite.
+fn watchdog(done: Arc<AtomicBool>, log: PathBuf) {
+    let name = std::thread::current().name().unwrap_or("a test").to_string();
+    let secs = deadline_secs();
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < until {
+            if done.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let tail: String = std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n");
+        eprintln!("\n{name} ran past its {secs} s deadline; daemon log (newest first):\n{tail}");
+        std::process::exit(101);
+    });
+}
+
+/// Force-removes every Docker container carrying `label` (`key=value`).
+pub fn remove_labelled(label: &str) {
+    let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]).output();
     if let Ok(out) = out {
         let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
         if !ids.is_empty() {
@@ -264,8 +383,23 @@ pub fn remove_containers(prefix: &str) {
     }
 }
 
-fn unsafe_kill(pid: u32, sig: &str) {
+pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Lets this test process open as many sockets as the hard limit allows (1000 viewers).
+pub fn raise_nofile() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
 }
 
 /// A parsed response.
@@ -294,7 +428,7 @@ impl Resp {
 /// Sends `request` bytes and reads the response until the server closes.
 pub fn raw(port: u16, request: &[u8]) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(Duration::from_secs(90)))?;
     s.write_all(request)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -314,21 +448,25 @@ pub fn parse_response(buf: &[u8]) -> std::io::Result<Resp> {
     let headers: Vec<(String, String)> =
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked { dechunk(body)? } else { body.to_string() };
     Ok(Resp { status, headers, body })
 }
 
-fn dechunk(mut s: &str) -> String {
+/// Undoes chunked encoding; a malformed or cut chunk is an error, never a shorter body.
+fn dechunk(mut s: &str) -> std::io::Result<String> {
+    let bad = |what: &str| std::io::Error::other(format!("bad chunked body: {what}"));
     let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
+    loop {
+        let (size, rest) = s.split_once("\r\n").ok_or_else(|| bad("no chunk size line"))?;
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad(&format!("chunk size {size:?}")))?;
+        if n == 0 {
+            return Ok(out);
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        let data = rest.get(..n).ok_or_else(|| bad("chunk shorter than its size"))?;
+        out.push_str(data);
+        s = rest[n..].strip_prefix("\r\n").ok_or_else(|| bad("no CRLF after a chunk"))?;
     }
-    out
 }
 
 /// Runs `docker` with `args` and returns its stdout; panics with stderr on failure.
@@ -336,6 +474,13 @@ pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).stderr(Stdio::piped()).output().expect("run docker");
     assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker inspect` of one container, `None` when it does not exist.
+pub fn inspect(name: &str) -> Option<Value> {
+    let out = Command::new("docker").args(["inspect", name]).output().expect("run docker");
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get(0).cloned()
 }
 
 /// Fails loudly (never skips) when the engine or the test image is missing.
@@ -360,6 +505,44 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
+/// The seed of a randomized test: `LIGHTD_SEED` replays one; otherwise one from the clock.
+/// Printed either way, so a failing run can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("LIGHTD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("{test}: seed {seed} (LIGHTD_SEED={seed} replays it)");
+    seed
+}
+
+/// xorshift64*: small, seeded, reproducible.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// What reading an attach stream found.
+#[derive(Debug, PartialEq)]
+pub enum Line {
+    Text(String),
+    /// The server ended the stream.
+    End,
+}
+
 /// A streaming `POST /containers/:id/attach` session read line by line.
 pub struct AttachSession {
     reader: std::io::BufReader<TcpStream>,
@@ -369,17 +552,17 @@ pub struct AttachSession {
 
 impl AttachSession {
     pub fn open(port: u16, id: &str) -> AttachSession {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Reads wait at most this long: a silent stream is reported, never mistaken for an end.
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let req = format!(
             "POST /containers/{id}/attach HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n"
         );
-        s.write_all(req.as_bytes()).unwrap();
+        (&s).write_all(req.as_bytes()).unwrap();
         let mut reader = std::io::BufReader::new(s);
         let mut head = String::new();
         loop {
             let mut l = String::new();
-            use std::io::BufRead;
             reader.read_line(&mut l).unwrap();
             if l == "\r\n" || l.is_empty() {
                 break;
@@ -391,27 +574,38 @@ impl AttachSession {
         AttachSession { reader, pending: String::new(), lines: Default::default() }
     }
 
-    /// The next line, waiting for it; `None` when the server ended the stream.
-    pub fn next_line(&mut self) -> Option<String> {
-        use std::io::BufRead;
+    /// The next line, or `End` when the server ended the stream; panics when nothing came
+    /// within 30 s or the chunked encoding is broken.
+    pub fn next_line(&mut self) -> Line {
         while self.lines.is_empty() {
             let mut size = String::new();
-            if self.reader.read_line(&mut size).ok()? == 0 {
-                return None;
+            match self.reader.read_line(&mut size) {
+                Ok(0) => return Line::End,
+                Ok(_) => {}
+                Err(e) => panic!("attach stream: nothing within 30 s ({e})"),
             }
-            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
             if n == 0 {
-                return None;
+                return Line::End;
             }
             let mut data = vec![0; n + 2];
-            self.reader.read_exact(&mut data).ok()?;
+            self.reader.read_exact(&mut data).unwrap_or_else(|e| panic!("attach stream cut mid-chunk: {e}"));
+            assert_eq!(&data[n..], b"\r\n", "chunk not followed by CRLF");
             self.pending.push_str(&String::from_utf8_lossy(&data[..n]));
             while let Some(i) = self.pending.find('\n') {
                 let line: String = self.pending.drain(..=i).collect();
                 self.lines.push_back(line.trim_end_matches('\n').to_string());
             }
         }
-        self.lines.pop_front()
+        Line::Text(self.lines.pop_front().unwrap_or_default())
+    }
+
+    /// The next text line; panics if the stream ended instead.
+    pub fn text(&mut self) -> String {
+        match self.next_line() {
+            Line::Text(t) => t,
+            Line::End => panic!("the attach stream ended"),
+        }
     }
 }
 
