@@ -16,8 +16,7 @@ fn create_body(id: &str, volume: &str) -> Value {
 }
 
 fn inspect(name: &str) -> Value {
-    let v: Value = serde_json::from_str(&docker(&["inspect", name])).unwrap();
-    v[0].clone()
+    common::inspect(name).unwrap_or_else(|| panic!("no container {name}"))
 }
 
 #[test]
@@ -25,7 +24,7 @@ fn create_installs_then_ready_with_what_was_asked() {
     require_docker();
     let d = Daemon::start();
     let (vol, vol_path) = d.new_volume();
-    let (tcp, udp) = (free_port(), free_port());
+    let [tcp, udp] = ports(2)[..] else { unreachable!() };
     d.add_port("127.0.0.1", tcp, "tcp");
     d.add_port("127.0.0.1", udp, "udp");
     let id = d.id("srv");
@@ -45,7 +44,6 @@ fn create_installs_then_ready_with_what_was_asked() {
     let r = d.call("POST", &format!("/containers/{id}/rebind-network"), Some(json!({"ports": []})));
     assert_eq!((r.status, r.error().as_str()), (409, "Cannot rebind network while container is installing"));
     assert_eq!(d.call("POST", &format!("/containers/{id}/reinstall"), None).status, 409);
-    assert_eq!(d.call("DELETE", &format!("/containers/{id}"), None).status, 409);
     assert_eq!(d.call("DELETE", &format!("/volumes/{vol}"), None).status, 409, "volume in use");
 
     let rec = d.wait_installed(&id, 120);
@@ -101,7 +99,8 @@ fn create_installs_then_ready_with_what_was_asked() {
     let data = mounts.iter().find(|m| m["Destination"] == "/app/data").expect("data mount");
     assert_eq!(data["RW"], false);
     assert!(std::path::Path::new(data["Source"].as_str().unwrap()).join("entrypoint.sh").exists());
-    assert!(d.docker_names().iter().all(|n| !n.ends_with("-install")), "install container removed");
+    wait_for(20, "the install container removed", || (d.containers().len() == 1).then_some(()));
+    assert_eq!(d.containers()[0].0, cid, "only the server's container is left");
 
     // The pool and the volume know who uses them; list and metrics agree.
     let ports = d.get("/network/ports?available=false").json()["ports"].clone();
@@ -159,9 +158,8 @@ fn every_bad_field_is_refused_and_nothing_is_created() {
     let allowed_root = allowed.0.clone();
     let d = Daemon::start_with(|c| c["containers"]["allowed_mounts"] = json!([allowed_root]));
     let (vol, _) = d.new_volume();
-    let taken = free_port();
+    let [taken, free] = ports(2)[..] else { unreachable!() };
     d.add_port("127.0.0.1", taken, "tcp");
-    let free = free_port();
     d.add_port("127.0.0.1", free, "tcp");
     let owner = d.id("owner");
     let mut body = create_body(&owner, &vol);
@@ -249,7 +247,7 @@ fn rebind_moves_ports_and_delete_cleans_up() {
     require_docker();
     let d = Daemon::start();
     let (vol, vol_path) = d.new_volume();
-    let (old, new, other) = (free_port(), free_port(), free_port());
+    let [old, new, other] = ports(3)[..] else { unreachable!() };
     for p in [old, new, other] {
         d.add_port("127.0.0.1", p, "tcp");
     }
@@ -347,14 +345,19 @@ fn install_cut_by_a_restart_is_failed_not_stuck() {
     let mut body = create_body(&id, &vol);
     body["install_script"] = json!("sleep 30");
     assert_eq!(d.call("POST", "/containers", Some(body)).status, 202);
-    wait_for(60, "install script running", || d.docker_names().iter().any(|n| n.ends_with("-install")).then_some(()));
+    let helper = wait_for(60, "install script running", || {
+        d.containers().into_iter().find(|c| c.2 && !c.1.starts_with("lightd-")).map(|c| c.0)
+    });
+    assert_eq!(inspect(&helper)["Config"]["Labels"]["lightd.role"], "install");
     d.kill9();
     d.spawn();
-    let rec = d.get(&format!("/containers/{id}")).json();
+    let rec = d.record(&id);
     assert_eq!(rec["install_state"], "failed");
     assert_eq!(rec["error"], "interrupted by daemon restart");
+    // The reconcile removes the install container the cut install left behind.
+    wait_for(30, "the install container removed", || common::inspect(&helper).is_none().then_some(()));
     assert_eq!(d.call("DELETE", &format!("/containers/{id}"), None).status, 200);
-    assert!(d.docker_names().is_empty(), "{:?}", d.docker_names());
+    assert!(d.containers().is_empty(), "{:?}", d.containers());
 }
 
 #[test]

@@ -52,9 +52,8 @@ fn kill9_during_200_concurrent_writes() {
 #[test]
 fn corrupt_state_file_is_a_clear_startup_error() {
     let dir = TempDir::new("corrupt");
-    let port = free_port();
     let cfg = dir.0.join("config.json");
-    std::fs::write(&cfg, config_for(&dir.0, port).to_string()).unwrap();
+    std::fs::write(&cfg, config_for(&dir.0).to_string()).unwrap();
     std::fs::write(dir.0.join("state.json"), b"{\"volumes\": {").unwrap();
     let out = std::process::Command::new(bin()).arg("--config").arg(&cfg).output().unwrap();
     assert!(!out.status.success());

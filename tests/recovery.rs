@@ -5,83 +5,98 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo \"line $i\"; sleep 0.05; done";
+/// Prints `line N` every 50 ms and echoes stdin as `got <text>`.
+const ECHO_COUNTER: &str =
+    "i=0; while true; do i=$((i+1)); echo \"line $i\"; if read -t 0.05 l; then echo \"got $l\"; fi; done";
 
-fn ready(d: &Daemon, name: &str, command: &str) -> String {
-    d.ready_container(name, command, json!({}))
+fn number(line: &str) -> Option<u64> {
+    line.strip_prefix("line ")?.parse().ok()
 }
 
 fn last_number(d: &Daemon, id: &str) -> Option<u64> {
-    let logs = d.get(&format!("/containers/{id}/logs?tail=1")).json();
-    logs["lines"][0].as_str()?.strip_prefix("line ")?.parse().ok()
+    let logs = d.get(&format!("/containers/{id}/logs?tail=5")).json();
+    logs["lines"].as_array()?.iter().rev().find_map(|l| number(l.as_str()?))
 }
 
-fn rec(d: &Daemon, id: &str) -> Value {
-    d.get(&format!("/containers/{id}")).json()
-}
-
-#[test]
-fn running_servers_are_reattached_after_a_restart() {
+/// After a graceful restart and after `kill -9`, the running server is re-attached: its tail
+/// is there as soon as the record says `running` (filled from Docker), a new viewer gets the
+/// tail and then every live line exactly once with no gap at the seam, and stdin works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_servers_are_reattached_after_a_restart() {
     require_docker();
     let mut d = Daemon::start();
-    let id = ready(
-        &d,
-        "keep",
-        "i=0; while true; do i=$((i+1)); echo \"line $i\"; if read -t 0.05 l; then echo \"got $l\"; fi; done",
-    );
-    assert_eq!(d.call("POST", &format!("/containers/{id}/start"), None).status, 202);
-    let before = wait_for(20, "lines", || last_number(&d, &id).filter(|n| *n > 20));
-    for kill in [false, true] {
-        if kill {
-            d.kill9();
-            d.spawn();
-        } else {
-            d.restart();
-        }
-        let v = wait_for(20, "running again", || Some(rec(&d, &id)).filter(|v| v["state"] == "running"));
-        assert_eq!(v["install_state"], "ready");
-        // The tail came back from Docker, and the console goes on.
-        let tail = d.get(&format!("/containers/{id}/logs?tail=1000")).json()["lines"].as_array().unwrap().len();
-        assert!(tail >= 20, "tail filled from Docker: {tail} lines");
-        let n = wait_for(20, "new lines after the restart", || last_number(&d, &id).filter(|n| *n > before + 10));
-        assert!(n > before);
-        let m = d.get("/metrics").body;
-        assert_eq!(metric(&m, &format!("lightd_docker_streams{{kind=\"attach\",container=\"{id}\"}}")), Some(1));
-        assert_eq!(d.call("POST", &format!("/containers/{id}/command"), Some(json!({"command": "ping"}))).status, 202);
-        wait_for(10, "the command's echo", || {
-            let lines = d.get(&format!("/containers/{id}/logs?tail=50")).json()["lines"].clone();
-            lines.as_array()?.iter().any(|l| l == "got ping").then_some(())
+    let id = d.ready_container("keep", ECHO_COUNTER, json!({}));
+    assert_eq!(d.act(&id, "start"), 202);
+    wait_for(20, "lines", || last_number(&d, &id).filter(|n| *n > 20));
+    for round in ["restart", "kill9"] {
+        let before = last_number(&d, &id).unwrap();
+        tokio::task::block_in_place(|| match round {
+            "restart" => d.restart(),
+            _ => {
+                d.kill9();
+                d.spawn();
+            }
         });
-        d.get(&format!("/containers/{id}/logs?tail=1000"));
+        let v = d.wait_state(&id, "running", 20);
+        assert_eq!(v["install_state"], "ready");
+        // The tail is served only once it is filled: never empty once `running` shows.
+        let tail = d.get(&format!("/containers/{id}/logs?tail=1000")).json()["lines"].as_array().unwrap().len();
+        assert!(tail >= 20, "{round}: tail filled from Docker: {tail} lines");
+        let mut ws = ws::open(&d, &id).await;
+        assert_eq!(ws::next(&mut ws).await["event"], "status");
+        let logs = ws::next_event(&mut ws, "logs").await;
+        let tail: Vec<u64> = logs["args"].as_array().unwrap().iter().filter_map(|l| number(l.as_str()?)).collect();
+        assert!(tail.windows(2).all(|w| w[1] == w[0] + 1), "{round}: the tail has no gap or repeat: {tail:?}");
+        // Live output after the restart, exactly once from the tail on.
+        let mut prev = *tail.last().unwrap();
+        while prev < before + 20 {
+            let f = ws::next_event(&mut ws, "console output").await;
+            let Some(n) = f["args"][0].as_str().and_then(number) else { continue };
+            assert_eq!(n, prev + 1, "{round}: after line {prev} came line {n}");
+            prev = n;
+        }
+        assert_eq!(d.streams(&id, "attach"), 1);
+        // stdin reaches the re-attached server: a marker that cannot come from before.
+        let marker = format!("ping-{round}");
+        let r = d.call("POST", &format!("/containers/{id}/command"), Some(json!({"command": marker})));
+        assert_eq!(r.status, 202, "{}", r.body);
+        loop {
+            let f = ws::next_event(&mut ws, "console output").await;
+            if f["args"][0] == format!("got {marker}") {
+                break;
+            }
+        }
     }
-    assert_eq!(d.call("POST", &format!("/containers/{id}/kill"), None).status, 202);
-    let v = wait_for(20, "offline", || Some(rec(&d, &id)).filter(|v| v["state"] == "offline"));
-    assert_eq!(v["last_exit"]["code"], 137);
+    assert_eq!(d.act(&id, "kill"), 202);
+    assert_eq!(d.wait_state(&id, "offline", 20)["last_exit"]["code"], 137);
 }
 
+/// What happened while the daemon was down is recorded when it comes back: an exit (and the
+/// crash policy leaves a server alone that was stopped on purpose), a removal.
 #[test]
 fn exits_and_removals_while_down_are_recorded() {
     require_docker();
     let mut d = Daemon::start();
-    let exits = ready(&d, "exits", "sleep 2; exit 5");
-    let removed = ready(&d, "removed", COUNTER);
-    assert_eq!(d.call("POST", &format!("/containers/{exits}/start"), None).status, 202);
-    assert_eq!(d.call("POST", &format!("/containers/{removed}/start"), None).status, 202);
-    assert_eq!(rec(&d, &exits)["state"], "running");
+    let exits = d.ready_container("exits", "echo up; sleep 2; exit 5", json!({"crash_restart": false}));
+    let removed = d.ready_container("removed", "while true; do sleep 1; done", json!({}));
+    assert_eq!(d.act(&exits, "start"), 202);
+    assert_eq!(d.act(&removed, "start"), 202);
+    assert_eq!(d.record(&exits)["state"], "running");
     d.kill9();
     docker(&["rm", "-f", &format!("lightd-{removed}")]);
     wait_for(20, "the server to exit on its own", || {
         (docker(&["inspect", "-f", "{{.State.Running}}", &format!("lightd-{exits}")]).trim() == "false").then_some(())
     });
     d.spawn();
-    let v = wait_for(20, "exit recorded", || Some(rec(&d, &exits)).filter(|v| v["state"] == "offline"));
+    let v = d.wait_state(&exits, "offline", 20);
     assert_eq!(v["last_exit"]["code"], 5);
-    let v = wait_for(20, "removal noticed", || Some(rec(&d, &removed)).filter(|v| v["install_state"] == "failed"));
+    let v = wait_for(20, "removal noticed", || Some(d.record(&removed)).filter(|v| v["install_state"] == "failed"));
     assert_eq!(v["state"], "offline");
     assert!(v["error"].as_str().unwrap().contains("vanished"), "{v}");
     assert_eq!(v["container_id"], Value::Null);
     let r = d.call("POST", &format!("/containers/{removed}/start"), None);
     assert_eq!(r.status, 409);
+    assert!(r.error().contains("reinstall"), "{}", r.body);
     // A reinstall brings it back.
     assert_eq!(d.call("POST", &format!("/containers/{removed}/reinstall"), None).status, 202);
     assert_eq!(d.wait_installed(&removed, 120)["install_state"], "ready");
@@ -91,15 +106,10 @@ fn exits_and_removals_while_down_are_recorded() {
 fn the_port_pool_is_made_to_match_the_records() {
     require_docker();
     let mut d = Daemon::start();
-    let (p1, p2) = (free_port(), free_port());
+    let [p1, p2] = ports(2)[..] else { unreachable!() };
     d.add_port("127.0.0.1", p1, "tcp");
     d.add_port("127.0.0.1", p2, "tcp");
-    let (vol, _) = d.new_volume();
-    let id = d.id("owner");
-    let body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": "sleep 100",
-                      "ports": [{"ip": "127.0.0.1", "port": p1}]});
-    assert_eq!(d.call("POST", "/containers", Some(body)).status, 202);
-    d.wait_installed(&id, 120);
+    let id = d.ready_container("owner", "sleep 100", json!({"ports": [{"ip": "127.0.0.1", "port": p1}]}));
     d.stop();
     // Damage the pool by hand: p1 looks free, p2 looks taken by nobody real.
     let mut state = d.state();
@@ -118,8 +128,28 @@ fn the_port_pool_is_made_to_match_the_records() {
         let all = d.get("/network/ports").json()["ports"].clone();
         all.as_array().unwrap().iter().find(|e| e["port"] == p).cloned().unwrap()
     };
-    wait_for(20, "pool repaired", || (port(p1)["used_by"] == id.as_str()).then_some(()));
+    wait_for(20, "pool repaired", || {
+        (port(p1)["used_by"] == id.as_str() && port(p2)["used_by"].is_null()).then_some(())
+    });
     assert_eq!(port(p1)["in_use"], true);
     assert_eq!(port(p2)["in_use"], false);
-    assert_eq!(port(p2)["used_by"], Value::Null);
+}
+
+/// A container this daemon made whose record is gone (a create cut short by `kill -9`) is
+/// removed when the daemon comes back; another daemon's containers are never touched.
+#[test]
+fn orphans_are_removed_and_neighbours_left_alone() {
+    require_docker();
+    let mut d = Daemon::start();
+    let neighbour = Daemon::start();
+    let theirs = neighbour.ready_container("theirs", "sleep 1000", json!({}));
+    let id = d.ready_container("orphan", "sleep 1000", json!({}));
+    d.stop();
+    let mut state = d.state();
+    state["containers"].as_object_mut().unwrap().remove(&id);
+    std::fs::write(d.dir.0.join("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
+    d.spawn();
+    wait_for(20, "the orphan removed", || inspect(&format!("lightd-{id}")).is_none().then_some(()));
+    assert!(inspect(&format!("lightd-{theirs}")).is_some(), "the neighbour's container stays");
+    assert!(d.containers().is_empty(), "{:?}", d.containers());
 }

@@ -4,6 +4,7 @@
 
 pub mod pump;
 pub mod ring;
+pub mod splice;
 pub mod stats;
 pub mod viewer;
 

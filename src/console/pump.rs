@@ -13,6 +13,7 @@ use regex_lite::Regex;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::ring::Writer;
+use super::splice::Splice;
 use super::Hub;
 use crate::docker::stream::OutputLines;
 use crate::docker::{Docker, DockerError};
@@ -21,6 +22,8 @@ use crate::docker::{Docker, DockerError};
 pub const MAX_LINE: usize = 16 * 1024;
 /// Only this much of a line is matched against `start_pattern`.
 pub const MATCH_PREFIX: usize = 4096;
+/// After a backfill, stream lines that may repeat the tail are held at most this long.
+const SPLICE_QUIET: Duration = Duration::from_millis(300);
 
 /// What a pump reports, tagged with the run it was opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,28 +41,35 @@ pub enum Signal {
 pub type Report = Arc<dyn Fn(Signal) + Send + Sync>;
 
 /// Opens the attach stream of `container_id` (before it starts, so no output is missed) and
-/// runs the pump for `run`; `backfill` lines go into the ring first (a re-attach after a
-/// restart). A pump left from the previous run is given a moment to drain first.
+/// runs the pump for `run`. With `backfill` > 0 (a re-attach to a server that ran while
+/// nobody listened), that many lines of Docker's log are read into the ring right after the
+/// attach, and the seam between the two is spliced so no line is lost or doubled. A pump left
+/// from the previous run is given a moment to drain first.
 pub async fn open(
     docker: &Docker,
     hub: &Arc<Hub>,
     container_id: &str,
     run: u64,
     pattern: Option<Regex>,
-    backfill: Vec<String>,
+    backfill: usize,
     report: Report,
 ) -> Result<(), DockerError> {
     close(hub).await;
     let upgraded = docker.attach(container_id).await?;
     let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
     let mut writer = hub.take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
-    for line in &backfill {
-        writer.push(line);
+    let mut splice = Splice::default();
+    if backfill > 0 {
+        let tail = docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
+        for line in &tail {
+            writer.push(line);
+        }
+        splice = Splice::new(&tail);
     }
     *hub.stdin.lock().await = Some(wr);
     hub.attach_open.store(true, Release);
     let lease = Lease { hub: Arc::clone(hub), writer: Some(writer) };
-    hub.set_pump(tokio::spawn(pump(lease, rd, run, pattern, report)));
+    hub.set_pump(tokio::spawn(pump(lease, rd, run, pattern, splice, report)));
     Ok(())
 }
 
@@ -90,7 +100,14 @@ impl Drop for Lease {
     }
 }
 
-async fn pump(mut lease: Lease, mut rd: impl AsyncRead + Unpin, run: u64, pattern: Option<Regex>, report: Report) {
+async fn pump(
+    mut lease: Lease,
+    mut rd: impl AsyncRead + Unpin,
+    run: u64,
+    pattern: Option<Regex>,
+    mut splice: Splice,
+    report: Report,
+) {
     let hub = Arc::clone(&lease.hub);
     let Some(writer) = lease.writer.as_mut() else { return };
     let mut buf = vec![0u8; 32 * 1024];
@@ -105,17 +122,27 @@ async fn pump(mut lease: Lease, mut rd: impl AsyncRead + Unpin, run: u64, patter
         writer.push(&line);
     };
     loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let read = match splice.undecided() {
+            true => tokio::time::timeout(SPLICE_QUIET, rd.read(&mut buf)).await,
+            false => Ok(rd.read(&mut buf).await),
         };
-        output.push(&buf[..n], &mut push);
+        let n = match read {
+            Err(_) => {
+                splice.flush().into_iter().for_each(&mut push);
+                hub.wake.notify_waiters();
+                continue;
+            }
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        output.push(&buf[..n], |line| splice.feed(line).into_iter().for_each(&mut push));
         hub.wake.notify_waiters();
         if matched.swap(false, Relaxed) {
             report(Signal::PatternMatched { run });
         }
     }
-    output.finish(&mut push);
+    output.finish(|line| splice.feed(line).into_iter().for_each(&mut push));
+    splice.flush().into_iter().for_each(&mut push);
     if matched.swap(false, Relaxed) {
         report(Signal::PatternMatched { run });
     }

@@ -95,6 +95,11 @@ pub fn labels() -> Vec<&'static str> {
     TABLE.iter().map(|e| e.1).collect()
 }
 
+/// Every route as `(method, pattern)`, in table order (the OpenAPI check and tests use it).
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    TABLE.iter().map(|e| (e.0, e.1)).collect()
+}
+
 /// Why a request matched no route.
 #[derive(Debug, PartialEq)]
 pub enum Miss {

@@ -68,12 +68,8 @@ impl Supervisor {
                 (Some(p), true) => Some(compile_pattern(p)?),
                 _ => None,
             };
-            let backfill = if self.hub.lines_total() == 0 {
-                let n = self.app.config.console.ring_lines;
-                self.app.docker.log_tail(&cid, n, pump::MAX_LINE).await.unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+            // The console of a server that ran while nobody listened comes from Docker's log.
+            let backfill = if self.hub.lines_total() == 0 { self.app.config.console.ring_lines } else { 0 };
             self.run += 1;
             self.pattern_pending = pattern.is_some();
             let opened =

@@ -34,7 +34,12 @@ impl Engine {
             .status()
             .is_ok_and(|s| s.success());
         let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| b.split(|c| *c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+            .map(|b| {
+                b.split(|c| *c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         if systemd {
             assert!(Command::new("systemctl").args(["stop", "docker.socket", "docker"]).status().unwrap().success());
@@ -50,7 +55,8 @@ impl Engine {
         if self.systemd {
             assert!(Command::new("systemctl").args(["start", "docker"]).status().unwrap().success());
         } else if dockerd_pids().is_empty() {
-            let log = std::fs::OpenOptions::new().create(true).append(true).open("/var/log/lightd-dockerd.log").unwrap();
+            let log =
+                std::fs::OpenOptions::new().create(true).append(true).open("/var/log/lightd-dockerd.log").unwrap();
             let (prog, args) = self.cmdline.split_first().expect("the old command line");
             // `setsid -f` puts dockerd in its own session, beyond the test's process group.
             let started = Command::new("setsid")

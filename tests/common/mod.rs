@@ -147,7 +147,8 @@ impl Daemon {
             let log = self.log();
             if let Some(port) = log.get(before..).and_then(listening_port) {
                 self.port = port;
-                if self.try_raw(b"GET /api/v1/public/ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                if self
+                    .try_raw(b"GET /api/v1/public/ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                     .is_ok_and(|r| r.status == 200)
                 {
                     return;
@@ -323,6 +324,14 @@ impl Daemon {
         metric(&self.get("/metrics").body, name_and_labels)
     }
 
+    /// Waits until the console of `id` has printed `line` (within the last 100 lines).
+    pub fn wait_line(&self, id: &str, line: &str) {
+        wait_for(30, &format!("{line:?} in the console of {id}"), || {
+            let lines = self.get(&format!("/containers/{id}/logs?tail=100")).json()["lines"].clone();
+            lines.as_array()?.iter().any(|l| l == line).then_some(())
+        });
+    }
+
     /// Open Docker streams of `kind` for `id` (from `/metrics`).
     pub fn streams(&self, id: &str, kind: &str) -> u64 {
         self.metric(&format!("lightd_docker_streams{{kind=\"{kind}\",container=\"{id}\"}}")).unwrap_or(0)
@@ -366,7 +375,8 @@ fn watchdog(done: Arc<AtomicBool>, log: PathBuf) {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        let tail: String = std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n");
+        let tail: String =
+            std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n");
         eprintln!("\n{name} ran past its {secs} s deadline; daemon log (newest first):\n{tail}");
         std::process::exit(101);
     });

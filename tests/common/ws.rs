@@ -59,7 +59,9 @@ pub async fn next_event(ws: &mut Ws, event: &str) -> Value {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), wanted).await.unwrap_or_else(|_| panic!("no {event} frame within 30 s"))
+    tokio::time::timeout(Duration::from_secs(30), wanted)
+        .await
+        .unwrap_or_else(|_| panic!("no {event} frame within 30 s"))
 }
 
 /// The next `daemon_message` containing `needle`, within 30 s.
