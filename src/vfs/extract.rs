@@ -6,18 +6,15 @@
 //! second checks each entry again and writes it, resolving with [`STRICT`]: even a symlink the
 //! server plants between the passes is never gone through.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::fd::{AsFd, BorrowedFd};
 
-use flate2::read::GzDecoder;
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use tar::EntryType;
-use zip::result::ZipError;
 
+use super::formats::{unreadable, Format, Item, ItemKind};
 use super::path::RelPath;
 use super::resolve::{openat2_raw, resolve_error, CONFINED, STRICT};
 use super::upload::{Staged, Upload};
@@ -34,32 +31,13 @@ pub fn extract(root: &Root, rel_dir: &str, mut archive: File) -> Result<usize, F
         Err(FsError::NotFound) => None,
         Err(e) => return Err(e),
     };
-    let mut check =
-        Pass { root, dest: dest.as_ref().map(|d| d.as_fd()), write: false, links: HashSet::new(), count: 0 };
+    let mut check = Pass::new(root, dest.as_ref().map(|d| d.as_fd()), false);
     format.each(&mut archive, &mut |item| check.item(item))?;
     archive.rewind()?;
     let dest = root.make_dirs(root.fd(), &dest_path, CONFINED)?;
-    let mut write = Pass { root, dest: Some(dest.as_fd()), write: true, links: HashSet::new(), count: 0 };
+    let mut write = Pass::new(root, Some(dest.as_fd()), true);
     format.each(&mut archive, &mut |item| write.item(item))?;
     Ok(write.count)
-}
-
-/// One archive entry, whatever the format.
-struct Item<'a> {
-    name: String,
-    kind: ItemKind,
-    mode: u32,
-    data: &'a mut dyn Read,
-}
-
-enum ItemKind {
-    Dir,
-    File,
-    Symlink(Vec<u8>),
-    /// Never extracted; the reason completes "Archive entry "x" ...".
-    Refused(&'static str),
-    /// Metadata without a name of its own (a pax global header).
-    Skip,
 }
 
 /// One pass over the entries: checks each, and writes it when `write`.
@@ -73,7 +51,11 @@ struct Pass<'a> {
     count: usize,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
+    fn new(root: &'a Root, dest: Option<BorrowedFd<'a>>, write: bool) -> Self {
+        Pass { root, dest, write, links: HashSet::new(), count: 0 }
+    }
+
     fn item(&mut self, item: Item<'_>) -> Result<(), FsError> {
         let Item { name, kind, mode, data } = item;
         let bad = |why: &str| FsError::BadEntry(format!("Archive entry {name:?} {why}"));
@@ -89,7 +71,7 @@ impl Pass<'_> {
             return Err(bad("contains `..`"));
         }
         let path = RelPath::parse(&name).map_err(|e| bad(&format!("is invalid: {e}")))?;
-        let Some((parent, file_name)) = path.split_last() else {
+        let Some((parent, _)) = path.split_last() else {
             // `./` names the extraction directory itself.
             return if matches!(kind, ItemKind::Dir) { Ok(()) } else { Err(bad("has an empty name")) };
         };
@@ -114,146 +96,44 @@ impl Pass<'_> {
             self.links.insert(path.as_str().to_owned());
         }
         if let (true, Some(dest)) = (self.write, self.dest) {
-            self.apply(dest, kind, &path, &parent, file_name, mode, data)?;
+            self.apply(dest, &path, kind, mode, data)?;
             self.count += 1;
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Writes a checked entry beneath `dest`, resolving strictly: no symlink is gone through.
     fn apply(
         &self,
         dest: BorrowedFd<'_>,
-        kind: ItemKind,
         path: &RelPath,
-        parent: &RelPath,
-        name: &str,
+        kind: ItemKind,
         mode: u32,
         data: &mut dyn Read,
     ) -> Result<(), FsError> {
         let root = self.root;
         let mode = Mode::from_raw_mode(mode & 0o777);
+        if let ItemKind::Dir = kind {
+            return Ok(rustix::fs::fchmod(root.make_dirs(dest, path, STRICT)?, mode)?);
+        }
+        let Some((parent, name)) = path.split_last() else { return Ok(()) };
+        let dir = root.make_dirs(dest, &parent, STRICT)?;
         match kind {
-            ItemKind::Dir => rustix::fs::fchmod(root.make_dirs(dest, path, STRICT)?, mode)?,
             ItemKind::File => {
-                let mut upload = Upload::create(root, root.make_dirs(dest, parent, STRICT)?, name)?;
+                let mut upload = Upload::create(root, dir, name)?;
                 io::copy(data, upload.file()).map_err(unreadable)?;
                 rustix::fs::fchmod(&*upload.file(), mode)?;
                 upload.commit()?;
             }
             ItemKind::Symlink(target) => {
-                let staged = Staged::new(root, root.make_dirs(dest, parent, STRICT)?)?;
+                let staged = Staged::new(root, dir)?;
                 rustix::fs::symlinkat(target, staged.dir(), staged.tmp())?;
                 root.adopt(staged.dir(), staged.tmp())?;
                 staged.publish(name, true)?;
             }
-            ItemKind::Refused(_) | ItemKind::Skip => {}
+            ItemKind::Dir | ItemKind::Refused(_) | ItemKind::Skip => {}
         }
         Ok(())
-    }
-}
-
-/// The archive formats, told apart by their first bytes.
-#[derive(Debug, Clone, Copy)]
-enum Format {
-    Tar,
-    TarGz,
-    Zip,
-}
-
-impl Format {
-    fn sniff(file: &mut File) -> Result<Format, FsError> {
-        let mut head = Vec::with_capacity(512);
-        (&mut *file).take(512).read_to_end(&mut head)?;
-        file.rewind()?;
-        let tar_block =
-            head.len() == 512 && (head.get(257..262) == Some(&b"ustar"[..]) || head.iter().all(|&b| b == 0));
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Ok(Format::TarGz)
-        } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-            Ok(Format::Zip)
-        } else if tar_block {
-            Ok(Format::Tar)
-        } else {
-            Err(FsError::Invalid("Not a tar, tar.gz or zip archive".into()))
-        }
-    }
-
-    /// Calls `f` with each entry in archive order.
-    fn each(self, file: &mut File, f: &mut dyn FnMut(Item<'_>) -> Result<(), FsError>) -> Result<(), FsError> {
-        match self {
-            Format::Tar => each_tar(file, f),
-            Format::TarGz => each_tar(GzDecoder::new(file), f),
-            Format::Zip => each_zip(file, f),
-        }
-    }
-}
-
-fn each_tar<R: Read>(reader: R, f: &mut dyn FnMut(Item<'_>) -> Result<(), FsError>) -> Result<(), FsError> {
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(unreadable)? {
-        let mut entry = entry.map_err(unreadable)?;
-        let mode = entry.header().mode().map_err(unreadable)?;
-        let kind = match entry.header().entry_type() {
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => ItemKind::File,
-            EntryType::Directory => ItemKind::Dir,
-            EntryType::Symlink => ItemKind::Symlink(entry.link_name_bytes().map(Cow::into_owned).unwrap_or_default()),
-            EntryType::Link => ItemKind::Refused("is a hard link"),
-            EntryType::Char | EntryType::Block => ItemKind::Refused("is a device node"),
-            EntryType::Fifo => ItemKind::Refused("is a fifo"),
-            EntryType::XGlobalHeader => ItemKind::Skip,
-            _ => ItemKind::Refused("has an unsupported entry type"),
-        };
-        let (name, kind) = match String::from_utf8(entry.path_bytes().into_owned()) {
-            // An old-style tar marks a directory by a trailing slash on a regular entry.
-            Ok(name) if name.ends_with('/') && matches!(kind, ItemKind::File) => (name, ItemKind::Dir),
-            Ok(name) => (name, kind),
-            Err(e) => {
-                (String::from_utf8_lossy(e.as_bytes()).into_owned(), ItemKind::Refused("has a name that is not UTF-8"))
-            }
-        };
-        f(Item { name, kind, mode, data: &mut entry })?;
-    }
-    Ok(())
-}
-
-fn each_zip(file: &mut File, f: &mut dyn FnMut(Item<'_>) -> Result<(), FsError>) -> Result<(), FsError> {
-    let mut archive = zip::ZipArchive::new(file).map_err(bad_zip)?;
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(bad_zip)?;
-        let unix_mode = entry.unix_mode();
-        let kind = match unix_mode.map(FileType::from_raw_mode) {
-            Some(FileType::Symlink) => {
-                let mut target = Vec::new();
-                (&mut entry).take(4096).read_to_end(&mut target).map_err(unreadable)?;
-                ItemKind::Symlink(target)
-            }
-            Some(FileType::Fifo) => ItemKind::Refused("is a fifo"),
-            Some(FileType::CharacterDevice | FileType::BlockDevice) => ItemKind::Refused("is a device node"),
-            Some(FileType::Socket) => ItemKind::Refused("is a socket"),
-            Some(FileType::Directory) => ItemKind::Dir,
-            _ if entry.is_dir() => ItemKind::Dir,
-            _ => ItemKind::File,
-        };
-        let mode = unix_mode.unwrap_or(if matches!(kind, ItemKind::Dir) { 0o755 } else { 0o644 });
-        let name = entry.name().to_owned();
-        f(Item { name, kind, mode, data: &mut entry })?;
-    }
-    Ok(())
-}
-
-/// An error reading the archive: the kernel's own as such, the format's as bad input.
-fn unreadable(e: io::Error) -> FsError {
-    match e.raw_os_error() {
-        Some(_) => e.into(),
-        None => FsError::Invalid(format!("Unreadable archive: {e}")),
-    }
-}
-
-fn bad_zip(e: ZipError) -> FsError {
-    match e {
-        ZipError::Io(e) => unreadable(e),
-        e => FsError::Invalid(format!("Unreadable zip archive: {e}")),
     }
 }
 
@@ -262,7 +142,7 @@ mod tests {
     use std::fs;
     use std::io::Write;
 
-    use tar::Header;
+    use tar::{EntryType, Header};
     use zip::write::SimpleFileOptions;
     use zip::CompressionMethod;
 

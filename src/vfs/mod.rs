@@ -2,11 +2,13 @@
 //!
 //! The server inside a container is root (or uid 1000) in its volume: it can plant any symlink,
 //! hard link, fifo or device node there and swap a directory for a symlink while we work. So
-//! nothing here trusts a path string. A user's path is parsed lexically first ([`path`]), then
-//! resolved with `openat2(2)` from the volume's root fd ([`resolve`]): symlinks are followed only
+//! nothing here trusts a path string. A user's path is parsed lexically first (`path.rs`), then
+//! resolved with `openat2(2)` from the volume's root fd (`resolve.rs`): symlinks are followed only
 //! inside the volume (an absolute link is taken relative to its root), never onto another mount.
 //! Operations on a final name (delete, rename, lstat, replace) act on it with `*at` calls that
-//! never follow it, and tree walks ([`walk`]) open each directory with `O_NOFOLLOW`.
+//! never follow it, and tree walks (`walk.rs`) open each directory with `O_NOFOLLOW` and stay on
+//! the volume's file system. Regular files are opened only after an `O_PATH` handle showed them
+//! regular, so a fifo or device node planted by the server is never opened.
 //!
 //! Everything is blocking std I/O; the HTTP layer calls it from `spawn_blocking`.
 
@@ -14,6 +16,7 @@ mod archive;
 mod copy;
 mod entry;
 mod extract;
+mod formats;
 mod ignore;
 mod ops;
 mod path;
@@ -22,6 +25,7 @@ mod race;
 mod resolve;
 #[cfg(test)]
 mod testbed;
+mod tree;
 mod upload;
 mod walk;
 
@@ -162,5 +166,41 @@ impl From<io::Error> for FsError {
             Some(code) => Errno::from_raw_os_error(code).into(),
             None => FsError::Io(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::testbed::Bed;
+    use super::*;
+
+    #[test]
+    fn a_root_that_is_a_symlink_is_refused() {
+        let bed = Bed::new("rootlink");
+        let link = bed.base.join("link");
+        symlink(bed.path(""), &link).unwrap();
+        assert!(matches!(Root::open(&link), Err(FsError::Invalid(m)) if m.contains("symlink")));
+        assert!(matches!(Root::open(&bed.path("data/file.txt")), Err(FsError::Invalid(_))));
+        assert!(matches!(Root::open(&bed.base.join("missing")), Err(FsError::NotFound)));
+        assert!(Root::open(&bed.path("data")).is_ok());
+    }
+
+    #[test]
+    fn kernel_errors_map_to_sentences() {
+        for (errno, want) in [
+            (Errno::NOENT, "File not found"),
+            (Errno::XDEV, "Path escapes the volume"),
+            (Errno::NOSPC, "Volume is full"),
+            (Errno::DQUOT, "Volume is full"),
+            (Errno::EXIST, "File already exists"),
+        ] {
+            assert_eq!(FsError::from(errno).to_string(), want);
+            assert_eq!(FsError::from(io::Error::from_raw_os_error(errno.raw_os_error())).to_string(), want);
+        }
+        assert!(matches!(FsError::from(Errno::PERM), FsError::Io(_)));
+        let missing = resolve::resolve_error(Errno::NOSYS).to_string();
+        assert!(missing.contains("openat2") && missing.contains("Linux >= 5.6"), "{missing}");
     }
 }
