@@ -34,7 +34,8 @@ impl Ignore {
         Ignore { rules: patterns.iter().filter_map(|p| Rule::parse(p.as_ref())).collect() }
     }
 
-    /// [`Ignore::new`] plus the lines of the volume's `.lightdignore`, read confined, if present.
+    /// [`Ignore::new`] plus the lines of the volume's `.lightdignore`, read confined, if it is a
+    /// regular file.
     pub fn load<S: AsRef<str>>(root: &Root, patterns: &[S]) -> Result<Ignore, FsError> {
         let mut ignore = Ignore::new(patterns);
         match root.open_read(Self::FILE) {
@@ -43,7 +44,8 @@ impl Ignore {
                 file.take(MAX_FILE).read_to_end(&mut bytes)?;
                 ignore.rules.extend(String::from_utf8_lossy(&bytes).lines().filter_map(Rule::parse));
             }
-            Err(FsError::NotFound) => {}
+            // Absent, or not a regular file the server could have meant: no patterns from it.
+            Err(FsError::NotFound | FsError::IsADirectory | FsError::Invalid(_)) => {}
             Err(e) => return Err(e),
         }
         Ok(ignore)
@@ -170,6 +172,20 @@ mod tests {
         assert!(!ignore.is_ignored("a.log", false));
         assert!(ignore.is_ignored("a.tmp", false));
         assert!(!Ignore::default().is_ignored("anything", false));
+    }
+
+    #[test]
+    fn the_volume_file_adds_patterns_if_it_is_a_regular_file() {
+        let bed = crate::vfs::testbed::Bed::new("ignorefile");
+        std::fs::write(bed.path(Ignore::FILE), "# logs\n*.log\n").unwrap();
+        let ignore = Ignore::load(&bed.root, &["/cache/"]).unwrap();
+        assert!(ignore.is_ignored("a/b.log", false) && ignore.is_ignored("cache", true));
+        std::fs::remove_file(bed.path(Ignore::FILE)).unwrap();
+        std::os::unix::fs::symlink("fifo", bed.path(Ignore::FILE)).unwrap();
+        assert_eq!(Ignore::load(&bed.root, &["x"]).unwrap().rules.len(), 1);
+        std::fs::remove_file(bed.path(Ignore::FILE)).unwrap();
+        std::fs::create_dir(bed.path(Ignore::FILE)).unwrap();
+        assert_eq!(Ignore::load(&bed.root, &["x"]).unwrap().rules.len(), 1);
     }
 
     #[test]

@@ -93,8 +93,9 @@ impl Root {
         }
     }
 
-    /// Deletes each path (a tree recursively; a symlink itself, never its target) and tells how
-    /// many. Every path is checked before the first is deleted; the root cannot be deleted.
+    /// Deletes each path in order (a tree recursively; a symlink itself, never its target) and
+    /// tells how many. All paths are parsed, and the root refused, before the first is deleted;
+    /// a path found missing stops the list there with `NotFound`.
     pub fn delete<S: AsRef<str>>(&self, paths: &[S]) -> Result<usize, FsError> {
         let paths = paths.iter().map(|p| RelPath::parse(p.as_ref())).collect::<Result<Vec<_>, _>>()?;
         if paths.iter().any(RelPath::is_root) {
