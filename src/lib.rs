@@ -20,4 +20,5 @@ pub mod store;
 #[cfg(test)]
 mod testutil;
 pub mod tokens;
+pub mod vfs;
 pub mod volumes;

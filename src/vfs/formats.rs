@@ -1,0 +1,139 @@
+//! Reading tar, tar.gz and zip archives entry by entry, all three alike.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Read, Seek};
+
+use flate2::read::GzDecoder;
+use rustix::fs::FileType;
+use tar::EntryType;
+use zip::result::ZipError;
+
+use super::FsError;
+
+/// One archive entry, whatever the format, so that checking and writing are written once.
+pub(crate) struct Item<'a> {
+    pub name: String,
+    pub kind: ItemKind,
+    pub mode: u32,
+    pub data: &'a mut dyn Read,
+}
+
+/// What an entry would make; anything the volume must never get is `Refused` here, by type.
+pub(crate) enum ItemKind {
+    Dir,
+    File,
+    Symlink(Vec<u8>),
+    /// Never extracted; the reason completes "Archive entry "x" ...".
+    Refused(&'static str),
+    /// Metadata without a name of its own (a pax global header).
+    Skip,
+}
+
+/// The archive formats we take, told apart by their first bytes (a name or type says nothing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Format {
+    Tar,
+    TarGz,
+    Zip,
+}
+
+impl Format {
+    pub(crate) fn sniff(file: &mut File) -> Result<Format, FsError> {
+        let mut head = Vec::with_capacity(512);
+        (&mut *file).take(512).read_to_end(&mut head)?;
+        file.rewind()?;
+        let tar_block =
+            head.len() == 512 && (head.get(257..262) == Some(&b"ustar"[..]) || head.iter().all(|&b| b == 0));
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Ok(Format::TarGz)
+        } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+            Ok(Format::Zip)
+        } else if tar_block {
+            Ok(Format::Tar)
+        } else {
+            Err(FsError::Invalid("Not a tar, tar.gz or zip archive".into()))
+        }
+    }
+
+    /// Calls `f` with each entry in archive order.
+    pub(crate) fn each(
+        self,
+        file: &mut File,
+        f: &mut dyn FnMut(Item<'_>) -> Result<(), FsError>,
+    ) -> Result<(), FsError> {
+        match self {
+            Format::Tar => each_tar(file, f),
+            Format::TarGz => each_tar(GzDecoder::new(file), f),
+            Format::Zip => each_zip(file, f),
+        }
+    }
+}
+
+fn each_tar<R: Read>(reader: R, f: &mut dyn FnMut(Item<'_>) -> Result<(), FsError>) -> Result<(), FsError> {
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        let mode = entry.header().mode().map_err(unreadable)?;
+        let kind = match entry.header().entry_type() {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => ItemKind::File,
+            EntryType::Directory => ItemKind::Dir,
+            EntryType::Symlink => ItemKind::Symlink(entry.link_name_bytes().map(Cow::into_owned).unwrap_or_default()),
+            EntryType::Link => ItemKind::Refused("is a hard link"),
+            EntryType::Char | EntryType::Block => ItemKind::Refused("is a device node"),
+            EntryType::Fifo => ItemKind::Refused("is a fifo"),
+            EntryType::XGlobalHeader => ItemKind::Skip,
+            _ => ItemKind::Refused("has an unsupported entry type"),
+        };
+        let (name, kind) = match String::from_utf8(entry.path_bytes().into_owned()) {
+            // An old-style tar marks a directory by a trailing slash on a regular entry.
+            Ok(name) if name.ends_with('/') && matches!(kind, ItemKind::File) => (name, ItemKind::Dir),
+            Ok(name) => (name, kind),
+            Err(e) => {
+                (String::from_utf8_lossy(e.as_bytes()).into_owned(), ItemKind::Refused("has a name that is not UTF-8"))
+            }
+        };
+        f(Item { name, kind, mode, data: &mut entry })?;
+    }
+    Ok(())
+}
+
+fn each_zip(file: &mut File, f: &mut dyn FnMut(Item<'_>) -> Result<(), FsError>) -> Result<(), FsError> {
+    let mut archive = zip::ZipArchive::new(file).map_err(bad_zip)?;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(bad_zip)?;
+        let unix_mode = entry.unix_mode();
+        let kind = match unix_mode.map(FileType::from_raw_mode) {
+            Some(FileType::Symlink) => {
+                let mut target = Vec::new();
+                (&mut entry).take(4096).read_to_end(&mut target).map_err(unreadable)?;
+                ItemKind::Symlink(target)
+            }
+            Some(FileType::Fifo) => ItemKind::Refused("is a fifo"),
+            Some(FileType::CharacterDevice | FileType::BlockDevice) => ItemKind::Refused("is a device node"),
+            Some(FileType::Socket) => ItemKind::Refused("is a socket"),
+            Some(FileType::Directory) => ItemKind::Dir,
+            _ if entry.is_dir() => ItemKind::Dir,
+            _ => ItemKind::File,
+        };
+        let mode = unix_mode.unwrap_or(if matches!(kind, ItemKind::Dir) { 0o755 } else { 0o644 });
+        let name = entry.name().to_owned();
+        f(Item { name, kind, mode, data: &mut entry })?;
+    }
+    Ok(())
+}
+
+/// An error reading the archive: the kernel's own as such, the format's as bad input.
+pub(crate) fn unreadable(e: io::Error) -> FsError {
+    match e.raw_os_error() {
+        Some(_) => e.into(),
+        None => FsError::Invalid(format!("Unreadable archive: {e}")),
+    }
+}
+
+fn bad_zip(e: ZipError) -> FsError {
+    match e {
+        ZipError::Io(e) => unreadable(e),
+        e => FsError::Invalid(format!("Unreadable zip archive: {e}")),
+    }
+}
