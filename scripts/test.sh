@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh machine: Docker reachable, test image built,
-# then fmt, clippy, unit and integration tests against the real daemon and engine.
+# The whole test suite from a fresh machine: Docker reachable, test images and tools set up,
+# then fmt, clippy, unit tests, and every integration test against the real daemon and engine.
+# The tests that restart the Docker engine run last, each alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-# Unit and integration tests (the benches are programs of their own: scripts/bench.sh).
-cargo test --lib --bins --tests -- --test-threads "${LIGHTD_TEST_THREADS:-4}"
+# Tests that stop the engine, run one at a time after everything else.
+ALONE=(engine_restart model)
+together=()
+for f in tests/*.rs; do
+    name=$(basename "$f" .rs)
+    [[ " ${ALONE[*]} " == *" $name "* ]] || together+=(--test "$name")
+done
+threads=${LIGHTD_TEST_THREADS:-4}
+cargo test --lib --bins "${together[@]}" -- --test-threads "$threads"
+for name in "${ALONE[@]}"; do
+    cargo test --test "$name" -- --test-threads 1
+done

@@ -16,6 +16,8 @@ pub enum Error {
     Conflict(String),
     /// A limit on how many of something may exist or run was reached (429).
     TooMany(String),
+    /// The daemon cannot do it now (shutting down, overloaded) (503).
+    Unavailable(String),
     Docker(DockerError),
     Store(StoreError),
     /// A host-side failure (file system and such) the user cannot fix by asking again.
@@ -27,7 +29,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BadRequest(m) | Error::NotFound(m) | Error::Conflict(m) | Error::TooMany(m) | Error::Internal(m) => {
+            Error::BadRequest(m)
+            | Error::NotFound(m)
+            | Error::Conflict(m)
+            | Error::TooMany(m)
+            | Error::Unavailable(m)
+            | Error::Internal(m) => {
                 f.write_str(m)
             }
             Error::Docker(e) => e.fmt(f),

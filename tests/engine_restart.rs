@@ -4,55 +4,16 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-fn engine_up() -> bool {
-    Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-fn start_engine() {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open("/var/log/lightd-dockerd.log").unwrap();
-    // `setsid -f` forks dockerd into its own session and returns at once.
-    let started = Command::new("setsid")
-        .args(["-f", "dockerd"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .status()
-        .expect("start dockerd");
-    assert!(started.success());
-    wait_for(90, "the engine to answer", || engine_up().then_some(()));
-}
-
-/// Brings the engine back even if the test fails half way.
-struct EngineGuard;
-
-impl Drop for EngineGuard {
-    fn drop(&mut self) {
-        if !engine_up() {
-            start_engine();
-        }
-    }
-}
-
-fn stop_engine() {
-    let pid = String::from_utf8(Command::new("pidof").arg("dockerd").output().unwrap().stdout).unwrap();
-    let pid = pid.split_whitespace().next().expect("dockerd runs").to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    wait_for(90, "dockerd to exit", || (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_restart_is_survived() {
     require_docker();
-    let _guard = EngineGuard;
     let d = Daemon::start();
     let (vol, _) = d.new_volume();
     let id = d.id("srv");
@@ -64,8 +25,7 @@ async fn engine_restart_is_survived() {
         d.wait_installed(name, 120);
     }
     assert_eq!(d.call("POST", &format!("/containers/{id}/start"), None).status, 202);
-    let req = format!("ws://127.0.0.1:{}/ws/{id}?token={TOKEN}", d.port).into_client_request().unwrap();
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = ws::connect(d.port, &format!("/ws/{id}?token={TOKEN}"), None).await.unwrap();
 
     let daemon_port = d.port;
     let notes = tokio::spawn(async move {
@@ -88,7 +48,7 @@ async fn engine_restart_is_survived() {
         (notes, false)
     });
 
-    tokio::task::spawn_blocking(stop_engine).await.unwrap();
+    let engine = tokio::task::spawn_blocking(engine::Engine::stop).await.unwrap();
     wait_for(30, "health to say unreachable", || {
         (d.call_with("GET", "/health", None, &[]).json()["docker"] == "unreachable").then_some(())
     });
@@ -98,7 +58,12 @@ async fn engine_restart_is_survived() {
     assert_eq!(d.get(&format!("/containers/{spare}")).status, 200, "nothing deleted while the engine is down");
     assert_eq!(d.get("/volumes").status, 200, "routes without Docker keep working");
 
-    tokio::task::spawn_blocking(start_engine).await.unwrap();
+    let engine = tokio::task::spawn_blocking(move || {
+        engine.start();
+        engine
+    })
+    .await
+    .unwrap();
     wait_for(30, "health to say reachable", || {
         (d.call_with("GET", "/health", None, &[]).json()["docker"] == "reachable").then_some(())
     });
@@ -106,19 +71,22 @@ async fn engine_restart_is_survived() {
         (metric(&d.get("/metrics").body, "lightd_docker_streams{kind=\"events\",container=\"\"}") == Some(1))
             .then_some(())
     });
-    // The engine stopped the server with itself: that is recorded, and it starts again.
-    let v = wait_for(30, "the server recorded offline", || {
-        Some(d.get(&format!("/containers/{id}")).json()).filter(|v| v["state"] == "offline")
+    // The engine stopped the server with itself: that is recorded as an exit lightd did not
+    // ask for, so the crash policy starts it again by itself.
+    let v = wait_for(30, "the server running again", || {
+        Some(d.record(&id)).filter(|v| v["state"] == "running" && v["last_exit"]["code"].is_i64())
     });
-    assert!(v["last_exit"]["code"].is_i64(), "{v}");
-    assert_eq!(d.call("POST", &format!("/containers/{id}/start"), None).status, 202);
+    assert_eq!(v["install_state"], "ready");
     let (notes, console_back) = notes.await.unwrap();
     assert!(notes.iter().any(|n| n.contains("connection lost")), "{notes:?}");
     assert!(notes.iter().any(|n| n.contains("reachable again")), "{notes:?}");
+    assert!(notes.iter().any(|n| n == "Restarting the crashed server (crash_restart)"), "{notes:?}");
     assert!(console_back, "the viewer stayed connected and sees the console again: {notes:?}");
     assert_eq!(
         metric(&d.get("/metrics").body, &format!("lightd_docker_streams{{kind=\"attach\",container=\"{id}\"}}")),
         Some(1)
     );
     assert_eq!(d.call("DELETE", &format!("/containers/{spare}"), None).status, 200);
+    drop(engine);
+    assert!(engine::up(), "the engine is left running");
 }

@@ -51,7 +51,7 @@ fn plan(rng: &mut Rng, ids: &[String], volumes: &[String], ports: &[u16]) -> Ste
     let act =
         |kind: &'static str| Step::Rest { kind, method: "POST", path: format!("/containers/{id}/{kind}"), body: None };
     match rng.below(20) {
-        0..=2 => {
+        0 | 1 => {
             let mut body = json!({"internal_id": id, "image": IMAGE, "volume_id": rng.pick(volumes),
                                   "startup_command": COUNTER, "crash_restart": c % 2 == 0});
             if rng.below(2) == 0 {
@@ -65,7 +65,7 @@ fn plan(rng: &mut Rng, ids: &[String], volumes: &[String], ports: &[u16]) -> Ste
             }
             Step::Rest { kind: "create", method: "POST", path: "/containers".into(), body: Some(body) }
         }
-        3..=5 => act("start"),
+        2..=5 => act("start"),
         6 => act("stop"),
         7 => act("kill"),
         8 => act("restart"),
@@ -77,7 +77,10 @@ fn plan(rng: &mut Rng, ids: &[String], volumes: &[String], ports: &[u16]) -> Ste
             path: format!("/containers/{id}/command"),
             body: Some(json!({"command": "hello"})),
         },
-        12 => Step::Rest { kind: "delete", method: "DELETE", path: format!("/containers/{id}"), body: None },
+        12 if rng.below(3) == 0 => {
+            Step::Rest { kind: "delete", method: "DELETE", path: format!("/containers/{id}"), body: None }
+        }
+        12 => act("start"),
         13 => Step::Rest {
             kind: "rebind-network",
             method: "POST",
@@ -294,12 +297,13 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
     }
 
     let mut outcomes: BTreeMap<(String, u16), usize> = BTreeMap::new();
+    let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
     let mut events: Vec<String> = Vec::new();
     let engine_restart_at = ACTIONS / BATCH / 2;
     for batch in 0..ACTIONS / BATCH {
         let steps: Vec<Step> = (0..BATCH).map(|_| plan(&mut rng, &ids, &volumes, &pool)).collect();
         // Three REST clients and the WebSocket viewers send the batch concurrently.
-        let results: Vec<(String, u16)> = std::thread::scope(|s| {
+        let results: Vec<(String, u16, String)> = std::thread::scope(|s| {
             let chunks: Vec<Vec<Step>> = (0..3).map(|k| steps.iter().skip(k).step_by(3).cloned().collect()).collect();
             let handles: Vec<_> = chunks
                 .into_iter()
@@ -311,15 +315,23 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
                         for step in chunk {
                             match step {
                                 Step::Rest { kind, method, path, body } => {
-                                    let status = rest(p, method, &path, body).map_or(0, |r| {
+                                    let (status, why) = rest(p, method, &path, body).map_or((0, String::new()), |r| {
                                         assert!(allowed(kind, r.status), "{kind} {path}: {} {}", r.status, r.body);
-                                        r.status
+                                        let why = r.json()["error"].as_str().unwrap_or("").to_string();
+                                        if r.status == 404 && kind != "create" {
+                                            let id = path.split('/').nth(2).unwrap_or("");
+                                            let again = rest(p, "GET", &format!("/containers/{id}"), None);
+                                            if let Some(again) = again.filter(|a| a.status == 200) {
+                                                panic!("{kind} {path}: 404 while the record exists: {}", again.body);
+                                            }
+                                        }
+                                        (r.status, why)
                                     });
-                                    out.push((kind.to_string(), status));
+                                    out.push((kind.to_string(), status, why));
                                 }
                                 Step::Power { container, action } => {
                                     let _ = power_tx[container].send(action);
-                                    out.push((format!("ws {action}"), 0));
+                                    out.push((format!("ws {action}"), 0, String::new()));
                                 }
                             }
                         }
@@ -329,10 +341,16 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
                 .collect();
             handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
         });
-        for r in results {
-            *outcomes.entry(r).or_default() += 1;
+        for (kind, status, why) in results {
+            *outcomes.entry((kind, status)).or_default() += 1;
+            if !why.is_empty() {
+                // The reason without the container's id, to count alike refusals together.
+                let why: String = why.split(':').next().unwrap_or("").chars().take(60).collect();
+                *refusals.entry(why).or_default() += 1;
+            }
         }
-        // Interference between batches, from the seed.
+        // Time for servers to run and print, then interference, both from the seed.
+        std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
         let roll = rng.below(10);
         let victim = rng.pick(&ids).clone();
         match roll {
@@ -356,7 +374,9 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
         }
         if batch == engine_restart_at {
             let engine = engine::Engine::stop();
-            let r = rest(d.port, "POST", &format!("/containers/{}/start", ids[0]), None).unwrap();
+            let body = json!({"internal_id": d.id("while-down"), "image": IMAGE, "volume_id": volumes[0],
+                              "startup_command": "true"});
+            let r = rest(d.port, "POST", "/containers", Some(body)).unwrap();
             assert_eq!(r.status, 503, "{}", r.body);
             engine.start();
             events.push("engine restart".into());
@@ -380,11 +400,18 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
         }
         all
     });
+    let errors: Vec<String> = d.state()["containers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(id, r)| format!("{id}: {} {} {}", r["install_state"], r["state"], r["error"]))
+        .collect();
+    eprintln!("model: final records {errors:?}");
     let mut lines = 0;
     for (id, s) in ids.iter().zip(&sessions) {
         lines += check_sessions(id, s);
     }
-    eprintln!("model (seed {seed}): {outcomes:?}; interference {events:?}; {lines} console lines checked");
+    eprintln!("model (seed {seed}): {outcomes:?}; refusals {refusals:?}; interference {events:?}; {lines} console lines checked");
     for bad in ws_errors.lock().unwrap().iter() {
         assert!(!bad.contains("Internal") && !bad.contains("panicked"), "a WebSocket action failed badly: {bad}");
     }

@@ -291,6 +291,21 @@ impl Supervisor {
         }
     }
 
+    /// A container was removed: if it was the server's own (by hand, outside lightd), the
+    /// record says so; a removal lightd made itself is none of this.
+    pub(super) async fn check_gone(&mut self) {
+        // A job removes containers itself (the old one of a rebind or reinstall).
+        if self.job.is_some() {
+            return;
+        }
+        let Some(cid) = self.record().and_then(|r| r.container_id) else { return };
+        if let Err(e) = self.app.docker.inspect_container(&cid).await {
+            if e.is_not_found() {
+                self.vanished().await;
+            }
+        }
+    }
+
     /// A stop that did not stop the server: it runs on, and what was to follow does not.
     async fn stop_failed(&mut self, why: String) {
         self.say(format!("Stop failed: {why}"));

@@ -4,7 +4,6 @@
 //! the crash policy applies), vanished containers are marked with a reason, leftovers are
 //! removed, and the port pool is made to match.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -29,6 +28,7 @@ impl Supervisor {
 
     async fn reconcile_steps(&mut self) -> Result<(), Error> {
         let Some(rec) = self.record() else { return Ok(()) };
+        self.fix_ports().await?;
         self.sweep().await;
         // A container under the server's name that the record does not point at was made by
         // an install cut short before it was recorded: it goes (a reinstall makes a fresh one).
@@ -62,6 +62,7 @@ impl Supervisor {
             }
             return Ok(());
         }
+        let paused = st["Paused"].as_bool() == Some(true);
         if !self.hub.attach_open.load(Ordering::Acquire) {
             let waiting = rec.state == PowerState::Starting && rec.start_pattern.is_some();
             let pattern = match (&rec.start_pattern, waiting) {
@@ -72,8 +73,15 @@ impl Supervisor {
             let backfill = if self.hub.lines_total() == 0 { self.app.config.console.ring_lines } else { 0 };
             self.run += 1;
             self.pattern_pending = pattern.is_some();
+            // The engine attaches to no paused container: it thaws for the moment it takes.
+            if paused {
+                self.app.docker.unpause_container(&cid).await?;
+            }
             let opened =
                 pump::open(&self.app.docker, &self.hub, &cid, self.run, pattern, backfill, self.report()).await;
+            if paused {
+                self.app.docker.pause_container(&cid).await?;
+            }
             self.hub.set_filled(true);
             opened?;
             eprintln!("lightd: {}: re-attached to its running container", self.id);
@@ -81,7 +89,7 @@ impl Supervisor {
         if self.hub.started_at.load(Ordering::Acquire) == 0 {
             self.hub.started_at.store(now(), Ordering::Release);
         }
-        let to = match (st["Paused"].as_bool() == Some(true), rec.state) {
+        let to = match (paused, rec.state) {
             (true, _) => PowerState::Suspended,
             // A stop that a daemon restart interrupted: finish it.
             (false, PowerState::Stopping) => {
@@ -94,6 +102,43 @@ impl Supervisor {
         self.set_state(to).await?;
         stats::ensure(&self.app, &self.hub);
         Ok(())
+    }
+}
+
+impl Supervisor {
+    /// The pool gives this server exactly the ports its record lists (run while no job runs:
+    /// a rebind holds ports its record does not list yet).
+    async fn fix_ports(&self) -> Result<(), Error> {
+        let id = self.id.as_str();
+        let wrong = |s: &State| -> Vec<(PortKey, bool)> {
+            let Some(rec) = s.containers.get(id) else { return Vec::new() };
+            let listed: Vec<PortKey> = rec.ports.iter().map(|p| p.key()).collect();
+            s.ports
+                .values()
+                .filter_map(|p| {
+                    let mine = listed.contains(&p.key());
+                    let held = p.in_use && p.used_by.as_deref() == Some(id);
+                    let claimed = p.used_by.as_deref() == Some(id);
+                    (mine != held || (!mine && claimed)).then_some((p.key(), mine))
+                })
+                .collect()
+        };
+        if self.app.store.read(|s| wrong(s).is_empty()) {
+            return Ok(());
+        }
+        self.app
+            .store
+            .update(|s| {
+                for (key, mine) in wrong(s) {
+                    if let Some(port) = s.ports.get_mut(&key) {
+                        eprintln!("lightd: port {key} fixed: {} {id} (was {:?})", if mine { "held by" } else { "freed from" }, port.used_by);
+                        port.in_use = mine;
+                        port.used_by = mine.then(|| id.to_string());
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -111,34 +156,31 @@ pub async fn sweep_orphans(app: &App) {
     }
 }
 
-/// Every record's ports are held by it; every held port belongs to a record that lists it.
+/// Frees pool ports held for containers that have no record (each supervisor repairs its own).
 pub async fn fix_port_pool(app: &Arc<App>) -> Result<(), Error> {
-    if app.store.read(|s| pool_fixes(s).is_empty()) {
+    let stray = |s: &State| -> Vec<PortKey> {
+        s.ports
+            .values()
+            .filter(|p| {
+                let owned = p.used_by.as_ref().is_some_and(|o| s.containers.contains_key(o));
+                (p.in_use || p.used_by.is_some()) && !owned
+            })
+            .map(|p| p.key())
+            .collect()
+    };
+    if app.store.read(|s| stray(s).is_empty()) {
         return Ok(());
     }
     app.store
         .update(|s| {
-            for (key, owner) in pool_fixes(s) {
+            for key in stray(s) {
                 if let Some(port) = s.ports.get_mut(&key) {
-                    eprintln!("lightd: port {key} fixed: used by {owner:?} (was {:?})", port.used_by);
-                    port.in_use = owner.is_some();
-                    port.used_by = owner;
+                    eprintln!("lightd: port {key} fixed: used by {:?}, which has no record", port.used_by);
+                    port.in_use = false;
+                    port.used_by = None;
                 }
             }
             Ok(())
         })
         .await
-}
-
-/// Pool entries whose owner is not the record that lists them, with their rightful owner.
-fn pool_fixes(s: &State) -> Vec<(PortKey, Option<String>)> {
-    let wanted: HashMap<PortKey, &str> =
-        s.containers.values().flat_map(|r| r.ports.iter().map(|p| (p.key(), r.internal_id.as_str()))).collect();
-    s.ports
-        .values()
-        .filter_map(|port| {
-            let owner = wanted.get(&port.key()).map(|id| id.to_string());
-            (port.in_use != owner.is_some() || port.used_by != owner).then_some((port.key(), owner))
-        })
-        .collect()
 }

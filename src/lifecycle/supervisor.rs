@@ -166,14 +166,18 @@ impl Supervisor {
 
     /// Leaves: jobs are cut (a restart finds what they left), pending answers say why.
     fn end(&mut self) {
+        let why = || match self.deleted {
+            true => super::not_found(),
+            false => Error::Unavailable("the daemon is shutting down".into()),
+        };
         if let Some(job) = self.job.take() {
             job.task.abort();
             if let JobKind::Stop { then: Then::Delete(reply) } = job.kind {
-                let _ = reply.send(Err(Error::Internal("the daemon is shutting down".into())));
+                let _ = reply.send(Err(why()));
             }
         }
-        for ask in self.deferred.drain(..) {
-            let _ = ask.reply.send(Err(Error::Internal("the daemon is shutting down".into())));
+        for ask in std::mem::take(&mut self.deferred) {
+            let _ = ask.reply.send(Err(why()));
         }
         self.app.sups.forget(&self.id, &self.tx);
     }
@@ -315,7 +319,8 @@ impl Supervisor {
             Fact::Console(Signal::PatternMatched { run }) if run == self.run => self.pattern_matched().await,
             Fact::Console(Signal::Ended { run }) if run == self.run => self.check_exit(None).await,
             Fact::Console(_) => {}
-            Fact::Docker(EngineEvent::Die | EngineEvent::Destroy) => self.check_exit(None).await,
+            Fact::Docker(EngineEvent::Die) => self.check_exit(None).await,
+            Fact::Docker(EngineEvent::Destroy) => self.check_gone().await,
             Fact::Docker(EngineEvent::Pause) => self.paused_outside(true).await,
             Fact::Docker(EngineEvent::Unpause) => self.paused_outside(false).await,
             Fact::Docker(EngineEvent::Start | EngineEvent::Create) | Fact::Reconcile => self.reconcile().await,

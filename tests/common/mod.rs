@@ -348,6 +348,13 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Release);
         self.kill9();
+        if std::thread::panicking() {
+            // Keep the daemon's log of a failed test (the temp dir goes).
+            let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.daemon.log", self.prefix));
+            if std::fs::copy(self.dir.0.join("daemon.log"), &keep).is_ok() {
+                eprintln!("daemon log kept at {}", keep.display());
+            }
+        }
         if let Some(instance) = self.state_instance() {
             remove_labelled(&format!("lightd.instance={instance}"));
         }
