@@ -34,9 +34,7 @@ impl fmt::Display for Error {
             | Error::Conflict(m)
             | Error::TooMany(m)
             | Error::Unavailable(m)
-            | Error::Internal(m) => {
-                f.write_str(m)
-            }
+            | Error::Internal(m) => f.write_str(m),
             Error::Docker(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
         }

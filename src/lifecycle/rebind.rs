@@ -30,7 +30,11 @@ impl Supervisor {
         }
         let keep: Vec<PortKey> = rec.ports.iter().map(PortBinding::key).collect();
         if let Err(e) = self.stop(Intent::For("rebind-network"), Then::Rebind { ports, start_after: true }).await {
-            let _ = self.app.store.update(|s| Ok::<_, Error>(release_ports(s, &id, &keep))).await;
+            let undo = self.app.store.update(|s| {
+                release_ports(s, &id, &keep);
+                Ok::<_, Error>(())
+            });
+            let _ = undo.await;
             return Err(e);
         }
         Ok(())

@@ -131,7 +131,11 @@ impl Supervisor {
             .update(|s| {
                 for (key, mine) in wrong(s) {
                     if let Some(port) = s.ports.get_mut(&key) {
-                        eprintln!("lightd: port {key} fixed: {} {id} (was {:?})", if mine { "held by" } else { "freed from" }, port.used_by);
+                        eprintln!(
+                            "lightd: port {key} fixed: {} {id} (was {:?})",
+                            if mine { "held by" } else { "freed from" },
+                            port.used_by
+                        );
                         port.in_use = mine;
                         port.used_by = mine.then(|| id.to_string());
                     }

@@ -69,8 +69,10 @@ pub fn port() -> u16 {
     ports(1)[0]
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_lightd")
+/// The daemon under test: this build's, or `LIGHTD_BIN` (to run the tests against another
+/// build, e.g. to show a test fails on the code before a fix).
+pub fn bin() -> String {
+    std::env::var("LIGHTD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lightd").to_string())
 }
 
 /// A config pointing every path into `dir`; the daemon picks its own port.
@@ -304,7 +306,11 @@ impl Daemon {
 
     /// Docker containers this daemon made (by its instance label), as (id, name, running).
     pub fn containers(&self) -> Vec<(String, String, bool)> {
-        let filter = format!("label=lightd.instance={}", self.instance());
+        let filter = match self.state_instance() {
+            Some(i) => format!("label=lightd.instance={i}"),
+            // A build from before instance labels: its servers by name.
+            None => format!("name=^/lightd-{}-", self.prefix),
+        };
         docker(&["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.State}}", "--filter", &filter])
             .lines()
             .filter_map(|l| {
@@ -355,8 +361,9 @@ impl Drop for Daemon {
                 eprintln!("daemon log kept at {}", keep.display());
             }
         }
-        if let Some(instance) = self.state_instance() {
-            remove_labelled(&format!("lightd.instance={instance}"));
+        match self.state_instance() {
+            Some(instance) => remove_labelled(&format!("label=lightd.instance={instance}")),
+            None => remove_labelled(&format!("name=^/lightd-{}-", self.prefix)),
         }
     }
 }
@@ -389,9 +396,9 @@ fn watchdog(done: Arc<AtomicBool>, log: PathBuf) {
     });
 }
 
-/// Force-removes every Docker container carrying `label` (`key=value`).
-pub fn remove_labelled(label: &str) {
-    let out = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]).output();
+/// Force-removes every Docker container matching `filter` (`label=k=v`, `name=...`).
+pub fn remove_labelled(filter: &str) {
+    let out = Command::new("docker").args(["ps", "-aq", "--filter", filter]).output();
     if let Ok(out) = out {
         let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
         if !ids.is_empty() {
