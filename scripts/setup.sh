@@ -299,8 +299,16 @@ ensure_freeciv_image() {
 
 # The network the tests' daemons share, made once here so parallel daemons never race to create it.
 ensure_network() {
-    docker network inspect lightd-test-net >/dev/null 2>&1 ||
-        docker network create --label lightd.managed=true lightd-test-net >/dev/null
+    # Servers reach each other only through published ports, as on lightd's own network.
+    local icc
+    icc=$(docker network inspect -f '{{index .Options "com.docker.network.bridge.enable_icc"}}' lightd-test-net 2>/dev/null || true)
+    [ "$icc" = false ] && return
+    if docker network inspect lightd-test-net >/dev/null 2>&1; then
+        say "recreating lightd-test-net with inter-container traffic off"
+        docker network rm lightd-test-net >/dev/null
+    fi
+    docker network create --label lightd.managed=true -o com.docker.network.bridge.enable_icc=false \
+        lightd-test-net >/dev/null
 }
 
 # schemathesis (st) in its own venv, every package pinned; rebuilt when the pins change.

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use hyper::body::Bytes;
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
 use crate::config::Config;
+use crate::secret::{self, Master};
 use crate::console::Hubs;
 use crate::docker::Docker;
 use crate::lifecycle::Supervisors;
@@ -16,6 +19,10 @@ use crate::store::Store;
 /// Shared by every connection as `Arc<App>`.
 pub struct App {
     pub config: Config,
+    /// The config file it came from (reread for a replaced token).
+    pub config_path: Option<PathBuf>,
+    /// The master token; replaced while running by `lightd --token reset`.
+    pub master: Master,
     pub store: Arc<Store>,
     pub docker: Docker,
     pub metrics: Metrics,
@@ -24,6 +31,8 @@ pub struct App {
     pub sups: Supervisors,
     /// This daemon's identity on the engine (a label on every container it makes).
     pub instance: String,
+    /// Console sessions per console token.
+    pub console_sessions: crate::tokens::Sessions,
     /// Background tasks shutdown waits for.
     pub tasks: Tasks,
     pub started: Instant,
@@ -33,22 +42,67 @@ pub struct App {
 
 impl App {
     /// `routes` are the labels of the request counter's rows (the router's table).
-    pub fn new(config: Config, store: Arc<Store>, routes: Vec<&'static str>) -> Arc<App> {
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        token: String,
+        store: Arc<Store>,
+        routes: Vec<&'static str>,
+    ) -> Arc<App> {
         let docker = Docker::new(&config.docker.socket_path);
         let hubs = Hubs::new(config.console.ring_lines, config.console.ring_bytes);
         let instance = store.read(|s| s.instance.clone());
         Arc::new(App {
             config,
+            config_path,
+            master: Master::new(token),
             store,
             docker,
             metrics: Metrics::new(routes),
             hubs,
             sups: Supervisors::default(),
             instance,
+            console_sessions: Default::default(),
             tasks: Tasks::default(),
             started: Instant::now(),
             list_cache: Mutex::new(None),
         })
+    }
+
+    /// Picks up a master token replaced by `lightd --token reset` (or an edited config) within
+    /// a second, or at once on SIGHUP; every console token dies with the old master token.
+    pub async fn watch_token(self: Arc<Self>) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut seen = secret::stamp(&self.config, self.config_path.as_deref());
+        loop {
+            let hup_now = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let forced = tokio::select! {
+                _ = tokio::time::sleep(secret::POLL) => false,
+                _ = hup_now => true,
+            };
+            let now = secret::stamp(&self.config, self.config_path.as_deref());
+            if !forced && now == seen {
+                continue;
+            }
+            seen = now;
+            let changed = match secret::reread(&self.config, self.config_path.as_deref()) {
+                Ok(Some(token)) => self.master.set(token),
+                Ok(None) => false,
+                Err(e) => {
+                    eprintln!("lightd: cannot reread the token: {e}");
+                    false
+                }
+            };
+            if changed {
+                let revoked = crate::tokens::revoke_all(&self).await.unwrap_or(0);
+                eprintln!("lightd: the master token changed; {revoked} console token(s) revoked");
+            }
+        }
     }
 
     /// Keeps `docker.reachable()` fresh for `/health`: a ping every few seconds, more often

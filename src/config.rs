@@ -47,11 +47,15 @@ pub struct Config {
 pub struct ServerConfig {
     pub host: String,
     pub port: u16,
+    /// Most open client connections; past it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Most open connections from one client address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { host: "0.0.0.0".into(), port: 8080 }
+        ServerConfig { host: "0.0.0.0".into(), port: 8080, max_connections: 4096, max_connections_per_ip: 512 }
     }
 }
 
@@ -59,11 +63,13 @@ impl Default for ServerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DockerConfig {
     pub socket_path: PathBuf,
+    /// Registries images may come from (`docker.io`, `127.0.0.1:5000`); empty: any.
+    pub allowed_registries: Vec<String>,
 }
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { socket_path: "/var/run/docker.sock".into() }
+        DockerConfig { socket_path: "/var/run/docker.sock".into(), allowed_registries: Vec::new() }
     }
 }
 
@@ -88,7 +94,10 @@ pub struct ContainersConfig {
     pub cleanup_timeout: u64,
     pub max_containers: usize,
     /// Host directories under which custom `mount` sources may lie; empty: no host path at all.
-    pub allowed_mounts: Vec<PathBuf>,
+    /// A plain path allows read-only mounts; `{"path": .., "rw": true}` read-write ones too.
+    pub allowed_mounts: Vec<AllowedMount>,
+    /// Limits for a create that gives none (`limits.memory` bytes, `limits.cpu` cores).
+    pub default_limits: crate::model::Limits,
     /// Most processes (and threads) one container may run.
     pub pids_limit: i64,
     /// Seconds an install (image pull and install script) may take before it fails.
@@ -106,11 +115,37 @@ impl Default for ContainersConfig {
             cleanup_timeout: 30,
             max_containers: 100,
             allowed_mounts: Vec::new(),
+            default_limits: crate::model::Limits { memory: Some(2 << 30), cpu: Some(1.0) },
             pids_limit: 1024,
             install_timeout: 3600,
             crash_restart: true,
             crash_window: 60,
         }
+    }
+}
+
+/// One `containers.allowed_mounts` entry: a directory, and whether mounts under it may be
+/// read-write (a plain path string means read-only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AllowedMount {
+    ReadOnly(PathBuf),
+    Entry {
+        path: PathBuf,
+        #[serde(default)]
+        rw: bool,
+    },
+}
+
+impl AllowedMount {
+    pub fn path(&self) -> &Path {
+        match self {
+            AllowedMount::ReadOnly(p) | AllowedMount::Entry { path: p, .. } => p,
+        }
+    }
+
+    pub fn writable(&self) -> bool {
+        matches!(self, AllowedMount::Entry { rw: true, .. })
     }
 }
 
@@ -152,11 +187,21 @@ pub struct ConsoleConfig {
     pub ring_bytes: usize,
     /// Lines a new viewer gets at once.
     pub tail_lines: usize,
+    /// Most console sessions (WebSocket and attach) open on one container.
+    pub max_sessions_per_container: usize,
+    /// Most console sessions open with one console token.
+    pub max_sessions_per_token: usize,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        ConsoleConfig { ring_lines: 1000, ring_bytes: 256 * 1024, tail_lines: 100 }
+        ConsoleConfig {
+            ring_lines: 1000,
+            ring_bytes: 256 * 1024,
+            tail_lines: 100,
+            max_sessions_per_container: 2000,
+            max_sessions_per_token: 20,
+        }
     }
 }
 
@@ -231,12 +276,27 @@ impl Config {
         if !(16..=1_000_000).contains(&self.containers.pids_limit) {
             return bad("containers.pids_limit must be between 16 and 1000000".into());
         }
-        for m in &self.containers.allowed_mounts {
+        for m in self.containers.allowed_mounts.iter().map(AllowedMount::path) {
             if !m.is_absolute() || m.components().any(|c| c.as_os_str() == "..") {
                 return bad(format!(
                     "containers.allowed_mounts entry {} must be an absolute path without ..",
                     m.display()
                 ));
+            }
+        }
+        let limits = &self.containers.default_limits;
+        if limits.memory.is_some_and(|m| m < 6 << 20) || limits.cpu.is_some_and(|c| !(c.is_finite() && c >= 0.01)) {
+            return bad("containers.default_limits: memory must be at least 6 MiB and cpu at least 0.01".into());
+        }
+        if self.server.max_connections < 16 || self.server.max_connections_per_ip == 0 {
+            return bad("server.max_connections must be at least 16 and server.max_connections_per_ip at least 1".into());
+        }
+        if self.console.max_sessions_per_container == 0 || self.console.max_sessions_per_token == 0 {
+            return bad("console.max_sessions_per_container and console.max_sessions_per_token must be at least 1".into());
+        }
+        for r in &self.docker.allowed_registries {
+            if r.is_empty() || r.contains('/') {
+                return bad(format!("docker.allowed_registries entry {r:?} must be a registry host like 127.0.0.1:5000"));
             }
         }
         if self.storage.state_file.as_os_str().is_empty() || self.storage.state_file.is_dir() {
@@ -332,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn allowed_mounts_plain_or_with_rw() {
+        let c: Config =
+            serde_json::from_str(r#"{"containers":{"allowed_mounts":["/srv/maps",{"path":"/srv/rw","rw":true}]}}"#)
+                .unwrap();
+        let m = &c.containers.allowed_mounts;
+        assert_eq!((m[0].path(), m[0].writable()), (Path::new("/srv/maps"), false));
+        assert_eq!((m[1].path(), m[1].writable()), (Path::new("/srv/rw"), true));
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let mut c = Config::default();
         c.console.tail_lines = 5000;
@@ -340,7 +411,7 @@ mod tests {
         c.authorization.token = "lightd_short".into();
         assert!(c.validate().unwrap_err().to_string().contains("authorization.token"));
         let mut c = Config::default();
-        c.containers.allowed_mounts = vec!["relative/dir".into()];
+        c.containers.allowed_mounts = vec![AllowedMount::ReadOnly("relative/dir".into())];
         assert!(c.validate().unwrap_err().to_string().contains("allowed_mounts"));
     }
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod notify;
 pub mod ports;
 pub mod quota;
+pub mod secret;
 pub mod shutdown;
 pub mod store;
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lightd::config::Config;
-use lightd::{app, http, ids, lifecycle, shutdown, store};
+use lightd::{app, http, lifecycle, secret, shutdown, store};
 
 const USAGE: &str = "usage: lightd [--config PATH] [--check-config | --token what|reset | --version]
   (no action)      serve the API (config default ./config.json; embedded defaults if absent)
@@ -25,8 +25,17 @@ enum Action {
     Help,
 }
 
-fn parse_args(args: &[String]) -> Result<(PathBuf, Action), String> {
+/// What the command line asks for.
+struct Args {
+    config: PathBuf,
+    /// `--config` was given (then the file must exist).
+    explicit: bool,
+    action: Action,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut config = PathBuf::from("config.json");
+    let mut explicit = false;
     let mut action = Action::Serve;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -39,6 +48,7 @@ fn parse_args(args: &[String]) -> Result<(PathBuf, Action), String> {
         action = match flag {
             "--config" | "-c" => {
                 config = PathBuf::from(value("--config")?);
+                explicit = true;
                 continue;
             }
             "--check-config" => Action::Check,
@@ -52,19 +62,19 @@ fn parse_args(args: &[String]) -> Result<(PathBuf, Action), String> {
             other => return Err(format!("unknown argument {other:?}")),
         };
     }
-    Ok((config, action))
+    Ok(Args { config, explicit, action })
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, action) = match parse_args(&args) {
+    let args = match parse_args(&args) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("lightd: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    match action {
+    match args.action {
         Action::Version => {
             println!("lightd {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -75,31 +85,39 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let mut config = match Config::load(&path).and_then(|c| c.validate().map(|()| c)) {
+    let Args { config: path, explicit, action } = args;
+    if explicit && !path.exists() {
+        eprintln!("lightd: config {} does not exist (without --config, ./config.json or the embedded defaults are used)", path.display());
+        return ExitCode::from(2);
+    }
+    let config = match Config::load(&path).and_then(|c| c.validate().map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lightd: {e}");
             return ExitCode::from(2);
         }
     };
-    let token_result = match action {
+    let token = match action {
         Action::Check => {
             let origin = if path.exists() { "" } else { " (absent: embedded defaults)" };
             println!("config {} is valid{origin}", path.display());
             return ExitCode::SUCCESS;
         }
-        Action::TokenReset => set_token(&mut config, &path),
-        _ if config.authorization.token.is_empty() => set_token(&mut config, &path),
-        _ => Ok(()),
+        Action::TokenReset => secret::reset(&config, &path),
+        _ => secret::ensure(&config),
     };
-    if let Err(e) = token_result {
-        eprintln!("lightd: {e}");
-        return ExitCode::FAILURE;
-    }
+    let token = match token {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("lightd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if matches!(action, Action::TokenWhat | Action::TokenReset) {
-        println!("{}", config.authorization.token);
+        println!("{token}");
         return ExitCode::SUCCESS;
     }
+    raise_nofile();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -107,7 +125,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let config_path = path.exists().then_some(path);
+    match runtime.block_on(serve(config, config_path, token)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lightd: {e}");
@@ -116,30 +135,40 @@ fn main() -> ExitCode {
     }
 }
 
-/// Generates a token and writes it back to the config file atomically.
-fn set_token(config: &mut Config, path: &std::path::Path) -> Result<(), String> {
-    config.authorization.token = ids::new_token().map_err(|e| format!("no randomness: {e}"))?;
-    config.save(path).map_err(|e| e.to_string())?;
-    eprintln!("lightd: wrote a new API token to {} (show it with --token what)", path.display());
-    Ok(())
+/// Raises the open-files soft limit to the hard limit: connections, console sessions and
+/// Docker streams are all file descriptors.
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if !raised {
+        eprintln!("lightd: cannot raise the open-files limit: {}", std::io::Error::last_os_error());
+    }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> Result<(), String> {
     let store = store::Store::open(&config.storage.state_file).map_err(|e| e.to_string())?;
     let writer = tokio::spawn(Arc::clone(&store).run_writer());
     let addr = (config.server.host.as_str(), config.server.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
-    let app = app::App::new(config, Arc::clone(&store), http::router::labels());
+    let app = app::App::new(config, config_path, token, Arc::clone(&store), http::router::labels());
+    tokio::spawn(Arc::clone(&app).watch_token());
     lifecycle::boot(&app);
     // Learn the engine's state before answering /health; have the network ready meanwhile.
     if app.docker.ping().await.is_ok() {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
             let net = &app.config.containers.default_network;
-            if let Err(e) = app.docker.ensure_network(net).await {
-                eprintln!("lightd: cannot create network {net} yet: {e}");
+            match app.docker.ensure_network(net, &lifecycle::spec::network_options()).await {
+                Err(e) => eprintln!("lightd: cannot create network {net} yet: {e}"),
+                Ok(id) => lifecycle::spec::warn_if_open(&app.docker, net, &id).await,
             }
         });
     }

@@ -1,6 +1,9 @@
 //! Short-lived tokens for the WebSocket and attach consoles (`POST /auth/tokens`), so a
 //! browser never holds the master token. Kept in the state file; expired ones are purged.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::app::App;
 use crate::error::{bad, Error, Result};
 use crate::ids::{self, constant_time_eq};
@@ -9,6 +12,44 @@ use crate::model::{now, TempToken};
 /// Longest lifetime a temporary token may ask for.
 pub const MAX_TTL: u64 = 7 * 24 * 3600;
 pub const DEFAULT_TTL: u64 = 600;
+
+/// How many console sessions each console token has open (bounded per token).
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// Counts one session of a token until dropped.
+pub struct SessionGuard {
+    app: Arc<App>,
+    token: String,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut open = self.app.console_sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
+}
+
+/// Counts a session of `token` in, or refuses past `console.max_sessions_per_token` (429).
+pub fn enter(app: &Arc<App>, token: &str) -> Result<SessionGuard> {
+    let max = app.config.console.max_sessions_per_token;
+    let mut open = app.console_sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+    let n = open.entry(token.to_string()).or_insert(0);
+    if *n >= max {
+        return Err(Error::TooMany(format!(
+            "this console token already has {max} sessions open (console.max_sessions_per_token)"
+        )));
+    }
+    *n += 1;
+    Ok(SessionGuard { app: Arc::clone(app), token: token.to_string() })
+}
 
 /// Why a presented token does not open a console.
 #[derive(Debug, PartialEq)]

@@ -134,30 +134,11 @@ pub fn mount_path(app: &App, volume_id: &str) -> std::result::Result<PathBuf, St
     }
 }
 
-/// Bytes of regular files below `dir`, without following symlinks (the directory itself
-/// included: a volume swapped for a link counts as empty).
+/// Bytes of regular files below `dir`: an fd-relative walk that never follows a symlink and
+/// never enters another file system, so nothing a container swaps in mid-walk widens it (a
+/// volume directory swapped for a link counts as empty).
 fn disk_usage(dir: &Path) -> u64 {
-    let mut total = 0;
-    if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-        return 0;
-    }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                total += meta.len();
-            }
-        }
-    }
-    total
+    crate::vfs::Root::open(dir).and_then(|root| root.usage()).unwrap_or(0)
 }
 
 /// Runs file-system work off the async threads.

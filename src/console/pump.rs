@@ -114,9 +114,11 @@ async fn pump(
     let mut output = OutputLines::new(MAX_LINE);
     let mut pattern = pattern;
     let matched = std::sync::atomic::AtomicBool::new(false);
+    let waiting = std::sync::atomic::AtomicBool::new(pattern.is_some());
     let mut push = |line: String| {
         if pattern.as_ref().is_some_and(|p| p.is_match(prefix(&line, MATCH_PREFIX))) {
             pattern = None;
+            waiting.store(false, Relaxed);
             matched.store(true, Relaxed);
         }
         writer.push(&line);
@@ -135,7 +137,13 @@ async fn pump(
             Ok(Ok(0) | Err(_)) => break,
             Ok(Ok(n)) => n,
         };
-        output.push(&buf[..n], |line| splice.feed(line).into_iter().for_each(&mut push));
+        let mut lines = |bytes: &[u8]| output.push(bytes, |line| splice.feed(line).into_iter().for_each(&mut push));
+        if waiting.load(Relaxed) {
+            // Matching a pattern may be costly: off the async worker while it is pending.
+            tokio::task::block_in_place(|| lines(&buf[..n]));
+        } else {
+            lines(&buf[..n]);
+        }
         hub.wake.notify_waiters();
         if matched.swap(false, Relaxed) {
             report(Signal::PatternMatched { run });

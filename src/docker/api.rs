@@ -96,7 +96,7 @@ impl Docker {
     /// Creates the bridge network `name` unless it exists; returns its id. The engine's
     /// duplicate check is not atomic, so racing creators (several daemons) can leave two
     /// networks of one name: the oldest is used (by id, never ambiguous) and empty twins go.
-    pub async fn ensure_network(&self, name: &str) -> Result<String, DockerError> {
+    pub async fn ensure_network(&self, name: &str, options: &Value) -> Result<String, DockerError> {
         let _one_at_a_time = self.network_lock.lock().await;
         let filter = encode(&format!(r#"{{"name":{{"{name}":true}}}}"#));
         let list = self.json(Method::GET, &format!("/networks?filters={filter}"), None).await?;
@@ -107,7 +107,7 @@ impl Docker {
             .filter(|n| n.get("Name").and_then(Value::as_str) == Some(name))
             .collect();
         if same.is_empty() {
-            let body = json!({"Name": name, "Driver": "bridge", "CheckDuplicate": true,
+            let body = json!({"Name": name, "Driver": "bridge", "CheckDuplicate": true, "Options": options,
                               "Labels": {"lightd.managed": "true"}});
             let created = self.json(Method::POST, "/networks/create", Some(&body)).await?;
             return created

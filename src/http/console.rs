@@ -17,10 +17,25 @@ use super::request::Ctx;
 use crate::app::App;
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, ViewerKind};
+use super::tokens::Access;
 use crate::lifecycle::{record, FILL_WAIT};
+use crate::tokens;
 
 /// Lines one poll hands to a session at most (a batch is one socket write).
 const BATCH: usize = 256;
+/// A client that takes no bytes for this long is let go.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a console token no longer holds a session open: expired, or revoked.
+fn token_gone(app: &App, t: &crate::model::TempToken) -> Option<&'static str> {
+    if t.expires_at <= crate::model::now() {
+        Some("token expired")
+    } else if !t.remove_on_use && !tokens::still_valid(app, &t.token) {
+        Some("token revoked")
+    } else {
+        None
+    }
+}
 
 pub async fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
@@ -70,6 +85,18 @@ pub async fn stats(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
     Ok(ok(&sample))
 }
 
+/// Refuses a new console session on a container that has `console.max_sessions_per_container`.
+pub fn check_room(app: &App, hub: &crate::console::Hub) -> Result<(), ApiError> {
+    let max = app.config.console.max_sessions_per_container;
+    if hub.viewers(ViewerKind::Ws) + hub.viewers(ViewerKind::Attach) >= max {
+        return Err(ApiError::new(
+            hyper::StatusCode::TOO_MANY_REQUESTS,
+            format!("this container already has {max} console sessions (console.max_sessions_per_container)"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn detach(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     record(app, id)?;
@@ -91,16 +118,23 @@ impl hyper::body::Body for ChannelBody {
 
 /// `text/plain` chunks: the tail, then live lines, plus `[lightd] ...` notes, until the
 /// client leaves, `detach` is called or the container is deleted.
-pub fn attach(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
+pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     record(app, id)?;
     let hub = app.hubs.get(id);
+    check_room(app, &hub)?;
+    let token = match &access {
+        Access::Token(t) => Some((tokens::enter(app, &t.token)?, t.clone())),
+        _ => None,
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let tail = app.config.console.tail_lines;
     let guard = hub.viewer(ViewerKind::Attach);
     stats::ensure(app, &hub);
+    let app = Arc::clone(app);
     tokio::spawn(async move {
         let _guard = guard;
+        let (_session, token) = token.unzip();
         let mut closed = hub.closed();
         let mut events = hub.subscribe();
         hub.wait_filled(FILL_WAIT).await;
@@ -109,6 +143,10 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
             return;
         }
         loop {
+            if let Some(why) = token.as_ref().and_then(|t| token_gone(&app, t)) {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Bytes::from(format!("[lightd] {why}\n")))).await;
+                return;
+            }
             let woken = hub.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
@@ -123,6 +161,7 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
             let note = if out.is_empty() {
                 tokio::select! {
                     _ = &mut woken => continue,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = closed.changed() => return,
                     _ = tx.closed() => return,
                     ev = events.recv() => match ev {
@@ -135,8 +174,11 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
             } else {
                 out
             };
+            // A client that stops reading is let go after the write deadline.
             tokio::select! {
-                sent = tx.send(Bytes::from(note)) => if sent.is_err() { return },
+                sent = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Bytes::from(note))) => {
+                    if !matches!(sent, Ok(Ok(()))) { return }
+                }
                 _ = closed.changed() => return,
             }
         }

@@ -1,6 +1,7 @@
 //! The only place that knows hyper's server side: accept loop, dispatch, per-request checks.
 
 mod auth;
+mod conns;
 mod console;
 mod containers;
 mod ports;
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use crate::app::App;
 use reply::{ApiError, Reply};
 use request::Ctx;
+use conns::{Conns, Slot};
 use router::{Miss, Route};
 
 /// A client must send its whole request head within this time (slowloris guard).
@@ -42,11 +44,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     // Each connection holds a receiver; `closed()` resolves when the last one is gone.
     let (stop, stopped) = watch::channel(false);
+    let conns = Conns::new(app.config.server.max_connections, app.config.server.max_connections_per_ip);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => stream,
+                Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and such: back off instead of spinning.
                     eprintln!("lightd: accept failed: {e}");
@@ -56,10 +59,19 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             },
             _ = &mut shutdown => break,
         };
+        let slot = match conns.admit(peer.ip()) {
+            Ok(slot) => Arc::new(slot),
+            Err(why) => {
+                conns::refuse(stream, why);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
             let app = Arc::clone(&app);
+            // The slot follows the request, so a console session it becomes keeps it taken.
+            req.extensions_mut().insert(Arc::clone(&slot));
             async move { Ok::<_, Infallible>(handle(app, req).await) }
         });
         let conn = http1::Builder::new()
@@ -67,7 +79,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_HEAD)
             .max_header_size(MAX_HEAD)
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(conns::Timed::new(stream)), service)
             .with_upgrades();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
@@ -127,12 +139,15 @@ fn miss_error(miss: Miss) -> ApiError {
 }
 
 async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
-    if route.is_console() {
-        tokens::authorize_console(app, &ctx).await?;
-    } else if !route.is_public() && !auth::bearer_matches(&ctx.head.headers, &app.config.authorization.token) {
+    let access = if route.is_console() {
+        Some(tokens::authorize_console(app, &ctx, route == Route::Ws).await?)
+    } else {
+        None
+    };
+    if access.is_none() && !route.is_public() && !auth::bearer_matches(&ctx.head.headers, &app.master.get()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "Missing or invalid token (send Authorization: Bearer lightd_...)",
+            "Missing or invalid token (send Authorization: Bearer lightd_...; lightd --token what shows it)",
         ));
     }
     let extra: &[&str] = match route {
@@ -149,7 +164,7 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
     match route {
         Route::Health => Ok(system::health(app)),
         Route::Ping => Ok(system::ping()),
-        Route::Metrics => Ok(system::metrics(app)),
+        Route::Metrics => Ok(system::metrics(app, ctx.head.extensions.get::<Arc<Slot>>().map(|s| s.open_connections()))),
         Route::VolumeList => volumes::list(app).await,
         Route::VolumeCreate => volumes::create(app, ctx).await,
         Route::VolumeGet => volumes::get(app, ctx).await,
@@ -168,14 +183,15 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::ContainerCommand => power::command(app, ctx).await,
         Route::ContainerLogs => console::logs(app, &ctx).await,
         Route::ContainerStats => console::stats(app, &ctx).await,
-        Route::ContainerAttach => console::attach(app, &ctx),
+        Route::ContainerAttach => console::attach(app, &ctx, access.unwrap_or(tokens::Access::Pending)),
         Route::ContainerDetach => console::detach(app, &ctx),
         Route::TokenCreate => tokens::create(app, ctx).await,
+        Route::TokenRevoke => tokens::revoke(app).await,
         Route::Ws => {
             let id = ctx.param(0).to_string();
             let Ctx { head, body, .. } = ctx;
             let body = body.ok_or_else(|| ApiError::bad_request("request body already read"))?;
-            ws::upgrade(app, Request::from_parts(head, body), &id)
+            ws::upgrade(app, Request::from_parts(head, body), &id, access.unwrap_or(tokens::Access::Pending))
         }
     }
 }

@@ -32,6 +32,7 @@ pub enum Route {
     ContainerDetach,
     Ws,
     TokenCreate,
+    TokenRevoke,
 }
 
 const TABLE: &[(&str, &str, Route)] = &[
@@ -65,6 +66,7 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("POST", "/containers/:id/detach", Route::ContainerDetach),
     ("GET", "/ws/:internal_id", Route::Ws),
     ("POST", "/auth/tokens", Route::TokenCreate),
+    ("DELETE", "/auth/tokens", Route::TokenRevoke),
 ];
 
 impl Route {

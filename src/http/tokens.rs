@@ -30,26 +30,50 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(json(StatusCode::CREATED, &json!({ "token": t.token, "expires_at": t.expires_at })))
 }
 
-/// A console may be opened with the master token (header or `?token=`), or with a temporary
-/// token in `?token=` (403 when it is bound to another container).
-pub async fn authorize_console(app: &App, ctx: &Ctx) -> Result<(), ApiError> {
-    let master = &app.config.authorization.token;
-    if bearer_matches(&ctx.head.headers, master) {
-        return Ok(());
+/// Who opens a console.
+pub enum Access {
+    Master,
+    /// A console token (`POST /auth/tokens`).
+    Token(crate::model::TempToken),
+    /// No credentials yet: a WebSocket may send them as its first frame.
+    Pending,
+}
+
+/// A console may be opened with the master token (header or `?token=`), or with a console
+/// token in `?token=` (403 when it is bound to another container). A WebSocket opened with
+/// no credentials at all may authenticate with its first frame (`pending_ok`).
+pub async fn authorize_console(app: &App, ctx: &Ctx, pending_ok: bool) -> Result<Access, ApiError> {
+    if bearer_matches(&ctx.head.headers, &app.master.get()) {
+        return Ok(Access::Master);
     }
     let q = ctx.query(&["token"])?;
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-    let Some(presented) = q.get("token") else {
-        return Err(unauthorized("Missing or invalid token (send Authorization: Bearer lightd_... or ?token=)"));
-    };
-    if constant_time_eq(presented.as_bytes(), master.as_bytes()) {
-        return Ok(());
+    match q.get("token") {
+        Some(presented) => check(app, presented, ctx.param(0)).await,
+        None if pending_ok && !ctx.head.headers.contains_key(hyper::header::AUTHORIZATION) => Ok(Access::Pending),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing or invalid token (send Authorization: Bearer lightd_... or ?token=; lightd --token what shows \
+             the master token)",
+        )),
     }
-    match tokens::redeem(app, presented, ctx.param(0)).await {
-        Ok(_) => Ok(()),
-        Err(Denied::Invalid(why)) => Err(unauthorized(why)),
+}
+
+/// What a presented token opens on container `id`.
+pub async fn check(app: &App, presented: &str, id: &str) -> Result<Access, ApiError> {
+    if constant_time_eq(presented.as_bytes(), app.master.get().as_bytes()) {
+        return Ok(Access::Master);
+    }
+    match tokens::redeem(app, presented, id).await {
+        Ok(t) => Ok(Access::Token(t)),
+        Err(Denied::Invalid(why)) => Err(ApiError::new(StatusCode::UNAUTHORIZED, why)),
         Err(Denied::OtherContainer) => {
             Err(ApiError::new(StatusCode::FORBIDDEN, "This token is bound to another container"))
         }
     }
+}
+
+/// `DELETE /auth/tokens`: every console token goes.
+pub async fn revoke(app: &App) -> Result<Reply, ApiError> {
+    let revoked = tokens::revoke_all(app).await?;
+    Ok(json(StatusCode::OK, &json!({ "message": "Tokens revoked", "revoked": revoked })))
 }

@@ -26,7 +26,7 @@ impl Supervisor {
     /// `POST /containers/:id/reinstall`: back to `installing` with the new image and script.
     pub(super) async fn reinstall(&mut self, image: Option<String>, script: Option<String>) -> Result<()> {
         if let Some(i) = &image {
-            spec::check_image(i)?;
+            spec::check_image(i, &self.app.config.docker.allowed_registries)?;
         }
         let rec = self.record().ok_or_else(super::not_found)?;
         let rollback = Rollback {
@@ -165,9 +165,10 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
     let rec = app.store.read(|s| s.containers.get(id).cloned()).ok_or_else(|| fail("the record is gone".into()))?;
     let docker = &app.docker;
     let net = &app.config.containers.default_network;
-    let network = docker.ensure_network(net).await.map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
+    let network = docker.ensure_network(net, &super::spec::network_options()).await.map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
     hub.lifecycle(Lifecycle::CreatingContainer);
     let volume_path = crate::volumes::mount_path(app, &rec.volume_id).map_err(fail)?;
+    spec::verify_mounts(&rec, &app.config).map_err(fail)?;
     let data_dir = prepare_data_dir(app, &rec).map_err(|e| fail(format!("cannot write the data directory: {e}")))?;
     let name = rec.docker_name();
     let old = rec.container_id.iter().chain(std::iter::once(&name));

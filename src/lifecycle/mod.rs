@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod events;
+mod image;
 mod install;
 mod power;
 mod rebind;
@@ -124,6 +125,8 @@ pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
             if !s.volumes.contains_key(&rec.volume_id) {
                 return Err(Error::NotFound("Volume not found".into()));
             }
+            let others: Vec<&ContainerRecord> = s.containers.values().collect();
+            spec::check_mount_isolation(&rec, &others, &app.config)?;
             claim_ports(s, &id, &rec.ports)?;
             s.containers.insert(id.clone(), rec);
             Ok(())

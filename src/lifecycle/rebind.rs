@@ -112,9 +112,10 @@ async fn swap(app: &Arc<App>, id: &str, ports: &[PortBinding]) -> std::result::R
     let old_cid = next.container_id.clone().ok_or("no container to rebind")?;
     let docker = &app.docker;
     let volume_path = crate::volumes::mount_path(app, &next.volume_id)?;
+    super::spec::verify_mounts(&next, &app.config)?;
     let data = data_dir(app, id);
     let net = &app.config.containers.default_network;
-    let network = docker.ensure_network(net).await.map_err(|e| format!("cannot prepare network {net}: {e}"))?;
+    let network = docker.ensure_network(net, &super::spec::network_options()).await.map_err(|e| format!("cannot prepare network {net}: {e}"))?;
     let body = container_spec(&next, &app.config, &RunSpec::server(&volume_path, &data, &network, &app.instance));
     let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(None, &body))
         .await

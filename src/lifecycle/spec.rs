@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::config::Config;
+use crate::config::{AllowedMount, Config};
 use crate::error::{bad, Result};
 use crate::ids::valid_internal_id;
 use crate::model::{now, ContainerRecord, InstallState, Limits, PortBinding, PowerState};
@@ -16,6 +16,28 @@ use crate::volumes;
 /// Where the volume and the data directory appear inside the container.
 pub const HOME: &str = "/home/container";
 pub const DATA: &str = "/app/data";
+/// The only capabilities a server keeps: what game servers and their install scripts need to
+/// own files, switch users and signal their children. No MKNOD (device nodes), no NET_RAW
+/// (raw sockets), no SYS_* of any kind.
+pub const CAPABILITIES: [&str; 7] = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL", "NET_BIND_SERVICE"];
+/// Options of the network lightd makes: servers reach each other only through published ports.
+pub fn network_options() -> Value {
+    json!({"com.docker.network.bridge.enable_icc": "false"})
+}
+
+/// Says so at start when the network already existed with traffic between containers on
+/// (lightd cannot change an existing network's options).
+pub async fn warn_if_open(docker: &crate::docker::Docker, name: &str, id: &str) {
+    if let Ok(net) = docker.json(hyper::Method::GET, &format!("/networks/{id}"), None).await {
+        if net["Options"]["com.docker.network.bridge.enable_icc"].as_str() != Some("false") {
+            eprintln!(
+                "lightd: warning: network {name} lets servers reach each other's unpublished ports; \
+                 remove it (docker network rm {name}) so lightd makes it with inter-container traffic off"
+            );
+        }
+    }
+}
+
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY: u64 = 6 << 20;
 const MAX_COMMAND: usize = 8 * 1024;
@@ -49,7 +71,7 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     if !valid_internal_id(&req.internal_id) {
         return Err(bad("internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with ."));
     }
-    check_image(&req.image)?;
+    check_image(&req.image, &config.docker.allowed_registries)?;
     let volume_id = volumes::parse_id(&req.volume_id)?;
     let command = req.startup_command.trim();
     if command.is_empty() || command.len() > MAX_COMMAND || command.contains('\0') {
@@ -60,6 +82,12 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     }
     check_ports(&req.ports)?;
     check_limits(&req.limits)?;
+    let defaults = &config.containers.default_limits;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let limits = Limits {
+        memory: req.limits.memory.or(defaults.memory),
+        cpu: req.limits.cpu.or(defaults.cpu.map(|c| c.min(cores))),
+    };
     let mount = check_mounts(&req.mount, &config.containers.allowed_mounts)?;
     check_env(&req.env)?;
     if req.install_script.as_deref().is_some_and(|s| s.contains('\0')) {
@@ -76,7 +104,7 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
         install_state: InstallState::Installing,
         state: PowerState::Offline,
         ports: req.ports,
-        limits: req.limits,
+        limits,
         mount,
         env: req.env,
         install_script: req.install_script.filter(|s| !s.trim().is_empty()),
@@ -88,17 +116,16 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     })
 }
 
-/// An image reference Docker would accept: `[registry[:port]/]name[:tag][@digest]`.
-pub fn check_image(image: &str) -> Result<()> {
-    let ok = (1..=255).contains(&image.len())
-        && image.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
-        && !image.starts_with(['-', '/', ':', '.'])
-        && !image.contains("//");
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(format!("image {image:?} is not a valid image reference like ubuntu:22.04")))
+/// An image reference by Docker's grammar, `[registry[:port]/]path[:tag][@digest]`, from a
+/// registry `allowed` lets images come from (empty: any). The error names the rule broken.
+pub fn check_image(image: &str, allowed: &[String]) -> Result<()> {
+    let registry = super::image::check(image).map_err(|rule| bad(format!("image {image:?}: {rule}")))?;
+    if !allowed.is_empty() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(&registry)) {
+        return Err(bad(format!(
+            "image {image:?} comes from registry {registry}, which docker.allowed_registries does not list"
+        )));
     }
+    Ok(())
 }
 
 /// Longest `start_pattern` accepted, in bytes.
@@ -177,8 +204,8 @@ fn clean_absolute(p: &str) -> Option<PathBuf> {
 
 /// Custom mounts: targets are clean absolute paths outside lightd's own; sources exist and,
 /// with symlinks resolved, lie under one of `allowed` (none by default). Returns the map with
-/// resolved sources, so a later symlink swap cannot widen what is mounted.
-pub fn check_mounts(mount: &BTreeMap<String, String>, allowed: &[PathBuf]) -> Result<BTreeMap<String, String>> {
+/// resolved sources, so what is recorded is what gets mounted.
+pub fn check_mounts(mount: &BTreeMap<String, String>, allowed: &[AllowedMount]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (target, source) in mount {
         let t = clean_absolute(target)
@@ -193,16 +220,69 @@ pub fn check_mounts(mount: &BTreeMap<String, String>, allowed: &[PathBuf]) -> Re
         }
         let s = clean_absolute(source)
             .ok_or_else(|| bad(format!("mount source {source:?} must be an absolute path without ..")))?;
-        let resolved = s.canonicalize().ok();
-        let allowed_here =
-            resolved.as_ref().is_some_and(|r| allowed.iter().any(|a| a.canonicalize().is_ok_and(|a| r.starts_with(a))));
-        if !allowed_here {
-            return Err(bad(format!("Mount source not allowed: {source} (allowed under containers.allowed_mounts)")));
-        }
-        let resolved = resolved.unwrap_or(s);
+        let resolved = s.canonicalize().ok().filter(|r| allowed_root(r, allowed).is_some()).ok_or_else(|| {
+            bad(format!("Mount source not allowed: {source} (allowed under containers.allowed_mounts)"))
+        })?;
         out.insert(target.clone(), resolved.to_string_lossy().into_owned());
     }
+    let sources: Vec<&String> = out.values().collect();
+    for (i, a) in sources.iter().enumerate() {
+        if let Some(b) = sources[i + 1..].iter().find(|b| overlaps(Path::new(a), Path::new(b))) {
+            return Err(bad(format!("Mount sources {a} and {b} overlap: one lies inside the other")));
+        }
+    }
     Ok(out)
+}
+
+/// The allowed entry a resolved source lies under.
+fn allowed_root<'a>(resolved: &Path, allowed: &'a [AllowedMount]) -> Option<&'a AllowedMount> {
+    allowed.iter().find(|a| a.path().canonicalize().is_ok_and(|root| resolved.starts_with(root)))
+}
+
+/// One path is the other or lies inside it.
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// A mount source must not contain or lie inside anything a container could use to reach
+/// another: a volume, lightd's own files, or another container's mount source (a server that
+/// can write above another's source could swap that source for a symlink to `/`).
+pub fn check_mount_isolation(rec: &ContainerRecord, others: &[&ContainerRecord], config: &Config) -> Result<()> {
+    let state_dir = config.storage.state_file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let protected = [&config.volumes.base_path, &config.storage.data_path, &state_dir];
+    for source in rec.mount.values().map(Path::new) {
+        if let Some(p) = protected.iter().find(|p| !p.as_os_str().is_empty() && overlaps(source, p)) {
+            return Err(bad(format!("Mount source {} overlaps lightd's own {}", source.display(), p.display())));
+        }
+        for other in others.iter().filter(|o| o.internal_id != rec.internal_id) {
+            if let Some(o) = other.mount.values().find(|o| overlaps(source, Path::new(o))) {
+                return Err(bad(format!(
+                    "Mount source {} overlaps {o}, a mount source of {}",
+                    source.display(),
+                    other.internal_id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Before each create and start: every mount source still resolves to itself (nobody swapped
+/// a part of it for a symlink since it was checked) and is still allowed.
+pub fn verify_mounts(rec: &ContainerRecord, config: &Config) -> std::result::Result<(), String> {
+    for source in rec.mount.values() {
+        let now = Path::new(source).canonicalize().map_err(|e| format!("mount source {source}: {e}"))?;
+        if now != Path::new(source) {
+            return Err(format!(
+                "mount source {source} changed since it was checked (it now resolves to {}); refusing to use it",
+                now.display()
+            ));
+        }
+        if allowed_root(&now, &config.containers.allowed_mounts).is_none() {
+            return Err(format!("mount source {source} is no longer allowed by containers.allowed_mounts"));
+        }
+    }
+    Ok(())
 }
 
 /// What one Docker container of a server runs.
@@ -254,7 +334,9 @@ pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> 
         json!({"Type": "bind", "Source": run.data_dir, "Target": DATA, "ReadOnly": true}),
     ];
     for (target, source) in &rec.mount {
-        mounts.push(json!({"Type": "bind", "Source": source, "Target": target, "ReadOnly": false}));
+        let rw = allowed_root(Path::new(source), &config.containers.allowed_mounts).is_some_and(AllowedMount::writable);
+        mounts.push(json!({"Type": "bind", "Source": source, "Target": target, "ReadOnly": !rw,
+                           "BindOptions": {"Propagation": "rprivate"}}));
     }
     let mut exposed = Map::new();
     let mut bindings: Map<String, Value> = Map::new();
@@ -276,6 +358,8 @@ pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> 
         "PortBindings": bindings,
         "PidsLimit": config.containers.pids_limit,
         "SecurityOpt": ["no-new-privileges"],
+        "CapDrop": ["ALL"],
+        "CapAdd": CAPABILITIES,
         "NetworkMode": run.network,
         "Init": true,
         "RestartPolicy": {"Name": "no"},
@@ -404,10 +488,11 @@ mod tests {
         std::fs::create_dir_all(allowed.join("maps")).unwrap();
         let _ = std::os::unix::fs::symlink("/etc", allowed.join("escape"));
         let ok = BTreeMap::from([("/maps".to_string(), allowed.join("maps").to_string_lossy().into_owned())]);
+        let allowed = AllowedMount::ReadOnly(allowed);
         assert!(check_mounts(&ok, std::slice::from_ref(&allowed)).is_ok());
-        let escape = BTreeMap::from([("/x".to_string(), allowed.join("escape").to_string_lossy().into_owned())]);
+        let escape = BTreeMap::from([("/x".to_string(), allowed.path().join("escape").to_string_lossy().into_owned())]);
         assert!(check_mounts(&escape, std::slice::from_ref(&allowed)).is_err());
-        let dotdot = BTreeMap::from([("/x".to_string(), format!("{}/maps/../../", allowed.display()))]);
+        let dotdot = BTreeMap::from([("/x".to_string(), format!("{}/maps/../../", allowed.path().display()))]);
         assert!(check_mounts(&dotdot, std::slice::from_ref(&allowed)).is_err());
         assert!(check_mounts(&ok, &[]).is_err(), "nothing allowed by default");
         std::fs::remove_dir_all(root).unwrap();
@@ -417,8 +502,9 @@ mod tests {
     fn quoting() {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert!(entrypoint_script("bash -c 'echo hi'").contains(r"exec /bin/sh -c 'bash -c '\''echo hi'\'''"));
-        assert!(check_image("ubuntu:22.04").is_ok());
-        assert!(check_image("reg:5000/a/b@sha256:abc").is_ok());
-        assert!(check_image("-rm").is_err());
+        assert!(check_image("ubuntu:22.04", &[]).is_ok());
+        assert!(check_image("127.0.0.1:5000/a/b:1", &["127.0.0.1:5000".into()]).is_ok());
+        assert!(check_image("ubuntu:22.04", &["127.0.0.1:5000".into()]).unwrap_err().to_string().contains("docker.io"));
+        assert!(check_image("-rm", &[]).is_err());
     }
 }

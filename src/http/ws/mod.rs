@@ -1,0 +1,351 @@
+//! `GET /ws/:internal_id`: the console protocol of API.md, read with fastwebsockets and
+//! written by hand (`frames.rs`), so a batch of lines is one buffer and one write.
+//!
+//! A reader task turns inbound frames into messages; the session task owns the write half and
+//! selects over the ring (console lines), the hub's events, inbound messages, `detach`, a ping
+//! timer and the console token's clock. Every write has a deadline: a viewer that stops
+//! reading is closed, and only ever delays itself (the ring moves on; it is told how many
+//! lines it missed).
+
+mod frames;
+mod inbound;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastwebsockets::{after_handshake_split, Role};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::{broadcast, mpsc};
+
+use super::conns::Slot;
+use super::power::Action;
+use super::reply::{ApiError, Reply};
+use super::tokens::{self as auth, Access};
+use crate::app::App;
+use crate::console::viewer::Cursor;
+use crate::console::{stats, Event, Hub, ViewerKind};
+use crate::lifecycle::{self, record, FILL_WAIT};
+use crate::model::now;
+use crate::tokens::{self, SessionGuard};
+use inbound::{Bucket, Inbound};
+
+/// Lines written per batch (one write).
+const BATCH: usize = 256;
+const PING_EVERY: Duration = Duration::from_secs(10);
+/// A peer silent this long (no frame, no pong) is gone, or no longer reading.
+const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A write that does not finish in this time ends the session (the peer stopped reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An upgrade must complete within this time.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A socket opened without a token must send its `auth` frame within this time.
+const AUTH_WAIT: Duration = Duration::from_secs(5);
+/// A console token's session is warned this long before the token expires.
+const EXPIRY_WARNING: u64 = 60;
+/// Close code for authentication failures (4000-4999 are the application's).
+const UNAUTHORIZED: u16 = 4001;
+
+/// Upgrades the connection (the router checked what credentials came with it) and starts
+/// the session.
+pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, id: &str, access: Access) -> Result<Reply, ApiError> {
+    record(app, id)?;
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return Err(ApiError::new(hyper::StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"));
+    }
+    let hub = app.hubs.get(id);
+    super::console::check_room(app, &hub)?;
+    let guard = match &access {
+        Access::Token(t) => Some(tokens::enter(app, &t.token).map_err(ApiError::from)?),
+        _ => None,
+    };
+    let mut req = req;
+    let (resp, fut) = fastwebsockets::upgrade::upgrade(&mut req)
+        .map_err(|e| ApiError::bad_request(format!("bad WebSocket handshake: {e}")))?;
+    // The connection's slot stays taken while the session runs.
+    let slot = req.extensions().get::<Arc<Slot>>().cloned();
+    let app = Arc::clone(app);
+    tokio::spawn(async move {
+        let _slot = slot;
+        match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
+            Ok(Ok(ws)) => Session::run(app, hub, ws.into_inner(), access, guard).await,
+            Ok(Err(e)) => eprintln!("lightd: websocket upgrade failed: {e}"),
+            Err(_) => eprintln!("lightd: websocket upgrade did not finish within {UPGRADE_TIMEOUT:?}"),
+        }
+    });
+    let (parts, _) = resp.into_parts();
+    Ok(hyper::Response::from_parts(parts, super::reply::full(hyper::body::Bytes::new())))
+}
+
+/// How a session ends: a close frame with this code and reason (none for a peer that left).
+type Close = Option<(u16, String)>;
+
+/// One console session.
+struct Session {
+    app: Arc<App>,
+    hub: Arc<Hub>,
+    wr: WriteHalf<TokioIo<Upgraded>>,
+    /// Bytes waiting for the next write.
+    out: Vec<u8>,
+    /// The console token the session runs on (`None`: the master token).
+    token: Option<crate::model::TempToken>,
+    warned: bool,
+    _guard: Option<SessionGuard>,
+}
+
+impl Session {
+    async fn run(app: Arc<App>, hub: Arc<Hub>, io: TokioIo<Upgraded>, access: Access, guard: Option<SessionGuard>) {
+        let _viewer = hub.viewer(ViewerKind::Ws);
+        let (rd, wr) = tokio::io::split(io);
+        // fastwebsockets reads; every byte out is written here (its writer stays unused).
+        let (mut rx, _) = after_handshake_split(rd, tokio::io::sink(), Role::Server);
+        rx.set_max_message_size(inbound::MAX_FRAME_READ);
+        rx.set_auto_close(true);
+        rx.set_auto_pong(true);
+        let (in_tx, mut inbound) = mpsc::channel(64);
+        let reader = tokio::spawn(inbound::read_loop(rx, in_tx.clone()));
+        let token = match &access {
+            Access::Token(t) => Some(t.clone()),
+            _ => None,
+        };
+        let mut s = Session { app, hub, wr, out: Vec::with_capacity(16 * 1024), token, warned: false, _guard: guard };
+        let close = match access {
+            Access::Pending => s.first_auth(&mut inbound).await,
+            _ => None,
+        };
+        let close = match close {
+            Some(c) => Some(c),
+            None => s.serve(&mut inbound, &in_tx).await,
+        };
+        if let Some((code, reason)) = close {
+            s.out.extend_from_slice(&frames::close(code, &reason));
+            if s.write().await {
+                // Give the peer a moment to answer the close, so the socket ends cleanly.
+                let mut reader = reader;
+                if tokio::time::timeout(Duration::from_secs(1), &mut reader).await.is_ok() {
+                    return;
+                }
+                reader.abort();
+                return;
+            }
+        }
+        reader.abort();
+    }
+
+    /// A socket opened without a token: its first frame must be `auth` with a valid token.
+    async fn first_auth(&mut self, inbound: &mut mpsc::Receiver<Inbound>) -> Close {
+        let refused = |why: &str| Some((UNAUTHORIZED, why.to_string()));
+        let text = match tokio::time::timeout(AUTH_WAIT, inbound.recv()).await {
+            Err(_) => return refused("authentication required: send {\"event\":\"auth\",\"args\":[token]} within 5 s"),
+            Ok(Some(Inbound::Text(t))) => t,
+            Ok(_) => return refused("authentication required: the first message must be auth"),
+        };
+        match inbound::parse(&text) {
+            Ok((name, args)) if name == "auth" => match self.authenticate(args.first()).await {
+                Ok(()) => None,
+                Err(why) => refused(&why),
+            },
+            _ => refused("authentication required: the first message must be auth"),
+        }
+    }
+
+    /// Checks an `auth` frame's token and makes it the session's; answers `auth success`.
+    async fn authenticate(&mut self, presented: Option<&String>) -> Result<(), String> {
+        let presented = presented.ok_or("auth needs the token as its arg")?;
+        match auth::check(&self.app, presented, &self.hub.id).await {
+            Ok(Access::Token(t)) => {
+                if self._guard.is_none() {
+                    self._guard = Some(tokens::enter(&self.app, &t.token).map_err(|e| e.to_string())?);
+                }
+                self.token = Some(t);
+                self.warned = false;
+            }
+            Ok(_) => self.token = None,
+            Err(e) => return Err(e.message),
+        }
+        frames::event::<&str>(&mut self.out, "auth success", &[]);
+        Ok(())
+    }
+
+    /// The session proper: status and tail, then everything live until one side ends it.
+    async fn serve(&mut self, inbound: &mut mpsc::Receiver<Inbound>, in_tx: &mpsc::Sender<Inbound>) -> Close {
+        let (app, hub) = (Arc::clone(&self.app), Arc::clone(&self.hub));
+        stats::ensure(&app, &hub);
+        let mut closed = hub.closed();
+        let mut events = hub.subscribe();
+        hub.wait_filled(FILL_WAIT).await;
+        let state = record(&app, &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
+        let (mut cursor, tail) = Cursor::tail(hub.ring(), app.config.console.tail_lines);
+        frames::event(&mut self.out, "status", &[state]);
+        frames::event(&mut self.out, "logs", &tail);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        let mut last_seen = Instant::now();
+        let mut bucket = Bucket::default();
+        loop {
+            if !self.out.is_empty() && !self.write().await {
+                return None;
+            }
+            let woken = hub.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let batch = cursor.poll(hub.ring(), BATCH);
+            if batch.skipped > 0 {
+                frames::event(&mut self.out, "daemon_message", &[format!("{} lines skipped", batch.skipped)]);
+            }
+            if !batch.lines.is_empty() {
+                frames::event(&mut self.out, "console output", &batch.lines);
+            }
+            if !self.out.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                ev = events.recv() => match ev {
+                    Ok(ev) => event_frames(&mut self.out, &ev),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        frames::event(&mut self.out, "daemon_message", &[format!("{n} events skipped")]);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Some((1001, "container deleted".into())),
+                },
+                msg = inbound.recv() => match msg {
+                    None => return Some((1000, String::new())),
+                    Some(Inbound::Alive) => last_seen = Instant::now(),
+                    Some(Inbound::Reply(f)) => self.out.extend_from_slice(&f),
+                    Some(Inbound::TooBig) => return Some((1009, "message too big".into())),
+                    Some(Inbound::NotUtf8) => error(&mut self.out, "messages must be UTF-8 JSON text"),
+                    Some(Inbound::Send { frame, close }) => {
+                        self.out.extend_from_slice(&frame);
+                        if !self.write().await || close {
+                            return None;
+                        }
+                    }
+                    Some(Inbound::Text(text)) => {
+                        last_seen = Instant::now();
+                        if !bucket.take() {
+                            error(&mut self.out, "rate limit exceeded: message dropped");
+                            continue;
+                        }
+                        if let Err(why) = self.handle(&text, in_tx).await {
+                            return Some((UNAUTHORIZED, why));
+                        }
+                    }
+                },
+                _ = closed.changed() => return Some((1000, closed.borrow().unwrap_or("closed").to_string())),
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > PEER_TIMEOUT {
+                        return Some((1001, "ping timeout".into()));
+                    }
+                    frames::push(&mut self.out, frames::PING, b"lightd");
+                }
+                _ = check.tick() => {
+                    if let Some(close) = self.check_token() {
+                        return Some(close);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A console token's session is warned before its token expires, and ends when it
+    /// expires or is revoked (container deleted, `DELETE /auth/tokens`, master token reset).
+    fn check_token(&mut self) -> Close {
+        let t = self.token.as_ref()?;
+        let left = t.expires_at.saturating_sub(now());
+        if left == 0 {
+            frames::event::<&str>(&mut self.out, "token expired", &[]);
+            return Some((UNAUTHORIZED, "token expired".into()));
+        }
+        if left <= EXPIRY_WARNING && !self.warned {
+            self.warned = true;
+            frames::event::<&str>(&mut self.out, "token expiring", &[]);
+        }
+        // A single-use token was consumed when the session opened; it cannot be revoked.
+        if !t.remove_on_use && !tokens::still_valid(&self.app, &t.token) {
+            return Some((UNAUTHORIZED, "token revoked".into()));
+        }
+        None
+    }
+
+    /// Writes what is waiting, within the write deadline; false when the peer is gone or stuck.
+    async fn write(&mut self) -> bool {
+        let out = std::mem::take(&mut self.out);
+        let ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(&out)).await, Ok(Ok(())));
+        self.out = out;
+        self.out.clear();
+        ok
+    }
+
+    /// Handles one inbound message. Quick answers go out at once; actions go to the
+    /// supervisor in the background and answer (only on failure) through `replies`. An `auth`
+    /// with a bad token ends the session.
+    async fn handle(&mut self, text: &str, replies: &mpsc::Sender<Inbound>) -> Result<(), String> {
+        let (name, args) = match inbound::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                error(&mut self.out, &e);
+                return Ok(());
+            }
+        };
+        let first = args.first().cloned();
+        let action = match name.as_str() {
+            "auth" => return self.authenticate(first.as_ref()).await,
+            "request_logs" | "logs" => {
+                match super::console::tail_count(&self.app, "request_logs", first.as_deref()) {
+                    Ok(n) => frames::event(&mut self.out, "logs", &Cursor::tail(self.hub.ring(), n).1),
+                    Err(e) => error(&mut self.out, &e),
+                }
+                return Ok(());
+            }
+            "send_command" => {
+                first.map(lifecycle::Action::Command).ok_or("send_command needs the command as its arg".to_string())
+            }
+            // The console's power actions are API.md's four; suspend and resume need the API.
+            "power" => first
+                .as_deref()
+                .filter(|a| ["start", "stop", "kill", "restart"].contains(a))
+                .and_then(Action::parse)
+                .map(Action::lifecycle)
+                .ok_or("power takes start, stop, kill or restart".to_string()),
+            other => Err(format!("unknown event {other:?}")),
+        };
+        let action = match action {
+            Ok(a) => a,
+            Err(e) => {
+                error(&mut self.out, &e);
+                return Ok(());
+            }
+        };
+        let (app, id, replies) = (Arc::clone(&self.app), self.hub.id.clone(), replies.clone());
+        tokio::spawn(async move {
+            if let Err(e) = lifecycle::act(&app, &id, action).await {
+                let mut frame = Vec::new();
+                frames::event(&mut frame, "error", &[e.to_string()]);
+                let _ = replies.send(Inbound::Reply(frame)).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+fn error(out: &mut Vec<u8>, text: &str) {
+    frames::event(out, "error", &[text]);
+}
+
+/// The frames one hub event becomes.
+fn event_frames(out: &mut Vec<u8>, ev: &Event) {
+    match ev {
+        Event::Lifecycle(l) => frames::event(out, "event", &[l.as_str()]),
+        Event::InstallOutput(line) => frames::event(out, "install output", &[line]),
+        Event::Status(s) => {
+            frames::event(out, "status", &[s.as_str()]);
+            frames::event(out, "event", &[s.as_str()]);
+        }
+        Event::DaemonMessage(m) => frames::event(out, "daemon_message", &[m]),
+        Event::Stats(json) => frames::event(out, "stats", &[json]),
+    }
+}
