@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::secret::{self, Master};
 use crate::console::Hubs;
 use crate::docker::Docker;
 use crate::lifecycle::Supervisors;
 use crate::metrics::Metrics;
+use crate::secret::{self, Master};
 use crate::shutdown::Tasks;
 use crate::store::Store;
 

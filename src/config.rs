@@ -289,14 +289,20 @@ impl Config {
             return bad("containers.default_limits: memory must be at least 6 MiB and cpu at least 0.01".into());
         }
         if self.server.max_connections < 16 || self.server.max_connections_per_ip == 0 {
-            return bad("server.max_connections must be at least 16 and server.max_connections_per_ip at least 1".into());
+            return bad(
+                "server.max_connections must be at least 16 and server.max_connections_per_ip at least 1".into()
+            );
         }
         if self.console.max_sessions_per_container == 0 || self.console.max_sessions_per_token == 0 {
-            return bad("console.max_sessions_per_container and console.max_sessions_per_token must be at least 1".into());
+            return bad(
+                "console.max_sessions_per_container and console.max_sessions_per_token must be at least 1".into()
+            );
         }
         for r in &self.docker.allowed_registries {
             if r.is_empty() || r.contains('/') {
-                return bad(format!("docker.allowed_registries entry {r:?} must be a registry host like 127.0.0.1:5000"));
+                return bad(format!(
+                    "docker.allowed_registries entry {r:?} must be a registry host like 127.0.0.1:5000"
+                ));
             }
         }
         if self.storage.state_file.as_os_str().is_empty() || self.storage.state_file.is_dir() {

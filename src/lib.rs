@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod notify;

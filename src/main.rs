@@ -87,7 +87,10 @@ fn main() -> ExitCode {
     }
     let Args { config: path, explicit, action } = args;
     if explicit && !path.exists() {
-        eprintln!("lightd: config {} does not exist (without --config, ./config.json or the embedded defaults are used)", path.display());
+        eprintln!(
+            "lightd: config {} does not exist (without --config, ./config.json or the embedded defaults are used)",
+            path.display()
+        );
         return ExitCode::from(2);
     }
     let config = match Config::load(&path).and_then(|c| c.validate().map(|()| c)) {
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     raise_nofile();
+    lightd::memory::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -14,12 +14,14 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The counts behind the caps.
 pub struct Conns {
     open: AtomicUsize,
+    /// Connections closed so far (the memory trimmer watches it).
+    closed: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max: usize,
     max_per_ip: usize,
@@ -33,12 +35,32 @@ pub struct Slot {
 
 impl Conns {
     pub fn new(max: usize, max_per_ip: usize) -> Arc<Conns> {
-        Arc::new(Conns { open: AtomicUsize::new(0), per_ip: Mutex::new(HashMap::new()), max, max_per_ip })
+        Arc::new(Conns {
+            open: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            max,
+            max_per_ip,
+        })
     }
 
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Gives memory back to the system after connections went away: the allocator keeps freed
+    /// pages otherwise, and a burst of connections would leave the daemon's RSS high for good.
+    pub async fn trim_after_bursts(self: Arc<Self>) {
+        let mut seen = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let closed = self.closed.load(Ordering::Relaxed);
+            if closed != seen {
+                seen = closed;
+                crate::memory::trim();
+            }
+        }
     }
 
     /// A slot for a connection from `ip`, or why there is none.
@@ -74,6 +96,7 @@ impl Drop for Slot {
             }
         }
         self.conns.open.fetch_sub(1, Ordering::Relaxed);
+        self.conns.closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -86,7 +109,22 @@ pub fn refuse(mut stream: TcpStream, why: &'static str) {
              connection: close\r\nretry-after: 1\r\n\r\n{body}",
             body.len()
         );
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(reply.as_bytes())).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(reply.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Take what the client sent before closing, or the close would reset the
+            // connection and lose the answer; briefly, and a bounded amount.
+            let mut sink = [0u8; 4096];
+            let mut left: usize = 64 * 1024;
+            while left > 0 {
+                match stream.read(&mut sink).await? {
+                    0 => break,
+                    n => left = left.saturating_sub(n),
+                }
+            }
+            Ok::<_, io::Error>(())
+        })
+        .await;
     });
 }
 

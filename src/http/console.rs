@@ -14,10 +14,10 @@ use tokio::sync::mpsc;
 
 use super::reply::{ok, ApiError, Reply};
 use super::request::Ctx;
+use super::tokens::Access;
 use crate::app::App;
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, ViewerKind};
-use super::tokens::Access;
 use crate::lifecycle::{record, FILL_WAIT};
 use crate::tokens;
 

@@ -28,9 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
+use conns::{Conns, Slot};
 use reply::{ApiError, Reply};
 use request::Ctx;
-use conns::{Conns, Slot};
 use router::{Miss, Route};
 
 /// A client must send its whole request head within this time (slowloris guard).
@@ -45,6 +45,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     // Each connection holds a receiver; `closed()` resolves when the last one is gone.
     let (stop, stopped) = watch::channel(false);
     let conns = Conns::new(app.config.server.max_connections, app.config.server.max_connections_per_ip);
+    let trimmer = tokio::spawn(Arc::clone(&conns).trim_after_bursts());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -94,6 +95,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         });
     }
     drop(listener);
+    trimmer.abort();
     // Console sessions never end by themselves: tell them why they end now, and give them a
     // moment to say goodbye to their peers.
     app.hubs.close_all("daemon shutting down");
@@ -139,11 +141,8 @@ fn miss_error(miss: Miss) -> ApiError {
 }
 
 async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
-    let access = if route.is_console() {
-        Some(tokens::authorize_console(app, &ctx, route == Route::Ws).await?)
-    } else {
-        None
-    };
+    let access =
+        if route.is_console() { Some(tokens::authorize_console(app, &ctx, route == Route::Ws).await?) } else { None };
     if access.is_none() && !route.is_public() && !auth::bearer_matches(&ctx.head.headers, &app.master.get()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -164,7 +163,9 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
     match route {
         Route::Health => Ok(system::health(app)),
         Route::Ping => Ok(system::ping()),
-        Route::Metrics => Ok(system::metrics(app, ctx.head.extensions.get::<Arc<Slot>>().map(|s| s.open_connections()))),
+        Route::Metrics => {
+            Ok(system::metrics(app, ctx.head.extensions.get::<Arc<Slot>>().map(|s| s.open_connections())))
+        }
         Route::VolumeList => volumes::list(app).await,
         Route::VolumeCreate => volumes::create(app, ctx).await,
         Route::VolumeGet => volumes::get(app, ctx).await,

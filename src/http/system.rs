@@ -39,7 +39,12 @@ pub fn metrics(app: &App, connections: Option<usize>) -> Reply {
     gauge(&mut out, "lightd_docker_reachable", "1 when the Docker engine answers.", app.docker.reachable().into());
     gauge(&mut out, "lightd_uptime_seconds", "Seconds since start.", app.started.elapsed().as_secs());
     gauge(&mut out, "lightd_process_resident_bytes", "Resident memory of the daemon.", resident_bytes());
-    gauge(&mut out, "lightd_connections", "Open client connections and console sessions.", connections.unwrap_or(0) as u64);
+    gauge(
+        &mut out,
+        "lightd_connections",
+        "Open client connections and console sessions.",
+        connections.unwrap_or(0) as u64,
+    );
     let mut resp = Response::new(full(out));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp

@@ -165,7 +165,10 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
     let rec = app.store.read(|s| s.containers.get(id).cloned()).ok_or_else(|| fail("the record is gone".into()))?;
     let docker = &app.docker;
     let net = &app.config.containers.default_network;
-    let network = docker.ensure_network(net, &super::spec::network_options()).await.map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
+    let network = docker
+        .ensure_network(net, &super::spec::network_options())
+        .await
+        .map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
     hub.lifecycle(Lifecycle::CreatingContainer);
     let volume_path = crate::volumes::mount_path(app, &rec.volume_id).map_err(fail)?;
     spec::verify_mounts(&rec, &app.config).map_err(fail)?;

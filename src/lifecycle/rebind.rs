@@ -115,7 +115,10 @@ async fn swap(app: &Arc<App>, id: &str, ports: &[PortBinding]) -> std::result::R
     super::spec::verify_mounts(&next, &app.config)?;
     let data = data_dir(app, id);
     let net = &app.config.containers.default_network;
-    let network = docker.ensure_network(net, &super::spec::network_options()).await.map_err(|e| format!("cannot prepare network {net}: {e}"))?;
+    let network = docker
+        .ensure_network(net, &super::spec::network_options())
+        .await
+        .map_err(|e| format!("cannot prepare network {net}: {e}"))?;
     let body = container_spec(&next, &app.config, &RunSpec::server(&volume_path, &data, &network, &app.instance));
     let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(None, &body))
         .await

@@ -26,7 +26,10 @@ const BURST: f64 = 40.0;
 pub enum Inbound {
     Text(String),
     /// A frame the protocol obliges us to send (pong, close echo), already encoded.
-    Send { frame: Vec<u8>, close: bool },
+    Send {
+        frame: Vec<u8>,
+        close: bool,
+    },
     /// Any sign of life (pong, ping).
     Alive,
     TooBig,
