@@ -139,9 +139,9 @@ mod tests {
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let s1 = conns.admit(a).unwrap();
         let _s2 = conns.admit(a).unwrap();
-        assert!(conns.admit(a).unwrap_err().contains("per_ip"));
+        assert!(conns.admit(a).err().unwrap().contains("per_ip"));
         let _s3 = conns.admit(b).unwrap();
-        assert!(conns.admit(b).unwrap_err().contains("max_connections"));
+        assert!(conns.admit(b).err().unwrap().contains("max_connections"));
         drop(s1);
         assert_eq!(conns.open(), 2);
         assert!(conns.admit(a).is_ok());
