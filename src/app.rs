@@ -29,6 +29,8 @@ pub struct App {
     pub hubs: Hubs,
     /// The mailbox of every container's supervisor.
     pub sups: Supervisors,
+    /// How volume size limits are enforced here (`volumes.quota` resolved at start).
+    pub quota: crate::model::Quota,
     /// This daemon's identity on the engine (a label on every container it makes).
     pub instance: String,
     /// Console sessions per console token.
@@ -46,6 +48,7 @@ impl App {
         config: Config,
         config_path: Option<PathBuf>,
         token: String,
+        quota: crate::model::Quota,
         store: Arc<Store>,
         routes: Vec<&'static str>,
     ) -> Arc<App> {
@@ -61,6 +64,7 @@ impl App {
             metrics: Metrics::new(routes),
             hubs,
             sups: Supervisors::default(),
+            quota,
             instance,
             console_sessions: Default::default(),
             tasks: Tasks::default(),

@@ -78,11 +78,27 @@ impl Default for DockerConfig {
 pub struct VolumesConfig {
     pub base_path: PathBuf,
     pub default_size_limit: String,
+    /// How size limits are enforced: `auto` (loop when the daemon can mount loop devices,
+    /// else none), `loop` (an ext4 image per volume), `none` (recorded only).
+    pub quota: QuotaSetting,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaSetting {
+    #[default]
+    Auto,
+    Loop,
+    None,
 }
 
 impl Default for VolumesConfig {
     fn default() -> Self {
-        VolumesConfig { base_path: "/var/lib/lightd/volumes".into(), default_size_limit: "10GB".into() }
+        VolumesConfig {
+            base_path: "/var/lib/lightd/volumes".into(),
+            default_size_limit: "10GB".into(),
+            quota: QuotaSetting::Auto,
+        }
     }
 }
 

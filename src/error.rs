@@ -18,6 +18,8 @@ pub enum Error {
     TooMany(String),
     /// The daemon cannot do it now (shutting down, overloaded) (503).
     Unavailable(String),
+    /// A volume has no room left (507).
+    Full(String),
     Docker(DockerError),
     Store(StoreError),
     /// A host-side failure (file system and such) the user cannot fix by asking again.
@@ -34,6 +36,7 @@ impl fmt::Display for Error {
             | Error::Conflict(m)
             | Error::TooMany(m)
             | Error::Unavailable(m)
+            | Error::Full(m)
             | Error::Internal(m) => f.write_str(m),
             Error::Docker(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lightd::config::Config;
-use lightd::{app, http, lifecycle, secret, shutdown, store};
+use lightd::config::{Config, QuotaSetting};
+use lightd::model::Quota;
+use lightd::{app, http, lifecycle, secret, shutdown, store, volumes};
 
 const USAGE: &str = "usage: lightd [--config PATH] [--check-config | --token what|reset | --version]
   (no action)      serve the API (config default ./config.json; embedded defaults if absent)
@@ -139,6 +140,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// `volumes.quota` as it applies on this machine, said once in the log.
+fn quota_mode(config: &Config) -> Result<Quota, String> {
+    let base = &config.volumes.base_path;
+    let (detected, why) = match config.volumes.quota {
+        QuotaSetting::None => return Ok(Quota::None),
+        _ => lightd::quota::detect(base),
+    };
+    match (config.volumes.quota, detected) {
+        (QuotaSetting::Loop, lightd::quota::Mode::None) => Err(format!("volumes.quota is loop, but {why}")),
+        (_, lightd::quota::Mode::Loop) => {
+            eprintln!("lightd: {why}");
+            Ok(Quota::Loop)
+        }
+        _ => {
+            eprintln!("lightd: {why}");
+            Ok(Quota::None)
+        }
+    }
+}
+
 /// Raises the open-files soft limit to the hard limit: connections, console sessions and
 /// Docker streams are all file descriptors.
 fn raise_nofile() {
@@ -162,7 +183,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
-    let app = app::App::new(config, config_path, token, Arc::clone(&store), http::router::labels());
+    let quota = quota_mode(&config)?;
+    let app = app::App::new(config, config_path, token, quota, Arc::clone(&store), http::router::labels());
+    volumes::mount_all(&app).await;
     tokio::spawn(Arc::clone(&app).watch_token());
     lifecycle::boot(&app);
     // Learn the engine's state before answering /health; have the network ready meanwhile.
@@ -178,6 +201,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     }
     tokio::spawn(Arc::clone(&app).watch_docker());
     tokio::spawn(lifecycle::events::watch(Arc::clone(&app)));
+    tokio::spawn(volumes::watch_fullness(Arc::clone(&app)));
     eprintln!(
         "lightd {} listening on {} (state {}, docker {})",
         env!("CARGO_PKG_VERSION"),

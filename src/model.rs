@@ -21,9 +21,26 @@ pub struct TempToken {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Volume {
     pub volume_id: String,
+    /// An optional unique name, usable wherever a `volume_id` is.
+    #[serde(default)]
+    pub name: Option<String>,
     pub path: PathBuf,
     pub size_limit_bytes: u64,
+    /// How the size limit is enforced (volumes from before quotas are `none`).
+    #[serde(default)]
+    pub quota: Quota,
     pub created_at: u64,
+}
+
+/// How a volume's size limit is enforced.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Quota {
+    /// An ext4 image of the limit's size, loop-mounted at the directory: the kernel enforces it.
+    Loop,
+    /// Recorded, not enforced.
+    #[default]
+    None,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]

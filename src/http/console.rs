@@ -1,19 +1,16 @@
 //! Console handlers: `logs`, `stats`, the streaming `attach`, and `detach`.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
-use hyper::body::{Bytes, Frame};
+use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::reply::{ok, ApiError, Reply};
 use super::request::Ctx;
+use super::stream::channel_body;
 use super::tokens::Access;
 use crate::app::App;
 use crate::console::viewer::Cursor;
@@ -104,18 +101,6 @@ pub fn detach(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     Ok(ok(&json!({ "message": "Detached", "sessions": sessions })))
 }
 
-/// A response body fed from a channel: each message is one chunk.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
-}
-
 /// `text/plain` chunks: the tail, then live lines, plus `[lightd] ...` notes, until the
 /// client leaves, `detach` is called or the container is deleted.
 pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiError> {
@@ -127,7 +112,7 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         Access::Token(t) => Some((tokens::enter(app, &t.token)?, t.clone())),
         _ => None,
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let (tx, body) = channel_body(16);
     let tail = app.config.console.tail_lines;
     let guard = hub.viewer(ViewerKind::Attach);
     stats::ensure(app, &hub);
@@ -139,12 +124,13 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         let mut events = hub.subscribe();
         hub.wait_filled(FILL_WAIT).await;
         let (mut cursor, lines) = Cursor::tail(hub.ring(), tail);
-        if !lines.is_empty() && tx.send(join(&lines)).await.is_err() {
+        if !lines.is_empty() && tx.send(Ok(join(&lines))).await.is_err() {
             return;
         }
         loop {
             if let Some(why) = token.as_ref().and_then(|t| token_gone(&app, t)) {
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Bytes::from(format!("[lightd] {why}\n")))).await;
+                let _ =
+                    tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(format!("[lightd] {why}\n"))))).await;
                 return;
             }
             let woken = hub.wake.notified();
@@ -176,14 +162,14 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
             };
             // A client that stops reading is let go after the write deadline.
             tokio::select! {
-                sent = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Bytes::from(note))) => {
+                sent = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(note)))) => {
                     if !matches!(sent, Ok(Ok(()))) { return }
                 }
                 _ = closed.changed() => return,
             }
         }
     });
-    let mut resp = Response::new(ChannelBody(rx).boxed());
+    let mut resp = Response::new(body);
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -4,11 +4,13 @@ mod auth;
 mod conns;
 mod console;
 mod containers;
+mod files;
 mod ports;
 mod power;
 mod reply;
 mod request;
 pub mod router;
+mod stream;
 mod system;
 mod tokens;
 mod volumes;
@@ -135,6 +137,7 @@ fn miss_error(miss: Miss) -> ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
                 message: format!("Method not allowed here; use {allow}"),
                 allow: Some(allow),
+                content_range: None,
             }
         }
     }
@@ -152,6 +155,8 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
     let extra: &[&str] = match route {
         Route::Metrics => &["text/plain", "application/openmetrics-text"],
         Route::ContainerAttach => &["text/plain"],
+        Route::FileRead => &["application/octet-stream"],
+        Route::VolumeArchive => &["application/gzip", "application/x-gzip", "application/octet-stream"],
         _ => &[],
     };
     if route != Route::Ws && !auth::accept_ok(&ctx.head.headers, extra) {
@@ -169,6 +174,18 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::VolumeList => volumes::list(app).await,
         Route::VolumeCreate => volumes::create(app, ctx).await,
         Route::VolumeGet => volumes::get(app, ctx).await,
+        Route::VolumePatch => volumes::patch(app, ctx).await,
+        Route::FilesList => files::list(app, ctx).await,
+        Route::FileStat => files::stat(app, ctx).await,
+        Route::FileRead => files::read(app, ctx).await,
+        Route::FileWrite => files::write(app, ctx).await,
+        Route::FileMkdir => files::mkdir(app, ctx).await,
+        Route::FileRename => files::rename(app, ctx).await,
+        Route::FileCopy => files::copy(app, ctx).await,
+        Route::FileDelete => files::delete(app, ctx).await,
+        Route::FileChmod => files::chmod(app, ctx).await,
+        Route::VolumeArchive => files::archive(app, ctx).await,
+        Route::VolumeExtract => files::extract(app, ctx).await,
         Route::VolumeDelete => volumes::delete(app, ctx).await,
         Route::PortList => ports::list(app, ctx).await,
         Route::PortAdd => ports::add(app, ctx).await,

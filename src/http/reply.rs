@@ -49,11 +49,13 @@ pub struct ApiError {
     pub message: String,
     /// For 405: the methods the path accepts.
     pub allow: Option<String>,
+    /// For 416: the size of what was asked for (`bytes */N`).
+    pub content_range: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), allow: None }
+        ApiError { status, message: message.into(), allow: None, content_range: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -64,6 +66,9 @@ impl ApiError {
         let mut resp = json(self.status, &json!({ "error": self.message }));
         if let Some(allow) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             resp.headers_mut().insert(ALLOW, allow);
+        }
+        if let Some(range) = self.content_range.and_then(|r| HeaderValue::from_str(&r).ok()) {
+            resp.headers_mut().insert(hyper::header::CONTENT_RANGE, range);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -80,6 +85,7 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Docker(DockerError::Unreachable(_) | DockerError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Docker(_) | Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

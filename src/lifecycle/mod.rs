@@ -107,7 +107,7 @@ pub async fn act(app: &App, id: &str, action: Action) -> Result<()> {
 /// Validates a create, reserves its ports, records it as `installing` and hands it to a new
 /// supervisor. Everything a user can get wrong fails here, before the `202`.
 pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
-    let rec = spec::check_create(req, &app.config)?;
+    let mut rec = spec::check_create(req, &app.config)?;
     let id = rec.internal_id.clone();
     if app.store.read(|s| s.containers.contains_key(&id)) {
         return Err(exists(&id));
@@ -122,9 +122,9 @@ pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
             if s.containers.len() >= max {
                 return Err(Error::Conflict(format!("Container limit reached (containers.max_containers = {max})")));
             }
-            if !s.volumes.contains_key(&rec.volume_id) {
-                return Err(Error::NotFound("Volume not found".into()));
-            }
+            // The body may name the volume by id or by name; the record keeps the id.
+            rec.volume_id =
+                crate::volumes::resolve(s, &rec.volume_id).ok_or(Error::NotFound("Volume not found".into()))?;
             let others: Vec<&ContainerRecord> = s.containers.values().collect();
             spec::check_mount_isolation(&rec, &others, &app.config)?;
             claim_ports(s, &id, &rec.ports)?;

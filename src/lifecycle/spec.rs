@@ -72,7 +72,7 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
         return Err(bad("internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with ."));
     }
     check_image(&req.image, &config.docker.allowed_registries)?;
-    let volume_id = volumes::parse_id(&req.volume_id)?;
+    let volume_id = volumes::parse_key(&req.volume_id)?;
     let command = req.startup_command.trim();
     if command.is_empty() || command.len() > MAX_COMMAND || command.contains('\0') {
         return Err(bad(format!("startup_command must be 1-{MAX_COMMAND} bytes without NUL")));

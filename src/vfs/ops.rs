@@ -70,6 +70,15 @@ impl Root {
         Upload::create(self, dir, name)
     }
 
+    /// An unnamed file on the volume's file system (`O_TMPFILE`), for an upload that must be
+    /// read twice (an archive to extract): it counts against the volume's limit, has no name a
+    /// server could reach, and is gone when closed.
+    pub fn spool(&self) -> Result<File, FsError> {
+        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(self.fd(), ".", flags, rustix::fs::Mode::from_raw_mode(0o600))?;
+        Ok(File::from(fd))
+    }
+
     /// Makes directory `rel` and its missing parents; `Exists` when `rel` itself exists.
     pub fn mkdir(&self, rel: &str) -> Result<(), FsError> {
         let path = RelPath::parse(rel)?;

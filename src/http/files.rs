@@ -1,0 +1,328 @@
+//! `/volumes/:v/files...`, `/archive`, `/extract`: the files API. Every path goes to
+//! `crate::vfs`, which resolves it fd-relative beneath the volume root; this file only moves
+//! bytes (streamed both ways, with bounded memory) and shapes answers.
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::body::Bytes;
+use hyper::header::{
+    HeaderValue, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+};
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::reply::{json, ok, ApiError, Reply};
+use super::request::Ctx;
+use super::stream::{channel_body, ChannelWriter};
+use crate::app::App;
+use crate::error::Error;
+use crate::model::Volume;
+use crate::vfs::{self, FsError, Root};
+use crate::volumes;
+
+/// Bytes per chunk of a streamed download.
+const CHUNK: usize = 64 * 1024;
+
+/// Runs `f` on the volume's open root, off the async threads.
+async fn with_root<T: Send + 'static>(
+    app: &Arc<App>,
+    key: &str,
+    f: impl FnOnce(&Volume, &Root) -> Result<T, FsError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (app, key) = (Arc::clone(app), key.to_string());
+    tokio::task::spawn_blocking(move || {
+        let (volume, root) = volumes::open_root(&app, &key)?;
+        f(&volume, &root).map_err(|e| volumes::fs_error(e, &volume))
+    })
+    .await
+    .map_err(|e| ApiError::from(Error::Internal(format!("file task failed: {e}"))))?
+    .map_err(ApiError::from)
+}
+
+/// The `path` of the query (the root when absent).
+fn path_param(ctx: &Ctx, allowed: &[&str]) -> Result<(String, std::collections::HashMap<String, String>), ApiError> {
+    let q = ctx.query(allowed)?;
+    Ok((q.get("path").cloned().unwrap_or_else(|| "/".into()), q))
+}
+
+pub async fn list(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let (path, _) = path_param(&ctx, &["path"])?;
+    let shown = path.clone();
+    let entries = with_root(app, ctx.param(0), move |_, root| root.list(&path)).await?;
+    Ok(ok(&json!({ "path": shown, "entries": entries })))
+}
+
+pub async fn stat(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let (path, _) = path_param(&ctx, &["path"])?;
+    Ok(ok(&with_root(app, ctx.param(0), move |_, root| root.stat(&path)).await?))
+}
+
+/// `GET .../files/content`: the file's bytes, streamed; one `Range` of bytes honoured.
+pub async fn read(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let (path, q) = path_param(&ctx, &["path", "download"])?;
+    let download = match q.get("download").map(String::as_str) {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(_) => return Err(ApiError::bad_request("download must be 1 or 0")),
+    };
+    let name = path.rsplit('/').next().unwrap_or("file").to_string();
+    let (file, entry) = with_root(app, ctx.param(0), move |_, root| root.open_read(&path)).await?;
+    let range = ctx.head.headers.get(RANGE).and_then(|v| v.to_str().ok()).map(|r| byte_range(r, entry.size));
+    let (start, end, status) = match range {
+        None => (0, entry.size, StatusCode::OK),
+        Some(Some((a, b))) => (a, b, StatusCode::PARTIAL_CONTENT),
+        Some(None) => {
+            let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, format!("the file has {} bytes", entry.size));
+            e.content_range = Some(format!("bytes */{}", entry.size));
+            return Err(e);
+        }
+    };
+    let mut resp = stream_file(file, start, end - start);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let v = format!("bytes {start}-{}/{}", end.saturating_sub(1), entry.size);
+        h.insert(CONTENT_RANGE, HeaderValue::from_str(&v).map_err(|e| ApiError::bad_request(e.to_string()))?);
+    }
+    if download {
+        h.insert(CONTENT_DISPOSITION, attachment(&name));
+    }
+    Ok(resp)
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` of a `size`-byte file as `[start, end)`; `None` when
+/// it cannot be satisfied (or asks for several ranges).
+fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size)
+        }
+        (a, "") => (a.parse().ok()?, size),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.saturating_add(1).min(size)),
+    };
+    (start < end && start < size).then_some((start, end))
+}
+
+fn attachment(name: &str) -> HeaderValue {
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
+    HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")).unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+/// A response streaming `len` bytes of `file` from `start`, a chunk at a time.
+fn stream_file(file: std::fs::File, start: u64, len: u64) -> Reply {
+    let (tx, body) = channel_body(4);
+    tokio::spawn(async move {
+        let mut file = tokio::fs::File::from_std(file);
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0u8; CHUNK.min(left as usize)];
+            match file.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = tx.send(Err(std::io::Error::other("the file shrank while it was read"))).await;
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Response::new(body)
+}
+
+/// `PUT .../files/content`: the raw body, streamed into a temp file renamed over `path`.
+pub async fn write(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let q = ctx.query(&["path"])?;
+    let path = q.get("path").cloned().ok_or_else(|| ApiError::bad_request("path is required"))?;
+    let target = path.clone();
+    let (volume, mut upload) =
+        with_root(app, ctx.param(0), move |v, root| Ok((v.clone(), root.create_temp(&target)?))).await?;
+    let body = ctx.body.take().ok_or_else(|| ApiError::bad_request("request body already read"))?;
+    let fs_err = |e: std::io::Error| ApiError::from(volumes::fs_error(FsError::from(e), &volume));
+    let dup = upload.file().try_clone().map_err(fs_err)?;
+    pour(body, tokio::fs::File::from_std(dup)).await.map_err(|e| match e {
+        Pour::Read(m) => ApiError::bad_request(format!("could not read the request body: {m}")),
+        Pour::Write(e) => fs_err(e),
+    })?;
+    let written = tokio::task::spawn_blocking(move || upload.commit())
+        .await
+        .map_err(|e| ApiError::from(Error::Internal(e.to_string())))?
+        .map_err(|e| ApiError::from(volumes::fs_error(e, &volume)))?;
+    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json(status, &json!({ "path": path, "size": written.bytes })))
+}
+
+enum Pour {
+    Read(String),
+    Write(std::io::Error),
+}
+
+/// Copies a request body into `file` chunk by chunk (memory bounded by one chunk).
+async fn pour(mut body: hyper::body::Incoming, mut file: tokio::fs::File) -> Result<(), Pour> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Pour::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            file.write_all(&data).await.map_err(Pour::Write)?;
+        }
+    }
+    file.flush().await.map_err(Pour::Write)?;
+    file.sync_all().await.map_err(Pour::Write)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathBody {
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    from: String,
+    to: String,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    paths: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChmodBody {
+    path: String,
+    mode: String,
+}
+
+pub async fn mkdir(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let b: PathBody = ctx.json().await?;
+    let path = b.path.clone();
+    with_root(app, ctx.param(0), move |_, root| root.mkdir(&path)).await?;
+    Ok(json(StatusCode::CREATED, &json!({ "path": b.path })))
+}
+
+pub async fn rename(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let b: MoveBody = ctx.json().await?;
+    let to = b.to.clone();
+    with_root(app, ctx.param(0), move |_, root| root.rename(&b.from, &b.to, b.overwrite)).await?;
+    Ok(ok(&json!({ "path": to })))
+}
+
+pub async fn copy(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let b: MoveBody = ctx.json().await?;
+    let to = b.to.clone();
+    with_root(app, ctx.param(0), move |_, root| root.copy(&b.from, &b.to, b.overwrite)).await?;
+    Ok(ok(&json!({ "path": to })))
+}
+
+pub async fn delete(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let b: DeleteBody = ctx.json().await?;
+    if b.paths.is_empty() || b.paths.len() > 1000 {
+        return Err(ApiError::bad_request("paths must list 1 to 1000 paths"));
+    }
+    let deleted = with_root(app, ctx.param(0), move |_, root| root.delete(&b.paths)).await?;
+    Ok(ok(&json!({ "deleted": deleted })))
+}
+
+pub async fn chmod(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let b: ChmodBody = ctx.json().await?;
+    let path = b.path.clone();
+    let entry = with_root(app, ctx.param(0), move |_, root| root.chmod(&b.path, &b.mode)).await?;
+    Ok(ok(&json!({ "path": path, "mode": vfs::mode_string(entry.mode) })))
+}
+
+/// `GET .../archive`: a `tar.gz` of a directory, made while it streams.
+pub async fn archive(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let (path, _) = path_param(&ctx, &["path"])?;
+    let dir = path.clone();
+    let (volume, root) = with_root(app, ctx.param(0), move |v, root| {
+        let entry = root.stat(&dir)?;
+        if entry.kind != vfs::Kind::Dir {
+            return Err(FsError::NotADirectory);
+        }
+        Ok((v.clone(), Root::open(&v.path)?))
+    })
+    .await?;
+    let name = match path.trim_matches('/') {
+        "" => format!("{}.tar.gz", ctx.param(0)),
+        dir => format!("{}.tar.gz", dir.rsplit('/').next().unwrap_or("archive")),
+    };
+    let (tx, body) = channel_body(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter::new(tx);
+        let packed = vfs::pack(&root, &path, &vfs::Ignore::new::<&str>(&[]), &mut out, |_, _| {});
+        if let Err(e) = packed.map_err(|e| volumes::fs_error(e, &volume)) {
+            out.fail(std::io::Error::other(e.to_string()));
+        }
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    resp.headers_mut().insert(CONTENT_DISPOSITION, attachment(&name));
+    Ok(resp)
+}
+
+/// `POST .../extract`: a `tar`, `tar.gz` or `zip` body spooled to an unnamed file on the
+/// volume, checked entry by entry, then extracted under `path`.
+pub async fn extract(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let (path, _) = path_param(&ctx, &["path"])?;
+    let (volume, spool) = with_root(app, ctx.param(0), |v, root| Ok((v.clone(), root.spool()?))).await?;
+    let body = ctx.body.take().ok_or_else(|| ApiError::bad_request("request body already read"))?;
+    let dup = spool.try_clone().map_err(|e| ApiError::from(volumes::fs_error(e.into(), &volume)))?;
+    pour(body, tokio::fs::File::from_std(dup)).await.map_err(|e| match e {
+        Pour::Read(m) => ApiError::bad_request(format!("could not read the request body: {m}")),
+        Pour::Write(e) => ApiError::from(volumes::fs_error(e.into(), &volume)),
+    })?;
+    let extracted = with_root(app, ctx.param(0), move |_, root| {
+        let mut spool = spool;
+        std::io::Seek::seek(&mut spool, std::io::SeekFrom::Start(0))?;
+        vfs::extract(root, &path, spool)
+    })
+    .await?;
+    Ok(ok(&json!({ "extracted": extracted })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(byte_range("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(byte_range("bytes=90-", 100), Some((90, 100)));
+        assert_eq!(byte_range("bytes=-10", 100), Some((90, 100)));
+        assert_eq!(byte_range("bytes=95-200", 100), Some((95, 100)));
+        assert_eq!(byte_range("bytes=100-", 100), None);
+        assert_eq!(byte_range("bytes=5-2", 100), None);
+        assert_eq!(byte_range("bytes=0-1,3-4", 100), None);
+        assert_eq!(byte_range("items=0-1", 100), None);
+        assert_eq!(byte_range("bytes=-0", 100), None);
+    }
+}
