@@ -310,6 +310,12 @@ fn gone(removed: io::Result<()>) -> io::Result<()> {
     }
 }
 
+/// Whether this process may grow a mounted volume in place (the kernel wants CAP_SYS_RESOURCE);
+/// without it a volume grows only while no server has it mounted.
+pub fn grows_online() -> bool {
+    sys::has_cap(CAP_SYS_RESOURCE)
+}
+
 /// Raises the limit of the volume at `dir` to `new_bytes`, online: the server keeps running and
 /// its open files stay open (mounting the volume first if it was not). Shrinking is refused
 /// ([`Kind::Shrink`]); the same size redoes the resize, finishing a grow that was cut short.

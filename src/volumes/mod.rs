@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::config::parse_size;
 use crate::error::{bad, conflict, Error, Result};
 use crate::ids;
-use crate::model::{now, Quota, Volume};
+use crate::model::{now, InstallState, PowerState, Quota, Volume};
 use crate::quota;
 use crate::store::State;
 
@@ -169,6 +169,23 @@ pub async fn resize(app: &App, key: &str, size_limit: &str) -> Result<VolumeView
     if volume.quota == Quota::Loop && bytes != volume.size_limit_bytes {
         if bytes < volume.size_limit_bytes {
             return Err(conflict("A loop volume cannot shrink; create a smaller one and move the data"));
+        }
+        // A server's container keeps its own hold on the mount: unmounting to grow offline
+        // would resize a file system it still writes to.
+        let busy: Vec<String> = app.store.read(|s| {
+            s.containers
+                .values()
+                .filter(|c| c.volume_id == volume.volume_id)
+                .filter(|c| c.state != PowerState::Offline || c.install_state == InstallState::Installing)
+                .map(|c| c.internal_id.clone())
+                .collect()
+        });
+        if !busy.is_empty() && !quota::grows_online() {
+            return Err(conflict(format!(
+                "Volume is in use by {}: growing a mounted volume needs CAP_SYS_RESOURCE, which lightd lacks here; \
+                 stop its servers first",
+                busy.join(", ")
+            )));
         }
         let (image, dir) = (quota::image_path(&app.config.volumes.base_path, &volume.volume_id), volume.path.clone());
         match tokio::task::spawn_blocking(move || quota::grow(&image, &dir, bytes)).await {
