@@ -378,9 +378,11 @@ async fn bad_tokens_and_bad_frames_get_their_answers() {
         }
     }
     let took = sent_at.elapsed();
-    // 40 at once, then 20 more for every second it took to handle them.
-    let most = 40 + (took.as_secs_f64() * 20.0).ceil() as u32;
-    assert!((40..=most.min(45)).contains(&answered), "{answered} answered, {refused} refused in {took:?}");
+    // 40 at once, then one more for every 50 ms it took to handle them (a few ms here, so
+    // 40 or 41; the bound follows the clock so a slow machine does not fail it).
+    let most = 41 + (took.as_secs_f64() * 20.0).floor() as u32;
+    assert!((40..=most).contains(&answered), "{answered} answered, {refused} refused in {took:?}");
+    eprintln!("rate limit: {answered} answered, {refused} refused in {took:?}");
     assert_eq!(answered + refused, 100);
     // The socket is still open: a message after the burst has refilled is answered.
     tokio::time::sleep(Duration::from_millis(200)).await;
