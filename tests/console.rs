@@ -3,21 +3,44 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::json;
 
 fn running(d: &Daemon, name: &str, command: &str) -> String {
     let id = d.ready_container(name, command, json!({}));
-    assert_eq!(d.call("POST", &format!("/containers/{id}/start"), None).status, 202);
+    assert_eq!(d.act(&id, "start"), 202);
     id
 }
 
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo \"line $i\"; sleep 0.02; done";
 
+/// 150 numbered lines, then one more numbered line for each line read from stdin.
+const QUIET: &str = "i=0; while [ $i -lt 150 ]; do i=$((i+1)); echo \"line $i\"; done; \
+                     while read x; do i=$((i+1)); echo \"line $i\"; done";
+
 fn number(line: &str) -> u64 {
     line.strip_prefix("line ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected line {line:?}"))
+}
+
+/// Checks that `line` follows line `prev` of a session: the next number, a
+/// `[lightd] N lines skipped` note (the N lines are then counted as seen), or another
+/// `[lightd] ` note (status, deletion). Returns the new position.
+fn follow(who: &str, prev: u64, line: &str) -> u64 {
+    if let Some(note) = line.strip_prefix("[lightd] ") {
+        return match note.strip_suffix(" lines skipped") {
+            Some(n) => prev + n.parse::<u64>().unwrap_or_else(|_| panic!("{who}: {line:?}")),
+            None => prev,
+        };
+    }
+    let n = number(line);
+    assert_eq!(n, prev + 1, "{who}: after line {prev} came line {n}");
+    n
+}
+
+fn logs(d: &Daemon, id: &str, tail: &str) -> Vec<String> {
+    let r = d.get(&format!("/containers/{id}/logs{tail}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -25,39 +48,30 @@ fn fifty_sessions_share_one_attach_stream() {
     require_docker();
     let d = Daemon::start();
     let id = running(&d, "fan", COUNTER);
-    let streams = |kind: &str| {
-        metric(&d.get("/metrics").body, &format!("lightd_docker_streams{{kind=\"{kind}\",container=\"{id}\"}}"))
-            .unwrap()
-    };
-    wait_for(10, "lines", || {
-        (d.get(&format!("/containers/{id}/logs")).json()["lines"].as_array()?.len() > 5).then_some(())
-    });
-    assert_eq!(streams("attach"), 1);
-    wait_for(10, "no stats stream without viewers", || (streams("stats") == 0).then_some(()));
+    let viewers = || d.metric(&format!("lightd_viewers{{container=\"{id}\",kind=\"attach\"}}"));
+    wait_for(10, "lines", || (logs(&d, &id, "").len() > 5).then_some(()));
+    assert_eq!(d.streams(&id, "attach"), 1);
+    wait_for(10, "no stats stream without viewers", || (d.streams(&id, "stats") == 0).then_some(()));
 
     let mut sessions: Vec<AttachSession> = (0..50).map(|_| AttachSession::open(d.port, &id)).collect();
-    for s in &mut sessions {
-        assert!(s.next_line().is_some());
-    }
-    let m = d.get("/metrics").body;
-    assert_eq!(metric(&m, &format!("lightd_viewers{{container=\"{id}\",kind=\"attach\"}}")), Some(50));
-    assert_eq!(streams("attach"), 1);
-    assert!(streams("stats") <= 1);
-    wait_for(10, "the stats stream opens for viewers", || (streams("stats") == 1).then_some(()));
+    let mut at: Vec<u64> = sessions.iter_mut().map(|s| number(&s.text())).collect();
+    assert_eq!(viewers(), Some(50));
+    assert_eq!(d.streams(&id, "attach"), 1);
+    assert!(d.streams(&id, "stats") <= 1);
+    wait_for(10, "the stats stream opens for viewers", || (d.streams(&id, "stats") == 1).then_some(()));
 
     let r = d.call("POST", &format!("/containers/{id}/detach"), None);
     assert_eq!(r.json(), json!({"message": "Detached", "sessions": 50}));
-    for s in &mut sessions {
-        // Whatever was in flight drains, then the stream ends.
-        while s.next_line().is_some() {}
+    for (i, s) in sessions.iter_mut().enumerate() {
+        // Whatever was in flight drains, still in order, then the stream ends.
+        while let Line::Text(t) = s.next_line() {
+            at[i] = follow(&format!("session {i}"), at[i], &t);
+        }
     }
-    wait_for(10, "viewers gone", || {
-        let m = d.get("/metrics").body;
-        (metric(&m, &format!("lightd_viewers{{container=\"{id}\",kind=\"attach\"}}")) == Some(0)).then_some(())
-    });
-    wait_for(10, "the stats stream closes with the last viewer", || (streams("stats") == 0).then_some(()));
-    assert_eq!(streams("attach"), 1);
-    assert_eq!(metric(&d.get("/metrics").body, "lightd_docker_streams{kind=\"events\",container=\"\"}"), Some(1));
+    wait_for(10, "viewers gone", || (viewers() == Some(0)).then_some(()));
+    wait_for(10, "the stats stream closes with the last viewer", || (d.streams(&id, "stats") == 0).then_some(()));
+    assert_eq!(d.streams(&id, "attach"), 1);
+    assert_eq!(d.metric("lightd_docker_streams{kind=\"events\",container=\"\"}"), Some(1));
 }
 
 #[test]
@@ -65,19 +79,18 @@ fn every_session_gets_tail_then_each_live_line_once_in_order() {
     require_docker();
     let d = Daemon::start();
     let id = running(&d, "order", COUNTER);
-    wait_for(10, "some lines", || {
-        (d.get(&format!("/containers/{id}/logs")).json()["lines"].as_array()?.len() > 20).then_some(())
-    });
+    wait_for(10, "some lines", || (logs(&d, &id, "").len() > 20).then_some(()));
     let handles: Vec<_> = (0..10)
         .map(|i| {
             let (port, id) = (d.port, id.clone());
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(i * 150));
+                // Sessions join while the counter runs, each at its own moment.
+                std::thread::sleep(std::time::Duration::from_millis(i * 150));
                 let mut s = AttachSession::open(port, &id);
-                let first = number(&s.next_line().unwrap());
+                let first = number(&s.text());
                 let mut prev = first;
                 for _ in 0..150 {
-                    let n = number(&s.next_line().expect("stream goes on"));
+                    let n = number(&s.text());
                     assert_eq!(n, prev + 1, "session {i}: after line {prev} came line {n}");
                     prev = n;
                 }
@@ -89,15 +102,41 @@ fn every_session_gets_tail_then_each_live_line_once_in_order() {
         let (first, last) = h.join().unwrap();
         assert!(first >= 1 && last == first + 150);
     }
-    // The tail: a fresh session starts with the newest tail_lines (100) lines.
-    let head = d.get(&format!("/containers/{id}/logs?tail=1")).json()["lines"][0].as_str().map(number).unwrap();
-    let mut s = AttachSession::open(d.port, &id);
-    let first = number(&s.next_line().unwrap());
-    // It reaches back before what `logs` showed a moment ago, and at most 100 lines back.
-    assert!(first + 100 >= head && first <= head, "tail starts 100 back: first {first}, head {head}");
-    let logs = d.get(&format!("/containers/{id}/logs?tail=50")).json()["lines"].as_array().unwrap().len();
-    assert_eq!(logs, 50);
     // Deleting the container ends the session.
+    let mut s = AttachSession::open(d.port, &id);
+    let mut prev = number(&s.text());
     assert_eq!(d.call("DELETE", &format!("/containers/{id}"), None).status, 200);
-    while s.next_line().is_some() {}
+    loop {
+        match s.next_line() {
+            Line::End => break,
+            Line::Text(t) => prev = follow("deleted", prev, &t),
+        }
+    }
+}
+
+#[test]
+fn attach_starts_with_exactly_the_tail() {
+    require_docker();
+    let d = Daemon::start();
+    let id = running(&d, "tail", QUIET);
+    wait_for(20, "150 lines", || (logs(&d, &id, "?tail=1") == ["line 150"]).then_some(()));
+    let want = |from: u64, to: u64| (from..=to).map(|n| format!("line {n}")).collect::<Vec<_>>();
+    assert_eq!(logs(&d, &id, "?tail=50"), want(101, 150));
+    // A fresh session gets the newest console.tail_lines (100) lines, numbered, in order...
+    let mut s = AttachSession::open(d.port, &id);
+    for line in want(51, 150) {
+        assert_eq!(s.text(), line, "the tail is lines 51 to 150");
+    }
+    // ...and nothing else before the next live line: the tail was all of it.
+    assert_eq!(d.call("POST", &format!("/containers/{id}/command"), Some(json!({"command": "go"}))).status, 202);
+    assert_eq!(s.text(), "line 151");
+    assert!(s.lines.is_empty(), "nothing after line 151: {:?}", s.lines);
+    // Every session gets the same tail, now ending one later.
+    let mut s2 = AttachSession::open(d.port, &id);
+    for line in want(52, 151) {
+        assert_eq!(s2.text(), line, "the tail is lines 52 to 151");
+    }
+    assert_eq!(d.call("POST", &format!("/containers/{id}/command"), Some(json!({"command": "go"}))).status, 202);
+    assert_eq!(s.text(), "line 152");
+    assert_eq!(s2.text(), "line 152");
 }
