@@ -40,11 +40,12 @@ fn main() {
     let mut starts = Vec::new();
     let mut hello_starts = Vec::new();
     for _ in 0..5 {
-        let d = Daemon::prepare(|_| {});
+        let port = free_port();
+        let d = Daemon::prepare(|c| c["server"]["port"] = serde_json::json!(port));
         seed_records(&d.dir.0, 100, &d.prefix);
         let mut cmd = Command::new(bin());
         cmd.arg("--config").arg(&d.config);
-        let (ms, mut child) = time_to_answer(cmd, d.port);
+        let (ms, mut child) = time_to_answer(cmd, port);
         starts.push(ms);
         let _ = child.kill();
         let _ = child.wait();

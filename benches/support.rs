@@ -14,6 +14,11 @@ use serde_json::json;
 use crate::common::*;
 
 /// `p` (0-100) percentile of sorted `v`.
+/// A free port for a program of the bench's own (the baseline server), picked by the kernel.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18080)
+}
+
 pub fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;

@@ -88,7 +88,10 @@ fn plan(rng: &mut Rng, ids: &[String], volumes: &[String], ports: &[u16]) -> Ste
             body: Some(json!({"ports": [{"ip": "127.0.0.1", "port": port}]})),
         },
         14 => act("reinstall"),
-        _ => Step::Power { container: c, action: rng.pick(&["start", "stop", "kill", "restart"]) },
+        _ => {
+            const POWER: [&str; 4] = ["start", "stop", "kill", "restart"];
+            Step::Power { container: c, action: POWER[rng.below(4) as usize] }
+        }
     }
 }
 

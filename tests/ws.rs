@@ -418,7 +418,6 @@ async fn shutdown_closes_sessions_with_a_reason() {
 /// watches"; the README: the stats stream opens only while someone watches. Once the server
 /// is offline, its Docker stats stream closes and the frames stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "daemon bug: the stats stream of a stopped server stays open and sends offline samples"]
 async fn stats_stop_when_the_server_stops() {
     require_docker();
     let d = Daemon::start();

@@ -109,6 +109,10 @@ async fn run(app: &App, hub: &Hub, container_id: &str) {
         });
         for mut s in samples {
             let st = state();
+            if st == PowerState::Offline {
+                // The server stopped: a stats stream stays open on a stopped container, so end it.
+                return;
+            }
             s.state = st.as_str();
             let started = hub.started_at.load(Acquire);
             s.uptime_s = if st == PowerState::Offline || started == 0 { 0 } else { now().saturating_sub(started) };

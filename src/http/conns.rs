@@ -128,26 +128,6 @@ pub fn refuse(mut stream: TcpStream, why: &'static str) {
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn caps_in_all_and_per_address() {
-        let conns = Conns::new(3, 2);
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let b: IpAddr = "127.0.0.2".parse().unwrap();
-        let s1 = conns.admit(a).unwrap();
-        let _s2 = conns.admit(a).unwrap();
-        assert!(conns.admit(a).err().unwrap().contains("per_ip"));
-        let _s3 = conns.admit(b).unwrap();
-        assert!(conns.admit(b).err().unwrap().contains("max_connections"));
-        drop(s1);
-        assert_eq!(conns.open(), 2);
-        assert!(conns.admit(a).is_ok());
-    }
-}
-
 /// A connection's socket with a write deadline: a client that takes no bytes for
 /// [`WRITE_STALL`] gets its connection (or console session) closed, whatever writes to it.
 pub struct Timed<T> {
@@ -209,5 +189,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Timed<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_in_all_and_per_address() {
+        let conns = Conns::new(3, 2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let s1 = conns.admit(a).unwrap();
+        let _s2 = conns.admit(a).unwrap();
+        assert!(conns.admit(a).err().unwrap().contains("per_ip"));
+        let _s3 = conns.admit(b).unwrap();
+        assert!(conns.admit(b).err().unwrap().contains("max_connections"));
+        drop(s1);
+        assert_eq!(conns.open(), 2);
+        assert!(conns.admit(a).is_ok());
     }
 }
