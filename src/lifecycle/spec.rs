@@ -441,7 +441,7 @@ mod tests {
         let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|r| r.internal_id = ".x".into()), "internal_id"),
             (Box::new(|r| r.image = "bad image".into()), "image"),
-            (Box::new(|r| r.volume_id = "x".into()), "volume_id"),
+            (Box::new(|r| r.volume_id = "not a name!".into()), "volume_id"),
             (Box::new(|r| r.startup_command = " ".into()), "startup_command"),
             (Box::new(|r| r.start_pattern = Some("(".into())), "start_pattern"),
             (Box::new(|r| r.limits.memory = Some(0)), "limits.memory"),
