@@ -33,6 +33,8 @@ pub struct App {
     pub quota: crate::model::Quota,
     /// This daemon's identity on the engine (a label on every container it makes).
     pub instance: String,
+    /// Backups and restores running now.
+    pub backups: crate::backups::Backups,
     /// Console sessions per console token.
     pub console_sessions: crate::tokens::Sessions,
     /// Background tasks shutdown waits for.
@@ -55,6 +57,7 @@ impl App {
         let docker = Docker::new(&config.docker.socket_path);
         let hubs = Hubs::new(config.console.ring_lines, config.console.ring_bytes);
         let instance = store.read(|s| s.instance.clone());
+        let backups = crate::backups::Backups::new(config.backups.max_parallel);
         Arc::new(App {
             config,
             config_path,
@@ -66,6 +69,7 @@ impl App {
             sups: Supervisors::default(),
             quota,
             instance,
+            backups,
             console_sessions: Default::default(),
             tasks: Tasks::default(),
             started: Instant::now(),

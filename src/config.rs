@@ -40,6 +40,26 @@ pub struct Config {
     pub authorization: AuthConfig,
     pub storage: StorageConfig,
     pub console: ConsoleConfig,
+    pub backups: BackupsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupsConfig {
+    /// Where backups are kept, one `tar.gz` each.
+    pub path: PathBuf,
+    /// Ready backups kept per volume; past it the oldest ready one is removed.
+    pub max_per_volume: usize,
+    /// Backups and restores running at once over all volumes (more wait their turn).
+    pub max_parallel: usize,
+    /// MiB per second a backup may write (0: no limit).
+    pub write_limit: u64,
+}
+
+impl Default for BackupsConfig {
+    fn default() -> Self {
+        BackupsConfig { path: "/var/lib/lightd/backups".into(), max_per_volume: 10, max_parallel: 2, write_limit: 0 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,7 +241,8 @@ impl Default for ConsoleConfig {
     }
 }
 
-const SECTIONS: &[&str] = &["server", "docker", "volumes", "containers", "authorization", "storage", "console"];
+const SECTIONS: &[&str] =
+    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups"];
 
 /// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
 pub const TOKEN_PREFIX: &str = "lightd_";
@@ -323,6 +344,12 @@ impl Config {
         }
         if self.storage.state_file.as_os_str().is_empty() || self.storage.state_file.is_dir() {
             return bad("storage.state_file must name a file".into());
+        }
+        if !self.backups.path.is_absolute() {
+            return bad("backups.path must be an absolute path".into());
+        }
+        if self.backups.max_per_volume == 0 || self.backups.max_parallel == 0 {
+            return bad("backups.max_per_volume and backups.max_parallel must be at least 1".into());
         }
         if !self.storage.data_path.is_absolute() {
             return bad("storage.data_path must be an absolute path".into());

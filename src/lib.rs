@@ -2,6 +2,7 @@
 //! tests and the benches use the same code.
 
 pub mod app;
+pub mod backups;
 pub mod config;
 pub mod console;
 pub mod docker;

@@ -186,6 +186,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     let quota = quota_mode(&config)?;
     let app = app::App::new(config, config_path, token, quota, Arc::clone(&store), http::router::labels());
     volumes::mount_all(&app).await;
+    lightd::backups::recover(&app).await;
     tokio::spawn(Arc::clone(&app).watch_token());
     lifecycle::boot(&app);
     // Learn the engine's state before answering /health; have the network ready meanwhile.

@@ -32,6 +32,42 @@ pub struct Volume {
     pub created_at: u64,
 }
 
+/// A backup of a volume: a `tar.gz` under `backups.path`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Backup {
+    pub backup_id: String,
+    pub volume_id: String,
+    pub name: String,
+    pub state: BackupState,
+    pub size_bytes: u64,
+    pub sha256: Option<String>,
+    pub files: u64,
+    pub created_at: u64,
+    pub completed_at: Option<u64>,
+    /// Why it failed, or why its last restore did.
+    pub error: Option<String>,
+    /// The latest restore from it, for those who poll.
+    #[serde(default)]
+    pub last_restore: Option<Restore>,
+}
+
+/// One restore of a backup: when it began and ended (`completed_at` unset while it runs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Restore {
+    pub started_at: u64,
+    pub completed_at: Option<u64>,
+    pub truncate: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupState {
+    Creating,
+    Ready,
+    Failed,
+}
+
 /// How a volume's size limit is enforced.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

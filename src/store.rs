@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::fsutil;
-use crate::model::{ContainerRecord, Port, PortKey, TempToken, Volume};
+use crate::model::{Backup, ContainerRecord, Port, PortKey, TempToken, Volume};
 
 /// Longest a state write may take before its batch is rolled back (the seed's store timeout).
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +37,9 @@ pub struct State {
     pub ports: BTreeMap<PortKey, Port>,
     #[serde(default)]
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// Volume backups, by backup id.
+    #[serde(default)]
+    pub backups: BTreeMap<String, Backup>,
     /// Temporary console tokens (`POST /auth/tokens`), by token. A `HashMap` hashes with a
     /// secret random key, so how long a lookup takes tells a guesser nothing.
     #[serde(default, with = "token_list")]

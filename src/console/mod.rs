@@ -64,6 +64,8 @@ pub enum Event {
     DaemonMessage(String),
     /// A stats sample as JSON text.
     Stats(String),
+    /// An `event` frame with this name (backups).
+    Named(&'static str),
 }
 
 /// Which kind of viewer a session is.

@@ -98,7 +98,7 @@ pub async fn read(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` of a `size`-byte file as `[start, end)`; `None` when
 /// it cannot be satisfied (or asks for several ranges).
-fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
+pub(super) fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
     let spec = header.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
@@ -115,14 +115,14 @@ fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
     (start < end && start < size).then_some((start, end))
 }
 
-fn attachment(name: &str) -> HeaderValue {
+pub(super) fn attachment(name: &str) -> HeaderValue {
     let safe: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
     HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")).unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 /// A response streaming `len` bytes of `file` from `start`, a chunk at a time.
-fn stream_file(file: std::fs::File, start: u64, len: u64) -> Reply {
+pub(super) fn stream_file(file: std::fs::File, start: u64, len: u64) -> Reply {
     let (tx, body) = channel_body(4);
     tokio::spawn(async move {
         let mut file = tokio::fs::File::from_std(file);

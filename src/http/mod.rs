@@ -1,6 +1,7 @@
 //! The only place that knows hyper's server side: accept loop, dispatch, per-request checks.
 
 mod auth;
+mod backups;
 mod conns;
 mod console;
 mod containers;
@@ -156,7 +157,9 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::Metrics => &["text/plain", "application/openmetrics-text"],
         Route::ContainerAttach => &["text/plain"],
         Route::FileRead => &["application/octet-stream"],
-        Route::VolumeArchive => &["application/gzip", "application/x-gzip", "application/octet-stream"],
+        Route::VolumeArchive | Route::BackupDownload => {
+            &["application/gzip", "application/x-gzip", "application/octet-stream"]
+        }
         _ => &[],
     };
     if route != Route::Ws && !auth::accept_ok(&ctx.head.headers, extra) {
@@ -186,6 +189,13 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::FileChmod => files::chmod(app, ctx).await,
         Route::VolumeArchive => files::archive(app, ctx).await,
         Route::VolumeExtract => files::extract(app, ctx).await,
+        Route::BackupList => backups::list(app, ctx).await,
+        Route::BackupCreate => backups::create(app, ctx).await,
+        Route::BackupUpload => backups::upload(app, ctx).await,
+        Route::BackupGet => backups::get(app, ctx).await,
+        Route::BackupDelete => backups::delete(app, ctx).await,
+        Route::BackupDownload => backups::download(app, ctx).await,
+        Route::BackupRestore => backups::restore(app, ctx).await,
         Route::VolumeDelete => volumes::delete(app, ctx).await,
         Route::PortList => ports::list(app, ctx).await,
         Route::PortAdd => ports::add(app, ctx).await,

@@ -248,6 +248,9 @@ impl Supervisor {
                 _ => Refuse(conflict(format!("Cannot {verb} while container is installing"))),
             };
         }
+        if matches!(action, Action::Start | Action::Restart) && self.app.backups.is_restoring(&rec.volume_id) {
+            return Refuse(conflict(format!("Cannot {verb} while a backup is being restored into its volume")));
+        }
         match (&self.job, action) {
             (Some(Job { kind: JobKind::Stop { then }, .. }), _) => {
                 let plain = matches!(then, Then::Nothing | Then::Start);

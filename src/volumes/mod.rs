@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use files::{fs_error, open_root};
+pub use files::{fs_error, human, open_root};
 pub use fullness::watch as watch_fullness;
 
 use crate::app::App;

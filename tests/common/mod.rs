@@ -81,6 +81,7 @@ pub fn config_for(dir: &Path) -> Value {
         "server": {"host": "127.0.0.1", "port": 0},
         "volumes": {"base_path": dir.join("volumes")},
         "storage": {"state_file": dir.join("state.json"), "data_path": dir.join("data")},
+        "backups": {"path": dir.join("backups")},
         "containers": {"default_network": "lightd-test-net", "cleanup_timeout": 3},
         "authorization": {"token": TOKEN},
     })

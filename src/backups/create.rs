@@ -1,0 +1,213 @@
+//! Making a backup: the volume packed as `tar.gz` (the files API's confinement: symlinks are
+//! stored as links, never followed; `ignore` patterns and `.lightdignore` leave things out)
+//! into a temp file, hashed as it is written, rate-limited when configured, then fsynced and
+//! renamed. With `pause`, the servers on the volume are suspended for the time of the archive.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{archive_path, claim, part_path, prune, tell, Busy, Progress};
+use crate::app::App;
+use crate::error::{bad, Error, Result};
+use crate::lifecycle::{self, Action};
+use crate::model::{now, Backup, BackupState, PowerState, Volume};
+use crate::vfs::{self, Ignore, Root};
+
+/// How often progress goes to the viewers.
+const NOTE_EVERY: Duration = Duration::from_secs(2);
+
+/// `POST /volumes/:v/backups`: records the backup as `creating` and makes it in the background.
+pub async fn start(
+    app: &Arc<App>,
+    volume_key: &str,
+    name: Option<String>,
+    ignore: Vec<String>,
+    pause: bool,
+) -> Result<Backup> {
+    let volume = crate::volumes::find(app, volume_key)?;
+    if let Some(n) = &name {
+        if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+            return Err(bad("name must be 1-128 characters without control characters"));
+        }
+    }
+    if ignore.len() > 256 || ignore.iter().any(|p| p.len() > 1024) {
+        return Err(bad("ignore takes at most 256 patterns of at most 1024 characters"));
+    }
+    let busy = claim(app, &volume.volume_id, "start a backup")?;
+    let backup_id = crate::ids::new_uuid().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    let created_at = now();
+    let backup = Backup {
+        name: name.unwrap_or_else(|| format!("backup-{created_at}")),
+        backup_id,
+        volume_id: volume.volume_id.clone(),
+        state: BackupState::Creating,
+        size_bytes: 0,
+        sha256: None,
+        files: 0,
+        created_at,
+        completed_at: None,
+        error: None,
+        last_restore: None,
+    };
+    let record = backup.clone();
+    app.store
+        .update(|s| {
+            s.backups.insert(record.backup_id.clone(), record);
+            Ok::<_, Error>(())
+        })
+        .await?;
+    tokio::spawn(run(Arc::clone(app), volume, backup.clone(), ignore, pause, busy));
+    Ok(backup)
+}
+
+async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>, pause: bool, _busy: Busy) {
+    let Ok(_permit) = Arc::clone(&app.backups.permits).acquire_owned().await else { return };
+    tell(&app, &volume.volume_id, Some("backup started"), &format!("Backup {} started", backup.name));
+    let paused = if pause { suspend(&app, &volume.volume_id).await } else { Vec::new() };
+    let (a, b, v) = (Arc::clone(&app), backup.clone(), volume.clone());
+    let outcome = tokio::task::spawn_blocking(move || write(&a, &v, &b, &ignore))
+        .await
+        .unwrap_or_else(|e| Err(format!("backup task failed: {e}")));
+    for id in paused {
+        if let Err(e) = lifecycle::act(&app, &id, Action::Resume).await {
+            eprintln!("lightd: {id}: could not resume after the backup: {e}");
+        }
+    }
+    app.backups.forget(&backup.backup_id);
+    let id = backup.backup_id.clone();
+    let saved = app
+        .store
+        .update(|s| {
+            let Some(r) = s.backups.get_mut(&id) else { return Ok(()) };
+            match &outcome {
+                Ok((stats, size, sha)) => {
+                    r.state = BackupState::Ready;
+                    r.size_bytes = *size;
+                    r.sha256 = Some(sha.clone());
+                    r.files = stats.files;
+                    r.completed_at = Some(now());
+                }
+                Err(why) => {
+                    r.state = BackupState::Failed;
+                    r.error = Some(why.clone());
+                }
+            }
+            Ok::<_, Error>(())
+        })
+        .await;
+    if let Err(e) = saved {
+        eprintln!("lightd: backup {id}: could not record its outcome: {e}");
+    }
+    match outcome {
+        Ok((stats, size, _)) => {
+            let note = format!(
+                "Backup {} completed: {} files, {} archived",
+                backup.name,
+                stats.files,
+                crate::volumes::human(size)
+            );
+            tell(&app, &volume.volume_id, Some("backup completed"), &note);
+            prune(&app, &volume.volume_id).await;
+        }
+        Err(why) => {
+            let _ = std::fs::remove_file(part_path(&archive_path(&app, &backup)));
+            tell(&app, &volume.volume_id, Some("backup failed"), &format!("Backup {} failed: {why}", backup.name));
+        }
+    }
+}
+
+/// Suspends the running servers on the volume; returns those to resume.
+async fn suspend(app: &Arc<App>, volume_id: &str) -> Vec<String> {
+    let running: Vec<String> = app.store.read(|s| {
+        s.containers
+            .values()
+            .filter(|c| c.volume_id == volume_id && matches!(c.state, PowerState::Running | PowerState::Starting))
+            .map(|c| c.internal_id.clone())
+            .collect()
+    });
+    let mut paused = Vec::new();
+    for id in running {
+        match lifecycle::act(app, &id, Action::Suspend).await {
+            Ok(()) => paused.push(id),
+            Err(e) => eprintln!("lightd: {id}: could not suspend for the backup ({e}); it is taken live"),
+        }
+    }
+    paused
+}
+
+/// The archive: packed, hashed and written to the temp file, then fsynced and renamed.
+fn write(
+    app: &App,
+    volume: &Volume,
+    backup: &Backup,
+    ignore: &[String],
+) -> std::result::Result<(vfs::PackStats, u64, String), String> {
+    let path = archive_path(app, backup);
+    let part = part_path(&path);
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let volume_path = crate::volumes::mount_path(app, &volume.volume_id)?;
+    let root = Root::open(&volume_path).map_err(|e| e.to_string())?;
+    let ignore = Ignore::load(&root, ignore).map_err(|e| e.to_string())?;
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&part)
+        .map_err(|e| format!("cannot create {}: {e}", part.display()))?;
+    let limit = app.config.backups.write_limit << 20;
+    let mut out = Hashed { file, hash: Sha256::new(), written: 0, limit, started: Instant::now() };
+    let mut last_note = Instant::now();
+    let stats = vfs::pack(&root, "/", &ignore, &mut out, |bytes, files| {
+        app.backups.set_progress(&backup.backup_id, Progress { bytes, files });
+        if last_note.elapsed() >= NOTE_EVERY {
+            last_note = Instant::now();
+            let note = format!("Backup {}: {} files, {}", backup.name, files, crate::volumes::human(bytes));
+            tell(app, &volume.volume_id, None, &note);
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    out.file.sync_all().map_err(|e| format!("cannot write {}: {e}", part.display()))?;
+    let size = out.written;
+    let sha = hex(&out.hash.finalize());
+    std::fs::rename(&part, &path).map_err(|e| format!("cannot rename {}: {e}", part.display()))?;
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    Ok((stats, size, sha))
+}
+
+/// The archive's writer: hashes what goes to the file and holds to `backups.write_limit`.
+struct Hashed {
+    file: File,
+    hash: Sha256,
+    written: u64,
+    /// Bytes per second (0: none).
+    limit: u64,
+    started: Instant,
+}
+
+impl Write for Hashed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.written += n as u64;
+        if self.limit > 0 {
+            let due = Duration::from_secs_f64(self.written as f64 / self.limit as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    crate::fsutil::hex(bytes)
+}

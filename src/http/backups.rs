@@ -1,0 +1,104 @@
+//! `/volumes/:v/backups...`: create, list, get, download, delete, restore, upload.
+
+use std::sync::Arc;
+
+use hyper::header::{
+    HeaderValue, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+};
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::files::{byte_range, stream_file};
+use super::reply::{json, message, ok, ApiError, Reply};
+use super::request::Ctx;
+use crate::app::App;
+use crate::backups;
+use crate::error::Error;
+use crate::model::BackupState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: Option<String>,
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    pause: bool,
+}
+
+pub async fn create(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let b: Option<CreateBody> = ctx.json_opt().await?;
+    let b = b.unwrap_or(CreateBody { name: None, ignore: Vec::new(), pause: false });
+    let backup = backups::create(app, ctx.param(0), b.name, b.ignore, b.pause).await?;
+    Ok(json(StatusCode::ACCEPTED, &json!({ "backup_id": backup.backup_id, "state": "creating" })))
+}
+
+pub async fn list(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(ok(&json!({ "backups": backups::list(app, ctx.param(0))? })))
+}
+
+pub async fn get(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let (_, backup) = backups::find(app, ctx.param(0), ctx.param(1))?;
+    Ok(ok(&backups::view(app, backup)))
+}
+
+pub async fn delete(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    backups::delete(app, ctx.param(0), ctx.param(1)).await?;
+    Ok(message(StatusCode::OK, "Backup deleted"))
+}
+
+/// The archive, streamed; one `Range` of bytes honoured.
+pub async fn download(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let (_, backup) = backups::find(app, ctx.param(0), ctx.param(1))?;
+    if backup.state != BackupState::Ready {
+        return Err(Error::Conflict("The backup is not ready".into()).into());
+    }
+    let path = backups::archive_path(app, &backup);
+    let file =
+        std::fs::File::open(&path).map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let range = ctx.head.headers.get(RANGE).and_then(|v| v.to_str().ok()).map(|r| byte_range(r, size));
+    let (start, end, status) = match range {
+        None => (0, size, StatusCode::OK),
+        Some(Some((a, b))) => (a, b, StatusCode::PARTIAL_CONTENT),
+        Some(None) => {
+            let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, format!("the archive has {size} bytes"));
+            e.content_range = Some(format!("bytes */{size}"));
+            return Err(e);
+        }
+    };
+    let mut resp = stream_file(file, start, end - start);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end.saturating_sub(1))) {
+            h.insert(CONTENT_RANGE, v);
+        }
+    }
+    h.insert(CONTENT_DISPOSITION, super::files::attachment(&format!("{}.tar.gz", backup.name)));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    #[serde(default)]
+    truncate: bool,
+}
+
+pub async fn restore(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let b: Option<RestoreBody> = ctx.json_opt().await?;
+    let truncate = b.is_some_and(|b| b.truncate);
+    backups::restore(app, ctx.param(0), ctx.param(1), truncate).await?;
+    Ok(json(StatusCode::ACCEPTED, &json!({ "message": "Backup restore started", "backup_id": ctx.param(1) })))
+}
+
+pub async fn upload(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let body = ctx.body.take().ok_or_else(|| ApiError::bad_request("request body already read"))?;
+    let backup = backups::upload(app, ctx.param(0), body).await?;
+    Ok(json(StatusCode::CREATED, &backups::view(app, backup)))
+}
