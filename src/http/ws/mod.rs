@@ -52,7 +52,14 @@ const UNAUTHORIZED: u16 = 4001;
 /// Upgrades the connection (the router checked what credentials came with it) and starts
 /// the session.
 pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, id: &str, access: Access) -> Result<Reply, ApiError> {
-    record(app, id)?;
+    // Before it authenticates, a socket learns nothing, not even whether the container exists.
+    if !matches!(access, Access::Pending) {
+        record(app, id)?;
+    } else if !crate::ids::valid_internal_id(id) {
+        return Err(ApiError::bad_request(
+            "internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with .",
+        ));
+    }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(hyper::StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"));
     }
@@ -113,7 +120,10 @@ impl Session {
         };
         let mut s = Session { app, hub, wr, out: Vec::with_capacity(16 * 1024), token, warned: false, _guard: guard };
         let close = match access {
-            Access::Pending => s.first_auth(&mut inbound).await,
+            Access::Pending => match s.first_auth(&mut inbound).await {
+                None if record(&s.app, &s.hub.id).is_err() => Some((4004, "Container not found".to_string())),
+                close => close,
+            },
             _ => None,
         };
         let close = match close {
