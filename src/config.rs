@@ -75,7 +75,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { host: "0.0.0.0".into(), port: 8080, max_connections: 4096, max_connections_per_ip: 512 }
+        ServerConfig { host: "0.0.0.0".into(), port: 8080, max_connections: 8192, max_connections_per_ip: 2048 }
     }
 }
 

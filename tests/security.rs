@@ -146,16 +146,22 @@ async fn idle_connection_floods_are_capped() {
         let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
         held.push(s);
     }
-    // The excess is answered 503 and closed; the rest stay open.
+    // The flooding address itself is told why it is refused (checked at once: idle
+    // connections are closed after 10 s, which would free their slots).
+    let r = d.try_raw(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.error().contains("max_connections_per_ip"), "{}", r.body);
+    // The excess was answered 503 and closed; the rest stay open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for s in held.iter_mut() {
         let mut buf = [0u8; 64];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(5), s.peek(&mut buf)).await {
+        if let Ok(n) = s.try_read(&mut buf) {
             if buf[..n].starts_with(b"HTTP/1.1 503") {
                 refused += 1;
             }
         }
     }
-    assert!(refused >= 4000, "the per-address cap refused {refused} of 5000");
+    assert!(refused >= 2900, "the per-address cap (2048) refused {refused} of 5000");
     // Another client is served meanwhile.
     let other = tokio::net::TcpSocket::new_v4().unwrap();
     other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -165,10 +171,6 @@ async fn idle_connection_floods_are_capped() {
     let mut answer = String::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer)).await.unwrap().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    // The flooding address itself is told why it is refused.
-    let r = d.try_raw(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    assert_eq!(r.status, 503);
-    assert!(r.error().contains("max_connections_per_ip"), "{}", r.body);
     drop(held);
     let settled = wait_for(30, "RSS back near idle", || {
         let now = rss();

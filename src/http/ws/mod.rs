@@ -207,8 +207,10 @@ impl Session {
             if batch.skipped > 0 {
                 frames::event(&mut self.out, "daemon_message", &[format!("{} lines skipped", batch.skipped)]);
             }
-            if !batch.lines.is_empty() {
-                frames::event(&mut self.out, "console output", &batch.lines);
+            // One frame per line (panels built for Wings read one line per frame), all of them
+            // in one write.
+            for line in &batch.lines {
+                frames::event(&mut self.out, "console output", &[line]);
             }
             if !self.out.is_empty() {
                 continue;
