@@ -240,6 +240,10 @@ pub struct LastExit {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ContainerRecord {
     pub internal_id: String,
+    /// Unique to this record (a label on its containers), so what a deleted record left can
+    /// never be mistaken for what a new record of the same id makes.
+    #[serde(default)]
+    pub record_id: String,
     /// Docker's id of `lightd-<internal_id>`; `None` until created.
     pub container_id: Option<String>,
     pub volume_id: String,

@@ -107,6 +107,7 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     let t = now();
     Ok(ContainerRecord {
         internal_id: req.internal_id,
+        record_id: crate::ids::new_uuid().map_err(|e| crate::error::Error::Internal(format!("no randomness: {e}")))?,
         container_id: None,
         volume_id,
         image: req.image,
@@ -410,7 +411,7 @@ pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> 
         "Tty": false,
         "ExposedPorts": exposed,
         "Labels": {"lightd.managed": "true", "lightd.internal_id": rec.internal_id, "lightd.role": run.role,
-                   "lightd.instance": run.instance},
+                   "lightd.instance": run.instance, "lightd.record": rec.record_id},
         "HostConfig": host,
     })
 }
