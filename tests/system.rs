@@ -165,8 +165,12 @@ fn metrics_count_requests() {
     let m = d.get("/metrics");
     assert_eq!(m.status, 200);
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));
-    assert!(m.body.contains("lightd_http_requests_total{route=\"/volumes\",status=\"200\"} 2\n"), "{}", m.body);
-    assert!(m.body.contains("lightd_http_requests_total{route=\"/volumes\",status=\"401\"} 1\n"));
+    let volumes = "method=\"GET\",route=\"/volumes\"";
+    assert!(m.body.contains(&format!("lightd_http_requests_total{{{volumes},status=\"200\"}} 2\n")), "{}", m.body);
+    assert!(m.body.contains(&format!("lightd_http_requests_total{{{volumes},status=\"401\"}} 1\n")));
+    // Three requests timed, each within the histogram's buckets.
+    assert!(m.body.contains(&format!("lightd_http_request_duration_seconds_count{{{volumes}}} 3\n")), "{}", m.body);
+    assert!(m.body.contains(&format!("lightd_http_request_duration_seconds_bucket{{{volumes},le=\"+Inf\"}} 3\n")));
     let rss: u64 = m
         .body
         .lines()

@@ -151,6 +151,9 @@ async fn a_thousand_viewers_get_every_line_once_in_order() {
         open.push(v.await.expect("viewer saw every line once, in order"));
     }
     assert_eq!(d.metric(&format!("lightd_viewers{{container=\"{id}\",kind=\"ws\"}}")), Some(1000));
+    // Every live line each viewer read was timed from the ring to its socket.
+    let delivered = d.metric("lightd_console_delivery_seconds_count").unwrap_or(0);
+    assert!(delivered >= 40_000, "{delivered} deliveries timed");
     assert_eq!(d.streams(&id, "attach"), 1);
     assert_eq!(d.streams(&id, "stats"), 1);
     // Detach closes them all with a reason.
