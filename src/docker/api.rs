@@ -55,6 +55,13 @@ impl Docker {
         }
     }
 
+    /// The image's own command (`Config.Cmd`), empty when it has none.
+    pub async fn image_cmd(&self, image: &str) -> Result<Vec<String>, DockerError> {
+        let v = self.json(Method::GET, &format!("/images/{}/json", encode_ref(image)), None).await?;
+        let words = v["Config"]["Cmd"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(words.iter().filter_map(Value::as_str).map(String::from).collect())
+    }
+
     /// Pulls `image`, handing each progress line to `progress`; the engine's error line
     /// (unknown image, no registry) becomes the error. A pull that reports nothing for
     /// [`PULL_STALL`] is given up.

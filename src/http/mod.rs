@@ -11,6 +11,7 @@ mod power;
 mod reply;
 mod request;
 pub mod router;
+mod seed_form;
 mod stream;
 mod system;
 mod tokens;

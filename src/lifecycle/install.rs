@@ -195,7 +195,17 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
     }
     hand_over(&volume_path, &rec.user).await.map_err(made)?;
     hub.lifecycle(Lifecycle::SettingUpEntrypoint);
-    write_file(&data_dir.join("entrypoint.sh"), &spec::entrypoint_script(&rec.startup_command))
+    let command = match rec.startup_command.as_str() {
+        // Resolved at each install, so a reinstall with another image runs that image's.
+        "" => {
+            let cmd = bounded(CREATE_TIMEOUT, "inspecting the image", docker.image_cmd(&rec.image))
+                .await
+                .map_err(|e| made(format!("cannot inspect the image: {e}")))?;
+            spec::image_command(&cmd).map_err(|e| made(format!("image {}: {e}", rec.image)))?
+        }
+        given => given.to_string(),
+    };
+    write_file(&data_dir.join("entrypoint.sh"), &spec::entrypoint_script(&command))
         .map_err(|e| made(format!("cannot write entrypoint.sh: {e}")))?;
     Ok(cid)
 }
