@@ -17,13 +17,20 @@ pub enum ConfigError {
     Write(PathBuf, std::io::Error),
 }
 
+impl ConfigError {
+    /// Whether reading or writing failed for lack of permission (run as another user).
+    pub fn permission_denied(&self) -> bool {
+        matches!(self, ConfigError::Read(_, e) | ConfigError::Write(_, e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Read(p, e) => write!(f, "cannot read config {}: {e}", p.display()),
             ConfigError::Parse(p, e) => write!(f, "config {} is not valid: {e}", p.display()),
             ConfigError::Invalid(e) => write!(f, "invalid config: {e}"),
-            ConfigError::Write(p, e) => write!(f, "cannot write config {}: {e}", p.display()),
+            ConfigError::Write(p, e) => write!(f, "cannot write {}: {e}", p.display()),
         }
     }
 }
@@ -41,6 +48,35 @@ pub struct Config {
     pub storage: StorageConfig,
     pub console: ConsoleConfig,
     pub backups: BackupsConfig,
+    pub log: LogConfig,
+}
+
+/// What the daemon writes to stderr (the journal under systemd), see `log.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info` or `debug` (one line per HTTP request).
+    pub level: String,
+    /// `text` (`2026-11-30T01:02:03.456Z INFO message`) or `json` (one object per line).
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+impl LogConfig {
+    /// `log.level` (validated at load).
+    pub fn level(&self) -> crate::log::Level {
+        crate::log::Level::parse(&self.level).unwrap_or(crate::log::Level::Info)
+    }
+
+    /// `log.format` (validated at load).
+    pub fn format(&self) -> crate::log::Format {
+        crate::log::Format::parse(&self.format).unwrap_or(crate::log::Format::Text)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,7 +281,7 @@ impl Default for ConsoleConfig {
 }
 
 const SECTIONS: &[&str] =
-    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups"];
+    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups", "log"];
 
 /// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
 pub const TOKEN_PREFIX: &str = "lightd_";
@@ -369,6 +405,16 @@ impl Config {
         if self.console.tail_lines > self.console.ring_lines {
             return bad("console.tail_lines must not exceed console.ring_lines".into());
         }
+        if crate::log::Level::parse(&self.log.level).is_none() {
+            return bad(format!(
+                "log.level {:?} must be one of {}",
+                self.log.level,
+                crate::log::Level::NAMES.join(", ")
+            ));
+        }
+        if crate::log::Format::parse(&self.log.format).is_none() {
+            return bad(format!("log.format {:?} must be text or json", self.log.format));
+        }
         let token = &self.authorization.token;
         if !token.is_empty() && !valid_token(token) {
             return bad(format!(
@@ -468,5 +514,20 @@ mod tests {
         let mut c = Config::default();
         c.containers.allowed_mounts = vec![AllowedMount::ReadOnly("relative/dir".into())];
         assert!(c.validate().unwrap_err().to_string().contains("allowed_mounts"));
+    }
+
+    #[test]
+    fn log_section() {
+        let c = Config::default();
+        assert_eq!((c.log.level(), c.log.format()), (crate::log::Level::Info, crate::log::Format::Text));
+        let c: Config = serde_json::from_str(r#"{"log":{"level":"debug","format":"json"}}"#).unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.log.level(), c.log.format()), (crate::log::Level::Debug, crate::log::Format::Json));
+        let c: Config = serde_json::from_str(r#"{"log":{"level":"verbose"}}"#).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("log.level") && e.contains("verbose") && e.contains("debug"), "{e}");
+        let c: Config = serde_json::from_str(r#"{"log":{"format":"xml"}}"#).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("log.format"));
+        assert!(serde_json::from_str::<Config>(r#"{"log":{"levle":"info"}}"#).is_err());
     }
 }

@@ -97,7 +97,7 @@ impl Supervisor {
                     })
                     .await;
                 if let Err(e) = saved {
-                    eprintln!("lightd: {}: could not record the install: {e}", self.id);
+                    crate::error!("{}: could not record the install: {e}", self.id);
                 }
                 self.sweep().await;
                 if start_after {
@@ -140,7 +140,7 @@ impl Supervisor {
             }
         };
         if let Err(e) = saved {
-            eprintln!("lightd: {}: could not record the install outcome: {e}", self.id);
+            crate::error!("{}: could not record the install outcome: {e}", self.id);
         }
         self.sweep().await;
     }
@@ -311,7 +311,7 @@ impl Drop for Helper {
             if let Err(e) =
                 bounded(REMOVE_TIMEOUT, "removing the install container", app.docker.remove_container(&cid)).await
             {
-                eprintln!("lightd: install container {cid}: {e}");
+                crate::warn!("install container {cid}: {e}");
             }
         });
     }

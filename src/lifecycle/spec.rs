@@ -30,8 +30,8 @@ pub fn network_options() -> Value {
 pub async fn warn_if_open(docker: &crate::docker::Docker, name: &str, id: &str) {
     if let Ok(net) = docker.json(hyper::Method::GET, &format!("/networks/{id}"), None).await {
         if net["Options"]["com.docker.network.bridge.enable_icc"].as_str() != Some("false") {
-            eprintln!(
-                "lightd: warning: network {name} lets servers reach each other's unpublished ports; \
+            crate::warn!(
+                "network {name} lets servers reach each other's unpublished ports; \
                  remove it (docker network rm {name}) so lightd makes it with inter-container traffic off"
             );
         }
