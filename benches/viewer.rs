@@ -282,10 +282,9 @@ pub async fn docker_follow(container: String, until: Instant, tally: Arc<Tally>)
         }
         // Chunked transfer around 8-byte stream frames: take chunk sizes out first.
         let mut pos = 0;
-        loop {
-            let Some(eol) = buf[pos..].windows(2).position(|w| w == b"\r\n") else { break };
-            let size = usize::from_str_radix(std::str::from_utf8(&buf[pos..pos + eol]).unwrap_or("0").trim(), 16)
-                .unwrap_or(0);
+        while let Some(eol) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[pos..pos + eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
             if buf.len() < pos + eol + 2 + size + 2 {
                 break;
             }
@@ -307,7 +306,8 @@ pub async fn docker_follow(container: String, until: Instant, tally: Arc<Tally>)
 fn frames_into(pending: &mut Vec<u8>, local: &mut Local) {
     let mut pos = 0;
     while pending.len() >= pos + 8 {
-        let size = u32::from_be_bytes([pending[pos + 4], pending[pos + 5], pending[pos + 6], pending[pos + 7]]) as usize;
+        let size =
+            u32::from_be_bytes([pending[pos + 4], pending[pos + 5], pending[pos + 6], pending[pos + 7]]) as usize;
         if pending.len() < pos + 8 + size {
             break;
         }
