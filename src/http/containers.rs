@@ -38,7 +38,7 @@ pub async fn create(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, Ap
     if let Err(e) = lifecycle::create(app, req).await {
         if let Some(volume) = made {
             if let Err(why) = volumes::delete(app, &volume).await {
-                eprintln!("lightd: create of {id} failed; its new volume {volume} could not be removed: {why}");
+                crate::warn!("create of {id} failed; its new volume {volume} could not be removed: {why}");
             }
         }
         return Err(e.into());
