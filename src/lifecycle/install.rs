@@ -53,7 +53,9 @@ impl Supervisor {
     pub(super) fn begin_install(&mut self, rollback: Option<Rollback>) {
         self.hub.lifecycle(Lifecycle::Started);
         let (app, hub, id) = (self.app.clone(), self.hub.clone(), self.id.clone());
-        self.start_job(JobKind::Pull { rollback }, async move { JobResult::Pulled(pull(&app, &hub, &id).await) });
+        self.start_job(JobKind::Pull { rollback }, async move {
+            JobResult::Pulled(super::pull::pull(&app, &hub, &id).await)
+        });
     }
 
     /// The image is there (or not): stop a running server gracefully, then install.
@@ -146,19 +148,6 @@ impl Supervisor {
     }
 }
 
-/// The image, pulled when the engine does not have it; progress goes to the viewers.
-async fn pull(app: &App, hub: &Hub, id: &str) -> std::result::Result<(), String> {
-    let image = app.store.read(|s| s.containers.get(id).map(|r| r.image.clone())).ok_or("the record is gone")?;
-    if app.docker.image_exists(&image).await.map_err(|e| e.to_string())? {
-        return Ok(());
-    }
-    hub.publish(Event::InstallOutput(format!("Pulling image {image}")));
-    let limit = Duration::from_secs(app.config.containers.install_timeout);
-    bounded(limit, "pulling the image", app.docker.pull(&image, |line| hub.publish(Event::InstallOutput(line))))
-        .await
-        .map_err(|e| format!("Image pull failed for {image}: {}", message(&e)))
-}
-
 /// The point of no return: the old container goes, the new one is made and installed.
 async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<String, (String, Option<String>)> {
     let fail = |e: String| (e, None);
@@ -224,7 +213,7 @@ async fn hand_over(volume_path: &Path, user: &str) -> std::result::Result<(), St
 }
 
 /// The engine's own words for an API error, without our prefix.
-fn message(e: &DockerError) -> String {
+pub(super) fn message(e: &DockerError) -> String {
     match e {
         DockerError::Api { message, .. } => message.clone(),
         other => other.to_string(),

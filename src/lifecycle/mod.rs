@@ -7,6 +7,8 @@ pub mod events;
 mod image;
 mod install;
 mod power;
+mod progress;
+mod pull;
 mod rebind;
 mod recover;
 mod remove;

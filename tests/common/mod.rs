@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod service;
 pub mod ws;
 
 use std::io::{BufRead, Read, Write};
