@@ -238,7 +238,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     volumes::mount_all(&app).await;
     lightd::backups::recover(&app).await;
     tokio::spawn(Arc::clone(&app).watch_token());
-    lifecycle::boot(&app);
+    lifecycle::boot(&app).await;
     // Learn the engine's state before answering /health; have the network ready meanwhile.
     if app.docker.ping().await.is_ok() {
         let app = Arc::clone(&app);
