@@ -11,6 +11,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod fanout;
 mod support;
 mod viewer;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fanout::*;
 use serde_json::json;
 use support::*;
 use viewer::*;
@@ -27,179 +29,6 @@ const STEADY: &str = "i=0; while true; do i=$((i+1)); echo \"$i $EPOCHREALTIME\"
 const FLOOD: &str = "i=0; while true; do i=$((i+1)); echo \"$i $EPOCHREALTIME\"; done";
 const SECS: u64 = 10;
 const FLOOD_SECS: u64 = 5;
-
-/// The daemon's delivery histogram: (upper bound s, cumulative count) per bucket.
-fn delivery(d: &Daemon) -> Vec<(f64, u64)> {
-    d.get("/metrics")
-        .body
-        .lines()
-        .filter_map(|l| l.strip_prefix("lightd_console_delivery_seconds_bucket{le=\""))
-        .filter_map(|l| {
-            let (le, n) = l.split_once("\"} ")?;
-            Some((le.parse().unwrap_or(f64::INFINITY), n.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The `q` quantile (ms) of what was delivered between two snapshots, interpolated within its
-/// bucket as Prometheus' `histogram_quantile` does.
-fn delivery_quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> f64 {
-    let diff: Vec<(f64, u64)> = after.iter().zip(before).map(|(a, b)| (a.0, a.1 - b.1)).collect();
-    let total = diff.last().map_or(0, |x| x.1);
-    if total == 0 {
-        return f64::NAN;
-    }
-    let want = q * total as f64;
-    let mut prev = (0.0, 0u64);
-    for &(le, n) in &diff {
-        if n as f64 >= want {
-            if le.is_infinite() {
-                return prev.0 * 1000.0;
-            }
-            let within = (want - prev.1 as f64) / (n - prev.1).max(1) as f64;
-            return (prev.0 + (le - prev.0) * within) * 1000.0;
-        }
-        prev = (le, n);
-    }
-    f64::NAN
-}
-
-fn dockerd_pid() -> u32 {
-    let out = std::process::Command::new("pidof").arg("dockerd").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0)
-}
-
-fn container_id(d: &Daemon, id: &str) -> String {
-    d.get(&format!("/containers/{id}")).json()["container_id"].as_str().unwrap().to_string()
-}
-
-/// One measured row.
-struct Row {
-    what: String,
-    path: &'static str,
-    readers: usize,
-    lines_per_s: f64,
-    lost: u64,
-    skipped: u64,
-    daemon_p99: f64,
-    e2e: Hist,
-    cpu: (String, f64),
-    cpu_per_million: f64,
-}
-
-impl Row {
-    fn table(rows: &[Row]) -> Vec<String> {
-        let mut out = vec![
-            "| load | readers | path | lines/s delivered | lost | skipped | delivery p99 in daemon ms | end-to-end p50 / p99 ms | CPU % | CPU s per million lines |".into(),
-            "|---|---|---|---|---|---|---|---|---|---|".into(),
-        ];
-        for r in rows {
-            out.push(format!(
-                "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1} / {:.1} | {} {:.0} | {:.2} |",
-                r.what,
-                r.readers,
-                r.path,
-                r.lines_per_s,
-                r.lost,
-                r.skipped,
-                if r.daemon_p99.is_nan() { "-".to_string() } else { format!("{:.2}", r.daemon_p99) },
-                r.e2e.pct(50.0),
-                r.e2e.pct(99.0),
-                r.cpu.0,
-                r.cpu.1,
-                r.cpu_per_million
-            ));
-        }
-        out
-    }
-}
-
-/// Reads `viewers` for `secs` while timing the daemon; the viewers come back open.
-async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) -> (Row, Vec<Viewer>) {
-    let readers = viewers.len();
-    let tally = Arc::new(Tally::default());
-    // A second to drain what queued while the viewers connected, then the measured span.
-    let from = Instant::now() + Duration::from_secs(1);
-    let until = from + Duration::from_secs(secs);
-    let tasks: Vec<_> = viewers.into_iter().map(|v| tokio::spawn(v.read(from, until, Arc::clone(&tally)))).collect();
-    tokio::time::sleep_until(from.into()).await;
-    let before = delivery(d);
-    let cpu0 = cpu_seconds(d.pid());
-    let start = Instant::now();
-    let mut open = Vec::new();
-    for t in tasks {
-        open.push(t.await.unwrap());
-    }
-    let took = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(d.pid()) - cpu0;
-    let after = delivery(d);
-    let (lines, lost, skipped, e2e) = tally.take();
-    let row = Row {
-        what: what.to_string(),
-        path: "lightd WebSocket",
-        readers,
-        lines_per_s: lines as f64 / took,
-        lost,
-        skipped,
-        daemon_p99: delivery_quantile(&before, &after, 0.99),
-        e2e,
-        cpu: ("lightd".into(), cpu / took * 100.0),
-        cpu_per_million: cpu / (lines.max(1) as f64 / 1e6),
-    };
-    println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
-    (row, open)
-}
-
-/// The seed's way for the same load: a Docker `logs --follow` per reader of `containers`.
-async fn measure_docker(what: &str, containers: Vec<String>, secs: u64) -> Row {
-    let readers = containers.len();
-    let tally = Arc::new(Tally::default());
-    let dockerd = dockerd_pid();
-    let cpu0 = cpu_seconds(dockerd);
-    let start = Instant::now();
-    let until = start + Duration::from_secs(secs);
-    let tasks: Vec<_> =
-        containers.into_iter().map(|c| tokio::spawn(docker_follow(c, until, Arc::clone(&tally)))).collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let took = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(dockerd) - cpu0;
-    let (lines, lost, skipped, e2e) = tally.take();
-    let row = Row {
-        what: what.to_string(),
-        path: "baseline: Docker `logs --follow` per reader",
-        readers,
-        lines_per_s: lines as f64 / took,
-        lost,
-        skipped,
-        daemon_p99: f64::NAN,
-        e2e,
-        cpu: ("dockerd".into(), cpu / took * 100.0),
-        cpu_per_million: cpu / (lines.max(1) as f64 / 1e6),
-    };
-    println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
-    row
-}
-
-/// Opens `n` viewers on each of `ids` in turn (at most 100 handshakes at a time).
-async fn open_viewers(port: u16, ids: &[String], n: usize) -> Vec<Viewer> {
-    let targets: Vec<String> = (0..n).flat_map(|_| ids.iter().cloned()).collect();
-    let mut out = Vec::new();
-    for chunk in targets.chunks(100) {
-        let tasks: Vec<_> = chunk
-            .iter()
-            .map(|id| {
-                let id = id.clone();
-                tokio::spawn(async move { Viewer::connect(port, &id, TOKEN).await.0 })
-            })
-            .collect();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-    }
-    out
-}
 
 fn ms_figures(v: &[f64]) -> String {
     format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", pct(v, 50.0), pct(v, 99.0), pct(v, 100.0))

@@ -110,7 +110,11 @@ impl Local {
             let end = x.iter().position(|b| !(b.is_ascii_digit() || *b == b'.')).unwrap_or(x.len());
             std::str::from_utf8(&x[..end]).ok()?.parse::<f64>().ok()
         });
-        let Some(n) = n else { return };
+        let Some(n) = n else {
+            // Not a numbered line (a real game server's output): counted, not timed.
+            self.lines += 1;
+            return;
+        };
         if self.prev > 0 && n > self.prev + 1 {
             self.lost += n - self.prev - 1;
         }
