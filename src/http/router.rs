@@ -157,6 +157,10 @@ pub fn resolve(method: &str, path: &str) -> Result<(Route, Vec<String>), Miss> {
         _ => path,
     };
     let segments: Vec<&str> = path.strip_prefix('/').ok_or(Miss::NotFound)?.split('/').collect();
+    // Only the patterns with the most literal segments that match count: `/volumes/x/backups/upload`
+    // is the upload route (POST), never a backup named "upload".
+    let mut best = 0;
+    let mut found = None;
     let mut allowed = Vec::new();
     for &(m, pattern, route) in TABLE {
         let parts = pattern[1..].split('/');
@@ -164,7 +168,7 @@ pub fn resolve(method: &str, path: &str) -> Result<(Route, Vec<String>), Miss> {
             continue;
         }
         let mut params = Vec::new();
-        let matched = parts.zip(&segments).all(|(p, s)| {
+        let matched = parts.clone().zip(&segments).all(|(p, s)| {
             if p.starts_with(':') {
                 params.push(*s);
                 !s.is_empty()
@@ -175,17 +179,28 @@ pub fn resolve(method: &str, path: &str) -> Result<(Route, Vec<String>), Miss> {
         if !matched {
             continue;
         }
-        if m != method {
-            allowed.push(m);
+        let literals = parts.filter(|p| !p.starts_with(':')).count();
+        if literals < best {
             continue;
         }
-        let decoded = params.into_iter().map(percent_decode).collect::<Option<Vec<_>>>();
-        return decoded.map(|d| (route, d)).ok_or(Miss::BadPath);
+        if literals > best {
+            best = literals;
+            found = None;
+            allowed.clear();
+        }
+        if m == method {
+            found = found.or(Some((route, params)));
+        } else {
+            allowed.push(m);
+        }
     }
-    if allowed.is_empty() {
-        Err(Miss::NotFound)
-    } else {
-        Err(Miss::MethodNotAllowed(allowed))
+    match found {
+        Some((route, params)) => {
+            let decoded = params.into_iter().map(percent_decode).collect::<Option<Vec<_>>>();
+            decoded.map(|d| (route, d)).ok_or(Miss::BadPath)
+        }
+        None if allowed.is_empty() => Err(Miss::NotFound),
+        None => Err(Miss::MethodNotAllowed(allowed)),
     }
 }
 
@@ -223,6 +238,10 @@ mod tests {
         );
         // A literal wins over a capture listed after it.
         assert_eq!(resolve("GET", "/network/ports/random"), Ok((Route::PortRandom, vec![])));
+        // ... and a literal path takes only its own methods.
+        assert_eq!(resolve("POST", "/volumes/v/backups/upload"), Ok((Route::BackupUpload, vec!["v".into()])));
+        assert_eq!(resolve("GET", "/volumes/v/backups/upload"), Err(Miss::MethodNotAllowed(vec!["POST"])));
+        assert_eq!(resolve("GET", "/volumes/v/backups/b"), Ok((Route::BackupGet, vec!["v".into(), "b".into()])));
     }
 
     #[test]
