@@ -171,6 +171,7 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
     match route {
         Route::Health => Ok(system::health(app)),
         Route::Ping => Ok(system::ping()),
+        Route::OpenApi => Ok(system::openapi()),
         Route::Metrics => {
             Ok(system::metrics(app, ctx.head.extensions.get::<Arc<Slot>>().map(|s| s.open_connections())))
         }

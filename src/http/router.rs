@@ -10,6 +10,7 @@ pub enum Route {
     Health,
     Ping,
     Metrics,
+    OpenApi,
     VolumeList,
     VolumeCreate,
     VolumeGet,
@@ -58,6 +59,7 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("GET", "/health", Route::Health),
     ("GET", "/api/v1/public/ping", Route::Ping),
     ("GET", "/metrics", Route::Metrics),
+    ("GET", "/openapi.json", Route::OpenApi),
     ("GET", "/volumes", Route::VolumeList),
     ("POST", "/volumes", Route::VolumeCreate),
     ("GET", "/volumes/:volume_id", Route::VolumeGet),
@@ -110,7 +112,7 @@ const TABLE: &[(&str, &str, Route)] = &[
 impl Route {
     /// Reachable without a token.
     pub fn is_public(self) -> bool {
-        matches!(self, Route::Health | Route::Ping)
+        matches!(self, Route::Health | Route::Ping | Route::OpenApi)
     }
 
     /// Opened with the master token or a temporary one (`?token=`).
