@@ -15,7 +15,7 @@ for f in tests/*.rs; do
     [[ " ${ALONE[*]} " == *" $name "* ]] || together+=(--test "$name")
 done
 threads=${LIGHTD_TEST_THREADS:-4}
-cargo test --lib --bins "${together[@]}" -- --test-threads "$threads"
+cargo test --no-fail-fast --lib --bins "${together[@]}" -- --test-threads "$threads"
 for name in "${ALONE[@]}"; do
     cargo test --test "$name" -- --test-threads 1
 done

@@ -42,6 +42,8 @@ pub struct App {
     pub started: Instant,
     /// `GET /containers` as serialized at a state version (see `http::containers::list`).
     pub list_cache: Mutex<Option<(u64, Bytes)>>,
+    /// `GET /containers/:id` by id, as serialized at (state version, install events).
+    pub record_cache: Mutex<std::collections::HashMap<String, (u64, u64, Bytes)>>,
 }
 
 impl App {
@@ -52,7 +54,7 @@ impl App {
         token: String,
         quota: crate::model::Quota,
         store: Arc<Store>,
-        routes: Vec<&'static str>,
+        routes: Vec<(&'static str, &'static str)>,
     ) -> Arc<App> {
         let docker = Docker::new(&config.docker.socket_path);
         let hubs = Hubs::new(config.console.ring_lines, config.console.ring_bytes);
@@ -74,6 +76,7 @@ impl App {
             tasks: Tasks::default(),
             started: Instant::now(),
             list_cache: Mutex::new(None),
+            record_cache: Mutex::new(Default::default()),
         })
     }
 

@@ -75,7 +75,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { host: "0.0.0.0".into(), port: 8080, max_connections: 4096, max_connections_per_ip: 512 }
+        ServerConfig { host: "0.0.0.0".into(), port: 8080, max_connections: 8192, max_connections_per_ip: 2048 }
     }
 }
 
@@ -138,6 +138,8 @@ pub struct ContainersConfig {
     pub pids_limit: i64,
     /// Seconds an install (image pull and install script) may take before it fails.
     pub install_timeout: u64,
+    /// `uid:gid` servers run as unless a create names another (`"0:0"` runs them as root).
+    pub user: String,
     /// Whether a server that exits on its own is started again (a create may say otherwise).
     pub crash_restart: bool,
     /// A server that crashes again within this many seconds of its last crash stays down.
@@ -154,6 +156,7 @@ impl Default for ContainersConfig {
             default_limits: crate::model::Limits { memory: Some(2 << 30), cpu: Some(1.0) },
             pids_limit: 1024,
             install_timeout: 3600,
+            user: "1000:1000".into(),
             crash_restart: true,
             crash_window: 60,
         }
@@ -300,6 +303,9 @@ impl Config {
         }
         if self.containers.max_containers == 0 {
             return bad("containers.max_containers must be at least 1".into());
+        }
+        if crate::model::parse_user(&self.containers.user).is_none() {
+            return bad(format!("containers.user {:?} must be uid:gid like 1000:1000", self.containers.user));
         }
         if !(10..=7 * 24 * 3600).contains(&self.containers.install_timeout) {
             return bad("containers.install_timeout must be between 10 and 604800 seconds".into());

@@ -121,7 +121,8 @@ fn main() -> ExitCode {
         println!("{token}");
         return ExitCode::SUCCESS;
     }
-    raise_nofile();
+    let mut config = config;
+    fit_connections(&mut config, raise_nofile());
     lightd::memory::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -162,7 +163,8 @@ fn quota_mode(config: &Config) -> Result<Quota, String> {
 
 /// Raises the open-files soft limit to the hard limit: connections, console sessions and
 /// Docker streams are all file descriptors.
-fn raise_nofile() {
+/// Returns the limit in force.
+fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
     let raised = unsafe {
@@ -173,6 +175,21 @@ fn raise_nofile() {
     };
     if !raised {
         eprintln!("lightd: cannot raise the open-files limit: {}", std::io::Error::last_os_error());
+    }
+    lim.rlim_cur
+}
+
+/// Keeps room under the open-files limit for Docker streams, volumes and the state file:
+/// connections beyond it would fail to accept rather than get a clear 503.
+fn fit_connections(config: &mut Config, nofile: u64) {
+    let room = usize::try_from(nofile.saturating_sub(512)).unwrap_or(usize::MAX).max(16);
+    if config.server.max_connections > room {
+        eprintln!(
+            "lightd: server.max_connections lowered from {} to {room} to fit the open-files limit {nofile}",
+            config.server.max_connections
+        );
+        config.server.max_connections = room;
+        config.server.max_connections_per_ip = config.server.max_connections_per_ip.min(room);
     }
 }
 

@@ -194,6 +194,19 @@ fn yes() -> bool {
     true
 }
 
+fn root() -> String {
+    "0:0".into()
+}
+
+/// A `uid:gid` pair as numbers, when it is one.
+pub fn parse_user(s: &str) -> Option<(u32, u32)> {
+    let (u, g) = s.split_once(':')?;
+    let num = |x: &str| {
+        x.parse::<u32>().ok().filter(|n| *n < u32::MAX && !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+    };
+    Some((num(u)?, num(g)?))
+}
+
 fn tcp() -> Protocol {
     Protocol::Tcp
 }
@@ -256,6 +269,10 @@ pub struct LastExit {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ContainerRecord {
     pub internal_id: String,
+    /// Unique to this record (a label on its containers), so what a deleted record left can
+    /// never be mistaken for what a new record of the same id makes.
+    #[serde(default)]
+    pub record_id: String,
     /// Docker's id of `lightd-<internal_id>`; `None` until created.
     pub container_id: Option<String>,
     pub volume_id: String,
@@ -273,6 +290,14 @@ pub struct ContainerRecord {
     /// Start the server again when it exits on its own (see `containers.crash_restart`).
     #[serde(default = "yes")]
     pub crash_restart: bool,
+    /// A console command that stops the server gracefully (`quit`, `stop`), sent instead of
+    /// SIGTERM; SIGKILL follows after `containers.cleanup_timeout` as with SIGTERM.
+    #[serde(default)]
+    pub stop_command: Option<String>,
+    /// `uid:gid` the server runs as (the install script runs as root); records from before
+    /// users existed ran as root.
+    #[serde(default = "root")]
+    pub user: String,
     pub last_exit: Option<LastExit>,
     /// Why the install (or the last lifecycle operation) failed.
     pub error: Option<String>,

@@ -120,7 +120,8 @@ fn bodies_ids_and_paths() {
 #[test]
 fn symlinked_volume_dirs_are_never_followed() {
     require_docker();
-    let d = Daemon::start();
+    // Plain-directory volumes: a loop volume's directory is a mount point, not replaceable.
+    let d = Daemon::start_with(|c| c["volumes"]["quota"] = json!("none"));
     let (vol, path) = d.new_volume();
     let outside = TempDir::new("outside");
     std::fs::write(outside.0.join("secret"), vec![1u8; 5000]).unwrap();

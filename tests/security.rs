@@ -146,16 +146,22 @@ async fn idle_connection_floods_are_capped() {
         let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
         held.push(s);
     }
-    // The excess is answered 503 and closed; the rest stay open.
+    // The flooding address itself is told why it is refused (checked at once: idle
+    // connections are closed after 10 s, which would free their slots).
+    let r = d.try_raw(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.error().contains("max_connections_per_ip"), "{}", r.body);
+    // The excess was answered 503 and closed; the rest stay open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for s in held.iter_mut() {
         let mut buf = [0u8; 64];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(5), s.peek(&mut buf)).await {
+        if let Ok(n) = s.try_read(&mut buf) {
             if buf[..n].starts_with(b"HTTP/1.1 503") {
                 refused += 1;
             }
         }
     }
-    assert!(refused >= 4000, "the per-address cap refused {refused} of 5000");
+    assert!(refused >= 2900, "the per-address cap (2048) refused {refused} of 5000");
     // Another client is served meanwhile.
     let other = tokio::net::TcpSocket::new_v4().unwrap();
     other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -165,17 +171,13 @@ async fn idle_connection_floods_are_capped() {
     let mut answer = String::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer)).await.unwrap().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    // The flooding address itself is told why it is refused.
-    let r = d.try_raw(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    assert_eq!(r.status, 503);
-    assert!(r.error().contains("max_connections_per_ip"), "{}", r.body);
     drop(held);
     let settled = wait_for(30, "RSS back near idle", || {
         let now = rss();
         (now <= idle + 2 * 1024 * 1024).then_some(now)
     });
     assert!(settled <= idle + 2 * 1024 * 1024);
-    assert_eq!(d.metric("lightd_connections"), Some(1), "only the metrics request itself");
+    wait_for(10, "only the metrics request itself open", || (d.metric("lightd_connections") == Some(1)).then_some(()));
 }
 
 /// A viewer that stops reading is let go: its session closes within the write deadline and
@@ -254,7 +256,8 @@ fn servers_are_confined_to_their_own_powers_and_ports() {
 /// the walk runs.
 #[test]
 fn the_size_walk_never_follows_a_swapped_symlink() {
-    let d = Daemon::start();
+    // The walk is what plain-directory volumes use (loop volumes answer with statfs).
+    let d = Daemon::start_with(|c| c["volumes"]["quota"] = json!("none"));
     let (vol, path) = d.new_volume();
     std::fs::write(path.join("world.dat"), vec![7u8; 1 << 20]).unwrap();
     std::fs::create_dir(path.join("d")).unwrap();

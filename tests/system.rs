@@ -165,8 +165,12 @@ fn metrics_count_requests() {
     let m = d.get("/metrics");
     assert_eq!(m.status, 200);
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));
-    assert!(m.body.contains("lightd_http_requests_total{route=\"/volumes\",status=\"200\"} 2\n"), "{}", m.body);
-    assert!(m.body.contains("lightd_http_requests_total{route=\"/volumes\",status=\"401\"} 1\n"));
+    let volumes = "method=\"GET\",route=\"/volumes\"";
+    assert!(m.body.contains(&format!("lightd_http_requests_total{{{volumes},status=\"200\"}} 2\n")), "{}", m.body);
+    assert!(m.body.contains(&format!("lightd_http_requests_total{{{volumes},status=\"401\"}} 1\n")));
+    // Three requests timed, each within the histogram's buckets.
+    assert!(m.body.contains(&format!("lightd_http_request_duration_seconds_count{{{volumes}}} 3\n")), "{}", m.body);
+    assert!(m.body.contains(&format!("lightd_http_request_duration_seconds_bucket{{{volumes},le=\"+Inf\"}} 3\n")));
     let rss: u64 = m
         .body
         .lines()
@@ -203,10 +207,21 @@ fn cli_version_check_config_and_token() {
 
     let dir = TempDir::new("cli");
     let cfg = dir.0.join("config.json");
-    // Absent file: embedded defaults are valid.
+    // A --config that names no file is an error (embedded defaults only without --config).
     let out = Command::new(bin()).args(["--check-config", "--config"]).arg(&cfg).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!cfg.exists(), "--check-config must not write");
+    let out = Command::new(bin()).args(["--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "serving refuses it too");
+    // Without --config, the embedded defaults are valid.
+    let out = Command::new(bin()).arg("--check-config").current_dir(&dir.0).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("embedded defaults"));
 
     // Bad files: exit code 2 and a message naming the problem.
     for (text, needle) in [
@@ -228,8 +243,11 @@ fn cli_version_check_config_and_token() {
     let out = Command::new(bin()).args(["--token", "maybe"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 
-    // A missing token is generated and written back; reset replaces it.
-    std::fs::write(&cfg, r#"{"server":{"port":9999}}"#).unwrap();
+    // A missing token is generated into the state directory (never into the config, which
+    // may be a tracked file); reset replaces it there.
+    let state = dir.0.join("state.json");
+    let text = json!({"server": {"port": 9999}, "storage": {"state_file": state}}).to_string();
+    std::fs::write(&cfg, &text).unwrap();
     let what = |arg: &str| {
         let out = Command::new(bin()).args(["--token", arg, "--config"]).arg(&cfg).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -238,12 +256,20 @@ fn cli_version_check_config_and_token() {
     let first = what("what");
     assert!(first.starts_with("lightd_") && first.len() >= 39, "{first}");
     assert_eq!(what("what"), first);
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-    assert_eq!(saved["authorization"]["token"], first.as_str());
-    assert_eq!(saved["server"]["port"], 9999, "other keys kept");
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), text, "the config is not touched");
+    let token_file = dir.0.join("token");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), first);
     let second = what("reset");
     assert_ne!(second, first);
     assert_eq!(what("what"), second);
     use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    // A token the config names is the operator's: reset writes it back there (mode 0600).
+    let named = json!({"storage": {"state_file": state}, "authorization": {"token": TOKEN}}).to_string();
+    std::fs::write(&cfg, named).unwrap();
+    assert_eq!(what("what"), TOKEN);
+    let third = what("reset");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    assert_eq!(saved["authorization"]["token"], third.as_str());
     assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
 }

@@ -151,6 +151,9 @@ async fn a_thousand_viewers_get_every_line_once_in_order() {
         open.push(v.await.expect("viewer saw every line once, in order"));
     }
     assert_eq!(d.metric(&format!("lightd_viewers{{container=\"{id}\",kind=\"ws\"}}")), Some(1000));
+    // Every live line each viewer read was timed from the ring to its socket.
+    let delivered = d.metric("lightd_console_delivery_seconds_count").unwrap_or(0);
+    assert!(delivered >= 40_000, "{delivered} deliveries timed");
     assert_eq!(d.streams(&id, "attach"), 1);
     assert_eq!(d.streams(&id, "stats"), 1);
     // Detach closes them all with a reason.
@@ -290,6 +293,71 @@ async fn power_and_commands_over_the_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_without_a_token_must_authenticate_first() {
+    require_docker();
+    let d = Daemon::start();
+    let a = create(&d, "a", "sleep 1000", None);
+    d.wait_installed(&a, 120);
+    let p = d.port;
+    // Anything but an auth frame first: closed with a reason, and nothing was sent before.
+    let mut ws = connect(p, &format!("/ws/{a}"), None).await.expect("the upgrade itself needs no token");
+    ws.send(Message::Text(r#"{"event":"request_logs","args":["5"]}"#.into())).await.unwrap();
+    let close = ws::closed(&mut ws, 10).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 4001);
+    assert!(close.reason.contains("first message must be auth"), "{close:?}");
+    // Silence: closed after 5 s.
+    let mut ws = connect(p, &format!("/ws/{a}"), None).await.unwrap();
+    let t = std::time::Instant::now();
+    let close = ws::closed(&mut ws, 15).await.expect("a close frame");
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(close.reason.contains("within 5 s"), "{close:?}");
+    // A bad token in the auth frame: closed.
+    let mut ws = connect(p, &format!("/ws/{a}"), None).await.unwrap();
+    ws.send(Message::Text(r#"{"event":"auth","args":["lightd_nopenopenopenope"]}"#.into())).await.unwrap();
+    assert_eq!(ws::closed(&mut ws, 10).await.map(|c| u16::from(c.code)), Some(4001));
+    // The Wings way: auth, then the usual status and logs.
+    let t = d.call("POST", "/auth/tokens", Some(json!({"ttl": "10m", "internal_id": a}))).json()["token"].clone();
+    let mut ws = connect(p, &format!("/ws/{a}"), None).await.unwrap();
+    ws.send(Message::Text(json!({"event": "auth", "args": [t]}).to_string())).await.unwrap();
+    assert_eq!(next(&mut ws).await, json!({"event": "auth success", "args": []}));
+    assert_eq!(next(&mut ws).await["event"], "status");
+    assert_eq!(next(&mut ws).await["event"], "logs");
+    // Nobody learns whether a container exists before authenticating.
+    let mut ws = connect(p, "/ws/nobody", None).await.expect("upgraded before auth");
+    ws.send(Message::Text(json!({"event": "auth", "args": [TOKEN]}).to_string())).await.unwrap();
+    assert_eq!(next(&mut ws).await["event"], "auth success");
+    let close = ws::closed(&mut ws, 10).await.expect("a close frame");
+    assert_eq!((u16::from(close.code), &*close.reason), (4004, "Container not found"));
+}
+
+/// A console token's session is warned before it expires and ends when it does; a fresh
+/// `auth` frame extends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_token_sessions_expire_unless_extended() {
+    require_docker();
+    let d = Daemon::start();
+    let a = create(&d, "a", "sleep 1000", None);
+    d.wait_installed(&a, 120);
+    let token =
+        |ttl: &str| d.call("POST", "/auth/tokens", Some(json!({"ttl": ttl, "internal_id": a}))).json()["token"].clone();
+    // 61 s: the warning comes at once (a minute before the end).
+    let mut ws = connect(d.port, &format!("/ws/{a}?token={}", token("61s").as_str().unwrap()), None).await.unwrap();
+    next_event(&mut ws, "token expiring").await;
+    // A fresh token extends the session: no expiry within the next seconds.
+    ws.send(Message::Text(json!({"event": "auth", "args": [token("1h")]}).to_string())).await.unwrap();
+    next_event(&mut ws, "auth success").await;
+    // 3 s: warned at once, expired after 3 s, then closed.
+    let mut short = connect(d.port, &format!("/ws/{a}?token={}", token("3s").as_str().unwrap()), None).await.unwrap();
+    next_event(&mut short, "token expiring").await;
+    next_event(&mut short, "token expired").await;
+    let close = ws::closed(&mut short, 10).await.expect("a close frame");
+    assert_eq!((u16::from(close.code), &*close.reason), (4001, "token expired"));
+    // The extended one is still open and served.
+    ws.send(Message::Text(r#"{"logs":["1"]}"#.into())).await.unwrap();
+    next_event(&mut ws, "logs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_and_bad_frames_get_their_answers() {
     require_docker();
     let d = Daemon::start();
@@ -297,7 +365,6 @@ async fn bad_tokens_and_bad_frames_get_their_answers() {
     let b = create(&d, "b", "sleep 1000", None);
     d.wait_installed(&a, 120);
     let p = d.port;
-    assert_eq!(refused_status(connect(p, &format!("/ws/{a}"), None).await), 401);
     assert_eq!(refused_status(connect(p, &format!("/ws/{a}"), Some("lightd_wrongwrongwrongwrong")).await), 401);
     assert_eq!(refused_status(connect(p, &format!("/ws/{a}?token=lightd_nope"), None).await), 401);
     assert_eq!(refused_status(connect(p, "/ws/nobody", Some(TOKEN)).await), 404);

@@ -2,6 +2,7 @@
 //! attach stream), a broadcast of events (lifecycle, install output, power states, stats,
 //! daemon notes), viewer counts and the Docker streams opened on their behalf.
 
+pub mod line;
 pub mod pump;
 pub mod ring;
 pub mod splice;
@@ -89,6 +90,8 @@ pub struct Hub {
     pub wake: Notify,
     events: broadcast::Sender<Event>,
     install_events: Mutex<Vec<Lifecycle>>,
+    /// Bumped with every lifecycle event (answers that show the events are cached by it).
+    install_generation: AtomicU64,
     pub stdin: tokio::sync::Mutex<Option<Stdin>>,
     pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub attach_open: AtomicBool,
@@ -123,6 +126,7 @@ impl Hub {
             wake: Notify::new(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             install_events: Mutex::new(Vec::new()),
+            install_generation: AtomicU64::new(0),
             stdin: tokio::sync::Mutex::new(None),
             pump: Mutex::new(None),
             attach_open: AtomicBool::new(false),
@@ -174,6 +178,7 @@ impl Hub {
     /// Publishes to whoever listens now; nobody listening is fine.
     pub fn publish(&self, event: Event) {
         if let Event::Lifecycle(l) = &event {
+            self.install_generation.fetch_add(1, AcqRel);
             let mut log = lock(&self.install_events);
             if *l == Lifecycle::Started {
                 log.clear();
@@ -189,6 +194,10 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    pub fn install_generation(&self) -> u64 {
+        self.install_generation.load(Acquire)
     }
 
     pub fn install_events(&self) -> Vec<&'static str> {

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use regex_lite::Regex;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::line;
 use super::ring::Writer;
 use super::splice::Splice;
 use super::Hub;
@@ -61,8 +62,9 @@ pub async fn open(
     let mut splice = Splice::default();
     if backfill > 0 {
         let tail = docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
+        let max = hub.ring().max_line();
         for line in &tail {
-            writer.push(line);
+            writer.push(&line::encode_within(line, max), line::now_nanos());
         }
         splice = Splice::new(&tail);
     }
@@ -115,13 +117,14 @@ async fn pump(
     let mut pattern = pattern;
     let matched = std::sync::atomic::AtomicBool::new(false);
     let waiting = std::sync::atomic::AtomicBool::new(pattern.is_some());
+    let max = hub.ring().max_line();
     let mut push = |line: String| {
         if pattern.as_ref().is_some_and(|p| p.is_match(prefix(&line, MATCH_PREFIX))) {
             pattern = None;
             waiting.store(false, Relaxed);
             matched.store(true, Relaxed);
         }
-        writer.push(&line);
+        writer.push(&line::encode_within(&line, max), line::now_nanos());
     };
     loop {
         let read = match splice.undecided() {

@@ -16,12 +16,15 @@ struct Slot {
     seq: AtomicU64,
     start: AtomicU64,
     len: AtomicU64,
+    /// When the line was pushed (`line::now_nanos`).
+    at: AtomicU64,
 }
 
 /// What reading line `n` found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Read {
-    Line(String),
+    /// The line's bytes, and when it was pushed.
+    Line(Vec<u8>, u64),
     /// Overwritten by newer lines (or by a write racing the read).
     Gone,
     /// Not written yet.
@@ -51,7 +54,12 @@ impl Ring {
     pub fn new(lines: usize, bytes: usize) -> (Arc<Ring>, Writer) {
         let words = bytes.div_ceil(8).max(64);
         let slots = (0..lines.max(1))
-            .map(|_| Slot { seq: AtomicU64::new(0), start: AtomicU64::new(0), len: AtomicU64::new(0) })
+            .map(|_| Slot {
+                seq: AtomicU64::new(0),
+                start: AtomicU64::new(0),
+                len: AtomicU64::new(0),
+                at: AtomicU64::new(0),
+            })
             .collect();
         let arena = (0..words).map(|_| AtomicU64::new(0)).collect();
         let ring = Arc::new(Ring {
@@ -70,6 +78,11 @@ impl Ring {
         self.head.load(Acquire)
     }
 
+    /// Longest line the ring keeps whole (a quarter of its bytes).
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     /// How many lines the ring can hold at most.
     pub fn capacity(&self) -> u64 {
         self.slots.len() as u64
@@ -81,41 +94,53 @@ impl Ring {
 
     /// Copies line `n` out, or says why it cannot.
     pub fn read(&self, n: u64) -> Read {
+        let mut bytes = Vec::new();
+        match self.read_into(n, &mut bytes) {
+            Ok(at) => Read::Line(bytes, at),
+            Err(r) => r,
+        }
+    }
+
+    /// Appends line `n` to `out` and returns when it was pushed; on failure `out` is as it was.
+    pub fn read_into(&self, n: u64, out: &mut Vec<u8>) -> Result<u64, Read> {
         if n == 0 || n > self.head() {
-            return Read::NotYet;
+            return Err(Read::NotYet);
         }
         let slot = &self.slots[(n % self.capacity()) as usize];
         if slot.seq.load(Acquire) != n {
-            return Read::Gone;
+            return Err(Read::Gone);
         }
         let start = slot.start.load(Relaxed);
         let len = slot.len.load(Relaxed) as usize;
+        let at = slot.at.load(Relaxed);
         if len > self.max_line {
-            return Read::Gone;
+            return Err(Read::Gone);
         }
-        let mut bytes = Vec::with_capacity(len.next_multiple_of(8));
+        let from = out.len();
+        out.reserve(len.next_multiple_of(8));
         let first = (start / 8) as usize;
         for i in 0..len.div_ceil(8) {
             let word = self.arena[(first + i) % self.arena.len()].load(Relaxed);
-            bytes.extend_from_slice(&word.to_le_bytes());
+            out.extend_from_slice(&word.to_le_bytes());
         }
-        bytes.truncate(len);
+        out.truncate(from + len);
         fence(Acquire);
         let unchanged = slot.seq.load(Relaxed) == n;
         let not_lapped = self.claimed.load(Relaxed) <= start + self.arena_bytes();
         if !(unchanged && not_lapped) {
-            return Read::Gone;
+            out.truncate(from);
+            return Err(Read::Gone);
         }
-        // Only whole `&str`s are written, so a consistent copy is valid UTF-8.
-        Read::Line(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        Ok(at)
     }
 }
 
 impl Writer {
-    /// Appends one line and returns its number.
-    pub fn push(&mut self, line: &str) -> u64 {
+    /// Appends one line (at most a quarter of the byte budget; longer input is cut) pushed at
+    /// `at`, and returns its number.
+    pub fn push(&mut self, line: &[u8], at: u64) -> u64 {
         let ring = &*self.ring;
-        let line = truncate(line, ring.max_line);
+        let line = &line[..line.len().min(ring.max_line)];
         let n = self.seq + 1;
         let start = self.pos;
         let end = start + line.len().next_multiple_of(8) as u64;
@@ -125,31 +150,20 @@ impl Writer {
         slot.seq.store(BUSY, Relaxed);
         fence(Release);
         let first = (start / 8) as usize;
-        for (i, chunk) in line.as_bytes().chunks(8).enumerate() {
+        for (i, chunk) in line.chunks(8).enumerate() {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
             ring.arena[(first + i) % ring.arena.len()].store(u64::from_le_bytes(word), Relaxed);
         }
         slot.start.store(start, Relaxed);
         slot.len.store(line.len() as u64, Relaxed);
+        slot.at.store(at, Relaxed);
         slot.seq.store(n, Release);
         ring.head.store(n, Release);
         self.pos = end;
         self.seq = n;
         n
     }
-}
-
-/// `s` cut to at most `max` bytes on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
@@ -161,12 +175,12 @@ mod tests {
         let (ring, mut w) = Ring::new(4, 4096);
         assert_eq!(ring.read(1), Read::NotYet);
         for i in 1..=6 {
-            assert_eq!(w.push(&format!("line {i}")), i);
+            assert_eq!(w.push(format!("line {i}").as_bytes(), i * 10), i);
         }
         assert_eq!(ring.head(), 6);
         assert_eq!(ring.read(2), Read::Gone);
-        assert_eq!(ring.read(3), Read::Line("line 3".into()));
-        assert_eq!(ring.read(6), Read::Line("line 6".into()));
+        assert_eq!(ring.read(3), Read::Line(b"line 3".to_vec(), 30));
+        assert_eq!(ring.read(6), Read::Line(b"line 6".to_vec(), 60));
         assert_eq!(ring.read(7), Read::NotYet);
     }
 
@@ -175,21 +189,24 @@ mod tests {
         // 512 bytes of arena, lines of 100 bytes (104 with padding): about 4 fit.
         let (ring, mut w) = Ring::new(100, 512);
         for i in 0..10u8 {
-            w.push(&String::from_utf8(vec![b'a' + i; 100]).unwrap());
+            w.push(&[b'a' + i; 100], 0);
         }
-        assert_eq!(ring.read(10), Read::Line("j".repeat(100)));
-        assert_eq!(ring.read(7), Read::Line("g".repeat(100)));
+        assert_eq!(ring.read(10), Read::Line(vec![b'j'; 100], 0));
+        assert_eq!(ring.read(7), Read::Line(vec![b'g'; 100], 0));
         assert_eq!(ring.read(5), Read::Gone);
     }
 
     #[test]
-    fn long_and_multibyte_lines_are_cut_cleanly() {
+    fn long_lines_are_cut_and_empty_ones_kept() {
         let (ring, mut w) = Ring::new(4, 512);
-        w.push(&"é".repeat(200));
-        let Read::Line(l) = ring.read(1) else { panic!() };
-        assert!(l.len() <= 128 && l.chars().all(|c| c == 'é'), "{l}");
-        w.push("");
-        assert_eq!(ring.read(2), Read::Line(String::new()));
+        w.push(&[7u8; 400], 1);
+        let Read::Line(l, _) = ring.read(1) else { panic!() };
+        assert_eq!(l, vec![7u8; 128]);
+        w.push(b"", 2);
+        assert_eq!(ring.read(2), Read::Line(Vec::new(), 2));
+        let mut out = b"kept".to_vec();
+        assert_eq!(ring.read_into(9, &mut out), Err(Read::NotYet));
+        assert_eq!(out, b"kept", "nothing appended on failure");
     }
 
     /// One writer, 8 readers, 1M lines: every line a reader gets is whole and in order, and
@@ -209,8 +226,9 @@ mod tests {
                     while next <= LINES {
                         match ring.read(next) {
                             Read::NotYet => std::hint::spin_loop(),
-                            Read::Line(l) => {
-                                assert_eq!(l, line(next), "reader {r}: torn line {next}");
+                            Read::Line(l, at) => {
+                                assert_eq!(l, line(next).into_bytes(), "reader {r}: torn line {next}");
+                                assert_eq!(at, next, "reader {r}: the time of another line");
                                 assert!(next > last, "reader {r}: order");
                                 last = next;
                                 got += 1;
@@ -234,7 +252,7 @@ mod tests {
             })
             .collect();
         for i in 1..=LINES {
-            w.push(&line(i));
+            w.push(line(i).as_bytes(), i);
         }
         for r in readers {
             let (got, missed) = r.join().unwrap();

@@ -6,7 +6,10 @@ use super::ring::{Read, Ring};
 /// What one poll found.
 #[derive(Debug, Default, PartialEq)]
 pub struct Batch {
-    pub lines: Vec<String>,
+    /// The lines' encoded frames (see `line.rs`).
+    pub lines: Vec<Vec<u8>>,
+    /// When each was pushed.
+    pub times: Vec<u64>,
     /// Lines lost to lapping since the last poll.
     pub skipped: u64,
 }
@@ -19,12 +22,12 @@ pub struct Cursor {
 impl Cursor {
     /// The newest `n` lines still held, and a cursor just after them: taking both from one
     /// reading of the head means no line is lost or doubled between tail and live.
-    pub fn tail(ring: &Ring, n: usize) -> (Cursor, Vec<String>) {
+    pub fn tail(ring: &Ring, n: usize) -> (Cursor, Vec<Vec<u8>>) {
         let head = ring.head();
         let from = head.saturating_sub(n as u64) + 1;
         let lines = (from..=head)
             .filter_map(|seq| match ring.read(seq) {
-                Read::Line(l) => Some(l),
+                Read::Line(l, _) => Some(l),
                 _ => None,
             })
             .collect();
@@ -33,22 +36,47 @@ impl Cursor {
 
     /// Up to `max` lines newer than the last ones returned.
     pub fn poll(&mut self, ring: &Ring, max: usize) -> Batch {
-        let head = ring.head();
         let mut batch = Batch::default();
+        let mut buf = Vec::new();
+        batch.skipped = self.poll_into(ring, max, &mut buf, &mut batch.times, |buf, from| {
+            batch.lines.push(buf[from..].to_vec());
+        });
+        batch
+    }
+
+    /// Up to `max` lines newer than the last ones returned, appended to `out` one after the
+    /// other (their push times to `times`; `each` hears where each line starts); returns how
+    /// many lines were lost to lapping.
+    pub fn poll_into(
+        &mut self,
+        ring: &Ring,
+        max: usize,
+        out: &mut Vec<u8>,
+        times: &mut Vec<u64>,
+        mut each: impl FnMut(&Vec<u8>, usize),
+    ) -> u64 {
+        let head = ring.head();
+        let mut skipped = 0;
         let oldest = (head + 1).saturating_sub(ring.capacity()).max(1);
         if self.next < oldest {
-            batch.skipped = oldest - self.next;
+            skipped = oldest - self.next;
             self.next = oldest;
         }
-        while self.next <= head && batch.lines.len() < max {
-            match ring.read(self.next) {
-                Read::Line(l) => batch.lines.push(l),
-                Read::Gone => batch.skipped += 1,
-                Read::NotYet => break,
+        let mut taken = 0;
+        while self.next <= head && taken < max {
+            let from = out.len();
+            match ring.read_into(self.next, out) {
+                Ok(at) => {
+                    times.push(at);
+                    each(out, from);
+                    taken += 1;
+                }
+                Err(Read::Gone) => skipped += 1,
+                Err(_) => break,
             }
             self.next += 1;
         }
-        batch
+        skipped
     }
 }
 
@@ -60,15 +88,16 @@ mod tests {
     fn tail_then_live_exactly_once() {
         let (ring, mut w) = Ring::new(100, 64 * 1024);
         for i in 1..=10 {
-            w.push(&format!("l{i}"));
+            w.push(format!("l{i}").as_bytes(), i);
         }
         let (mut c, tail) = Cursor::tail(&ring, 3);
-        assert_eq!(tail, vec!["l8", "l9", "l10"]);
+        assert_eq!(tail, vec![b"l8".to_vec(), b"l9".to_vec(), b"l10".to_vec()]);
         assert_eq!(c.poll(&ring, 10), Batch::default());
-        w.push("l11");
-        w.push("l12");
-        assert_eq!(c.poll(&ring, 1).lines, vec!["l11"]);
-        assert_eq!(c.poll(&ring, 10).lines, vec!["l12"]);
+        w.push(b"l11", 11);
+        w.push(b"l12", 12);
+        let b = c.poll(&ring, 1);
+        assert_eq!((b.lines, b.times), (vec![b"l11".to_vec()], vec![11]));
+        assert_eq!(c.poll(&ring, 10).lines, vec![b"l12".to_vec()]);
         let (_, all) = Cursor::tail(&ring, 1000);
         assert_eq!(all.len(), 12);
         let (_, none) = Cursor::tail(&ring, 0);
@@ -80,11 +109,11 @@ mod tests {
         let (ring, mut w) = Ring::new(10, 64 * 1024);
         let (mut c, _) = Cursor::tail(&ring, 0);
         for i in 1..=25 {
-            w.push(&format!("l{i}"));
+            w.push(format!("l{i}").as_bytes(), i);
         }
         let b = c.poll(&ring, 100);
         assert_eq!(b.skipped, 15);
-        assert_eq!(b.lines.first().map(String::as_str), Some("l16"));
+        assert_eq!(b.lines.first().map(Vec::as_slice), Some(&b"l16"[..]));
         assert_eq!(b.lines.len(), 10);
     }
 }

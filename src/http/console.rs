@@ -5,17 +5,19 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::Response;
+use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::reply::{ok, ApiError, Reply};
+use super::reply::{json_bytes, ok, ApiError, Reply};
 use super::request::Ctx;
 use super::stream::channel_body;
 use super::tokens::Access;
 use crate::app::App;
+use crate::console::line;
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, ViewerKind};
 use crate::lifecycle::{record, FILL_WAIT};
+use crate::metrics::{LocalHistogram, DELIVERY_BUCKETS};
 use crate::tokens;
 
 /// Lines one poll hands to a session at most (a batch is one socket write).
@@ -44,7 +46,12 @@ pub async fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
         hub.wait_filled(FILL_WAIT).await;
     }
     let lines = hub.map(|h| Cursor::tail(h.ring(), n).1).unwrap_or_default();
-    Ok(ok(&json!({ "lines": lines })))
+    // The lines' JSON strings are already inside their frames: copied, not re-escaped.
+    let mut body = Vec::with_capacity(lines.iter().map(|l| l.len()).sum::<usize>() + 16);
+    body.extend_from_slice(br#"{"lines":"#);
+    line::json_array(&lines, &mut body);
+    body.push(b'}');
+    Ok(json_bytes(StatusCode::OK, Bytes::from(body)))
 }
 
 /// How many tail lines a request asks for (`asked`, by the parameter `name`): the configured
@@ -127,6 +134,7 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         if !lines.is_empty() && tx.send(Ok(join(&lines))).await.is_err() {
             return;
         }
+        let mut delivered = LocalHistogram::new(&DELIVERY_BUCKETS);
         loop {
             if let Some(why) = token.as_ref().and_then(|t| token_gone(&app, t)) {
                 let _ =
@@ -144,26 +152,27 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
             if !batch.lines.is_empty() {
                 out.push_str(&String::from_utf8_lossy(&join(&batch.lines)));
             }
-            let note = if out.is_empty() {
+            let (note, times) = if out.is_empty() {
                 tokio::select! {
                     _ = &mut woken => continue,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = closed.changed() => return,
                     _ = tx.closed() => return,
                     ev = events.recv() => match ev {
-                        Ok(Event::DaemonMessage(m)) => format!("[lightd] {m}\n"),
-                        Ok(Event::Status(s)) => format!("[lightd] status: {}\n", s.as_str()),
+                        Ok(Event::DaemonMessage(m)) => (format!("[lightd] {m}\n"), Vec::new()),
+                        Ok(Event::Status(s)) => (format!("[lightd] status: {}\n", s.as_str()), Vec::new()),
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(_) => return,
                     },
                 }
             } else {
-                out
+                (out, batch.times)
             };
             // A client that stops reading is let go after the write deadline.
             tokio::select! {
                 sent = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(note)))) => {
                     if !matches!(sent, Ok(Ok(()))) { return }
+                    observe(&app, &mut delivered, &times);
                 }
                 _ = closed.changed() => return,
             }
@@ -176,10 +185,24 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
     Ok(resp)
 }
 
-fn join(lines: &[String]) -> Bytes {
-    let mut s = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for l in lines {
-        s.push_str(l);
+/// Records how long the lines pushed at `times` took to reach the client.
+pub fn observe(app: &App, local: &mut LocalHistogram, times: &[u64]) {
+    if times.is_empty() {
+        return;
+    }
+    let now = line::now_nanos();
+    for &t in times {
+        local.observe_nanos(now.saturating_sub(t));
+    }
+    app.metrics.delivery.merge(local);
+    local.clear();
+}
+
+/// The text of `frames`, a line each.
+fn join(frames: &[Vec<u8>]) -> Bytes {
+    let mut s = String::with_capacity(frames.iter().map(|l| l.len()).sum());
+    for f in frames {
+        s.push_str(&line::text(f));
         s.push('\n');
     }
     Bytes::from(s)

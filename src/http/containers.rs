@@ -4,7 +4,7 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::reply::{json, json_bytes, message, ok, ApiError, Reply};
+use super::reply::{json, json_bytes, message, ApiError, Reply};
 use super::request::Ctx;
 use crate::app::App;
 use crate::lifecycle::{self, spec::CreateRequest, Action};
@@ -73,11 +73,31 @@ pub fn list(app: &App) -> Reply {
     json_bytes(StatusCode::OK, body)
 }
 
+/// `GET /containers/:id`: serialized once per (state version, install events) and shared
+/// until either changes, like the list.
 pub fn get(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    let record = lifecycle::record(app, id)?;
-    let install_events = app.hubs.get(id).install_events();
-    Ok(ok(&View { record: &record, install_events }))
+    let hub = app.hubs.peek(id);
+    let generation = hub.as_ref().map_or(0, |h| h.install_generation());
+    let version = app.store.version();
+    if let Some((v, g, bytes)) = app.record_cache.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if (*v, *g) == (version, generation) {
+            return Ok(json_bytes(StatusCode::OK, bytes.clone()));
+        }
+    }
+    let (version, record) = app.store.read_versioned(|s| s.containers.get(id).cloned());
+    let record = match record {
+        Some(r) => r,
+        None => return Err(lifecycle::record(app, id).err().unwrap_or_else(lifecycle::not_found).into()),
+    };
+    let install_events = hub.map(|h| h.install_events()).unwrap_or_default();
+    let bytes = Bytes::from(serde_json::to_vec(&View { record: &record, install_events }).unwrap_or_default());
+    let mut cache = app.record_cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() > 4 * app.config.containers.max_containers {
+        cache.clear();
+    }
+    cache.insert(id.to_string(), (version, generation, bytes.clone()));
+    Ok(json_bytes(StatusCode::OK, bytes))
 }
 
 pub async fn delete(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {

@@ -72,11 +72,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            let app = Arc::clone(&app);
+        let service = service_fn(move |req: Request<Incoming>| {
             // The slot follows the request, so a console session it becomes keeps it taken.
-            req.extensions_mut().insert(Arc::clone(&slot));
-            async move { Ok::<_, Infallible>(handle(app, req).await) }
+            let (app, slot) = (Arc::clone(&app), Arc::clone(&slot));
+            async move { Ok::<_, Infallible>(handle(app, req, slot).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -114,17 +113,18 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 }
 
 /// Routes one request, counts it, and turns any error into its JSON reply.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Reply {
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, slot: Arc<Slot>) -> Reply {
+    let started = std::time::Instant::now();
     let (head, body) = req.into_parts();
     let (label, reply) = match router::resolve(head.method.as_str(), head.uri.path()) {
-        Ok((route, params)) => {
-            let ctx = Ctx { head, body: Some(body), params };
+        Ok((index, route, params)) => {
+            let ctx = Ctx { head, body: Some(body), params, slot: Some(slot) };
             let reply = dispatch(&app, route, ctx).await.unwrap_or_else(ApiError::into_reply);
-            (Some(route.index()), reply)
+            (Some(index), reply)
         }
         Err(miss) => (None, miss_error(miss).into_reply()),
     };
-    app.metrics.record_request(label, reply.status().as_u16());
+    app.metrics.record_request(label, reply.status().as_u16(), started.elapsed());
     reply
 }
 
@@ -172,9 +172,7 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::Health => Ok(system::health(app)),
         Route::Ping => Ok(system::ping()),
         Route::OpenApi => Ok(system::openapi()),
-        Route::Metrics => {
-            Ok(system::metrics(app, ctx.head.extensions.get::<Arc<Slot>>().map(|s| s.open_connections())))
-        }
+        Route::Metrics => Ok(system::metrics(app, ctx.slot.as_ref().map(|s| s.open_connections()))),
         Route::VolumeList => volumes::list(app).await,
         Route::VolumeCreate => volumes::create(app, ctx).await,
         Route::VolumeGet => volumes::get(app, ctx).await,
@@ -218,9 +216,10 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
         Route::TokenRevoke => tokens::revoke(app).await,
         Route::Ws => {
             let id = ctx.param(0).to_string();
-            let Ctx { head, body, .. } = ctx;
+            let Ctx { head, body, slot, .. } = ctx;
             let body = body.ok_or_else(|| ApiError::bad_request("request body already read"))?;
-            ws::upgrade(app, Request::from_parts(head, body), &id, access.unwrap_or(tokens::Access::Pending))
+            let access = access.unwrap_or(tokens::Access::Pending);
+            ws::upgrade(app, Request::from_parts(head, body), &id, access, slot)
         }
     }
 }

@@ -1,10 +1,9 @@
 //! Responses: JSON bodies, and [`ApiError`], the single place where errors become statuses.
 
-use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Frame, SizeHint};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -13,12 +12,41 @@ use serde_json::json;
 use crate::docker::DockerError;
 use crate::error::Error;
 
-/// Every response body: whole buffers or streams.
-pub type Body = BoxBody<Bytes, std::io::Error>;
+/// Every response body: a whole buffer, or a stream fed through a bounded channel (whose
+/// error aborts the response). An enum rather than a boxed trait object: no allocation per
+/// reply on the hot path.
+pub enum Body {
+    Full(Option<Bytes>),
+    Channel(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>),
+}
+
 pub type Reply = Response<Body>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|e: Infallible| match e {}).boxed()
+    Body::Full(Some(bytes.into()))
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            Body::Channel(rx) => rx.poll_recv(cx).map(|m| m.map(|chunk| chunk.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None)) || matches!(self, Body::Full(Some(b)) if b.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Channel(_) => SizeHint::default(),
+        }
+    }
 }
 
 /// A JSON reply with `status`.

@@ -20,6 +20,8 @@ pub struct Ctx {
     pub head: Parts,
     pub body: Option<Incoming>,
     pub params: Vec<String>,
+    /// The connection's slot under the caps (a console session keeps it taken).
+    pub slot: Option<std::sync::Arc<super::conns::Slot>>,
 }
 
 impl Ctx {
@@ -104,7 +106,7 @@ mod tests {
 
     fn ctx(uri: &str) -> Option<Ctx> {
         let (head, _) = hyper::Request::builder().uri(uri).body(()).ok()?.into_parts();
-        Some(Ctx { head, body: None, params: Vec::new() })
+        Some(Ctx { head, body: None, params: Vec::new(), slot: None })
     }
 
     #[test]

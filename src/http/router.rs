@@ -123,18 +123,13 @@ impl Route {
     /// The pattern (the `route` label of the request counter).
     #[cfg(test)]
     pub fn pattern(self) -> &'static str {
-        TABLE[self.index()].1
-    }
-
-    /// Position in the route table (the request counter's row).
-    pub fn index(self) -> usize {
-        TABLE.iter().position(|e| e.2 == self).unwrap_or(0)
+        TABLE.iter().find(|e| e.2 == self).map_or("", |e| e.1)
     }
 }
 
-/// The route labels, by [`Route::index`].
-pub fn labels() -> Vec<&'static str> {
-    TABLE.iter().map(|e| e.1).collect()
+/// The request counter's rows, `(method, pattern)` by table position.
+pub fn labels() -> Vec<(&'static str, &'static str)> {
+    routes()
 }
 
 /// Every route as `(method, pattern)`, in table order (the OpenAPI check and tests use it).
@@ -152,54 +147,70 @@ pub enum Miss {
     BadPath,
 }
 
-/// Finds the route for `method path`, with its captured parameters in pattern order.
-pub fn resolve(method: &str, path: &str) -> Result<(Route, Vec<String>), Miss> {
+/// A table entry split into segments once.
+struct Pattern {
+    method: &'static str,
+    segments: Vec<&'static str>,
+    /// How many segments are literals (not `:name` captures).
+    literals: usize,
+    route: Route,
+}
+
+fn patterns() -> &'static [Pattern] {
+    static PATTERNS: std::sync::OnceLock<Vec<Pattern>> = std::sync::OnceLock::new();
+    PATTERNS.get_or_init(|| {
+        TABLE
+            .iter()
+            .map(|&(method, p, route)| {
+                let segments: Vec<&str> = p[1..].split('/').collect();
+                let literals = segments.iter().filter(|s| !s.starts_with(':')).count();
+                Pattern { method, segments, literals, route }
+            })
+            .collect()
+    })
+}
+
+/// Finds the route for `method path`: its position in the table (the request counter's row),
+/// and its captured parameters in pattern order. Allocates only for the parameters.
+pub fn resolve(method: &str, path: &str) -> Result<(usize, Route, Vec<String>), Miss> {
     let path = match path.strip_suffix('/') {
         Some(p) if !p.is_empty() => p,
         _ => path,
     };
-    let segments: Vec<&str> = path.strip_prefix('/').ok_or(Miss::NotFound)?.split('/').collect();
-    // Only the patterns with the most literal segments that match count: `/volumes/x/backups/upload`
+    let rest = path.strip_prefix('/').ok_or(Miss::NotFound)?;
+    let count = rest.bytes().filter(|b| *b == b'/').count() + 1;
+    // Only the matching patterns with the most literal segments count: `/volumes/x/backups/upload`
     // is the upload route (POST), never a backup named "upload".
     let mut best = 0;
     let mut found = None;
     let mut allowed = Vec::new();
-    for &(m, pattern, route) in TABLE {
-        let parts = pattern[1..].split('/');
-        if parts.clone().count() != segments.len() {
+    for (index, p) in patterns().iter().enumerate() {
+        if p.segments.len() != count {
             continue;
         }
-        let mut params = Vec::new();
-        let matched = parts.clone().zip(&segments).all(|(p, s)| {
-            if p.starts_with(':') {
-                params.push(*s);
-                !s.is_empty()
-            } else {
-                p == *s
-            }
+        let matched = p.segments.iter().zip(rest.split('/')).all(|(want, got)| match want.starts_with(':') {
+            true => !got.is_empty(),
+            false => *want == got,
         });
-        if !matched {
+        if !matched || p.literals < best {
             continue;
         }
-        let literals = parts.filter(|p| !p.starts_with(':')).count();
-        if literals < best {
-            continue;
-        }
-        if literals > best {
-            best = literals;
+        if p.literals > best {
+            best = p.literals;
             found = None;
             allowed.clear();
         }
-        if m == method {
-            found = found.or(Some((route, params)));
-        } else {
-            allowed.push(m);
+        if p.method != method {
+            allowed.push(p.method);
+        } else if found.is_none() {
+            found = Some((index, p));
         }
     }
     match found {
-        Some((route, params)) => {
-            let decoded = params.into_iter().map(percent_decode).collect::<Option<Vec<_>>>();
-            decoded.map(|d| (route, d)).ok_or(Miss::BadPath)
+        Some((index, p)) => {
+            let params = p.segments.iter().zip(rest.split('/')).filter(|(want, _)| want.starts_with(':'));
+            let decoded = params.map(|(_, got)| percent_decode(got)).collect::<Option<Vec<_>>>();
+            decoded.map(|d| (index, p.route, d)).ok_or(Miss::BadPath)
         }
         None if allowed.is_empty() => Err(Miss::NotFound),
         None => Err(Miss::MethodNotAllowed(allowed)),
@@ -231,19 +242,22 @@ mod tests {
 
     #[test]
     fn literal_and_captures() {
-        assert_eq!(resolve("GET", "/health"), Ok((Route::Health, vec![])));
-        assert_eq!(resolve("GET", "/health/"), Ok((Route::Health, vec![])));
-        assert_eq!(resolve("GET", "/volumes/abc"), Ok((Route::VolumeGet, vec!["abc".into()])));
+        let route = |m, p| resolve(m, p).map(|(_, r, params)| (r, params));
+        assert_eq!(route("GET", "/health"), Ok((Route::Health, vec![])));
+        assert_eq!(route("GET", "/health/"), Ok((Route::Health, vec![])));
+        assert_eq!(route("GET", "/volumes/abc"), Ok((Route::VolumeGet, vec!["abc".into()])));
         assert_eq!(
-            resolve("DELETE", "/network/ports/0.0.0.0/25565"),
+            route("DELETE", "/network/ports/0.0.0.0/25565"),
             Ok((Route::PortDelete, vec!["0.0.0.0".into(), "25565".into()]))
         );
         // A literal wins over a capture listed after it.
-        assert_eq!(resolve("GET", "/network/ports/random"), Ok((Route::PortRandom, vec![])));
+        assert_eq!(route("GET", "/network/ports/random"), Ok((Route::PortRandom, vec![])));
         // ... and a literal path takes only its own methods.
-        assert_eq!(resolve("POST", "/volumes/v/backups/upload"), Ok((Route::BackupUpload, vec!["v".into()])));
-        assert_eq!(resolve("GET", "/volumes/v/backups/upload"), Err(Miss::MethodNotAllowed(vec!["POST"])));
-        assert_eq!(resolve("GET", "/volumes/v/backups/b"), Ok((Route::BackupGet, vec!["v".into(), "b".into()])));
+        assert_eq!(route("POST", "/volumes/v/backups/upload"), Ok((Route::BackupUpload, vec!["v".into()])));
+        assert_eq!(route("GET", "/volumes/v/backups/upload"), Err(Miss::MethodNotAllowed(vec!["POST"])));
+        assert_eq!(route("GET", "/volumes/v/backups/b"), Ok((Route::BackupGet, vec!["v".into(), "b".into()])));
+        let (index, _, _) = resolve("DELETE", "/auth/tokens").unwrap();
+        assert_eq!(routes()[index], ("DELETE", "/auth/tokens"), "the index is the table row");
     }
 
     #[test]
@@ -310,7 +324,7 @@ mod tests {
             }
             let method = methods[rnd(methods.len())];
             match resolve(method, &path) {
-                Ok((route, params)) => {
+                Ok((_, route, params)) => {
                     let pattern = route.pattern();
                     assert_eq!(params.len(), pattern.matches(':').count(), "{method} {path:?}");
                     assert!(params.iter().all(|p| !p.is_empty() && !p.contains('\0')), "{path:?}");

@@ -3,31 +3,16 @@
 //! response instead of ending it short.
 
 use std::io::{self, Write};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use http_body_util::BodyExt;
-use hyper::body::{Bytes, Frame};
+use hyper::body::Bytes;
 use tokio::sync::mpsc;
 
 use super::reply::Body;
 
-/// A response body fed from a channel: each message is one chunk; an error aborts it.
-struct ChannelBody(mpsc::Receiver<io::Result<Bytes>>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|chunk| chunk.map(Frame::data)))
-    }
-}
-
 /// A body and the sender that feeds it, holding at most `chunks` chunks.
 pub fn channel_body(chunks: usize) -> (mpsc::Sender<io::Result<Bytes>>, Body) {
     let (tx, rx) = mpsc::channel(chunks);
-    (tx, ChannelBody(rx).boxed())
+    (tx, Body::Channel(rx))
 }
 
 /// A blocking `Write` into a channel body, in chunks of [`ChannelWriter::CHUNK`]; for code

@@ -49,13 +49,24 @@ pub async fn authorize_console(app: &App, ctx: &Ctx, pending_ok: bool) -> Result
     let q = ctx.query(&["token"])?;
     match q.get("token") {
         Some(presented) => check(app, presented, ctx.param(0)).await,
-        None if pending_ok && !ctx.head.headers.contains_key(hyper::header::AUTHORIZATION) => Ok(Access::Pending),
+        None if pending_ok && is_upgrade(ctx) && !ctx.head.headers.contains_key(hyper::header::AUTHORIZATION) => {
+            Ok(Access::Pending)
+        }
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Missing or invalid token (send Authorization: Bearer lightd_... or ?token=; lightd --token what shows \
              the master token)",
         )),
     }
+}
+
+/// A WebSocket upgrade request (only those may bring their credentials in a first frame).
+fn is_upgrade(ctx: &Ctx) -> bool {
+    ctx.head
+        .headers
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// What a presented token opens on container `id`.

@@ -52,7 +52,7 @@ pub async fn reconcile_all(app: &Arc<App>) {
 }
 
 /// Hands one engine event to the supervisor of the container it is about.
-fn route(app: &App, ev: &Value) {
+fn route(app: &Arc<App>, ev: &Value) {
     let attrs = &ev["Actor"]["Attributes"];
     let Some(id) = attrs["lightd.internal_id"].as_str() else { return };
     let Some(event) = ev["Action"].as_str().and_then(EngineEvent::parse) else { return };
@@ -60,6 +60,19 @@ fn route(app: &App, ev: &Value) {
     let ours = attrs["lightd.instance"].as_str().is_none_or(|i| i == app.instance);
     let server = attrs["lightd.role"].as_str() == Some("server");
     if !ours || !(server || event == EngineEvent::Create) {
+        return;
+    }
+    // A container of ours made for a record already gone (a create that landed after the
+    // install that asked for it was cancelled) is removed at once.
+    let mine = attrs["lightd.instance"].as_str() == Some(app.instance.as_str());
+    if event == EngineEvent::Create && mine && !app.store.read(|s| s.containers.contains_key(id)) {
+        if let Some(cid) = ev["Actor"]["ID"].as_str().or(ev["id"].as_str()).map(String::from) {
+            let (app, id) = (Arc::clone(app), id.to_string());
+            tokio::spawn(async move {
+                eprintln!("lightd: removing container {} of {id:?}, which has no record", &cid[..12.min(cid.len())]);
+                let _ = app.docker.remove_container(&cid).await;
+            });
+        }
         return;
     }
     app.sups.tell(id, Fact::Docker(event));

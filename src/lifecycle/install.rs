@@ -180,7 +180,7 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
             .await
             .map_err(|e| fail(e.to_string()))?;
     }
-    let run = RunSpec::server(&volume_path, &data_dir, &network, &app.instance);
+    let run = RunSpec::server(&rec, &volume_path, &data_dir, &network, &app.instance);
     let body = container_spec(&rec, &app.config, &run);
     let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(Some(&name), &body))
         .await
@@ -193,10 +193,24 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
         run_script(app, &rec, hub, &run).await.map_err(made)?;
         hub.lifecycle(Lifecycle::InstallScriptComplete);
     }
+    hand_over(&volume_path, &rec.user).await.map_err(made)?;
     hub.lifecycle(Lifecycle::SettingUpEntrypoint);
     write_file(&data_dir.join("entrypoint.sh"), &spec::entrypoint_script(&rec.startup_command))
         .map_err(|e| made(format!("cannot write entrypoint.sh: {e}")))?;
     Ok(cid)
+}
+
+/// Gives the volume (what the install script, as root, left in it included) to the user the
+/// server runs as: an fd-relative walk that never follows a link out of the volume.
+async fn hand_over(volume_path: &Path, user: &str) -> std::result::Result<(), String> {
+    let Some((uid, gid)) = crate::model::parse_user(user).filter(|(uid, gid)| (*uid, *gid) != (0, 0)) else {
+        return Ok(());
+    };
+    let path = volume_path.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::vfs::Root::open(&path).and_then(|root| root.chown_tree(uid, gid)))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot hand the volume to {user}: {e}"))
 }
 
 /// The engine's own words for an API error, without our prefix.

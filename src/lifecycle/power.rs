@@ -107,9 +107,30 @@ impl Supervisor {
         if let Intent::For(what) = intent {
             self.say(format!("Stopping the server for {what}"));
         }
-        let (docker, grace) = (self.app.clone(), self.app.config.containers.cleanup_timeout);
+        let (app, grace) = (self.app.clone(), self.app.config.containers.cleanup_timeout);
+        let (hub, stop_command) = (self.hub.clone(), self.record().and_then(|r| r.stop_command));
         self.start_job(JobKind::Stop { then }, async move {
-            JobResult::Stopped(docker.docker.stop_container(&cid, grace).await.map_err(|e| e.to_string()))
+            let stopped = match stop_command {
+                // The server's own way out (`quit`, `stop`): it saves and exits; SIGKILL if
+                // it has not within the timeout. A command it cannot take falls back to SIGTERM.
+                Some(cmd) if write_stdin(&hub, &cmd).await.is_ok() => {
+                    let waited =
+                        tokio::time::timeout(Duration::from_secs(grace), app.docker.wait_container(&cid)).await;
+                    match waited {
+                        Ok(done) => done.map(drop),
+                        Err(_) => match app.docker.kill_container(&cid, "SIGKILL").await {
+                            Ok(()) | Err(DockerError::Api { status: 409, .. }) => {
+                                bounded(KILL_WAIT, "waiting for the kill", app.docker.wait_container(&cid))
+                                    .await
+                                    .map(drop)
+                            }
+                            Err(e) => Err(e),
+                        },
+                    }
+                }
+                _ => app.docker.stop_container(&cid, grace).await,
+            };
+            JobResult::Stopped(stopped.map_err(|e| e.to_string()))
         });
         Ok(())
     }
@@ -202,20 +223,7 @@ impl Supervisor {
         }
         let hub = self.hub.clone();
         tokio::spawn(async move {
-            let answer = async {
-                let mut stdin = hub.stdin.lock().await;
-                let pipe = stdin.as_mut().ok_or_else(|| conflict("Container is not running"))?;
-                let mut line = text.trim_end_matches(['\r', '\n']).to_string();
-                line.push('\n');
-                tokio::time::timeout(Duration::from_secs(5), async {
-                    pipe.write_all(line.as_bytes()).await?;
-                    pipe.flush().await
-                })
-                .await
-                .map_err(|_| Error::Internal("the server did not take the command within 5 s".into()))?
-                .map_err(|e| Error::Internal(format!("cannot write to the server's stdin: {e}")))
-            };
-            let _ = reply.send(answer.await);
+            let _ = reply.send(write_stdin(&hub, &text).await);
         });
     }
 
@@ -384,6 +392,22 @@ impl Supervisor {
             let _ = reply.send(self.remove().await);
         }
     }
+}
+
+/// Writes `text` and a newline to the server's stdin (at most 5 s: a server that does not read
+/// must not hold anyone up).
+async fn write_stdin(hub: &crate::console::Hub, text: &str) -> Result<()> {
+    let mut stdin = hub.stdin.lock().await;
+    let pipe = stdin.as_mut().ok_or_else(|| conflict("Container is not running"))?;
+    let mut line = text.trim_end_matches(['\r', '\n']).to_string();
+    line.push('\n');
+    tokio::time::timeout(Duration::from_secs(5), async {
+        pipe.write_all(line.as_bytes()).await?;
+        pipe.flush().await
+    })
+    .await
+    .map_err(|_| Error::Internal("the server did not take the command within 5 s".into()))?
+    .map_err(|e| Error::Internal(format!("cannot write to the server's stdin: {e}")))
 }
 
 /// What the viewers are told when the server went down.

@@ -119,7 +119,8 @@ async fn swap(app: &Arc<App>, id: &str, ports: &[PortBinding]) -> std::result::R
         .ensure_network(net, &super::spec::network_options())
         .await
         .map_err(|e| format!("cannot prepare network {net}: {e}"))?;
-    let body = container_spec(&next, &app.config, &RunSpec::server(&volume_path, &data, &network, &app.instance));
+    let body =
+        container_spec(&next, &app.config, &RunSpec::server(&next, &volume_path, &data, &network, &app.instance));
     let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(None, &body))
         .await
         .map_err(|e| e.to_string())?;

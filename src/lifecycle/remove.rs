@@ -73,6 +73,20 @@ impl Supervisor {
             .await?;
         self.app.hubs.remove(&self.id);
         self.deleted = true;
+        // A create the engine was still working on when a cancelled install let go of it
+        // lands after the removal above: look again a little later.
+        // Only this record's containers (a new record of the same id has other labels).
+        let mut labels = self.labels();
+        labels.push(format!("lightd.record={}", rec.record_id));
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            for wait in [1, 4, 10] {
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                for c in app.docker.list_containers(&labels).await.unwrap_or_default() {
+                    let _ = app.docker.remove_container(&c.id).await;
+                }
+            }
+        });
         Ok(())
     }
 

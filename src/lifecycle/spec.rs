@@ -64,6 +64,10 @@ pub struct CreateRequest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub crash_restart: Option<bool>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub stop_command: Option<String>,
 }
 
 /// Checks everything that needs no state and builds the record (`installing`, `offline`).
@@ -90,12 +94,20 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     };
     let mount = check_mounts(&req.mount, &config.containers.allowed_mounts)?;
     check_env(&req.env)?;
+    if req.stop_command.as_deref().is_some_and(|c| c.len() > 256 || c.contains(['\0', '\n', '\r'])) {
+        return Err(bad("stop_command must be one line of at most 256 bytes"));
+    }
+    let user = req.user.unwrap_or_else(|| config.containers.user.clone());
+    if crate::model::parse_user(&user).is_none() {
+        return Err(bad(format!("user {user:?} must be uid:gid like 1000:1000 (0:0 runs the server as root)")));
+    }
     if req.install_script.as_deref().is_some_and(|s| s.contains('\0')) {
         return Err(bad("install_script must not contain NUL"));
     }
     let t = now();
     Ok(ContainerRecord {
         internal_id: req.internal_id,
+        record_id: crate::ids::new_uuid().map_err(|e| crate::error::Error::Internal(format!("no randomness: {e}")))?,
         container_id: None,
         volume_id,
         image: req.image,
@@ -109,6 +121,8 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
         env: req.env,
         install_script: req.install_script.filter(|s| !s.trim().is_empty()),
         crash_restart: req.crash_restart.unwrap_or(config.containers.crash_restart),
+        stop_command: req.stop_command.filter(|c| !c.trim().is_empty()),
+        user,
         last_exit: None,
         error: None,
         created_at: t,
@@ -288,6 +302,8 @@ pub fn verify_mounts(rec: &ContainerRecord, config: &Config) -> std::result::Res
 /// What one Docker container of a server runs.
 pub struct RunSpec<'a> {
     pub cmd: Vec<String>,
+    /// `uid:gid` it runs as: the server's user, or root for the install script.
+    pub user: &'a str,
     pub volume_path: &'a Path,
     pub data_dir: &'a Path,
     /// Publish the record's ports (the server container) or not (the install container).
@@ -301,15 +317,22 @@ pub struct RunSpec<'a> {
 
 impl<'a> RunSpec<'a> {
     /// The server container: runs `entrypoint.sh`, publishes the record's ports.
-    pub fn server(volume_path: &'a Path, data_dir: &'a Path, network: &'a str, instance: &'a str) -> RunSpec<'a> {
+    pub fn server(
+        rec: &'a ContainerRecord,
+        volume_path: &'a Path,
+        data_dir: &'a Path,
+        network: &'a str,
+        instance: &'a str,
+    ) -> RunSpec<'a> {
         let cmd = vec!["/bin/sh".into(), format!("{DATA}/entrypoint.sh")];
-        RunSpec { cmd, volume_path, data_dir, publish: true, role: "server", network, instance }
+        RunSpec { cmd, user: &rec.user, volume_path, data_dir, publish: true, role: "server", network, instance }
     }
 
-    /// The one-shot install container: runs `install.sh` from the volume, publishes nothing.
+    /// The one-shot install container: runs `install.sh` from the volume as root (game
+    /// installers need to), publishes nothing.
     pub fn install(volume_path: &'a Path, data_dir: &'a Path, network: &'a str, instance: &'a str) -> RunSpec<'a> {
         let cmd = vec!["/bin/sh".into(), "-c".into(), format!("cd {HOME} && exec {DATA}/install.sh")];
-        RunSpec { cmd, volume_path, data_dir, publish: false, role: "install", network, instance }
+        RunSpec { cmd, user: "0:0", volume_path, data_dir, publish: false, role: "install", network, instance }
     }
 }
 
@@ -317,6 +340,8 @@ impl<'a> RunSpec<'a> {
 /// unless `env` sets them.
 pub fn server_env(rec: &ContainerRecord) -> Vec<String> {
     let mut env = rec.env.clone();
+    // A uid without a passwd entry in the image would get `/` as its home.
+    env.entry("HOME".into()).or_insert_with(|| HOME.into());
     if let Some(p) = rec.ports.first() {
         env.entry("SERVER_IP".into()).or_insert_with(|| p.ip.to_string());
         env.entry("SERVER_PORT".into()).or_insert_with(|| p.port.to_string());
@@ -375,6 +400,7 @@ pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> 
     json!({
         "Image": rec.image,
         "Cmd": run.cmd,
+        "User": run.user,
         "WorkingDir": HOME,
         "Env": server_env(rec),
         "OpenStdin": true,
@@ -385,7 +411,7 @@ pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> 
         "Tty": false,
         "ExposedPorts": exposed,
         "Labels": {"lightd.managed": "true", "lightd.internal_id": rec.internal_id, "lightd.role": run.role,
-                   "lightd.instance": run.instance},
+                   "lightd.instance": run.instance, "lightd.record": rec.record_id},
         "HostConfig": host,
     })
 }
@@ -421,7 +447,7 @@ mod tests {
         let config = Config::default();
         let rec = check_create(req(), &config).unwrap();
         assert_eq!(rec.install_state, InstallState::Installing);
-        let run = RunSpec::server(Path::new("/v"), Path::new("/d"), "n1", "i1");
+        let run = RunSpec::server(&rec, Path::new("/v"), Path::new("/d"), "n1", "i1");
         let spec = container_spec(&rec, &config, &run);
         assert_eq!(spec["HostConfig"]["PortBindings"]["25565/tcp"][0]["HostPort"], "25565");
         assert_eq!(spec["HostConfig"]["NanoCpus"], 500_000_000);
@@ -429,7 +455,11 @@ mod tests {
         assert_eq!(spec["HostConfig"]["Mounts"][1]["ReadOnly"], true);
         assert_eq!(spec["Labels"]["lightd.managed"], "true");
         let env: Vec<&str> = spec["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert_eq!(env, vec!["A=1", "SERVER_IP=0.0.0.0", "SERVER_MEMORY=512", "SERVER_PORT=25565"]);
+        assert_eq!(
+            env,
+            vec!["A=1", "HOME=/home/container", "SERVER_IP=0.0.0.0", "SERVER_MEMORY=512", "SERVER_PORT=25565"]
+        );
+        assert_eq!(spec["User"], "1000:1000");
         let run = RunSpec::install(Path::new("/v"), Path::new("/d"), "n1", "i1");
         assert_eq!(container_spec(&rec, &config, &run)["HostConfig"]["PortBindings"], json!({}));
     }

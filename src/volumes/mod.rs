@@ -46,11 +46,10 @@ pub fn parse_key(key: &str) -> Result<String> {
     }
 }
 
-/// A volume name: 1-64 of `[A-Za-z0-9_.-]`, not shaped like a UUID (so a key is never both).
+/// A volume name: an `internal_id`-like name (1-64 of `[A-Za-z0-9_.-]`, not starting with
+/// `.`), not shaped like a UUID (so a key is never both).
 fn valid_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        && !ids::valid_uuid(s)
+    ids::valid_internal_id(s) && !ids::valid_uuid(s)
 }
 
 /// The id of the volume a (parsed) key names, by id or by name.
@@ -76,7 +75,9 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
     };
     if let Some(n) = &name {
         if !valid_name(n) {
-            return Err(bad("name must be 1-64 characters of A-Z a-z 0-9 _ . - and not shaped like a UUID"));
+            return Err(bad(
+                "name must be 1-64 characters of A-Z a-z 0-9 _ . -, not start with . and not be shaped like a UUID",
+            ));
         }
         if app.store.read(|s| resolve(s, n).is_some()) {
             return Err(conflict(format!("A volume named {n} already exists")));

@@ -2,6 +2,8 @@
 //! byte header and the payload, so a batch of console lines becomes one buffer and one write.
 //! And the JSON of API.md's frames, `{"event": name, "args": [strings]}`.
 
+use crate::console::line;
+
 /// Opcodes lightd sends.
 pub const TEXT: u8 = 0x1;
 pub const CLOSE: u8 = 0x8;
@@ -10,18 +12,7 @@ pub const PONG: u8 = 0xA;
 
 /// Appends one final (unfragmented) frame of `opcode` carrying `payload`.
 pub fn push(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n @ 0..=125 => out.push(n as u8),
-        n @ 126..=0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    line::frame_header(out, opcode, payload.len());
     out.extend_from_slice(payload);
 }
 
@@ -60,6 +51,16 @@ pub fn event_json<S: AsRef<str>>(name: &str, args: &[S]) -> Vec<u8> {
     json
 }
 
+/// Appends the `logs` frame of console lines kept as encoded frames (their JSON strings are
+/// copied, not escaped again).
+pub fn logs(out: &mut Vec<u8>, lines: &[Vec<u8>]) {
+    let mut json = Vec::with_capacity(32 + lines.iter().map(Vec::len).sum::<usize>());
+    json.extend_from_slice(br#"{"event":"logs","args":"#);
+    line::json_array(lines, &mut json);
+    json.push(b'}');
+    push(out, TEXT, &json);
+}
+
 /// Appends a text frame holding the event.
 pub fn event<S: AsRef<str>>(out: &mut Vec<u8>, name: &str, args: &[S]) {
     push(out, TEXT, &event_json(name, args));
@@ -80,6 +81,14 @@ mod tests {
         let c = close(1000, &"é".repeat(100));
         assert!(c.len() <= 127 && c[0] == 0x88);
         assert!(std::str::from_utf8(&c[4..]).is_ok(), "cut on a character boundary");
+    }
+
+    #[test]
+    fn logs_frame_copies_the_lines() {
+        let mut out = Vec::new();
+        logs(&mut out, &[line::encode("a\"b"), line::encode("")]);
+        let v: serde_json::Value = serde_json::from_slice(&out[2..]).unwrap();
+        assert_eq!(v, serde_json::json!({"event": "logs", "args": ["a\"b", ""]}));
     }
 
     #[test]

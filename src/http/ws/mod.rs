@@ -29,6 +29,7 @@ use crate::app::App;
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, Hub, ViewerKind};
 use crate::lifecycle::{self, record, FILL_WAIT};
+use crate::metrics::{LocalHistogram, DELIVERY_BUCKETS};
 use crate::model::now;
 use crate::tokens::{self, SessionGuard};
 use inbound::{Bucket, Inbound};
@@ -51,8 +52,21 @@ const UNAUTHORIZED: u16 = 4001;
 
 /// Upgrades the connection (the router checked what credentials came with it) and starts
 /// the session.
-pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, id: &str, access: Access) -> Result<Reply, ApiError> {
-    record(app, id)?;
+pub fn upgrade(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+    access: Access,
+    slot: Option<Arc<Slot>>,
+) -> Result<Reply, ApiError> {
+    // Before it authenticates, a socket learns nothing, not even whether the container exists.
+    if !matches!(access, Access::Pending) {
+        record(app, id)?;
+    } else if !crate::ids::valid_internal_id(id) {
+        return Err(ApiError::bad_request(
+            "internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with .",
+        ));
+    }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(hyper::StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"));
     }
@@ -66,7 +80,6 @@ pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, id: &str, access: Access)
     let (resp, fut) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| ApiError::bad_request(format!("bad WebSocket handshake: {e}")))?;
     // The connection's slot stays taken while the session runs.
-    let slot = req.extensions().get::<Arc<Slot>>().cloned();
     let app = Arc::clone(app);
     tokio::spawn(async move {
         let _slot = slot;
@@ -94,6 +107,9 @@ struct Session {
     token: Option<crate::model::TempToken>,
     warned: bool,
     _guard: Option<SessionGuard>,
+    /// When the console lines in `out` were pushed, and how long they took to go out.
+    times: Vec<u64>,
+    delivered: LocalHistogram,
 }
 
 impl Session {
@@ -111,9 +127,22 @@ impl Session {
             Access::Token(t) => Some(t.clone()),
             _ => None,
         };
-        let mut s = Session { app, hub, wr, out: Vec::with_capacity(16 * 1024), token, warned: false, _guard: guard };
+        let mut s = Session {
+            app,
+            hub,
+            wr,
+            out: Vec::with_capacity(16 * 1024),
+            token,
+            warned: false,
+            _guard: guard,
+            times: Vec::new(),
+            delivered: LocalHistogram::new(&DELIVERY_BUCKETS),
+        };
         let close = match access {
-            Access::Pending => s.first_auth(&mut inbound).await,
+            Access::Pending => match s.first_auth(&mut inbound).await {
+                None if record(&s.app, &s.hub.id).is_err() => Some((4004, "Container not found".to_string())),
+                close => close,
+            },
             _ => None,
         };
         let close = match close {
@@ -180,7 +209,7 @@ impl Session {
         let state = record(&app, &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
         let (mut cursor, tail) = Cursor::tail(hub.ring(), app.config.console.tail_lines);
         frames::event(&mut self.out, "status", &[state]);
-        frames::event(&mut self.out, "logs", &tail);
+        frames::logs(&mut self.out, &tail);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut check = tokio::time::interval(Duration::from_secs(1));
@@ -193,12 +222,14 @@ impl Session {
             let woken = hub.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let batch = cursor.poll(hub.ring(), BATCH);
-            if batch.skipped > 0 {
-                frames::event(&mut self.out, "daemon_message", &[format!("{} lines skipped", batch.skipped)]);
-            }
-            if !batch.lines.is_empty() {
-                frames::event(&mut self.out, "console output", &batch.lines);
+            // One frame per line (panels built for Wings read one line per frame), all of them
+            // in one write: the ring holds each line as its finished frame.
+            let mark = self.out.len();
+            let skipped = cursor.poll_into(hub.ring(), BATCH, &mut self.out, &mut self.times, |_, _| {});
+            if skipped > 0 {
+                let mut note = Vec::new();
+                frames::event(&mut note, "daemon_message", &[format!("{skipped} lines skipped")]);
+                self.out.splice(mark..mark, note);
             }
             if !self.out.is_empty() {
                 continue;
@@ -277,6 +308,10 @@ impl Session {
         let ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(&out)).await, Ok(Ok(())));
         self.out = out;
         self.out.clear();
+        if ok {
+            super::console::observe(&self.app, &mut self.delivered, &self.times);
+        }
+        self.times.clear();
         ok
     }
 
@@ -296,7 +331,7 @@ impl Session {
             "auth" => return self.authenticate(first.as_ref()).await,
             "request_logs" | "logs" => {
                 match super::console::tail_count(&self.app, "request_logs", first.as_deref()) {
-                    Ok(n) => frames::event(&mut self.out, "logs", &Cursor::tail(self.hub.ring(), n).1),
+                    Ok(n) => frames::logs(&mut self.out, &Cursor::tail(self.hub.ring(), n).1),
                     Err(e) => error(&mut self.out, &e),
                 }
                 return Ok(());
