@@ -105,13 +105,13 @@ impl App {
                 Ok(Some(token)) => self.master.set(token),
                 Ok(None) => false,
                 Err(e) => {
-                    eprintln!("lightd: cannot reread the token: {e}");
+                    crate::warn!("cannot reread the token: {e}");
                     false
                 }
             };
             if changed {
                 let revoked = crate::tokens::revoke_all(&self).await.unwrap_or(0);
-                eprintln!("lightd: the master token changed; {revoked} console token(s) revoked");
+                crate::info!("the master token changed; {revoked} console token(s) revoked");
             }
         }
     }
@@ -125,8 +125,8 @@ impl App {
             if was != Some(now) {
                 let sock = self.docker.socket().display();
                 match now {
-                    true => eprintln!("lightd: Docker engine reachable at {sock}"),
-                    false => eprintln!("lightd: Docker engine unreachable at {sock}"),
+                    true => crate::info!("Docker engine reachable at {sock}"),
+                    false => crate::warn!("Docker engine unreachable at {sock}"),
                 }
                 was = Some(now);
             }

@@ -1,5 +1,6 @@
 //! `config.json` <-> [`Config`]: embedded defaults, validation, sizes like `"10GB"`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -17,13 +18,20 @@ pub enum ConfigError {
     Write(PathBuf, std::io::Error),
 }
 
+impl ConfigError {
+    /// Whether reading or writing failed for lack of permission (run as another user).
+    pub fn permission_denied(&self) -> bool {
+        matches!(self, ConfigError::Read(_, e) | ConfigError::Write(_, e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Read(p, e) => write!(f, "cannot read config {}: {e}", p.display()),
             ConfigError::Parse(p, e) => write!(f, "config {} is not valid: {e}", p.display()),
             ConfigError::Invalid(e) => write!(f, "invalid config: {e}"),
-            ConfigError::Write(p, e) => write!(f, "cannot write config {}: {e}", p.display()),
+            ConfigError::Write(p, e) => write!(f, "cannot write {}: {e}", p.display()),
         }
     }
 }
@@ -41,6 +49,35 @@ pub struct Config {
     pub storage: StorageConfig,
     pub console: ConsoleConfig,
     pub backups: BackupsConfig,
+    pub log: LogConfig,
+}
+
+/// What the daemon writes to stderr (the journal under systemd), see `log.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info` or `debug` (one line per HTTP request).
+    pub level: String,
+    /// `text` (`2026-11-30T01:02:03.456Z INFO message`) or `json` (one object per line).
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+impl LogConfig {
+    /// `log.level` (validated at load).
+    pub fn level(&self) -> crate::log::Level {
+        crate::log::Level::parse(&self.level).unwrap_or(crate::log::Level::Info)
+    }
+
+    /// `log.format` (validated at load).
+    pub fn format(&self) -> crate::log::Format {
+        crate::log::Format::parse(&self.format).unwrap_or(crate::log::Format::Text)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,11 +122,49 @@ pub struct DockerConfig {
     pub socket_path: PathBuf,
     /// Registries images may come from (`docker.io`, `127.0.0.1:5000`); empty: any.
     pub allowed_registries: Vec<String>,
+    /// Credentials by registry host (`registry.example.com`, `127.0.0.1:5000`), sent with
+    /// pulls from it. Secret: never logged, and hidden from `Debug`.
+    pub registry_auth: BTreeMap<String, RegistryCredential>,
 }
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { socket_path: "/var/run/docker.sock".into(), allowed_registries: Vec::new() }
+        DockerConfig {
+            socket_path: "/var/run/docker.sock".into(),
+            allowed_registries: Vec::new(),
+            registry_auth: BTreeMap::new(),
+        }
+    }
+}
+
+/// One registry's credentials: `username` and `password`, or an `identity_token`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryCredential {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_token: Option<String>,
+}
+
+/// Shows who, never the secret.
+impl fmt::Debug for RegistryCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RegistryCredential")
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("identity_token", &hidden(&self.identity_token))
+            .finish()
+    }
+}
+
+impl DockerConfig {
+    /// The credentials for `registry` (a host as image references name it), if any.
+    pub fn credential_for(&self, registry: &str) -> Option<&RegistryCredential> {
+        self.registry_auth.iter().find(|(host, _)| host.eq_ignore_ascii_case(registry)).map(|(_, c)| c)
     }
 }
 
@@ -245,7 +320,7 @@ impl Default for ConsoleConfig {
 }
 
 const SECTIONS: &[&str] =
-    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups"];
+    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups", "log"];
 
 /// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
 pub const TOKEN_PREFIX: &str = "lightd_";
@@ -342,9 +417,21 @@ impl Config {
             );
         }
         for r in &self.docker.allowed_registries {
-            if r.is_empty() || r.contains('/') {
+            if !registry_host(r) {
                 return bad(format!(
                     "docker.allowed_registries entry {r:?} must be a registry host like 127.0.0.1:5000"
+                ));
+            }
+        }
+        for (host, c) in &self.docker.registry_auth {
+            if !registry_host(host) {
+                return bad(format!("docker.registry_auth key {host:?} must be a registry host like 127.0.0.1:5000"));
+            }
+            let filled = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+            let password = filled(&c.username) && filled(&c.password);
+            if password == filled(&c.identity_token) || (!password && (c.username.is_some() || c.password.is_some())) {
+                return bad(format!(
+                    "docker.registry_auth.{host} needs either \"username\" and \"password\" or \"identity_token\""
                 ));
             }
         }
@@ -369,6 +456,16 @@ impl Config {
         if self.console.tail_lines > self.console.ring_lines {
             return bad("console.tail_lines must not exceed console.ring_lines".into());
         }
+        if crate::log::Level::parse(&self.log.level).is_none() {
+            return bad(format!(
+                "log.level {:?} must be one of {}",
+                self.log.level,
+                crate::log::Level::NAMES.join(", ")
+            ));
+        }
+        if crate::log::Format::parse(&self.log.format).is_none() {
+            return bad(format!("log.format {:?} must be text or json", self.log.format));
+        }
         let token = &self.authorization.token;
         if !token.is_empty() && !valid_token(token) {
             return bad(format!(
@@ -383,6 +480,12 @@ impl Config {
     pub fn default_size_limit(&self) -> u64 {
         parse_size(&self.volumes.default_size_limit).unwrap_or(10 << 30)
     }
+}
+
+/// A registry host as image references name it: no scheme, path or spaces (`reg.io`,
+/// `127.0.0.1:5000`, `[::1]:5000`).
+fn registry_host(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && !s.contains(['/', ' ', '@']) && !s.bytes().any(|b| b.is_ascii_control())
 }
 
 fn valid_network_name(s: &str) -> bool {
@@ -458,6 +561,41 @@ mod tests {
     }
 
     #[test]
+    fn registry_auth_shapes_and_secrecy() {
+        let c: Config = serde_json::from_str(
+            r#"{"docker":{"allowed_registries":["127.0.0.1:5000"],"registry_auth":{
+                "127.0.0.1:5000":{"username":"u","password":"hunter2"},
+                "Ghcr.io":{"identity_token":"tok-secret"}}}}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.docker.credential_for("127.0.0.1:5000").unwrap().password.as_deref(), Some("hunter2"));
+        assert_eq!(c.docker.credential_for("ghcr.io").unwrap().identity_token.as_deref(), Some("tok-secret"));
+        assert!(c.docker.credential_for("docker.io").is_none());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("tok-secret"), "{shown}");
+        assert!(shown.contains("\"u\""), "who is shown: {shown}");
+        // Saved back (a token reset rewrites the file) with the credentials intact.
+        let again: Config = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(again.docker.registry_auth, c.docker.registry_auth);
+        for bad in [
+            r#"{"r.io":{"username":"u"}}"#,
+            r#"{"r.io":{"password":"p"}}"#,
+            r#"{"r.io":{}}"#,
+            r#"{"r.io":{"username":"u","password":"p","identity_token":"t"}}"#,
+            r#"{"r.io":{"username":"","password":"p"}}"#,
+            r#"{"https://r.io/v2":{"identity_token":"t"}}"#,
+        ] {
+            let c: Config = serde_json::from_str(&format!(r#"{{"docker":{{"registry_auth":{bad}}}}}"#)).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("docker.registry_auth"), "{bad}: {e}");
+            assert!(!e.contains("\"p\""), "{e}");
+        }
+        let e = serde_json::from_str::<Config>(r#"{"docker":{"registry_auth":{"r":{"user":"u"}}}}"#).unwrap_err();
+        assert!(e.to_string().contains("user"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let mut c = Config::default();
         c.console.tail_lines = 5000;
@@ -468,5 +606,20 @@ mod tests {
         let mut c = Config::default();
         c.containers.allowed_mounts = vec![AllowedMount::ReadOnly("relative/dir".into())];
         assert!(c.validate().unwrap_err().to_string().contains("allowed_mounts"));
+    }
+
+    #[test]
+    fn log_section() {
+        let c = Config::default();
+        assert_eq!((c.log.level(), c.log.format()), (crate::log::Level::Info, crate::log::Format::Text));
+        let c: Config = serde_json::from_str(r#"{"log":{"level":"debug","format":"json"}}"#).unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.log.level(), c.log.format()), (crate::log::Level::Debug, crate::log::Format::Json));
+        let c: Config = serde_json::from_str(r#"{"log":{"level":"verbose"}}"#).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("log.level") && e.contains("verbose") && e.contains("debug"), "{e}");
+        let c: Config = serde_json::from_str(r#"{"log":{"format":"xml"}}"#).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("log.format"));
+        assert!(serde_json::from_str::<Config>(r#"{"log":{"levle":"info"}}"#).is_err());
     }
 }

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use lightd::config::{Config, QuotaSetting};
 use lightd::model::Quota;
-use lightd::{app, http, lifecycle, secret, shutdown, store, volumes};
+use lightd::{app, http, lifecycle, notify, paths, secret, shutdown, store, volumes};
 
 const USAGE: &str = "usage: lightd [--config PATH] [--check-config | --token what|reset | --version]
   (no action)      serve the API (config default ./config.json; embedded defaults if absent)
-  --check-config   validate the config and exit (exit code 2 when invalid)
+  --check-config   validate the config and exit
   --token what     print the API token (generating one if the config has none)
   --token reset    replace the API token and print the new one
-  --version        print the version";
+  --version        print the version
+exit codes: 0 done, 1 failed while running, 2 bad command line or config, or a path in the
+  config this user cannot use (run as root or change storage.*, volumes.base_path, backups.path)";
 
 enum Action {
     Serve,
@@ -66,13 +68,18 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     Ok(Args { config, explicit, action })
 }
 
+/// Exit code of a bad command line or config, or of a path in it this user cannot use: fix the
+/// config (or run as root) before trying again (dist/lightd.service does not restart on it).
+const EXIT_CONFIG: u8 = 2;
+
 fn main() -> ExitCode {
+    log_panics();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse_args(&args) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("lightd: {e}\n{USAGE}");
-            return ExitCode::from(2);
+            lightd::error!("{e} (lightd --help shows the usage)");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     match args.action {
@@ -88,19 +95,27 @@ fn main() -> ExitCode {
     }
     let Args { config: path, explicit, action } = args;
     if explicit && !path.exists() {
-        eprintln!(
-            "lightd: config {} does not exist (without --config, ./config.json or the embedded defaults are used)",
+        lightd::error!(
+            "config {} does not exist (without --config, ./config.json or the embedded defaults are used)",
             path.display()
         );
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_CONFIG);
     }
     let config = match Config::load(&path).and_then(|c| c.validate().map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("lightd: {e}");
-            return ExitCode::from(2);
+            lightd::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
+    lightd::log::init(config.log.level(), config.log.format());
+    // Every place the daemon writes, before anything (a generated token) is written.
+    if matches!(action, Action::Serve) {
+        if let Err(e) = paths::check(&config) {
+            lightd::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let token = match action {
         Action::Check => {
             let origin = if path.exists() { "" } else { " (absent: embedded defaults)" };
@@ -112,8 +127,12 @@ fn main() -> ExitCode {
     };
     let token = match token {
         Ok(t) => t,
+        Err(e) if e.permission_denied() => {
+            lightd::error!("{e}; {}", paths::HINT);
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
-            eprintln!("lightd: {e}");
+            lightd::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -127,7 +146,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("lightd: cannot start the runtime: {e}");
+            lightd::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -135,10 +154,24 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(config, config_path, token)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lightd: {e}");
+            lightd::error!("{e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Panics go to the log as error records (one line, in the configured format), with a
+/// backtrace when `RUST_BACKTRACE` asks for one.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let trace = std::backtrace::Backtrace::capture();
+        match trace.status() {
+            std::backtrace::BacktraceStatus::Captured => lightd::error!("thread {name:?} {info}\n{trace}"),
+            _ => lightd::error!("thread {name:?} {info}"),
+        }
+    }));
 }
 
 /// `volumes.quota` as it applies on this machine, said once in the log.
@@ -151,11 +184,11 @@ fn quota_mode(config: &Config) -> Result<Quota, String> {
     match (config.volumes.quota, detected) {
         (QuotaSetting::Loop, lightd::quota::Mode::None) => Err(format!("volumes.quota is loop, but {why}")),
         (_, lightd::quota::Mode::Loop) => {
-            eprintln!("lightd: {why}");
+            lightd::info!("{why}");
             Ok(Quota::Loop)
         }
         _ => {
-            eprintln!("lightd: {why}");
+            lightd::info!("{why}");
             Ok(Quota::None)
         }
     }
@@ -174,7 +207,7 @@ fn raise_nofile() -> u64 {
         }
     };
     if !raised {
-        eprintln!("lightd: cannot raise the open-files limit: {}", std::io::Error::last_os_error());
+        lightd::warn!("cannot raise the open-files limit: {}", std::io::Error::last_os_error());
     }
     lim.rlim_cur
 }
@@ -184,8 +217,8 @@ fn raise_nofile() -> u64 {
 fn fit_connections(config: &mut Config, nofile: u64) {
     let room = usize::try_from(nofile.saturating_sub(512)).unwrap_or(usize::MAX).max(16);
     if config.server.max_connections > room {
-        eprintln!(
-            "lightd: server.max_connections lowered from {} to {room} to fit the open-files limit {nofile}",
+        lightd::warn!(
+            "server.max_connections lowered from {} to {room} to fit the open-files limit {nofile}",
             config.server.max_connections
         );
         config.server.max_connections = room;
@@ -205,14 +238,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     volumes::mount_all(&app).await;
     lightd::backups::recover(&app).await;
     tokio::spawn(Arc::clone(&app).watch_token());
-    lifecycle::boot(&app);
+    lifecycle::boot(&app).await;
     // Learn the engine's state before answering /health; have the network ready meanwhile.
     if app.docker.ping().await.is_ok() {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
             let net = &app.config.containers.default_network;
             match app.docker.ensure_network(net, &lifecycle::spec::network_options()).await {
-                Err(e) => eprintln!("lightd: cannot create network {net} yet: {e}"),
+                Err(e) => lightd::warn!("cannot create network {net} yet: {e}"),
                 Ok(id) => lifecycle::spec::warn_if_open(&app.docker, net, &id).await,
             }
         });
@@ -220,21 +253,28 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     tokio::spawn(Arc::clone(&app).watch_docker());
     tokio::spawn(lifecycle::events::watch(Arc::clone(&app)));
     tokio::spawn(volumes::watch_fullness(Arc::clone(&app)));
-    eprintln!(
+    lightd::info!(
         "lightd {} listening on {} (state {}, docker {})",
         env!("CARGO_PKG_VERSION"),
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         app.config.storage.state_file.display(),
         app.config.docker.socket_path.display(),
     );
-    http::serve(Arc::clone(&app), listener, shutdown::signalled()).await;
+    // The listener is bound and its backlog takes connections from now on: ready.
+    notify::ready();
+    let stop = async {
+        let signal = shutdown::signalled().await;
+        notify::stopping();
+        lightd::info!("{signal}: stopping (servers keep running)");
+    };
+    http::serve(Arc::clone(&app), listener, stop).await;
     // Supervisors end (servers keep running), then the writer saves what is pending.
     app.sups.shutdown();
     if !app.tasks.wait(Duration::from_secs(5)).await {
-        eprintln!("lightd: some supervisors did not end within 5 s");
+        lightd::warn!("some supervisors did not end within 5 s");
     }
     store.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
-    eprintln!("lightd: stopped");
+    lightd::info!("stopped");
     Ok(())
 }

@@ -180,7 +180,8 @@ impl PowerState {
     }
 }
 
-/// A host port published to the same port number inside the container.
+/// A host port published to the same port number inside the container, or, for a server
+/// created in the seed's form (`"ports": {"80": "8080"}`), to `container_port`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct PortBinding {
@@ -188,6 +189,10 @@ pub struct PortBinding {
     pub port: u16,
     #[serde(default = "tcp")]
     pub protocol: Protocol,
+    /// The port inside the container when it is not `port`. Only the seed form sets it: the
+    /// API form's bindings refuse it (`http::seed_form::refuse_container_ports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
 }
 
 fn yes() -> bool {
@@ -214,6 +219,11 @@ fn tcp() -> Protocol {
 impl PortBinding {
     pub fn key(&self) -> PortKey {
         PortKey { ip: self.ip, port: self.port, protocol: self.protocol }
+    }
+
+    /// The port the server listens on inside its container.
+    pub fn inner_port(&self) -> u16 {
+        self.container_port.unwrap_or(self.port)
     }
 }
 

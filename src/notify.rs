@@ -3,8 +3,9 @@
 //! Under systemd with `Type=notify` (dist/lightd.service), `$NOTIFY_SOCKET` names a Unix datagram
 //! socket: a path, or an abstract-namespace name written with a leading `@`. One datagram per
 //! state change: `READY=1` once the daemon serves, `STOPPING=1` when a graceful stop begins.
-//! Without `$NOTIFY_SOCKET` (not started by systemd) nothing is sent. Failures are ignored: a
-//! daemon must not stop over a notification, and these functions never panic.
+//! Without `$NOTIFY_SOCKET` (not started by systemd) nothing is sent. A failure is logged as a
+//! warning and otherwise ignored: a daemon must not stop over a notification, and these
+//! functions never panic.
 
 use std::ffi::OsStr;
 use std::io;
@@ -24,7 +25,11 @@ pub fn stopping() {
 
 /// Sends `msg` (newline-separated `KEY=VALUE` assignments) to `$NOTIFY_SOCKET`, if set.
 pub fn notify(msg: &str) {
-    let _ = notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), msg);
+    let addr = std::env::var_os("NOTIFY_SOCKET");
+    if let Err(e) = notify_to(addr.as_deref(), msg) {
+        let addr = addr.unwrap_or_default();
+        crate::warn!("cannot tell the service manager {msg} at NOTIFY_SOCKET={}: {e}", addr.to_string_lossy());
+    }
 }
 
 /// Sends `msg` as one datagram to the socket `addr` names (`/path` or `@abstract-name`).

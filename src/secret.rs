@@ -56,7 +56,7 @@ fn write_new(config: &Config, config_path: Option<&Path>) -> Result<String, Conf
             let path = token_file(config);
             fsutil::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
                 .map_err(|e| ConfigError::Write(path.clone(), e))?;
-            eprintln!("lightd: wrote a new API token to {} (show it with lightd --token what)", path.display());
+            crate::info!("wrote a new API token to {} (show it with lightd --token what)", path.display());
         }
     }
     Ok(token)

@@ -9,20 +9,20 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
-/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
-pub async fn signalled() {
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM), naming the signal.
+pub async fn signalled() -> &'static str {
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
     match (term, int) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
             }
         }
         _ => {
-            eprintln!("lightd: cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await
+            crate::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending().await
         }
     }
 }

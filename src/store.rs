@@ -124,7 +124,7 @@ impl Store {
         }
         match fsutil::remove_stale_temps(path) {
             Ok(0) => {}
-            Ok(n) => eprintln!("lightd: removed {n} stale temp file(s) beside {}", path.display()),
+            Ok(n) => crate::info!("removed {n} stale temp file(s) beside {}", path.display()),
             Err(e) => return Err(io(path, e)),
         }
         let mut state: State = match std::fs::read(path) {
@@ -243,7 +243,7 @@ impl Store {
             }
             Err(e) => e,
         };
-        eprintln!("lightd: saving state failed, rolled back: {failed}");
+        crate::error!("saving state failed, rolled back: {failed}");
         // Everything pending builds on the batch that failed: all of it goes back.
         let range = {
             let mut inner = self.lock();

@@ -75,7 +75,7 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
         .unwrap_or_else(|e| Err(format!("backup task failed: {e}")));
     for id in paused {
         if let Err(e) = lifecycle::act(&app, &id, Action::Resume).await {
-            eprintln!("lightd: {id}: could not resume after the backup: {e}");
+            crate::error!("{id}: could not resume after the backup: {e}");
         }
     }
     app.backups.forget(&backup.backup_id);
@@ -101,7 +101,7 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
         })
         .await;
     if let Err(e) = saved {
-        eprintln!("lightd: backup {id}: could not record its outcome: {e}");
+        crate::error!("backup {id}: could not record its outcome: {e}");
     }
     match outcome {
         Ok((stats, size, _)) => {
@@ -134,7 +134,7 @@ async fn suspend(app: &Arc<App>, volume_id: &str) -> Vec<String> {
     for id in running {
         match lifecycle::act(app, &id, Action::Suspend).await {
             Ok(()) => paused.push(id),
-            Err(e) => eprintln!("lightd: {id}: could not suspend for the backup ({e}); it is taken live"),
+            Err(e) => crate::warn!("{id}: could not suspend for the backup ({e}); it is taken live"),
         }
     }
     paused

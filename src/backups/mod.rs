@@ -182,9 +182,9 @@ async fn prune(app: &App, volume_id: &str) {
     ready.sort_by_key(|b| (b.completed_at, b.created_at));
     let excess = ready.len().saturating_sub(max);
     for old in ready.into_iter().take(excess) {
-        eprintln!("lightd: removing backup {} of volume {volume_id} (backups.max_per_volume = {max})", old.backup_id);
+        crate::info!("removing backup {} of volume {volume_id} (backups.max_per_volume = {max})", old.backup_id);
         if let Err(e) = remove(app, &old).await {
-            eprintln!("lightd: {e}");
+            crate::error!("{e}");
         }
     }
 }
@@ -211,7 +211,7 @@ pub async fn recover(app: &App) {
             })
             .await;
         if let Err(e) = saved {
-            eprintln!("lightd: cannot mark interrupted backups failed: {e}");
+            crate::error!("cannot mark interrupted backups failed: {e}");
         }
     }
     // Temp files of uploads and backups a crash left, whatever their record says.

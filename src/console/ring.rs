@@ -88,6 +88,16 @@ impl Ring {
         self.slots.len() as u64
     }
 
+    /// Bytes of the arena written so far (it is reused in place once full).
+    pub fn bytes_held(&self) -> u64 {
+        self.claimed.load(Relaxed).min(self.arena_bytes())
+    }
+
+    /// Bytes the ring may come to hold: its arena (untouched pages cost no memory until used).
+    pub fn bytes_reserved(&self) -> u64 {
+        self.arena_bytes()
+    }
+
     fn arena_bytes(&self) -> u64 {
         self.arena.len() as u64 * 8
     }

@@ -3,11 +3,8 @@
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::stream::{Chunks, LineSplitter, OutputLines};
+use super::stream::{Chunks, OutputLines};
 use super::{collect, Docker, DockerError};
-
-/// A pull that reports no progress for this long is given up.
-pub const PULL_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A container as `GET /containers/json` lists it.
 #[derive(Debug, Clone)]
@@ -55,42 +52,11 @@ impl Docker {
         }
     }
 
-    /// Pulls `image`, handing each progress line to `progress`; the engine's error line
-    /// (unknown image, no registry) becomes the error. A pull that reports nothing for
-    /// [`PULL_STALL`] is given up.
-    pub async fn pull(&self, image: &str, mut progress: impl FnMut(String)) -> Result<(), DockerError> {
-        let (repo, tag) = split_image(image);
-        let mut path = format!("/images/create?fromImage={}", encode(repo));
-        path.push_str(&format!("&tag={}", encode(tag.unwrap_or("latest"))));
-        let resp = self.send(Method::POST, &path, None).await?;
-        let mut chunks = Chunks(resp.into_body());
-        let mut lines = LineSplitter::new(64 * 1024);
-        let mut failure = None;
-        loop {
-            let chunk = match tokio::time::timeout(PULL_STALL, chunks.next()).await {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(_) => return Err(DockerError::Timeout(format!("pull of {image} stalled"))),
-            };
-            lines.push(&chunk?, |line| {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    return;
-                };
-                if let Some(err) = v.get("error").and_then(Value::as_str) {
-                    failure = Some(err.to_string());
-                    return;
-                }
-                let text: Vec<&str> =
-                    ["id", "status", "progress"].iter().filter_map(|k| v.get(*k).and_then(Value::as_str)).collect();
-                if !text.is_empty() {
-                    progress(text.join(" "));
-                }
-            });
-        }
-        match failure {
-            Some(message) => Err(DockerError::Api { status: 500, message }),
-            None => Ok(()),
-        }
+    /// The image's own command (`Config.Cmd`), empty when it has none.
+    pub async fn image_cmd(&self, image: &str) -> Result<Vec<String>, DockerError> {
+        let v = self.json(Method::GET, &format!("/images/{}/json", encode_ref(image)), None).await?;
+        let words = v["Config"]["Cmd"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(words.iter().filter_map(Value::as_str).map(String::from).collect())
     }
 
     /// Creates the bridge network `name` unless it exists; returns its id. The engine's

@@ -2,7 +2,9 @@
 //! formats, nothing of lightd's domain.
 
 pub mod api;
+pub mod auth;
 pub mod frame;
+pub mod pull;
 pub mod stream;
 
 use std::fmt;
@@ -91,7 +93,7 @@ impl Docker {
 
     /// `GET /_ping`: checks the engine and negotiates the API version from its `Api-Version`.
     pub async fn ping(&self) -> Result<String, DockerError> {
-        let resp = self.exchange(Method::GET, "/_ping".into(), None, false).await?;
+        let resp = self.exchange(Method::GET, "/_ping".into(), None, &[], false).await?;
         let theirs = resp.headers().get("api-version").and_then(|v| v.to_str().ok()).and_then(parse_version);
         let version = negotiate(theirs)?;
         *self.api.lock().unwrap_or_else(|p| p.into_inner()) = Some(version.clone());
@@ -113,12 +115,13 @@ impl Docker {
         method: Method,
         uri: String,
         body: Option<&Value>,
+        headers: &[(&'static str, &str)],
         upgrade: bool,
     ) -> Result<Response<Incoming>, DockerError> {
         // Every call has a deadline for the engine's answer head, streams and upgrades
         // included; reading a long body is bounded by the caller.
         let what = format!("{method} {uri}");
-        let result = tokio::time::timeout(CALL_TIMEOUT, self.connect_and_send(method, uri, body, upgrade))
+        let result = tokio::time::timeout(CALL_TIMEOUT, self.connect_and_send(method, uri, body, headers, upgrade))
             .await
             .unwrap_or_else(|_| Err(DockerError::Timeout(what)));
         let ok = !matches!(result, Err(DockerError::Unreachable(_)));
@@ -135,6 +138,7 @@ impl Docker {
         method: Method,
         uri: String,
         body: Option<&Value>,
+        headers: &[(&'static str, &str)],
         upgrade: bool,
     ) -> Result<Response<Incoming>, DockerError> {
         let unreachable = |e: &dyn fmt::Display| DockerError::Unreachable(format!("{}: {e}", self.socket.display()));
@@ -151,6 +155,9 @@ impl Docker {
         if upgrade {
             req = req.header("connection", "Upgrade").header("upgrade", "tcp");
         }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         let bytes = match body {
             Some(v) => {
                 req = req.header("content-type", "application/json");
@@ -166,7 +173,7 @@ impl Docker {
     /// `101`, the socket carries raw bytes both ways.
     pub async fn upgrade(&self, method: Method, path: &str) -> Result<hyper::upgrade::Upgraded, DockerError> {
         let uri = format!("/v{}{path}", self.api_prefix().await?);
-        let resp = self.exchange(method, uri, None, true).await?;
+        let resp = self.exchange(method, uri, None, &[], true).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status().as_u16();
             let bytes = collect(resp.into_body()).await.unwrap_or_default();
@@ -186,8 +193,19 @@ impl Docker {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response<Incoming>, DockerError> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// [`Docker::send`] with extra request headers (e.g. `X-Registry-Auth`).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Response<Incoming>, DockerError> {
         let uri = format!("/v{}{path}", self.api_prefix().await?);
-        let resp = self.exchange(method, uri, body, false).await?;
+        let resp = self.exchange(method, uri, body, headers, false).await?;
         if resp.status().is_success() || resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(resp);
         }

@@ -2,13 +2,16 @@
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::reply::{json, json_bytes, message, ApiError, Reply};
 use super::request::Ctx;
+use super::seed_form::{self, Form, Seed};
 use crate::app::App;
-use crate::lifecycle::{self, spec::CreateRequest, Action};
+use crate::error::Error;
+use crate::lifecycle::{self, spec, spec::CreateRequest, Action};
 use crate::model::{ContainerRecord, InstallState, PortBinding, PowerState};
+use crate::volumes;
 use hyper::body::Bytes;
 
 /// The record as `GET /containers/:id` shows it.
@@ -24,14 +27,57 @@ fn accepted(msg: &str, id: &str) -> Reply {
     json(StatusCode::ACCEPTED, &json!({ "message": msg, "internal_id": id }))
 }
 
+/// `POST /containers`, in the API form or the seed's (see `seed_form`).
 pub async fn create(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
-    let req: CreateRequest = ctx.json().await?;
+    let body: Value = ctx.json().await?;
+    let (req, made) = match seed_form::parse(body)? {
+        Form::Api(req) => (req, None),
+        Form::Seed(seed) => seed_request(app, seed).await?,
+    };
     let id = req.internal_id.clone();
-    lifecycle::create(app, req).await?;
+    if let Err(e) = lifecycle::create(app, req).await {
+        if let Some(volume) = made {
+            if let Err(why) = volumes::delete(app, &volume).await {
+                crate::warn!("create of {id} failed; its new volume {volume} could not be removed: {why}");
+            }
+        }
+        return Err(e.into());
+    }
     Ok(json(
         StatusCode::ACCEPTED,
         &json!({"message": "Container creation started", "internal_id": id, "state": "installing"}),
     ))
+}
+
+/// A seed-form create made whole: its host ports found in the pool, and its volume, the one
+/// named like the server when no server uses it, else a new one of that name (returned, so a
+/// failed create removes it). Everything checkable is checked before a volume is made.
+async fn seed_request(app: &App, seed: Seed) -> Result<(CreateRequest, Option<String>), Error> {
+    let Seed { mut request, ports } = seed;
+    let name = request.internal_id.clone();
+    let volume = app.store.read(|s| {
+        if s.containers.contains_key(&name) {
+            return Err(Error::Conflict(format!("Container {name} already exists")));
+        }
+        request.ports = seed_form::resolve_ports(&ports, s.ports.values())?;
+        Ok(volumes::resolve(s, &name).map(|id| (volumes::used_by(s, &id), id)))
+    })?;
+    spec::check_create(request.clone(), &app.config)?;
+    match volume {
+        Some((users, _)) if !users.is_empty() => Err(Error::Conflict(format!(
+            "Volume {name} is used by {}: the seed form gives a server the volume of its name; pick another name",
+            users.join(", ")
+        ))),
+        Some((_, id)) => {
+            request.volume_id = id;
+            Ok((request, None))
+        }
+        None => {
+            let v = volumes::create(app, None, Some(name)).await?;
+            request.volume_id = v.volume_id.clone();
+            Ok((request, Some(v.volume_id)))
+        }
+    }
 }
 
 /// One entry of `GET /containers`.
@@ -132,6 +178,7 @@ struct RebindBody {
 
 pub async fn rebind(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let body: RebindBody = ctx.json().await?;
+    seed_form::refuse_container_ports(&body.ports)?;
     let id = ctx.param(0).to_string();
     lifecycle::act(app, &id, Action::Rebind(body.ports)).await?;
     Ok(accepted("Network rebinding started", &id))

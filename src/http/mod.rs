@@ -11,6 +11,7 @@ mod power;
 mod reply;
 mod request;
 pub mod router;
+mod seed_form;
 mod stream;
 mod system;
 mod tokens;
@@ -56,7 +57,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and such: back off instead of spinning.
-                    eprintln!("lightd: accept failed: {e}");
+                    crate::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -108,7 +109,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     drop(stopped);
     let _ = stop.send(true);
     if tokio::time::timeout(DRAIN_TIMEOUT, stop.closed()).await.is_err() {
-        eprintln!("lightd: some connections did not finish within {DRAIN_TIMEOUT:?}");
+        crate::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
     }
 }
 
@@ -116,6 +117,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, slot: Arc<Slot>) -> Reply {
     let started = std::time::Instant::now();
     let (head, body) = req.into_parts();
+    // The request line for the debug log (the path only: a query may hold a console token).
+    let logged =
+        crate::log::enabled(crate::log::Level::Debug).then(|| (head.method.clone(), head.uri.path().to_owned()));
     let (label, reply) = match router::resolve(head.method.as_str(), head.uri.path()) {
         Ok((index, route, params)) => {
             let ctx = Ctx { head, body: Some(body), params, slot: Some(slot) };
@@ -124,7 +128,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, slot: Arc<Slot>) -> R
         }
         Err(miss) => (None, miss_error(miss).into_reply()),
     };
-    app.metrics.record_request(label, reply.status().as_u16(), started.elapsed());
+    let took = started.elapsed();
+    app.metrics.record_request(label, reply.status().as_u16(), took);
+    if let Some((method, path)) = logged {
+        crate::debug!("{method} {path} {} ({:.1} ms)", reply.status().as_u16(), took.as_secs_f64() * 1e3);
+    }
     reply
 }
 

@@ -92,4 +92,10 @@ fn console_metrics(app: &App, out: &mut String) {
         let n = hub.as_ref().map_or(0, |h| h.lines_total());
         let _ = writeln!(out, "lightd_console_lines_total{{container=\"{id}\"}} {n}");
     }
+    let (held, reserved) = hubs
+        .iter()
+        .filter_map(|(_, h)| h.as_ref())
+        .fold((0, 0), |(h, r), hub| (h + hub.ring().bytes_held(), r + hub.ring().bytes_reserved()));
+    gauge(out, "lightd_console_ring_bytes", "Console ring bytes holding lines (all containers).", held);
+    gauge(out, "lightd_console_ring_reserved_bytes", "Console ring bytes reserved (all containers).", reserved);
 }

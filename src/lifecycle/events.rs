@@ -47,7 +47,7 @@ pub async fn reconcile_all(app: &Arc<App>) {
     app.sups.tell_all(|| Fact::Reconcile);
     sweep_orphans(app).await;
     if let Err(e) = fix_port_pool(app).await {
-        eprintln!("lightd: reconcile of the port pool: {e}");
+        crate::error!("reconcile of the port pool: {e}");
     }
 }
 
@@ -69,7 +69,7 @@ fn route(app: &Arc<App>, ev: &Value) {
         if let Some(cid) = ev["Actor"]["ID"].as_str().or(ev["id"].as_str()).map(String::from) {
             let (app, id) = (Arc::clone(app), id.to_string());
             tokio::spawn(async move {
-                eprintln!("lightd: removing container {} of {id:?}, which has no record", &cid[..12.min(cid.len())]);
+                crate::info!("removing container {} of {id:?}, which has no record", &cid[..12.min(cid.len())]);
                 let _ = app.docker.remove_container(&cid).await;
             });
         }

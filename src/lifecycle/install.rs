@@ -53,7 +53,9 @@ impl Supervisor {
     pub(super) fn begin_install(&mut self, rollback: Option<Rollback>) {
         self.hub.lifecycle(Lifecycle::Started);
         let (app, hub, id) = (self.app.clone(), self.hub.clone(), self.id.clone());
-        self.start_job(JobKind::Pull { rollback }, async move { JobResult::Pulled(pull(&app, &hub, &id).await) });
+        self.start_job(JobKind::Pull { rollback }, async move {
+            JobResult::Pulled(super::pull::pull(&app, &hub, &id).await)
+        });
     }
 
     /// The image is there (or not): stop a running server gracefully, then install.
@@ -97,7 +99,7 @@ impl Supervisor {
                     })
                     .await;
                 if let Err(e) = saved {
-                    eprintln!("lightd: {}: could not record the install: {e}", self.id);
+                    crate::error!("{}: could not record the install: {e}", self.id);
                 }
                 self.sweep().await;
                 if start_after {
@@ -140,23 +142,10 @@ impl Supervisor {
             }
         };
         if let Err(e) = saved {
-            eprintln!("lightd: {}: could not record the install outcome: {e}", self.id);
+            crate::error!("{}: could not record the install outcome: {e}", self.id);
         }
         self.sweep().await;
     }
-}
-
-/// The image, pulled when the engine does not have it; progress goes to the viewers.
-async fn pull(app: &App, hub: &Hub, id: &str) -> std::result::Result<(), String> {
-    let image = app.store.read(|s| s.containers.get(id).map(|r| r.image.clone())).ok_or("the record is gone")?;
-    if app.docker.image_exists(&image).await.map_err(|e| e.to_string())? {
-        return Ok(());
-    }
-    hub.publish(Event::InstallOutput(format!("Pulling image {image}")));
-    let limit = Duration::from_secs(app.config.containers.install_timeout);
-    bounded(limit, "pulling the image", app.docker.pull(&image, |line| hub.publish(Event::InstallOutput(line))))
-        .await
-        .map_err(|e| format!("Image pull failed for {image}: {}", message(&e)))
 }
 
 /// The point of no return: the old container goes, the new one is made and installed.
@@ -195,7 +184,17 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
     }
     hand_over(&volume_path, &rec.user).await.map_err(made)?;
     hub.lifecycle(Lifecycle::SettingUpEntrypoint);
-    write_file(&data_dir.join("entrypoint.sh"), &spec::entrypoint_script(&rec.startup_command))
+    let command = match rec.startup_command.as_str() {
+        // Resolved at each install, so a reinstall with another image runs that image's.
+        "" => {
+            let cmd = bounded(CREATE_TIMEOUT, "inspecting the image", docker.image_cmd(&rec.image))
+                .await
+                .map_err(|e| made(format!("cannot inspect the image: {e}")))?;
+            spec::image_command(&cmd).map_err(|e| made(format!("image {}: {e}", rec.image)))?
+        }
+        given => given.to_string(),
+    };
+    write_file(&data_dir.join("entrypoint.sh"), &spec::entrypoint_script(&command))
         .map_err(|e| made(format!("cannot write entrypoint.sh: {e}")))?;
     Ok(cid)
 }
@@ -214,7 +213,7 @@ async fn hand_over(volume_path: &Path, user: &str) -> std::result::Result<(), St
 }
 
 /// The engine's own words for an API error, without our prefix.
-fn message(e: &DockerError) -> String {
+pub(super) fn message(e: &DockerError) -> String {
     match e {
         DockerError::Api { message, .. } => message.clone(),
         other => other.to_string(),
@@ -301,7 +300,7 @@ impl Drop for Helper {
             if let Err(e) =
                 bounded(REMOVE_TIMEOUT, "removing the install container", app.docker.remove_container(&cid)).await
             {
-                eprintln!("lightd: install container {cid}: {e}");
+                crate::warn!("install container {cid}: {e}");
             }
         });
     }

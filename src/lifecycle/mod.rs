@@ -7,6 +7,8 @@ pub mod events;
 mod image;
 mod install;
 mod power;
+mod progress;
+mod pull;
 mod rebind;
 mod recover;
 mod remove;
@@ -29,7 +31,7 @@ use supervisor::Supervisor;
 use crate::app::App;
 use crate::docker::DockerError;
 use crate::error::{Error, Result};
-use crate::model::{now, ContainerRecord, PortBinding, PortKey};
+use crate::model::{now, ContainerRecord, InstallState, PortBinding, PortKey};
 use crate::store::State;
 
 /// The seed's timeouts.
@@ -86,7 +88,24 @@ impl Supervisors {
 }
 
 /// Starts a supervisor for every record (at boot, before the reconcile).
-pub fn boot(app: &Arc<App>) {
+pub async fn boot(app: &Arc<App>) {
+    // An install the last run did not finish never will: say so before anyone can ask.
+    let cut = app
+        .store
+        .update(|s| {
+            let mut n = 0;
+            for r in s.containers.values_mut().filter(|r| r.install_state == InstallState::Installing) {
+                r.install_state = InstallState::Failed;
+                r.error = Some("interrupted by daemon restart".into());
+                r.updated_at = now();
+                n += 1;
+            }
+            Ok::<_, Error>(n)
+        })
+        .await;
+    if let Err(e) = cut {
+        crate::warn!("cannot mark interrupted installs as failed: {e}");
+    }
     let ids: Vec<String> = app.store.read(|s| s.containers.keys().cloned().collect());
     let mut map = app.sups.lock();
     for id in ids {

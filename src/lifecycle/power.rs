@@ -84,7 +84,7 @@ impl Supervisor {
         let state = self.record().map(|r| r.state);
         if state == Some(PowerState::Starting) {
             if let Err(e) = self.set_state(PowerState::Running).await {
-                eprintln!("lightd: {}: cannot record running: {e}", self.id);
+                crate::error!("{}: cannot record running: {e}", self.id);
             }
         }
     }
@@ -273,7 +273,7 @@ impl Supervisor {
             })
             .await;
         if let Err(e) = recorded {
-            eprintln!("lightd: {}: cannot record the exit: {e}", self.id);
+            crate::error!("{}: cannot record the exit: {e}", self.id);
             return;
         }
         self.pattern_pending = false;

@@ -66,7 +66,7 @@ impl Supervisor {
                     Ok::<_, Error>(())
                 });
                 if let Err(e) = undo.await {
-                    eprintln!("lightd: {id}: could not release ports after a failed rebind: {e}");
+                    crate::error!("{id}: could not release ports after a failed rebind: {e}");
                 }
                 self.say(format!("Network rebind failed, the old ports are kept: {why}"));
             }
@@ -130,7 +130,7 @@ async fn swap(app: &Arc<App>, id: &str, ports: &[PortBinding]) -> std::result::R
     }
     if let Err(e) = docker.rename_container(&cid, &next.docker_name()).await {
         // It works under its generated name; lightd addresses it by id.
-        eprintln!("lightd: {id}: could not rename the new container: {e}");
+        crate::warn!("{id}: could not rename the new container: {e}");
     }
     Ok(cid)
 }

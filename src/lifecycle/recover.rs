@@ -22,7 +22,7 @@ impl Supervisor {
             return;
         }
         if let Err(e) = self.reconcile_steps().await {
-            eprintln!("lightd: {}: reconcile: {e}", self.id);
+            crate::error!("{}: reconcile: {e}", self.id);
         }
     }
 
@@ -84,7 +84,7 @@ impl Supervisor {
             }
             self.hub.set_filled(true);
             opened?;
-            eprintln!("lightd: {}: re-attached to its running container", self.id);
+            crate::info!("{}: re-attached to its running container", self.id);
         }
         if self.hub.started_at.load(Ordering::Acquire) == 0 {
             self.hub.started_at.store(now(), Ordering::Release);
@@ -131,8 +131,8 @@ impl Supervisor {
             .update(|s| {
                 for (key, mine) in wrong(s) {
                     if let Some(port) = s.ports.get_mut(&key) {
-                        eprintln!(
-                            "lightd: port {key} fixed: {} {id} (was {:?})",
+                        crate::info!(
+                            "port {key} fixed: {} {id} (was {:?})",
                             if mine { "held by" } else { "freed from" },
                             port.used_by
                         );
@@ -154,7 +154,7 @@ pub async fn sweep_orphans(app: &App) {
     for c in found {
         let id = c.labels.get("lightd.internal_id").and_then(|v| v.as_str()).unwrap_or_default();
         if !app.store.read(|s| s.containers.contains_key(id)) {
-            eprintln!("lightd: removing container {} of {id:?}, which has no record", &c.id[..12.min(c.id.len())]);
+            crate::info!("removing container {} of {id:?}, which has no record", &c.id[..12.min(c.id.len())]);
             let _ = app.docker.remove_container(&c.id).await;
         }
     }
@@ -179,7 +179,7 @@ pub async fn fix_port_pool(app: &Arc<App>) -> Result<(), Error> {
         .update(|s| {
             for key in stray(s) {
                 if let Some(port) = s.ports.get_mut(&key) {
-                    eprintln!("lightd: port {key} fixed: used by {:?}, which has no record", port.used_by);
+                    crate::info!("port {key} fixed: used by {:?}, which has no record", port.used_by);
                     port.in_use = false;
                     port.used_by = None;
                 }

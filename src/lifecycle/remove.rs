@@ -105,7 +105,7 @@ impl Supervisor {
         let current = self.record().and_then(|r| r.container_id);
         let Ok(found) = self.app.docker.list_containers(&self.labels()).await else { return };
         for c in found.into_iter().filter(|c| Some(&c.id) != current.as_ref()) {
-            eprintln!("lightd: {}: removing leftover container {}", self.id, &c.id[..12.min(c.id.len())]);
+            crate::info!("{}: removing leftover container {}", self.id, &c.id[..12.min(c.id.len())]);
             let _ =
                 bounded(REMOVE_TIMEOUT, "removing a leftover container", self.app.docker.remove_container(&c.id)).await;
         }

@@ -30,8 +30,8 @@ pub fn network_options() -> Value {
 pub async fn warn_if_open(docker: &crate::docker::Docker, name: &str, id: &str) {
     if let Ok(net) = docker.json(hyper::Method::GET, &format!("/networks/{id}"), None).await {
         if net["Options"]["com.docker.network.bridge.enable_icc"].as_str() != Some("false") {
-            eprintln!(
-                "lightd: warning: network {name} lets servers reach each other's unpublished ports; \
+            crate::warn!(
+                "network {name} lets servers reach each other's unpublished ports; \
                  remove it (docker network rm {name}) so lightd makes it with inter-container traffic off"
             );
         }
@@ -42,8 +42,8 @@ pub async fn warn_if_open(docker: &crate::docker::Docker, name: &str, id: &str) 
 pub const MIN_MEMORY: u64 = 6 << 20;
 const MAX_COMMAND: usize = 8 * 1024;
 
-/// `POST /containers` body.
-#[derive(Debug, Deserialize)]
+/// `POST /containers` body (the API form; `http::seed_form` turns the seed's form into one).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     pub internal_id: String,
@@ -68,6 +68,10 @@ pub struct CreateRequest {
     pub user: Option<String>,
     #[serde(default)]
     pub stop_command: Option<String>,
+    /// Run the image's own command when `startup_command` is empty (the seed form, which
+    /// has no startup command); never read from a body.
+    #[serde(skip)]
+    pub image_command: bool,
 }
 
 /// Checks everything that needs no state and builds the record (`installing`, `offline`).
@@ -78,7 +82,7 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     check_image(&req.image, &config.docker.allowed_registries)?;
     let volume_id = volumes::parse_key(&req.volume_id)?;
     let command = req.startup_command.trim();
-    if command.is_empty() || command.len() > MAX_COMMAND || command.contains('\0') {
+    if (command.is_empty() && !req.image_command) || command.len() > MAX_COMMAND || command.contains('\0') {
         return Err(bad(format!("startup_command must be 1-{MAX_COMMAND} bytes without NUL")));
     }
     if let Some(p) = &req.start_pattern {
@@ -336,15 +340,15 @@ impl<'a> RunSpec<'a> {
     }
 }
 
-/// The env a server sees: `env`, plus `SERVER_IP`, `SERVER_PORT`, `SERVER_MEMORY` (MiB)
-/// unless `env` sets them.
+/// The env a server sees: `env`, plus `SERVER_IP`, `SERVER_PORT` (the first port, as the
+/// server sees it inside its container), `SERVER_MEMORY` (MiB) unless `env` sets them.
 pub fn server_env(rec: &ContainerRecord) -> Vec<String> {
     let mut env = rec.env.clone();
     // A uid without a passwd entry in the image would get `/` as its home.
     env.entry("HOME".into()).or_insert_with(|| HOME.into());
     if let Some(p) = rec.ports.first() {
         env.entry("SERVER_IP".into()).or_insert_with(|| p.ip.to_string());
-        env.entry("SERVER_PORT".into()).or_insert_with(|| p.port.to_string());
+        env.entry("SERVER_PORT".into()).or_insert_with(|| p.inner_port().to_string());
     }
     if let Some(m) = rec.limits.memory {
         env.entry("SERVER_MEMORY".into()).or_insert_with(|| (m >> 20).to_string());
@@ -367,7 +371,7 @@ pub fn container_spec(rec: &ContainerRecord, config: &Config, run: &RunSpec) -> 
     let mut bindings: Map<String, Value> = Map::new();
     if run.publish {
         for p in &rec.ports {
-            let key = format!("{}/{}", p.port, p.protocol.as_str());
+            let key = format!("{}/{}", p.inner_port(), p.protocol.as_str());
             exposed.insert(key.clone(), json!({}));
             let host = json!({"HostIp": p.ip.to_string(), "HostPort": p.port.to_string()});
             match bindings.get_mut(&key).and_then(Value::as_array_mut) {
@@ -421,6 +425,16 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The startup command of a server whose record has none (the seed form without one): the
+/// image's own `Cmd`, each word quoted. Docker still puts the image's `Entrypoint` in front
+/// of the container's command, as it does for `docker run`.
+pub fn image_command(cmd: &[String]) -> std::result::Result<String, String> {
+    if cmd.is_empty() {
+        return Err("the image has no command (Cmd) of its own; give startup_command".into());
+    }
+    Ok(cmd.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" "))
+}
+
 /// `/app/data/entrypoint.sh`: run the startup command from the volume, as PID 1's child.
 pub fn entrypoint_script(startup_command: &str) -> String {
     format!(
@@ -462,6 +476,32 @@ mod tests {
         assert_eq!(spec["User"], "1000:1000");
         let run = RunSpec::install(Path::new("/v"), Path::new("/d"), "n1", "i1");
         assert_eq!(container_spec(&rec, &config, &run)["HostConfig"]["PortBindings"], json!({}));
+    }
+
+    #[test]
+    fn a_mapped_port_is_published_to_its_container_port() {
+        let config = Config::default();
+        let mut rec = check_create(req(), &config).unwrap();
+        rec.ports[0].container_port = Some(80);
+        let run = RunSpec::server(&rec, Path::new("/v"), Path::new("/d"), "n1", "i1");
+        let spec = container_spec(&rec, &config, &run);
+        assert_eq!(spec["HostConfig"]["PortBindings"], json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "25565"}]}));
+        assert_eq!(spec["ExposedPorts"], json!({"80/tcp": {}}));
+        assert!(server_env(&rec).contains(&"SERVER_PORT=80".to_string()), "the port the server listens on");
+    }
+
+    #[test]
+    fn an_empty_startup_command_only_where_the_image_gives_one() {
+        let config = Config::default();
+        let mut r = req();
+        r.startup_command = String::new();
+        assert!(check_create(r, &config).unwrap_err().to_string().contains("startup_command"));
+        let mut r = req();
+        (r.startup_command, r.image_command) = (String::new(), true);
+        assert_eq!(check_create(r, &config).unwrap().startup_command, "");
+        let cmd = ["nginx".to_string(), "-g".to_string(), "daemon off;".to_string()];
+        assert_eq!(image_command(&cmd).unwrap(), "'nginx' '-g' 'daemon off;'");
+        assert!(image_command(&[]).unwrap_err().contains("give startup_command"));
     }
 
     #[test]

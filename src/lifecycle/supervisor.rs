@@ -365,7 +365,7 @@ impl Supervisor {
     /// Publishes a note to the viewers and the daemon log.
     pub(super) fn say(&self, note: impl Into<String>) {
         let note = note.into();
-        eprintln!("lightd: {}: {note}", self.id);
+        crate::info!("{}: {note}", self.id);
         self.hub.publish(crate::console::Event::DaemonMessage(note));
     }
 }

@@ -289,7 +289,7 @@ pub async fn mount_all(app: &App) {
     let _ = blocking(move || {
         for v in loops {
             if let Err(e) = quota::mount(&quota::image_path(&base, &v.volume_id), &v.path) {
-                eprintln!("lightd: cannot mount volume {}: {e}", v.volume_id);
+                crate::error!("cannot mount volume {}: {e}", v.volume_id);
             }
         }
         Ok(())

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod service;
 pub mod ws;
 
 use std::io::{BufRead, Read, Write};
@@ -103,6 +104,8 @@ pub struct Daemon {
     pub prefix: String,
     /// Set when the test ends, so the watchdog stands down.
     done: Arc<AtomicBool>,
+    /// Environment variables the daemon is started with (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -129,17 +132,27 @@ impl Daemon {
         let prefix = format!("t{}x{n}", std::process::id());
         let done = Arc::new(AtomicBool::new(false));
         watchdog(Arc::clone(&done), dir.0.join("daemon.log"));
-        Daemon { child: None, port: 0, dir, config, prefix, done }
+        Daemon { child: None, port: 0, dir, config, prefix, done, env: Vec::new() }
     }
 
-    /// Starts the binary and waits until it answers; its port is read from its log.
+    /// Starts the binary and waits until it answers; its port is read from its log, or from
+    /// the config when it names one (a `log.level` above `info` hides the listening line).
     pub fn spawn(&mut self) {
         let log_path = self.dir.0.join("daemon.log");
         let before = std::fs::read_to_string(&log_path).map(|s| s.len()).unwrap_or(0);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let configured = std::fs::read(&self.config)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|c| c["server"]["port"].as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0);
         let child = Command::new(bin())
             .arg("--config")
             .arg(&self.config)
+            // Only a test that binds a notification socket gets one, never the runner's own.
+            .env_remove("NOTIFY_SOCKET")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -148,7 +161,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let log = self.log();
-            if let Some(port) = log.get(before..).and_then(listening_port) {
+            if let Some(port) = log.get(before..).and_then(listening_port).or(configured) {
                 self.port = port;
                 if self
                     .try_raw(b"GET /api/v1/public/ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")

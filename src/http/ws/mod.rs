@@ -85,8 +85,8 @@ pub fn upgrade(
         let _slot = slot;
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
             Ok(Ok(ws)) => Session::run(app, hub, ws.into_inner(), access, guard).await,
-            Ok(Err(e)) => eprintln!("lightd: websocket upgrade failed: {e}"),
-            Err(_) => eprintln!("lightd: websocket upgrade did not finish within {UPGRADE_TIMEOUT:?}"),
+            Ok(Err(e)) => crate::info!("websocket upgrade failed: {e}"),
+            Err(_) => crate::info!("websocket upgrade did not finish within {UPGRADE_TIMEOUT:?}"),
         }
     });
     let (parts, _) = resp.into_parts();
