@@ -86,7 +86,7 @@ impl Ctx {
         }
         // serde reads a struct from an array of its fields too (`[null, null]`): only an object is a body.
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::bad_request("request body must be a JSON object"));
+            return Err(ApiError::bad_request("invalid JSON body: the body must be a JSON object"));
         }
         serde_json::from_slice(&bytes).map(Some).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
