@@ -183,7 +183,7 @@ impl PowerState {
 /// A host port published to the same port number inside the container, or, for a server
 /// created in the seed's form (`"ports": {"80": "8080"}`), to `container_port`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct PortBinding {
     pub ip: IpAddr,
     pub port: u16,
@@ -228,7 +228,7 @@ impl PortBinding {
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct Limits {
     /// Bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,6 +237,35 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<f64>,
 }
+
+/// Both are read from a JSON object only: serde's derive also takes an array of the fields
+/// (`"limits": [null, null]`), which no client means.
+macro_rules! object_only {
+    ($($t:ident),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $t::serialize(self, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Object;
+                impl<'de> serde::de::Visitor<'de> for Object {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        write!(f, "an object ({})", stringify!($t))
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<$t, A::Error> {
+                        $t::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                d.deserialize_map(Object)
+            }
+        }
+    )*};
+}
+object_only!(PortBinding, Limits);
 
 /// How the server process last ended.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -295,4 +324,24 @@ impl ContainerRecord {
 
 pub fn docker_name(internal_id: &str) -> String {
     format!("lightd-{internal_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_and_limits_are_objects_only() {
+        let b: PortBinding = serde_json::from_str(r#"{"ip":"0.0.0.0","port":25565}"#).unwrap();
+        assert_eq!(b.protocol, Protocol::Tcp);
+        assert_eq!(serde_json::to_value(b).unwrap(), serde_json::json!({"ip":"0.0.0.0","port":25565,"protocol":"tcp"}));
+        assert!(serde_json::from_str::<PortBinding>(r#"["0.0.0.0", 25565, "tcp"]"#).is_err());
+        let e = serde_json::from_str::<PortBinding>(r#"{"ip":"0.0.0.0","port":1,"x":1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `x`"), "{e}");
+        let l: Limits = serde_json::from_str(r#"{"memory":null,"cpu":1.5}"#).unwrap();
+        assert_eq!(l, Limits { memory: None, cpu: Some(1.5) });
+        assert_eq!(serde_json::to_value(l).unwrap(), serde_json::json!({"cpu": 1.5}));
+        assert!(serde_json::from_str::<Limits>("[null, null]").is_err());
+        assert!(serde_json::from_str::<Limits>("null").is_err());
+    }
 }

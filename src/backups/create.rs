@@ -31,11 +31,11 @@ pub async fn start(
 ) -> Result<Backup> {
     let volume = crate::volumes::find(app, volume_key)?;
     if let Some(n) = &name {
-        if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+        if n.is_empty() || n.chars().count() > 128 || n.chars().any(char::is_control) {
             return Err(bad("name must be 1-128 characters without control characters"));
         }
     }
-    if ignore.len() > 256 || ignore.iter().any(|p| p.len() > 1024) {
+    if ignore.len() > 256 || ignore.iter().any(|p| p.chars().count() > 1024) {
         return Err(bad("ignore takes at most 256 patterns of at most 1024 characters"));
     }
     let busy = claim(app, &volume.volume_id, "start a backup")?;

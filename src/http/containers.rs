@@ -161,6 +161,10 @@ struct ReinstallBody {
 pub async fn reinstall(app: &std::sync::Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let body: Option<ReinstallBody> = ctx.json_opt().await?;
     let (image, script) = body.map_or((None, None), |b| (b.image, b.install_script));
+    // As at create: the script becomes a file the install runs; a NUL would cut it short.
+    if script.as_deref().is_some_and(|s| s.contains('\0')) {
+        return Err(ApiError::bad_request("install_script must not contain NUL"));
+    }
     let id = ctx.param(0).to_string();
     lifecycle::act(app, &id, Action::Reinstall { image, install_script: script }).await?;
     Ok(accepted("Container reinstall started", &id))

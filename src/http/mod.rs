@@ -179,6 +179,7 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
     match route {
         Route::Health => Ok(system::health(app)),
         Route::Ping => Ok(system::ping()),
+        Route::OpenApi => Ok(system::openapi()),
         Route::Metrics => Ok(system::metrics(app, ctx.slot.as_ref().map(|s| s.open_connections()))),
         Route::VolumeList => volumes::list(app).await,
         Route::VolumeCreate => volumes::create(app, ctx).await,

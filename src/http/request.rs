@@ -84,6 +84,10 @@ impl Ctx {
                 "request body must be JSON with Content-Type: application/json",
             ));
         }
+        // serde reads a struct from an array of its fields too (`[null, null]`): only an object is a body.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("invalid JSON body: the body must be a JSON object"));
+        }
         serde_json::from_slice(&bytes).map(Some).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }

@@ -10,6 +10,7 @@ pub enum Route {
     Health,
     Ping,
     Metrics,
+    OpenApi,
     VolumeList,
     VolumeCreate,
     VolumeGet,
@@ -58,6 +59,7 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("GET", "/health", Route::Health),
     ("GET", "/api/v1/public/ping", Route::Ping),
     ("GET", "/metrics", Route::Metrics),
+    ("GET", "/openapi.json", Route::OpenApi),
     ("GET", "/volumes", Route::VolumeList),
     ("POST", "/volumes", Route::VolumeCreate),
     ("GET", "/volumes/:volume_id", Route::VolumeGet),
@@ -110,7 +112,7 @@ const TABLE: &[(&str, &str, Route)] = &[
 impl Route {
     /// Reachable without a token.
     pub fn is_public(self) -> bool {
-        matches!(self, Route::Health | Route::Ping)
+        matches!(self, Route::Health | Route::Ping | Route::OpenApi)
     }
 
     /// Opened with the master token or a temporary one (`?token=`).
@@ -149,6 +151,8 @@ pub enum Miss {
 struct Pattern {
     method: &'static str,
     segments: Vec<&'static str>,
+    /// How many segments are literals (not `:name` captures).
+    literals: usize,
     route: Route,
 }
 
@@ -157,7 +161,11 @@ fn patterns() -> &'static [Pattern] {
     PATTERNS.get_or_init(|| {
         TABLE
             .iter()
-            .map(|&(method, p, route)| Pattern { method, segments: p[1..].split('/').collect(), route })
+            .map(|&(method, p, route)| {
+                let segments: Vec<&str> = p[1..].split('/').collect();
+                let literals = segments.iter().filter(|s| !s.starts_with(':')).count();
+                Pattern { method, segments, literals, route }
+            })
             .collect()
     })
 }
@@ -171,6 +179,10 @@ pub fn resolve(method: &str, path: &str) -> Result<(usize, Route, Vec<String>), 
     };
     let rest = path.strip_prefix('/').ok_or(Miss::NotFound)?;
     let count = rest.bytes().filter(|b| *b == b'/').count() + 1;
+    // Only the matching patterns with the most literal segments count: `/volumes/x/backups/upload`
+    // is the upload route (POST), never a backup named "upload".
+    let mut best = 0;
+    let mut found = None;
     let mut allowed = Vec::new();
     for (index, p) in patterns().iter().enumerate() {
         if p.segments.len() != count {
@@ -180,21 +192,28 @@ pub fn resolve(method: &str, path: &str) -> Result<(usize, Route, Vec<String>), 
             true => !got.is_empty(),
             false => *want == got,
         });
-        if !matched {
+        if !matched || p.literals < best {
             continue;
+        }
+        if p.literals > best {
+            best = p.literals;
+            found = None;
+            allowed.clear();
         }
         if p.method != method {
             allowed.push(p.method);
-            continue;
+        } else if found.is_none() {
+            found = Some((index, p));
         }
-        let params = p.segments.iter().zip(rest.split('/')).filter(|(want, _)| want.starts_with(':'));
-        let decoded = params.map(|(_, got)| percent_decode(got)).collect::<Option<Vec<_>>>();
-        return decoded.map(|d| (index, p.route, d)).ok_or(Miss::BadPath);
     }
-    if allowed.is_empty() {
-        Err(Miss::NotFound)
-    } else {
-        Err(Miss::MethodNotAllowed(allowed))
+    match found {
+        Some((index, p)) => {
+            let params = p.segments.iter().zip(rest.split('/')).filter(|(want, _)| want.starts_with(':'));
+            let decoded = params.map(|(_, got)| percent_decode(got)).collect::<Option<Vec<_>>>();
+            decoded.map(|d| (index, p.route, d)).ok_or(Miss::BadPath)
+        }
+        None if allowed.is_empty() => Err(Miss::NotFound),
+        None => Err(Miss::MethodNotAllowed(allowed)),
     }
 }
 
@@ -233,6 +252,10 @@ mod tests {
         );
         // A literal wins over a capture listed after it.
         assert_eq!(route("GET", "/network/ports/random"), Ok((Route::PortRandom, vec![])));
+        // ... and a literal path takes only its own methods.
+        assert_eq!(route("POST", "/volumes/v/backups/upload"), Ok((Route::BackupUpload, vec!["v".into()])));
+        assert_eq!(route("GET", "/volumes/v/backups/upload"), Err(Miss::MethodNotAllowed(vec!["POST"])));
+        assert_eq!(route("GET", "/volumes/v/backups/b"), Ok((Route::BackupGet, vec!["v".into(), "b".into()])));
         let (index, _, _) = resolve("DELETE", "/auth/tokens").unwrap();
         assert_eq!(routes()[index], ("DELETE", "/auth/tokens"), "the index is the table row");
     }

@@ -1,4 +1,4 @@
-//! `GET /health`, `GET /api/v1/public/ping`, `GET /metrics`.
+//! `GET /health`, `GET /api/v1/public/ping`, `GET /openapi.json`, `GET /metrics`.
 
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
@@ -25,6 +25,13 @@ pub fn health(app: &App) -> Reply {
 
 pub fn ping() -> Reply {
     ok(&json!({ "status": "ok" }))
+}
+
+/// The OpenAPI 3.1 description at the repository root, compiled in.
+pub const OPENAPI: &[u8] = include_bytes!("../../openapi.json");
+
+pub fn openapi() -> Reply {
+    json_bytes(hyper::StatusCode::OK, hyper::body::Bytes::from_static(OPENAPI))
 }
 
 pub fn metrics(app: &App, connections: Option<usize>) -> Reply {

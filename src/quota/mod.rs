@@ -52,11 +52,13 @@ impl Mode {
 }
 
 /// Which kind of failure, so the caller can pick a status code without parsing text
-/// (`TooSmall` 400; `Shrink`, `Exists`, `Busy` 409; the rest 500).
+/// (`TooSmall`, `TooLarge` 400; `Shrink`, `Exists`, `Busy` 409; the rest 500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The size is below [`MIN_BYTES`].
     TooSmall,
+    /// The size is more than the host's file system holds in one file (EFBIG).
+    TooLarge,
     /// A grow to less than the current size (the caller's 409 "below what is used").
     Shrink,
     /// The image already exists, or the directory is already a mount point of something else.
@@ -203,15 +205,29 @@ fn new_image(image: &Path, bytes: u64) -> Result<(), QuotaError> {
     })?;
     file.set_len(bytes).map_err(|e| {
         let _ = fs::remove_file(image);
-        failed("create image", image, e)
+        QuotaError::new(size_kind(&e), "create image", image, e)
     })
 }
 
 /// mkfs, mount, then make the fresh root look like the directory it covers.
 fn format(image: &Path, dir: &Path) -> Result<(), QuotaError> {
     // -m 0: no blocks reserved for root. -b 4096 also for small volumes, which may grow a lot.
+    // meta_bg instead of resize_inode: the reserved group descriptor blocks of resize_inode only
+    // last to about 1024 times the first size (resize2fs fails past them, an 8 MiB volume
+    // grown to 16 GiB), meta_bg places new descriptors as groups are added, online and offline.
     // Lazy init is safe on a fresh sparse file: it reads as zeros already.
-    let args = ["-q", "-F", "-m", "0", "-b", "4096", "-E", "lazy_itable_init=1,lazy_journal_init=1"];
+    let args = [
+        "-q",
+        "-F",
+        "-m",
+        "0",
+        "-b",
+        "4096",
+        "-O",
+        "^resize_inode,meta_bg",
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=1",
+    ];
     let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     args.push(image.as_os_str());
     tool("mkfs.ext4", image, "mkfs.ext4", &args, TIMEOUT)?;
@@ -350,7 +366,17 @@ pub fn grow(image: &Path, dir: &Path, new_bytes: u64) -> Result<(), QuotaError> 
 
 fn extend(image: &Path, bytes: u64) -> Result<(), QuotaError> {
     let file = OpenOptions::new().write(true).open(image).map_err(|e| failed("grow", image, e))?;
-    file.set_len(bytes).map_err(|e| failed("grow", image, e))
+    file.set_len(bytes).map_err(|e| QuotaError::new(size_kind(&e), "grow", image, e))
+}
+
+/// A size the host's file system cannot hold in one file is the caller's mistake, not a failure
+/// (EFBIG; `set_len` past `i64::MAX` is refused before any system call, as invalid input).
+fn size_kind(e: &io::Error) -> Kind {
+    if e.raw_os_error() == Some(libc::EFBIG) || e.kind() == io::ErrorKind::InvalidInput {
+        Kind::TooLarge
+    } else {
+        Kind::Failed
+    }
 }
 
 /// `e2fsck -f -p`: resize2fs wants a freshly checked file system. Exit 1 means fixed, fine.

@@ -163,6 +163,19 @@ fn grows_while_in_use_and_refuses_shrinking() {
     assert!(options.contains("nosuid") && options.contains("nodev"), "{options}");
 }
 
+/// A volume grows far past its first size (resize_inode's reserved descriptors would end at
+/// about 1024 times it).
+#[test]
+fn small_volume_grows_a_thousandfold() {
+    let s = Scratch::new("grow-far");
+    create(&s.image, &s.dir, 8 * MIB).unwrap();
+    fs::write(s.dir.join("keep.txt"), b"kept").unwrap();
+    grow(&s.image, &s.dir, 16 << 30).unwrap();
+    assert_eq!(len(&s.image), 16 << 30);
+    assert!(usage(&s.dir).unwrap().total_bytes > 15 << 30);
+    assert_eq!(fs::read(s.dir.join("keep.txt")).unwrap(), b"kept");
+}
+
 #[test]
 fn unmount_and_mount_keep_the_data() {
     let s = Scratch::new("remount");

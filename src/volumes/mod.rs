@@ -91,19 +91,24 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
     let path = app.config.volumes.base_path.join(&volume_id);
     let image = quota::image_path(&app.config.volumes.base_path, &volume_id);
     let (dir, img) = (path.clone(), image.clone());
-    blocking(move || {
+    let made = blocking(move || {
         DirBuilder::new().recursive(true).mode(0o711).create(dir.parent().unwrap_or(&dir))?;
         DirBuilder::new().mode(0o700).create(&dir)?;
         if quota == Quota::Loop {
             if let Err(e) = quota::create(&img, &dir, size_limit_bytes) {
                 let _ = std::fs::remove_dir(&dir);
-                return Err(std::io::Error::other(e.to_string()));
+                return Ok(Err(e));
             }
         }
-        Ok(())
+        Ok(Ok(()))
     })
     .await
     .map_err(|e| Error::Internal(format!("cannot create volume {}: {e}", path.display())))?;
+    match made {
+        Err(e) if e.kind == quota::Kind::TooLarge => return Err(too_large(size_limit_bytes)),
+        Err(e) => return Err(Error::Internal(format!("cannot create volume {}: {e}", path.display()))),
+        Ok(()) => {}
+    }
     let volume = Volume { volume_id, name, path, size_limit_bytes, quota, created_at: now() };
     let record = volume.clone();
     let saved = app
@@ -124,6 +129,11 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
         return Err(e);
     }
     Ok(volume)
+}
+
+/// A loop volume's image would be larger than the host's file system allows one file to be.
+fn too_large(bytes: u64) -> Error {
+    bad(format!("size_limit {} is more than this host's file system can hold as one volume image", human(bytes)))
 }
 
 /// Removes a volume's image (unmounted first) and directory.
@@ -192,6 +202,7 @@ pub async fn resize(app: &App, key: &str, size_limit: &str) -> Result<VolumeView
         match tokio::task::spawn_blocking(move || quota::grow(&image, &dir, bytes)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) if e.kind == quota::Kind::Busy => return Err(conflict(e.to_string())),
+            Ok(Err(e)) if e.kind == quota::Kind::TooLarge => return Err(too_large(bytes)),
             Ok(Err(e)) => return Err(Error::Internal(e.to_string())),
             Err(e) => return Err(Error::Internal(format!("resize task failed: {e}"))),
         }
