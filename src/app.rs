@@ -101,17 +101,16 @@ impl App {
                 continue;
             }
             seen = now;
-            let changed = match secret::reread(&self.config, self.config_path.as_deref()) {
-                Ok(Some(token)) => self.master.set(token),
-                Ok(None) => false,
-                Err(e) => {
-                    crate::warn!("cannot reread the token: {e}");
-                    false
-                }
-            };
-            if changed {
-                let revoked = crate::tokens::revoke_all(&self).await.unwrap_or(0);
-                crate::info!("the master token changed; {revoked} console token(s) revoked");
+            match secret::reread(&self.config, self.config_path.as_deref()) {
+                Ok(Some(token)) => match crate::tokens::replace_master(&self, token).await {
+                    Ok(Some(revoked)) => {
+                        crate::info!("the master token changed; {revoked} console token(s) revoked")
+                    }
+                    Ok(None) => {}
+                    Err(e) => crate::warn!("the master token changed but console tokens could not be revoked: {e}"),
+                },
+                Ok(None) => {}
+                Err(e) => crate::warn!("cannot reread the token: {e}"),
             }
         }
     }

@@ -14,6 +14,8 @@ pub enum Error {
     NotFound(String),
     /// The request clashes with the current state (409).
     Conflict(String),
+    /// The credentials no longer hold (401).
+    Unauthorized(String),
     /// A limit on how many of something may exist or run was reached (429).
     TooMany(String),
     /// The daemon cannot do it now (shutting down, overloaded) (503).
@@ -35,6 +37,7 @@ impl fmt::Display for Error {
             | Error::NotFound(m)
             | Error::Conflict(m)
             | Error::TooMany(m)
+            | Error::Unauthorized(m)
             | Error::Unavailable(m)
             | Error::Full(m)
             | Error::Internal(m) => f.write_str(m),

@@ -80,7 +80,17 @@ pub fn parse_ttl(s: &str) -> Result<u64> {
 /// Issues a token; a bound container must exist. The table is bounded
 /// (`authorization.max_console_tokens`): expired tokens are purged first, then a full table
 /// refuses.
-pub async fn issue(app: &App, ttl: u64, internal_id: Option<String>, remove_on_use: bool) -> Result<TempToken> {
+///
+/// `headers` are the request's: the master token it was let in with must still be the master
+/// token when the token is recorded, so a token minted with the old master token while it
+/// is being replaced never outlives it.
+pub async fn issue(
+    app: &App,
+    headers: &hyper::HeaderMap,
+    ttl: u64,
+    internal_id: Option<String>,
+    remove_on_use: bool,
+) -> Result<TempToken> {
     if let Some(id) = &internal_id {
         if !ids::valid_internal_id(id) {
             return Err(bad("internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with ."));
@@ -92,6 +102,9 @@ pub async fn issue(app: &App, ttl: u64, internal_id: Option<String>, remove_on_u
     let max = app.config.authorization.max_console_tokens;
     app.store
         .update(|s| {
+            if !crate::http::bearer_matches(headers, &app.master.get()) {
+                return Err(Error::Unauthorized("the master token changed while the token was being issued".into()));
+            }
             if let Some(id) = &record.internal_id {
                 if !s.containers.contains_key(id) {
                     return Err(Error::NotFound("Container not found".into()));
@@ -143,6 +156,21 @@ pub fn still_valid(app: &App, token: &str) -> bool {
 /// `DELETE /auth/tokens`: every console token goes; returns how many there were.
 pub async fn revoke_all(app: &App) -> Result<usize> {
     app.store.update(|s| Ok(std::mem::take(&mut s.tokens).len())).await
+}
+
+/// Makes `token` the master token and revokes every console token in one step (under the
+/// store's lock): no request sees the new master token beside an old console token, and
+/// none mints a console token with the old one after it (see [`issue`]). Returns how many
+/// were revoked, or `None` when the token did not change.
+pub async fn replace_master(app: &App, token: String) -> Result<Option<usize>> {
+    app.store
+        .update(|s| {
+            if !app.master.set(token) {
+                return Ok(None);
+            }
+            Ok(Some(std::mem::take(&mut s.tokens).len()))
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
+pub use auth::bearer_matches;
 use conns::{Conns, Slot};
 use reply::{ApiError, Reply};
 use request::Ctx;

@@ -26,7 +26,7 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
         Some(t) => tokens::parse_ttl(t)?,
         None => tokens::DEFAULT_TTL,
     };
-    let t = tokens::issue(app, ttl, b.internal_id, b.remove_on_use).await?;
+    let t = tokens::issue(app, &ctx.head.headers, ttl, b.internal_id, b.remove_on_use).await?;
     Ok(json(StatusCode::CREATED, &json!({ "token": t.token, "expires_at": t.expires_at })))
 }
 
