@@ -62,10 +62,15 @@ fn fifty_sessions_share_one_attach_stream() {
 
     let r = d.call("POST", &format!("/containers/{id}/detach"), None);
     assert_eq!(r.json(), json!({"message": "Detached", "sessions": 50}));
+    // The newest line once detach has answered: a session still fed live lines would soon go
+    // past it (the counter prints 50 a second), so a detach that leaves sessions open fails
+    // here at once instead of draining forever.
+    let last = number(&logs(&d, &id, "?tail=1")[0]);
     for (i, s) in sessions.iter_mut().enumerate() {
         // Whatever was in flight drains, still in order, then the stream ends.
         while let Line::Text(t) = s.next_line() {
             at[i] = follow(&format!("session {i}"), at[i], &t);
+            assert!(at[i] <= last + 25, "session {i} got line {} after the detach (line {last}) ended it", at[i]);
         }
     }
     wait_for(10, "viewers gone", || (viewers() == Some(0)).then_some(()));

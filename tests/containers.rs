@@ -85,6 +85,7 @@ fn create_installs_then_ready_with_what_was_asked() {
     assert_eq!(host["NetworkMode"], net_id.trim(), "joined by id: never ambiguous");
     assert!(host["SecurityOpt"].as_array().unwrap().contains(&json!("no-new-privileges")));
     assert!(host["PidsLimit"].as_i64().unwrap() > 0);
+    assert_eq!(host["Init"], true, "an init reaps zombies and passes signals on: {host}");
     assert_eq!(info["Config"]["Labels"]["lightd.managed"], "true");
     assert_eq!(info["Config"]["OpenStdin"], true);
     let env: Vec<&str> = info["Config"]["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();

@@ -59,6 +59,7 @@ async fn engine_restart_is_survived() {
     assert_eq!(d.get("/volumes").status, 200, "routes without Docker keep working");
 
     let engine = tokio::task::spawn_blocking(move || {
+        let mut engine = engine;
         engine.start();
         engine
     })

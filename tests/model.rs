@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,7 @@ async fn viewer(
     stop: Arc<AtomicBool>,
     mut power: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
     errors: Arc<Mutex<Vec<String>>>,
+    sent: Arc<AtomicUsize>,
 ) -> Vec<Session> {
     let mut sessions = Vec::new();
     while !stop.load(Ordering::Acquire) {
@@ -131,7 +132,10 @@ async fn viewer(
                 m = tokio::time::timeout(Duration::from_millis(500), ws.next()) => m,
                 a = power.recv() => {
                     if let Some(a) = a {
-                        let _ = ws.send(Message::Text(json!({"event": "power", "args": [a]}).to_string())).await;
+                        let frame = Message::Text(json!({"event": "power", "args": [a]}).to_string());
+                        if ws.send(frame).await.is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     continue;
                 }
@@ -285,6 +289,7 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
     let port = Arc::new(AtomicU16::new(d.port));
     let stop = Arc::new(AtomicBool::new(false));
     let ws_errors = Arc::new(Mutex::new(Vec::new()));
+    let ws_sent = Arc::new(AtomicUsize::new(0));
     let mut power_tx = Vec::new();
     let mut viewers = Vec::new();
     for id in &ids {
@@ -296,6 +301,7 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
             Arc::clone(&stop),
             rx,
             Arc::clone(&ws_errors),
+            Arc::clone(&ws_sent),
         )));
     }
 
@@ -376,7 +382,7 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
             _ => {}
         }
         if batch == engine_restart_at {
-            let engine = engine::Engine::stop();
+            let mut engine = engine::Engine::stop();
             let body = json!({"internal_id": d.id("while-down"), "image": IMAGE, "volume_id": volumes[0],
                               "startup_command": "true"});
             let r = rest(d.port, "POST", "/containers", Some(body)).unwrap();
@@ -415,15 +421,26 @@ fn random_actions_outside_interference_and_restarts_settle_consistently() {
         lines += check_sessions(id, s);
     }
     eprintln!("model (seed {seed}): {outcomes:?}; refusals {refusals:?}; interference {events:?}; {lines} console lines checked");
-    for bad in ws_errors.lock().unwrap().iter() {
-        assert!(!bad.contains("Internal") && !bad.contains("panicked"), "a WebSocket action failed badly: {bad}");
+    // Every `power` frame the viewers sent was a valid action: refused only for the state it
+    // met (never as malformed, never with an internal error), and not every one refused.
+    let ws_errors = ws_errors.lock().unwrap().clone();
+    let ws_sent = ws_sent.load(Ordering::Relaxed);
+    eprintln!("model: {ws_sent} WebSocket power frames sent, {} refused", ws_errors.len());
+    for bad in &ws_errors {
+        assert!(
+            !bad.contains("Internal") && !bad.contains("panicked") && !bad.contains("power takes"),
+            "a WebSocket action failed badly (seed {seed}): {bad}"
+        );
     }
+    assert!(ws_sent > ws_errors.len(), "every WebSocket power frame was refused (seed {seed}): {ws_errors:?}");
     // Teeth: the run really exercised the lifecycle.
     for kind in ["create", "start", "stop", "kill", "restart", "delete", "reinstall", "rebind-network"] {
         let ok =
             outcomes.iter().filter(|((k, s), _)| k == kind && (200..300).contains(s)).map(|(_, n)| n).sum::<usize>();
         assert!(ok > 0, "no {kind} succeeded (seed {seed}): {outcomes:?}");
     }
-    assert!(lines > 1000, "viewers saw {lines} console lines (seed {seed})");
+    // The order checks above had lines to check. (How many depends on how long the servers
+    // happened to run in this seed and on the machine's speed, so the bar is modest.)
+    assert!(lines >= 200, "viewers saw {lines} console lines (seed {seed})");
     assert!(events.iter().any(|e| e == "engine restart"));
 }

@@ -132,15 +132,13 @@ async fn tokens_die_with_their_container_and_with_a_reset() {
 }
 
 /// Thousands of idle connections from one client leave the daemon serving others (the
-/// per-address cap refuses the excess with a 503), and memory comes back when they close.
+/// per-address cap refuses the excess with a 503), and every one is released when they close.
+/// (What memory they cost is measured by the benches, not asserted here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connection_floods_are_capped() {
     let d = Daemon::start();
-    let rss = || d.metric("lightd_process_resident_bytes").unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().unwrap();
-    let idle = rss();
     let mut held = Vec::new();
-    let mut refused = 0;
     for _ in 0..5000 {
         let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
         held.push(s);
@@ -150,15 +148,25 @@ async fn idle_connection_floods_are_capped() {
     let r = d.try_raw(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!(r.status, 503);
     assert!(r.error().contains("max_connections_per_ip"), "{}", r.body);
-    // The excess was answered 503 and closed; the rest stay open.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for s in held.iter_mut() {
-        let mut buf = [0u8; 64];
-        if let Ok(n) = s.try_read(&mut buf) {
-            if buf[..n].starts_with(b"HTTP/1.1 503") {
-                refused += 1;
+    // The excess was answered 503 and closed; the rest stay open. The answers are read as
+    // they arrive (each socket once), until enough came or 8 s passed (idle connections are
+    // closed after 10 s, which would free their slots).
+    let mut answered = vec![false; held.len()];
+    let mut refused = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while refused < 2900 && tokio::time::Instant::now() < until {
+        for (s, done) in held.iter_mut().zip(answered.iter_mut()).filter(|(_, done)| !**done) {
+            let mut buf = [0u8; 64];
+            match s.try_read(&mut buf) {
+                Ok(n) => {
+                    *done = true;
+                    refused += usize::from(buf[..n].starts_with(b"HTTP/1.1 503"));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => *done = true,
             }
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(refused >= 2900, "the per-address cap (2048) refused {refused} of 5000");
     // Another client is served meanwhile.
@@ -171,11 +179,6 @@ async fn idle_connection_floods_are_capped() {
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer)).await.unwrap().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(held);
-    let settled = wait_for(30, "RSS back near idle", || {
-        let now = rss();
-        (now <= idle + 2 * 1024 * 1024).then_some(now)
-    });
-    assert!(settled <= idle + 2 * 1024 * 1024);
     wait_for(10, "only the metrics request itself open", || (d.metric("lightd_connections") == Some(1)).then_some(()));
 }
 
@@ -227,7 +230,8 @@ fn servers_are_confined_to_their_own_powers_and_ports() {
     let probe = d.ready_container(
         "probe",
         &format!(
-            "grep CapEff /proc/self/status; mknod /tmp/disk b 8 0 && echo mknod-ok || echo mknod-refused; \
+            "grep CapEff /proc/self/status; echo \"pid1 $(cat /proc/1/comm)\"; \
+             mknod /tmp/disk b 8 0 && echo mknod-ok || echo mknod-refused; \
              if nc -w 3 {ip} 9999 </dev/null | grep -q secret; then echo reached; else echo blocked; fi; sleep 1000"
         ),
         json!({}),
@@ -242,6 +246,8 @@ fn servers_are_confined_to_their_own_powers_and_ports() {
     const NET_RAW: u64 = 1 << 13;
     const SYS_ADMIN: u64 = 1 << 21;
     assert_eq!(cap & (MKNOD | NET_RAW | SYS_ADMIN), 0, "CapEff {cap:x}");
+    // Init: the server is not PID 1; Docker's init is, reaping zombies and passing signals on.
+    d.wait_line(&probe, "pid1 docker-init");
     d.wait_line(&probe, "mknod-refused");
     d.wait_line(&probe, "blocked");
     // Defaults from containers.default_limits when a create gives none.
@@ -249,6 +255,7 @@ fn servers_are_confined_to_their_own_powers_and_ports() {
     assert_eq!(host["Memory"], 2u64 << 30);
     assert_eq!(host["NanoCpus"], 1_000_000_000u64);
     assert_eq!(host["CapDrop"], json!(["ALL"]));
+    assert_eq!(host["Init"], true);
 }
 
 /// The size of a volume counts its own bytes only, whatever symlink a server swaps in while

@@ -74,6 +74,29 @@ fn every_other_route_needs_the_token() {
     }
 }
 
+/// The test client's own HTTP reader: a malformed or cut chunked body is an error, never a
+/// shorter body that a check could take for the whole answer.
+#[test]
+fn the_test_client_refuses_a_malformed_chunked_body() {
+    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let parse = |body: &str| parse_response(format!("{head}{body}").as_bytes());
+    let ok = parse("3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n").expect("a well-formed body");
+    assert_eq!(ok.body, "abcde");
+    for (bad, what) in [
+        ("3\r\nabc\r\nzz\r\nde\r\n0\r\n\r\n", "a chunk size that is not hex"),
+        ("3\r\nabc\r\n\r\nde\r\n0\r\n\r\n", "an empty chunk size"),
+        ("3\r\nabc\r\n9\r\nde\r\n0\r\n\r\n", "a chunk shorter than its size"),
+        ("3\r\nabcd\r\n0\r\n\r\n", "a chunk longer than its size"),
+        ("3\r\nabc\r\n", "no last chunk (the stream was cut)"),
+        ("3\r\nab", "cut inside a chunk"),
+    ] {
+        match parse(bad) {
+            Err(e) => assert!(e.to_string().contains("bad chunked body"), "{what}: {e}"),
+            Ok(r) => panic!("{what}: parsed as the body {:?}", r.body),
+        }
+    }
+}
+
 #[test]
 fn accept_header_rules() {
     let d = Daemon::start();

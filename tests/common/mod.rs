@@ -32,38 +32,136 @@ impl TempDir {
         let p = std::env::temp_dir().join(format!("lightd-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
+        live().dirs.push(p.clone());
         TempDir(p)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        unmount_under(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
+        remove_tree(&self.0);
+        live().dirs.retain(|d| d != &self.0);
     }
+}
+
+/// Whatever a test process has made that must not outlive it: temp dirs (with the state file
+/// naming the instance whose containers are to go) and daemon processes. A test that runs past
+/// its deadline ends the process without unwinding; the watchdog leaves this list to a cleanup
+/// that runs once the process is gone.
+#[derive(Default)]
+struct Live {
+    dirs: Vec<PathBuf>,
+    pids: Vec<u32>,
+}
+
+fn live() -> std::sync::MutexGuard<'static, Live> {
+    static LIVE: std::sync::Mutex<Live> = std::sync::Mutex::new(Live { dirs: Vec::new(), pids: Vec::new() });
+    LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes `dir` after unmounting what is mounted below it.
+fn remove_tree(dir: &Path) {
+    unmount_under(dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The mount points below `dir`, deepest first.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<String> =
+        info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).map(String::from).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points
+}
+
+/// For a test process about to exit without unwinding (past its deadline): a detached shell
+/// that waits until this process is gone, then kills every daemon it started, removes their
+/// containers, unmounts and removes every temp dir. It runs after the exit, so nothing the
+/// cleanup does (a daemon's socket closing) can let the overdue test finish and pass first.
+fn clean_up_after_exit() {
+    let Live { dirs, pids } = std::mem::take(&mut *live());
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut script = format!("while kill -0 {} 2>/dev/null; do sleep 0.05; done\n", std::process::id());
+    for pid in pids {
+        script.push_str(&format!("kill -9 {pid} 2>/dev/null\n"));
+    }
+    for dir in &dirs {
+        let instance = std::fs::read(dir.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["instance"].as_str().map(String::from));
+        if let Some(i) = instance {
+            let filter = quote(&format!("label=lightd.instance={i}"));
+            script.push_str(&format!(
+                "ids=$(docker ps -aq --filter {filter}); [ -z \"$ids\" ] || docker rm -f $ids >/dev/null 2>&1\n"
+            ));
+        }
+    }
+    for dir in &dirs {
+        for m in mounts_under(dir) {
+            script.push_str(&format!("umount -l {} 2>/dev/null\n", quote(&m)));
+        }
+        script.push_str(&format!("rm -rf {}\n", quote(&dir.display().to_string())));
+    }
+    use std::os::unix::process::CommandExt;
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
 }
 
 /// Unmounts every mount point below `dir` (volume images), deepest first.
 pub fn unmount_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
-    let prefix = format!("{}/", dir.display());
-    let mut points: Vec<&str> =
-        info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = Command::new("umount").args(["-l", p]).status();
+    for p in mounts_under(dir) {
+        let _ = Command::new("umount").args(["-l", &p]).status();
     }
 }
 
 /// Host ports for containers to publish: a block of its own per test process, outside the
-/// kernel's ephemeral range, so nothing else takes them between allocation and use.
+/// kernel's ephemeral range, so nothing else takes them between allocation and use. The block
+/// is held with a lock file for the life of the process, so two test processes running at the
+/// same time (two checkouts, two binaries) never share one; no port is probed and then used.
 pub fn ports(n: u16) -> Vec<u16> {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     const BLOCK: u16 = 300;
-    let base = 12_000 + (std::process::id() % 60) as u16 * BLOCK;
+    let base = 12_000 + port_block() * BLOCK;
     let first = NEXT.fetch_add(n, Ordering::Relaxed);
     assert!(first + n <= BLOCK, "this test process used more than {BLOCK} ports");
     (first..first + n).map(|i| base + i).collect()
+}
+
+/// The index (0..60) of the port block this process holds, taken on first use: the first free
+/// one from `pid % 60` on, held by an exclusive `flock` on `/tmp/lightd-test-ports/<i>.lock`
+/// (released by the kernel when the process ends, however it ends).
+fn port_block() -> u16 {
+    static BLOCK: std::sync::OnceLock<(u16, std::fs::File)> = std::sync::OnceLock::new();
+    const BLOCKS: u16 = 60;
+    BLOCK
+        .get_or_init(|| {
+            use std::os::fd::AsRawFd;
+            let dir = Path::new("/tmp/lightd-test-ports");
+            std::fs::create_dir_all(dir).expect("the port lock directory");
+            let start = (std::process::id() % u32::from(BLOCKS)) as u16;
+            for k in 0..BLOCKS {
+                let i = (start + k) % BLOCKS;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(format!("{i}.lock")))
+                    .expect("a port lock file");
+                // SAFETY: flock on a file descriptor this function owns.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                    return (i, file);
+                }
+            }
+            panic!("all {BLOCKS} port blocks are held by other test processes");
+        })
+        .0
 }
 
 pub fn port() -> u16 {
@@ -89,9 +187,11 @@ pub fn config_for(dir: &Path) -> Value {
 }
 
 /// Seconds a test may run before the whole test process is stopped with a report
-/// (`LIGHTD_TEST_DEADLINE` changes it).
-fn deadline_secs() -> u64 {
-    std::env::var("LIGHTD_TEST_DEADLINE").ok().and_then(|s| s.parse().ok()).unwrap_or(600)
+/// (`LIGHTD_TEST_DEADLINE` changes it). Only tests have a deadline by default: the bench
+/// programs share this file (built without `cfg(test)`) and a soak runs as long as it is told.
+fn deadline_secs() -> Option<u64> {
+    let set = std::env::var("LIGHTD_TEST_DEADLINE").ok().and_then(|s| s.parse().ok());
+    set.or(cfg!(test).then_some(600))
 }
 
 /// A running daemon; killed on drop, and everything it made on the engine removed.
@@ -157,6 +257,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start lightd");
+        live().pids.push(child.id());
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -185,6 +286,7 @@ impl Daemon {
     /// SIGTERM and wait: the graceful path. The daemon must exit 0 within 15 s.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _gone = Forget(c.id());
             signal(c.id(), "TERM");
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
@@ -206,6 +308,7 @@ impl Daemon {
 
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _gone = Forget(c.id());
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -358,6 +461,15 @@ impl Daemon {
     }
 }
 
+/// Takes a daemon's pid off the list of processes to kill once it has been reaped.
+struct Forget(u32);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        live().pids.retain(|p| *p != self.0);
+    }
+}
+
 /// The port in the daemon's "listening on 127.0.0.1:PORT" line.
 fn listening_port(log: &str) -> Option<u16> {
     let rest = log.split("listening on ").nth(1)?;
@@ -394,7 +506,7 @@ impl Daemon {
 /// test fails loudly instead of hanging the suite.
 fn watchdog(done: Arc<AtomicBool>, log: PathBuf) {
     let name = std::thread::current().name().unwrap_or("a test").to_string();
-    let secs = deadline_secs();
+    let Some(secs) = deadline_secs() else { return };
     std::thread::spawn(move || {
         let until = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < until {
@@ -405,7 +517,12 @@ fn watchdog(done: Arc<AtomicBool>, log: PathBuf) {
         }
         let tail: String =
             std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(40).collect::<Vec<_>>().join("\n");
-        eprintln!("\n{name} ran past its {secs} s deadline; daemon log (newest first):\n{tail}");
+        // Straight to the stderr handle: `eprintln!` in a thread spawned by a test is captured
+        // with the test's output, which is never shown when the process exits here.
+        let _ =
+            writeln!(std::io::stderr(), "\n{name} ran past its {secs} s deadline; daemon log (newest first):\n{tail}");
+        // Exiting skips every Drop: what the daemons made is removed once this process is gone.
+        clean_up_after_exit();
         std::process::exit(101);
     });
 }
