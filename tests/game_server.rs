@@ -158,8 +158,9 @@ async fn an_operators_day_with_freeciv() {
     // Killed from inside: the crash policy starts it again.
     assert_eq!(d.act(&id, "start"), 202);
     d.wait_state(&id, "running", 60);
+    // Detached: the exec dies with the container it kills, so only its start can be checked.
     let killed = Command::new("docker")
-        .args(["exec", &format!("lightd-{id}"), "sh", "-c"])
+        .args(["exec", "-d", &format!("lightd-{id}"), "sh", "-c"])
         .arg("for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = freeciv-server ] && kill -9 ${p#/proc/}; done; true")
         .status()
         .unwrap();

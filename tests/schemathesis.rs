@@ -195,6 +195,13 @@ fn schemathesis_findings_stay_fixed() {
     let r = d.call("POST", &format!("/containers/{id}/reinstall"), Some(json!({"install_script": "echo a\u{0}b"})));
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.error().contains("NUL"), "{}", r.body);
+    // Only JSON's whitespace is an empty body: a form feed is not JSON, so no reinstall starts.
+    let req = format!(
+        "POST /containers/{id}/reinstall HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1\r\n\r\n\x0c"
+    );
+    let r = d.try_raw(req.as_bytes()).unwrap();
+    assert_eq!(r.status, 400, "a form feed body: {}", r.body);
     // `/volumes/v/backups/upload` is the upload route only, not a backup named "upload".
     for method in ["GET", "DELETE"] {
         let r = d.call(method, &format!("/volumes/{vol}/backups/upload"), None);

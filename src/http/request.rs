@@ -75,7 +75,8 @@ impl Ctx {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Err(e) => return Err(ApiError::bad_request(format!("could not read request body: {e}"))),
         };
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Only JSON's own whitespace makes an empty body (a form feed is not JSON at all).
+        if bytes.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
             return Ok(None);
         }
         if !is_json(self.head.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
