@@ -42,8 +42,6 @@ pub struct App {
     pub started: Instant,
     /// `GET /containers` as serialized at a state version (see `http::containers::list`).
     pub list_cache: Mutex<Option<(u64, Bytes)>>,
-    /// `GET /containers/:id` by id, as serialized at (state version, install events).
-    pub record_cache: Mutex<std::collections::HashMap<String, (u64, u64, Bytes)>>,
 }
 
 impl App {
@@ -76,7 +74,6 @@ impl App {
             tasks: Tasks::default(),
             started: Instant::now(),
             list_cache: Mutex::new(None),
-            record_cache: Mutex::new(Default::default()),
         })
     }
 

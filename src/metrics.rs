@@ -2,7 +2,7 @@
 //! Every cell is an atomic in a fixed table, so counting costs no lock on the request path.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Statuses counted one by one; anything else is counted under its class (`2xx`...).
@@ -53,20 +53,20 @@ impl Histogram {
         self.count.fetch_add(local.count, Relaxed);
     }
 
+    /// Adds this histogram's counts to `into` (bucket by bucket, then sum and count).
+    fn add_to(&self, into: &mut LocalHistogram) {
+        for (sum, n) in into.buckets.iter_mut().zip(self.buckets.iter()) {
+            *sum += n.load(Relaxed);
+        }
+        into.sum_nanos += self.sum_nanos.load(Relaxed);
+        into.count += self.count.load(Relaxed);
+    }
+
     /// Appends the `_bucket`, `_sum` and `_count` samples of `name` with `labels`.
     fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (b, n) in self.bounds.iter().zip(self.buckets.iter()) {
-            cumulative += n.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {count}");
+        let mut all = LocalHistogram::new(self.bounds);
+        self.add_to(&mut all);
+        all.render(out, name, labels);
     }
 
     /// The quantile `q` (0-1) estimated from the buckets (the upper bound of its bucket).
@@ -118,27 +118,66 @@ impl LocalHistogram {
         self.sum_nanos = 0;
         self.count = 0;
     }
+
+    /// Appends the `_bucket`, `_sum` and `_count` samples of `name` with `labels`.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (b, n) in self.bounds.iter().zip(self.buckets.iter()) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let sum = self.sum_nanos as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
 }
 
 /// Process-wide counters: requests by route (method and pattern) and status, their latency,
 /// console delivery latency.
+///
+/// Request counters are kept in shards, a thread always counting into the same one: two
+/// cores counting requests never write the same memory, so counting costs no cache-line
+/// traffic between them. `/metrics` sums the shards.
 pub struct Metrics {
     routes: Vec<(&'static str, &'static str)>,
-    http: Box<[AtomicU64]>,
-    latency: Box<[Histogram]>,
+    shards: Box<[Shard]>,
     /// Ring push to socket write complete, for every console line every viewer got.
     pub delivery: Histogram,
     events_stream: AtomicBool,
+}
+
+/// One shard of the request counters: a cell per (route, status) and a histogram per route.
+struct Shard {
+    http: Box<[AtomicU64]>,
+    latency: Box<[Histogram]>,
+}
+
+/// Shards: enough that the runtime's worker threads rarely share one.
+const SHARDS: usize = 8;
+
+thread_local! {
+    /// This thread's shard, handed out round-robin.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Relaxed) % SHARDS
+    };
 }
 
 impl Metrics {
     /// Counters for requests to `routes` (by index); one more row counts unmatched paths.
     pub fn new(routes: Vec<(&'static str, &'static str)>) -> Metrics {
         let rows = routes.len() + 1;
-        Metrics {
-            routes,
+        let shard = || Shard {
             http: (0..rows * COLUMNS).map(|_| AtomicU64::new(0)).collect(),
             latency: (0..rows).map(|_| Histogram::new(&HTTP_BUCKETS)).collect(),
+        };
+        Metrics {
+            routes,
+            shards: (0..SHARDS).map(|_| shard()).collect(),
             delivery: Histogram::new(&DELIVERY_BUCKETS),
             events_stream: AtomicBool::new(false),
         }
@@ -151,8 +190,9 @@ impl Metrics {
             .iter()
             .position(|s| *s == status)
             .unwrap_or_else(|| STATUSES.len() + (usize::from(status / 100).clamp(1, 5) - 1));
-        self.http[row * COLUMNS + col].fetch_add(1, Relaxed);
-        self.latency[row].observe(took);
+        let shard = &self.shards[SHARD.with(|s| *s)];
+        shard.http[row * COLUMNS + col].fetch_add(1, Relaxed);
+        shard.latency[row].observe(took);
     }
 
     pub fn set_events_stream(&self, open: bool) {
@@ -172,8 +212,9 @@ impl Metrics {
     pub fn render_http(&self, out: &mut String) {
         out.push_str("# HELP lightd_http_requests_total HTTP requests answered, by method, route and status.\n");
         out.push_str("# TYPE lightd_http_requests_total counter\n");
-        for (i, cell) in self.http.iter().enumerate() {
-            let n = cell.load(Relaxed);
+        let cells = self.shards[0].http.len();
+        for i in 0..cells {
+            let n: u64 = self.shards.iter().map(|s| s.http[i].load(Relaxed)).sum();
             if n == 0 {
                 continue;
             }
@@ -186,9 +227,11 @@ impl Metrics {
         }
         out.push_str("# HELP lightd_http_request_duration_seconds Time to answer a request (to the response head).\n");
         out.push_str("# TYPE lightd_http_request_duration_seconds histogram\n");
-        for (row, h) in self.latency.iter().enumerate() {
-            if h.count.load(Relaxed) > 0 {
-                h.render(out, "lightd_http_request_duration_seconds", &self.row_labels(row));
+        for row in 0..self.shards[0].latency.len() {
+            let mut all = LocalHistogram::new(&HTTP_BUCKETS);
+            self.shards.iter().for_each(|s| s.latency[row].add_to(&mut all));
+            if all.count > 0 {
+                all.render(out, "lightd_http_request_duration_seconds", &self.row_labels(row));
             }
         }
         out.push_str("# HELP lightd_console_delivery_seconds Console line delivery: ring push to socket write done.\n");

@@ -3,7 +3,9 @@
 //! operator's; otherwise lightd generates one into a file of its own beside the state file
 //! (mode 0600), so a checkout's tracked `config.json` never receives a secret.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -63,17 +65,45 @@ fn write_new(config: &Config, config_path: Option<&Path>) -> Result<String, Conf
 }
 
 /// The master token of a running daemon, replaced when its source changes.
+///
+/// Every request checks it, so reading it must not write shared memory: each thread keeps
+/// its own copy, tagged with the generation it was read at, and only rereads the shared one
+/// after a change (one plain atomic load per check otherwise).
 pub struct Master {
     token: RwLock<Arc<str>>,
+    generation: AtomicU64,
+}
+
+thread_local! {
+    /// (which `Master`, its generation, its token) as this thread last read it.
+    static SEEN: RefCell<Option<(usize, u64, Arc<str>)>> = const { RefCell::new(None) };
 }
 
 impl Master {
     pub fn new(token: String) -> Master {
-        Master { token: RwLock::new(token.into()) }
+        Master { token: RwLock::new(token.into()), generation: AtomicU64::new(0) }
     }
 
     pub fn get(&self) -> Arc<str> {
         Arc::clone(&self.token.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Calls `f` with the current token, from this thread's copy while it is current.
+    pub fn with<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        let me = self as *const Master as usize;
+        let generation = self.generation.load(Acquire);
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            match &*seen {
+                Some((m, g, token)) if *m == me && *g == generation => f(token),
+                _ => {
+                    let token = self.get();
+                    let out = f(&token);
+                    *seen = Some((me, generation, token));
+                    out
+                }
+            }
+        })
     }
 
     /// Sets `token`; returns whether it changed.
@@ -83,6 +113,8 @@ impl Master {
             return false;
         }
         *t = token.into();
+        // After the token: a reader that sees the new generation reads the new token.
+        self.generation.fetch_add(1, Release);
         true
     }
 }
@@ -112,6 +144,20 @@ pub fn reread(config: &Config, config_path: Option<&Path>) -> Result<Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_thread_sees_a_new_master_token_at_once() {
+        let (a, b) = (Master::new("lightd_aaaaaaaaaaaaaaaa".into()), Master::new("lightd_bbbbbbbbbbbbbbbb".into()));
+        // Two masters on one thread: each its own token, never the other's cached copy.
+        assert_eq!(a.with(str::to_string), "lightd_aaaaaaaaaaaaaaaa");
+        assert_eq!(b.with(str::to_string), "lightd_bbbbbbbbbbbbbbbb");
+        assert!(!a.set("lightd_aaaaaaaaaaaaaaaa".into()), "the same token is no change");
+        assert!(a.set("lightd_cccccccccccccccc".into()));
+        assert_eq!(a.with(str::to_string), "lightd_cccccccccccccccc");
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(a.with(str::to_string), "lightd_cccccccccccccccc"));
+        });
+    }
 
     #[test]
     fn generated_into_the_token_file_and_reset_there() {

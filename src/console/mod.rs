@@ -90,8 +90,6 @@ pub struct Hub {
     pub wake: Notify,
     events: broadcast::Sender<Event>,
     install_events: Mutex<Vec<Lifecycle>>,
-    /// Bumped with every lifecycle event (answers that show the events are cached by it).
-    install_generation: AtomicU64,
     pub stdin: tokio::sync::Mutex<Option<Stdin>>,
     pump: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub attach_open: AtomicBool,
@@ -116,6 +114,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Bumped whenever any container's install events change: caches of container views check
+/// it with one load instead of finding the container's hub.
+static INSTALL_CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times install events changed, over all containers.
+pub fn install_changes() -> u64 {
+    INSTALL_CHANGES.load(Acquire)
+}
+
 impl Hub {
     fn new(id: &str, ring_size: (usize, usize)) -> Hub {
         Hub {
@@ -126,7 +133,6 @@ impl Hub {
             wake: Notify::new(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             install_events: Mutex::new(Vec::new()),
-            install_generation: AtomicU64::new(0),
             stdin: tokio::sync::Mutex::new(None),
             pump: Mutex::new(None),
             attach_open: AtomicBool::new(false),
@@ -178,7 +184,7 @@ impl Hub {
     /// Publishes to whoever listens now; nobody listening is fine.
     pub fn publish(&self, event: Event) {
         if let Event::Lifecycle(l) = &event {
-            self.install_generation.fetch_add(1, AcqRel);
+            INSTALL_CHANGES.fetch_add(1, AcqRel);
             let mut log = lock(&self.install_events);
             if *l == Lifecycle::Started {
                 log.clear();
@@ -194,10 +200,6 @@ impl Hub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
-    }
-
-    pub fn install_generation(&self) -> u64 {
-        self.install_generation.load(Acquire)
     }
 
     pub fn install_events(&self) -> Vec<&'static str> {

@@ -119,31 +119,38 @@ pub fn list(app: &App) -> Reply {
     json_bytes(StatusCode::OK, body)
 }
 
-/// `GET /containers/:id`: serialized once per (state version, install events) and shared
-/// until either changes, like the list.
+/// `GET /containers/:id`: serialized once per (state version, install events) and kept until
+/// either changes, like the list.
 pub fn get(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    let hub = app.hubs.peek(id);
-    let generation = hub.as_ref().map_or(0, |h| h.install_generation());
+    // Each thread keeps its own copies, so a hit writes no memory another core reads.
+    let changes = crate::console::install_changes();
     let version = app.store.version();
-    if let Some((v, g, bytes)) = app.record_cache.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-        if (*v, *g) == (version, generation) {
-            return Ok(json_bytes(StatusCode::OK, bytes.clone()));
-        }
+    let hit = VIEWS.with(|v| v.borrow().get(id).filter(|e| (e.0, e.1) == (version, changes)).map(|e| e.2.clone()));
+    if let Some(bytes) = hit {
+        return Ok(json_bytes(StatusCode::OK, bytes));
     }
     let (version, record) = app.store.read_versioned(|s| s.containers.get(id).cloned());
     let record = match record {
         Some(r) => r,
         None => return Err(lifecycle::record(app, id).err().unwrap_or_else(lifecycle::not_found).into()),
     };
-    let install_events = hub.map(|h| h.install_events()).unwrap_or_default();
+    let install_events = app.hubs.peek(id).map(|h| h.install_events()).unwrap_or_default();
     let bytes = Bytes::from(serde_json::to_vec(&View { record: &record, install_events }).unwrap_or_default());
-    let mut cache = app.record_cache.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() > 4 * app.config.containers.max_containers {
-        cache.clear();
-    }
-    cache.insert(id.to_string(), (version, generation, bytes.clone()));
+    VIEWS.with(|v| {
+        let mut v = v.borrow_mut();
+        if v.len() > 4 * app.config.containers.max_containers {
+            v.clear();
+        }
+        v.insert(id.to_string(), (version, changes, bytes.clone()));
+    });
     Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+thread_local! {
+    /// `GET /containers/:id` answers by id, as serialized at (state version, install changes).
+    static VIEWS: std::cell::RefCell<std::collections::HashMap<String, (u64, u64, Bytes)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 pub async fn delete(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {

@@ -47,6 +47,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` resolves, then lets open connections finish (bounded).
 pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    // The app lives as long as the process; requests borrow it for good instead of each
+    // counting a reference on a shared counter (which two cores would pass back and forth).
+    let app: &'static Arc<App> = Box::leak(Box::new(app));
     // Each connection holds a receiver; `closed()` resolves when the last one is gone.
     let (stop, stopped) = watch::channel(false);
     let conns = Conns::new(app.config.server.max_connections, app.config.server.max_connections_per_ip);
@@ -73,10 +76,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             }
         };
         let _ = stream.set_nodelay(true);
-        let app = Arc::clone(&app);
         let service = service_fn(move |req: Request<Incoming>| {
             // The slot follows the request, so a console session it becomes keeps it taken.
-            let (app, slot) = (Arc::clone(&app), Arc::clone(&slot));
+            let slot = Arc::clone(&slot);
             async move { Ok::<_, Infallible>(handle(app, req, slot).await) }
         });
         let conn = http1::Builder::new()
@@ -115,7 +117,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 }
 
 /// Routes one request, counts it, and turns any error into its JSON reply.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, slot: Arc<Slot>) -> Reply {
+pub async fn handle(app: &'static Arc<App>, req: Request<Incoming>, slot: Arc<Slot>) -> Reply {
     let started = std::time::Instant::now();
     let (head, body) = req.into_parts();
     // The request line for the debug log (the path only: a query may hold a console token).
@@ -124,7 +126,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, slot: Arc<Slot>) -> R
     let (label, reply) = match router::resolve(head.method.as_str(), head.uri.path()) {
         Ok((index, route, params)) => {
             let ctx = Ctx { head, body: Some(body), params, slot: Some(slot) };
-            let reply = dispatch(&app, route, ctx).await.unwrap_or_else(ApiError::into_reply);
+            let reply = dispatch(app, route, ctx).await.unwrap_or_else(ApiError::into_reply);
             (Some(index), reply)
         }
         Err(miss) => (None, miss_error(miss).into_reply()),
@@ -156,7 +158,7 @@ fn miss_error(miss: Miss) -> ApiError {
 async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
     let access =
         if route.is_console() { Some(tokens::authorize_console(app, &ctx, route == Route::Ws).await?) } else { None };
-    if access.is_none() && !route.is_public() && !auth::bearer_matches(&ctx.head.headers, &app.master.get()) {
+    if access.is_none() && !route.is_public() && !app.master.with(|t| auth::bearer_matches(&ctx.head.headers, t)) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Missing or invalid token (send Authorization: Bearer lightd_...; lightd --token what shows it)",
