@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every benchmark, each printing its figures beside a baseline measured in the same run and
 # writing them to BENCHMARKS.md: REST (wrk), console (fan-out, tail-on-connect, memory,
-# streams), footprint. Run on an otherwise idle machine: the figures are only as quiet as it.
+# streams), volume data (upload, download, backup, restore), a real game server (freeciv),
+# footprint. Run on an otherwise idle machine: the figures are only as quiet as it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ulimit -n "$(ulimit -Hn)"
-cargo bench --bench rest --bench console --bench footprint
+cargo bench --bench rest --bench console --bench data --bench game --bench footprint

@@ -378,6 +378,16 @@ fn twenty_concurrent_creates_all_reach_ready() {
                 let r = d.call("POST", "/containers", Some(body));
                 assert_eq!(r.status, 202, "{}", r.body);
             });
+            // Whoever sees the record can act on it at once: the action reaches its
+            // supervisor (409 while installing), never a 404.
+            s.spawn(move || {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while d.get(&format!("/containers/{id}")).status != 200 {
+                    assert!(std::time::Instant::now() < deadline, "{id} never appeared");
+                }
+                let r = d.call("POST", &format!("/containers/{id}/kill"), None);
+                assert_eq!(r.status, 409, "kill right after the record appeared: {}", r.body);
+            });
         }
     });
     for id in &ids {

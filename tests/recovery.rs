@@ -127,6 +127,32 @@ fn exits_and_removals_while_down_are_recorded() {
     assert_eq!(d.wait_installed(&removed, 120)["install_state"], "ready");
 }
 
+/// A container removed by hand while a job runs (here: under its own install script) is
+/// noticed when the job ends: the record says it vanished, and a start answers 409 saying
+/// how to recover (it used to record `ready` with the removed container, and the next start
+/// got Docker's 404 as a 500).
+#[test]
+fn a_removal_during_an_install_is_recorded_when_it_ends() {
+    require_docker();
+    let d = Daemon::start();
+    let id = d.create_container("rm-install", "sleep 100", json!({"install_script": "sleep 2"}));
+    let name = format!("lightd-{id}");
+    wait_for(20, "the server's container to be made", || inspect(&name));
+    assert_eq!(d.record(&id)["install_state"], "installing");
+    docker(&["rm", "-f", &name]);
+    let v = d.wait_installed(&id, 60);
+    assert_eq!(v["install_state"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("vanished"), "{v}");
+    assert_eq!(v["container_id"], Value::Null);
+    let r = d.call("POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.error().contains("reinstall"), "{}", r.body);
+    assert_eq!(d.call("POST", &format!("/containers/{id}/reinstall"), None).status, 202);
+    assert_eq!(d.wait_installed(&id, 60)["install_state"], "ready");
+    assert_eq!(d.act(&id, "start"), 202);
+    d.wait_state(&id, "running", 20);
+}
+
 #[test]
 fn the_port_pool_is_made_to_match_the_records() {
     require_docker();

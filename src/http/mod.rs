@@ -156,14 +156,32 @@ fn miss_error(miss: Miss) -> ApiError {
 }
 
 async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
-    let access =
-        if route.is_console() { Some(tokens::authorize_console(app, &ctx, route == Route::Ws).await?) } else { None };
-    if access.is_none() && !route.is_public() && !app.master.with(|t| auth::bearer_matches(&ctx.head.headers, t)) {
+    if route.is_console() {
+        return Box::pin(answer(app, route, ctx)).await;
+    }
+    if !route.is_public() && !app.master.with(|t| auth::bearer_matches(&ctx.head.headers, t)) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Missing or invalid token (send Authorization: Bearer lightd_...; lightd --token what shows it)",
         ));
     }
+    acceptable(route, &ctx)?;
+    // The routes a panel polls are answered right here. Every other route's future is boxed,
+    // so a request's future stays small: hyper moves it around, and the biggest handler's
+    // state would otherwise be copied for every `/health`.
+    match route {
+        Route::Health => Ok(system::health(app)),
+        Route::Ping => Ok(system::ping()),
+        Route::OpenApi => Ok(system::openapi()),
+        Route::Metrics => Ok(system::metrics(app, ctx.slot.as_ref().map(|s| s.open_connections()))),
+        Route::ContainerList => Ok(containers::list(app)),
+        Route::ContainerGet => containers::get(app, &ctx),
+        _ => Box::pin(answer(app, route, ctx)).await,
+    }
+}
+
+/// Whether the client takes what `route` answers with.
+fn acceptable(route: Route, ctx: &Ctx) -> Result<(), ApiError> {
     let extra: &[&str] = match route {
         Route::Metrics => &["text/plain", "application/openmetrics-text"],
         Route::ContainerAttach => &["text/plain"],
@@ -179,6 +197,20 @@ async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiEr
             "lightd answers with Application/vnd.pkglatv1+json or application/json",
         ));
     }
+    Ok(())
+}
+
+/// Every route past the quick ones; consoles authorize here (the master token, or a console
+/// token, or the WebSocket's first frame).
+async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
+    let access = match route.is_console() {
+        true => {
+            let access = tokens::authorize_console(app, &ctx, route == Route::Ws).await?;
+            acceptable(route, &ctx)?;
+            Some(access)
+        }
+        false => None,
+    };
     match route {
         Route::Health => Ok(system::health(app)),
         Route::Ping => Ok(system::ping()),

@@ -86,6 +86,15 @@ impl Supervisor {
         let Some(super::supervisor::Job { kind: JobKind::Install { start_after }, .. }) = self.job.take() else {
             return;
         };
+        // A container was removed while the job ran: if it was the one just made, the
+        // install failed (recorded as vanished, never as `ready`).
+        let outcome = match outcome {
+            Ok(cid) if std::mem::take(&mut self.gone_pending) => match self.app.docker.inspect_container(&cid).await {
+                Err(e) if e.is_not_found() => Err((super::power::VANISHED.to_string(), None)),
+                _ => Ok(cid),
+            },
+            other => other,
+        };
         match outcome {
             Ok(cid) => {
                 // Events first, then the record: whoever sees `ready` also finds the event.

@@ -71,6 +71,17 @@ impl Supervisors {
         }
     }
 
+    /// Takes `id` for a supervisor about to start: `false` when one has it (the record
+    /// exists, or is still being deleted).
+    fn reserve(&self, id: &str, tx: &mpsc::UnboundedSender<Msg>) -> bool {
+        let mut map = self.lock();
+        if map.contains_key(id) {
+            return false;
+        }
+        map.insert(id.to_string(), tx.clone());
+        true
+    }
+
     /// Drops the entry of a supervisor that ended (unless a newer one took the id).
     pub(crate) fn forget(&self, id: &str, tx: &mpsc::UnboundedSender<Msg>) {
         let mut map = self.lock();
@@ -132,8 +143,15 @@ pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
         return Err(exists(&id));
     }
     app.docker.ping().await?;
+    // The mailbox is listed before the record is saved, so an action that finds the record
+    // also finds its supervisor (it waits in the mailbox until the supervisor starts).
+    let (tx, rx) = mpsc::unbounded_channel();
+    if !app.sups.reserve(&id, &tx) {
+        return Err(exists(&id));
+    }
     let max = app.config.containers.max_containers;
-    app.store
+    let saved = app
+        .store
         .update(|s| {
             if s.containers.contains_key(&id) {
                 return Err(exists(&id));
@@ -150,9 +168,12 @@ pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
             s.containers.insert(id.clone(), rec);
             Ok(())
         })
-        .await?;
-    let tx = Supervisor::spawn(app, &id, true);
-    app.sups.lock().insert(id, tx);
+        .await;
+    if let Err(e) = saved {
+        app.sups.forget(&id, &tx);
+        return Err(e);
+    }
+    Supervisor::run(app, &id, tx, rx, true);
     Ok(())
 }
 

@@ -15,6 +15,8 @@ use crate::model::{now, InstallState, LastExit, PowerState};
 
 /// Longest command accepted for stdin.
 pub const MAX_COMMAND: usize = 4096;
+/// What the record and the viewers say when the server's container was removed by hand.
+pub const VANISHED: &str = "Docker container vanished (removed outside lightd); reinstall to recreate it";
 /// How long a kill may take to be seen as an exit.
 const KILL_WAIT: Duration = Duration::from_secs(30);
 
@@ -304,8 +306,10 @@ impl Supervisor {
     /// A container was removed: if it was the server's own (by hand, outside lightd), the
     /// record says so; a removal lightd made itself is none of this.
     pub(super) async fn check_gone(&mut self) {
-        // A job removes containers itself (the old one of a rebind or reinstall).
+        // A job removes containers itself (the old one of a rebind or reinstall), and may
+        // record a container that is removed under it: looked at once the job is done.
         if self.job.is_some() {
+            self.gone_pending = true;
             return;
         }
         let Some(cid) = self.record().and_then(|r| r.container_id) else { return };
@@ -370,7 +374,7 @@ impl Supervisor {
 
     /// The Docker container is gone (removed by hand): say so; a reinstall brings it back.
     pub(super) async fn vanished(&mut self) {
-        let why = "Docker container vanished (removed outside lightd); reinstall to recreate it";
+        let why = VANISHED;
         let then = self.job.take().and_then(|j| match j.kind {
             JobKind::Stop { then } => Some(then),
             _ => None,

@@ -71,7 +71,10 @@ impl Supervisor {
                 Ok::<_, Error>(())
             })
             .await?;
+        // The hub goes before the id is free again: a new record's supervisor and viewers
+        // meet on a new hub, never on this one.
         self.app.hubs.remove(&self.id);
+        self.app.sups.forget(&self.id, &self.tx);
         self.deleted = true;
         // A create the engine was still working on when a cancelled install let go of it
         // lands after the removal above: look again a little later.

@@ -37,6 +37,8 @@ pub struct Supervisor {
     pub(super) last_crash: Option<std::time::Instant>,
     /// Set once the record is gone: the supervisor ends.
     pub(super) deleted: bool,
+    /// A container was removed while a job ran: checked once the job is done.
+    pub(super) gone_pending: bool,
 }
 
 /// A long step in the background, and what the supervisor does when it ends.
@@ -97,11 +99,23 @@ impl Supervisor {
     /// `fresh`: the record was just created and its install begins now.
     pub fn spawn(app: &Arc<App>, id: &str, fresh: bool) -> mpsc::UnboundedSender<Msg> {
         let (tx, rx) = mpsc::unbounded_channel();
+        Self::run(app, id, tx.clone(), rx, fresh);
+        tx
+    }
+
+    /// Starts the supervisor of `id` on a mailbox made (and maybe already written to) earlier.
+    pub fn run(
+        app: &Arc<App>,
+        id: &str,
+        tx: mpsc::UnboundedSender<Msg>,
+        rx: mpsc::UnboundedReceiver<Msg>,
+        fresh: bool,
+    ) {
         let sup = Supervisor {
             app: Arc::clone(app),
             id: id.to_string(),
             hub: app.hubs.get(id),
-            tx: tx.clone(),
+            tx,
             job: None,
             deferred: Vec::new(),
             run: 0,
@@ -109,9 +123,9 @@ impl Supervisor {
             pattern_pending: false,
             last_crash: None,
             deleted: false,
+            gone_pending: false,
         };
         app.tasks.spawn(sup.serve(rx, fresh));
-        tx
     }
 
     async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, fresh: bool) {
@@ -314,7 +328,25 @@ impl Supervisor {
             Action::Rebind(ports) => self.rebind(ports).await,
             Action::Delete => return self.delete(reply).await,
         };
+        let answer = match answer {
+            Err(Error::Docker(e)) if e.is_not_found() => self.not_found_by_docker(e).await,
+            other => other,
+        };
         let _ = reply.send(answer);
+    }
+
+    /// Docker answered 404 to a power step: if the server's container was removed outside
+    /// lightd (before its `destroy` event reached us), the record says so and the user gets
+    /// a 409 saying how to recover, not a 500.
+    async fn not_found_by_docker(&mut self, e: crate::docker::DockerError) -> Result<()> {
+        let Some(cid) = self.record().and_then(|r| r.container_id) else { return Err(e.into()) };
+        match self.app.docker.inspect_container(&cid).await {
+            Err(gone) if gone.is_not_found() => {
+                self.vanished().await;
+                Err(conflict(super::power::VANISHED))
+            }
+            _ => Err(e.into()),
+        }
     }
 
     async fn fact(&mut self, fact: Fact) {
@@ -337,6 +369,9 @@ impl Supervisor {
             JobResult::Pulled(outcome) => self.pulled(outcome).await,
             JobResult::Installed(outcome) => self.installed(outcome).await,
             JobResult::Rebound(outcome) => self.rebound(outcome).await,
+        }
+        if std::mem::take(&mut self.gone_pending) {
+            self.check_gone().await;
         }
     }
 
