@@ -189,7 +189,7 @@ fn main() {
     let (realistic, flood_rows): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| !r.what.starts_with("flood"));
     let realistic_lightd = realistic.iter().find(|r| r.readers == 1000 && r.path.starts_with("lightd"));
     let goal = |ok: bool| if ok { "met" } else { "NOT met" };
-    text.push("Realistic load: servers printing `<n> <wall clock>` 20 times a second, each viewer checking every number arrives once, in order. End-to-end is the container's clock to the viewer's read; delivery in the daemon is ring push to socket write done (`lightd_console_delivery_seconds`).\n".to_string());
+    text.push("Realistic load: servers printing `<n> <wall clock>` 20 times a second, each viewer checking every number arrives once, in order. End-to-end is the container's clock to the viewer's read; delivery in the daemon is ring push to socket write done (`lightd_console_delivery_seconds`); run-queue wait is how long per second the daemon's threads were ready to run but had no CPU (from `/proc/<pid>/task/*/schedstat`): on 2 cores shared with 100 containers, their shims, dockerd and a 1000-socket client, the daemon's threads wait for a CPU about twice as long as they run (compare with its CPU %), and a line waits with them.\n".to_string());
     text.extend(Row::table(&realistic));
     if let Some(r) = realistic_lightd {
         text.push(String::new());

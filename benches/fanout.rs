@@ -67,17 +67,19 @@ pub struct Row {
     pub e2e: Hist,
     pub cpu: (String, f64),
     pub cpu_per_million: f64,
+    /// Milliseconds per second the daemon's threads were ready to run but waited for a CPU.
+    pub runq_wait: f64,
 }
 
 impl Row {
     pub fn table(rows: &[Row]) -> Vec<String> {
         let mut out = vec![
-            "| load | readers | path | lines/s delivered | lost | skipped | delivery p99 in daemon ms | end-to-end p50 / p99 ms | CPU % | CPU s per million lines |".into(),
-            "|---|---|---|---|---|---|---|---|---|---|".into(),
+            "| load | readers | path | lines/s delivered | lost | skipped | delivery p99 in daemon ms | end-to-end p50 / p99 ms | CPU % | CPU s per million lines | run-queue wait ms/s |".into(),
+            "|---|---|---|---|---|---|---|---|---|---|---|".into(),
         ];
         for r in rows {
             out.push(format!(
-                "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1} / {:.1} | {} {:.0} | {:.2} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1} / {:.1} | {} {:.0} | {:.2} | {} |",
                 r.what,
                 r.readers,
                 r.path,
@@ -89,7 +91,8 @@ impl Row {
                 r.e2e.pct(99.0),
                 r.cpu.0,
                 r.cpu.1,
-                r.cpu_per_million
+                r.cpu_per_million,
+                if r.runq_wait.is_nan() { "-".to_string() } else { format!("{:.0}", r.runq_wait) }
             ));
         }
         out
@@ -107,6 +110,7 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
     tokio::time::sleep_until(from.into()).await;
     let before = delivery(d);
     let cpu0 = cpu_seconds(d.pid());
+    let wait0 = runq_wait_seconds(d.pid());
     let start = Instant::now();
     let mut open = Vec::new();
     for t in tasks {
@@ -114,6 +118,7 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
     }
     let took = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(d.pid()) - cpu0;
+    let waited = runq_wait_seconds(d.pid()) - wait0;
     let after = delivery(d);
     let (lines, lost, skipped, e2e) = tally.take();
     let row = Row {
@@ -127,6 +132,7 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
         e2e,
         cpu: ("lightd".into(), cpu / took * 100.0),
         cpu_per_million: cpu / (lines.max(1) as f64 / 1e6),
+        runq_wait: waited / took * 1000.0,
     };
     println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
     (row, open)
@@ -159,6 +165,7 @@ pub async fn measure_docker(what: &str, containers: Vec<String>, secs: u64) -> R
         e2e,
         cpu: ("dockerd".into(), cpu / took * 100.0),
         cpu_per_million: cpu / (lines.max(1) as f64 / 1e6),
+        runq_wait: f64::NAN,
     };
     println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
     row

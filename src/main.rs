@@ -143,7 +143,13 @@ fn main() -> ExitCode {
     let mut config = config;
     fit_connections(&mut config, raise_nofile());
     lightd::memory::tune();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Blocking threads (file and store work) go 2 s after their last job instead of 10 s:
+    // their stacks are memory an idle daemon should give back.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             lightd::error!("cannot start the runtime: {e}");
@@ -226,13 +232,26 @@ fn fit_connections(config: &mut Config, nofile: u64) {
     }
 }
 
+/// Connections the kernel may queue before lightd accepts them. The usual default (128) is
+/// too few for a burst (a thousand viewers coming back after a restart): past it, handshakes
+/// are dropped and clients wait a second or more to retry. The kernel caps it at somaxconn.
+const BACKLOG: u32 = 4096;
+
+/// Binds the API's listening socket (the first address `host` resolves to).
+async fn listen(addr: (&str, u16)) -> std::io::Result<tokio::net::TcpListener> {
+    let resolved = tokio::net::lookup_host(addr).await?.next();
+    let addr = resolved.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> Result<(), String> {
     let store = store::Store::open(&config.storage.state_file).map_err(|e| e.to_string())?;
     let writer = tokio::spawn(Arc::clone(&store).run_writer());
     let addr = (config.server.host.as_str(), config.server.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
+    let listener = listen(addr).await.map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
     let quota = quota_mode(&config)?;
     let app = app::App::new(config, config_path, token, quota, Arc::clone(&store), http::router::labels());
     volumes::mount_all(&app).await;

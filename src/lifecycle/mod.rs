@@ -101,19 +101,23 @@ impl Supervisors {
 /// Starts a supervisor for every record (at boot, before the reconcile).
 pub async fn boot(app: &Arc<App>) {
     // An install the last run did not finish never will: say so before anyone can ask.
-    let cut = app
-        .store
-        .update(|s| {
-            let mut n = 0;
-            for r in s.containers.values_mut().filter(|r| r.install_state == InstallState::Installing) {
-                r.install_state = InstallState::Failed;
-                r.error = Some("interrupted by daemon restart".into());
-                r.updated_at = now();
-                n += 1;
-            }
-            Ok::<_, Error>(n)
-        })
-        .await;
+    let cut_short = app.store.read(|s| s.containers.values().any(|r| r.install_state == InstallState::Installing));
+    let cut = if !cut_short {
+        Ok(0)
+    } else {
+        app.store
+            .update(|s| {
+                let mut n = 0;
+                for r in s.containers.values_mut().filter(|r| r.install_state == InstallState::Installing) {
+                    r.install_state = InstallState::Failed;
+                    r.error = Some("interrupted by daemon restart".into());
+                    r.updated_at = now();
+                    n += 1;
+                }
+                Ok::<_, Error>(n)
+            })
+            .await
+    };
     if let Err(e) = cut {
         crate::warn!("cannot mark interrupted installs as failed: {e}");
     }

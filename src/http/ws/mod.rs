@@ -36,6 +36,8 @@ use inbound::{Bucket, Inbound};
 
 /// Lines written per batch (one write).
 const BATCH: usize = 256;
+/// The write buffer a session keeps between writes; a bigger one is let go after its write.
+const KEEP_BUFFER: usize = 4096;
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// A peer silent this long (no frame, no pong) is gone, or no longer reading.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,7 +133,7 @@ impl Session {
             app,
             hub,
             wr,
-            out: Vec::with_capacity(16 * 1024),
+            out: Vec::new(),
             token,
             warned: false,
             _guard: guard,
@@ -312,6 +314,12 @@ impl Session {
             super::console::observe(&self.app, &mut self.delivered, &self.times);
         }
         self.times.clear();
+        // A burst (the tail, a flood) leaves big buffers behind: a thousand idle viewers
+        // should not each keep one.
+        if self.out.capacity() > KEEP_BUFFER {
+            self.out = Vec::new();
+            self.times = Vec::new();
+        }
         ok
     }
 
