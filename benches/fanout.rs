@@ -72,6 +72,25 @@ pub struct Row {
 }
 
 impl Row {
+    /// The row of a run that took `took` seconds, `cpu` being whose CPU seconds it used;
+    /// the daemon's own figures (delivery, run-queue wait) are left unknown.
+    fn new(what: &str, path: &'static str, readers: usize, tally: &Tally, took: f64, cpu: (&str, f64)) -> Row {
+        let (lines, lost, skipped, e2e) = tally.take();
+        Row {
+            what: what.to_string(),
+            path,
+            readers,
+            lines_per_s: lines as f64 / took,
+            lost,
+            skipped,
+            daemon_p99: f64::NAN,
+            e2e,
+            cpu: (cpu.0.to_string(), cpu.1 / took * 100.0),
+            cpu_per_million: cpu.1 / (lines.max(1) as f64 / 1e6),
+            runq_wait: f64::NAN,
+        }
+    }
+
     pub fn table(rows: &[Row]) -> Vec<String> {
         let mut out = vec![
             "| load | readers | path | lines/s delivered | lost | skipped | delivery p99 in daemon ms | end-to-end p50 / p99 ms | CPU % | CPU s per million lines | run-queue wait ms/s |".into(),
@@ -120,20 +139,9 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
     let cpu = cpu_seconds(d.pid()) - cpu0;
     let waited = runq_wait_seconds(d.pid()) - wait0;
     let after = delivery(d);
-    let (lines, lost, skipped, e2e) = tally.take();
-    let row = Row {
-        what: what.to_string(),
-        path: "lightd WebSocket",
-        readers,
-        lines_per_s: lines as f64 / took,
-        lost,
-        skipped,
-        daemon_p99: delivery_quantile(&before, &after, 0.99),
-        e2e,
-        cpu: ("lightd".into(), cpu / took * 100.0),
-        cpu_per_million: cpu / (lines.max(1) as f64 / 1e6),
-        runq_wait: waited / took * 1000.0,
-    };
+    let mut row = Row::new(what, "lightd WebSocket", readers, &tally, took, ("lightd", cpu));
+    row.daemon_p99 = delivery_quantile(&before, &after, 0.99);
+    row.runq_wait = waited / took * 1000.0;
     println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
     (row, open)
 }
@@ -153,20 +161,7 @@ pub async fn measure_docker(what: &str, containers: Vec<String>, secs: u64) -> R
     }
     let took = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(dockerd) - cpu0;
-    let (lines, lost, skipped, e2e) = tally.take();
-    let row = Row {
-        what: what.to_string(),
-        path: "baseline: Docker `logs --follow` per reader",
-        readers,
-        lines_per_s: lines as f64 / took,
-        lost,
-        skipped,
-        daemon_p99: f64::NAN,
-        e2e,
-        cpu: ("dockerd".into(), cpu / took * 100.0),
-        cpu_per_million: cpu / (lines.max(1) as f64 / 1e6),
-        runq_wait: f64::NAN,
-    };
+    let row = Row::new(what, "baseline: Docker `logs --follow` per reader", readers, &tally, took, ("dockerd", cpu));
     println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
     row
 }

@@ -51,6 +51,25 @@ pub struct Backup {
     pub last_restore: Option<Restore>,
 }
 
+impl Backup {
+    /// A backup of `volume_id` made now, in `state`, with nothing counted yet.
+    pub fn new(backup_id: String, volume_id: &str, name: String, state: BackupState, created_at: u64) -> Backup {
+        Backup {
+            backup_id,
+            volume_id: volume_id.to_string(),
+            name,
+            state,
+            size_bytes: 0,
+            sha256: None,
+            files: 0,
+            created_at,
+            completed_at: None,
+            error: None,
+            last_restore: None,
+        }
+    }
+}
+
 /// One restore of a backup: when it began and ended (`completed_at` unset while it runs).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Restore {

@@ -41,19 +41,8 @@ pub async fn start(
     let busy = claim(app, &volume.volume_id, "start a backup")?;
     let backup_id = crate::ids::new_uuid().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
     let created_at = now();
-    let backup = Backup {
-        name: name.unwrap_or_else(|| format!("backup-{created_at}")),
-        backup_id,
-        volume_id: volume.volume_id.clone(),
-        state: BackupState::Creating,
-        size_bytes: 0,
-        sha256: None,
-        files: 0,
-        created_at,
-        completed_at: None,
-        error: None,
-        last_restore: None,
-    };
+    let name = name.unwrap_or_else(|| format!("backup-{created_at}"));
+    let backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Creating, created_at);
     let record = backup.clone();
     app.store
         .update(|s| {

@@ -193,19 +193,8 @@ pub async fn upload(app: &Arc<App>, volume_key: &str, body: hyper::body::Incomin
     let volume = crate::volumes::find(app, volume_key)?;
     let backup_id = crate::ids::new_uuid().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
     let created_at = now();
-    let mut backup = Backup {
-        name: format!("upload-{created_at}"),
-        backup_id,
-        volume_id: volume.volume_id.clone(),
-        state: BackupState::Ready,
-        size_bytes: 0,
-        sha256: None,
-        files: 0,
-        created_at,
-        completed_at: None,
-        error: None,
-        last_restore: None,
-    };
+    let name = format!("upload-{created_at}");
+    let mut backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Ready, created_at);
     let path = archive_path(app, &backup);
     let part = part_path(&path);
     let dir = path.parent().map(PathBuf::from).unwrap_or_default();
