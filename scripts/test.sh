@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The tests' Docker network goes when they end (left in place while another run uses it).
+trap 'docker network rm lightd-test-net >/dev/null 2>&1 || true' EXIT
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Tests that stop the engine, run one at a time after everything else.
