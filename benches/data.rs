@@ -38,12 +38,7 @@ fn reset_peak(pid: u32) {
 }
 
 fn peak(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    status_bytes(pid, "VmHWM:")
 }
 
 fn mibs(bytes: u64, d: Duration) -> f64 {

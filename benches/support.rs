@@ -33,10 +33,15 @@ pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 
 /// Resident memory of `pid`, bytes.
 pub fn rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A `kB` figure of `/proc/<pid>/status` (`field` with its colon), in bytes; 0 if absent.
+pub fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }

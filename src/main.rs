@@ -253,7 +253,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     let addr = (config.server.host.as_str(), config.server.port);
     let listener = listen(addr).await.map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
     let quota = quota_mode(&config)?;
-    let app = app::App::new(config, config_path, token, quota, Arc::clone(&store), http::router::labels());
+    let app = app::App::new(config, config_path, token, quota, Arc::clone(&store), http::router::routes());
     volumes::mount_all(&app).await;
     lightd::backups::recover(&app).await;
     tokio::spawn(Arc::clone(&app).watch_token());

@@ -70,6 +70,7 @@ impl Histogram {
     }
 
     /// The quantile `q` (0-1) estimated from the buckets (the upper bound of its bucket).
+    #[cfg(test)]
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let count = self.count.load(Relaxed);
         if count == 0 {
@@ -107,10 +108,6 @@ impl LocalHistogram {
         }
         self.sum_nanos = self.sum_nanos.saturating_add(nanos);
         self.count += 1;
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     pub fn clear(&mut self) {

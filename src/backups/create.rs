@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{archive_path, claim, part_path, prune, tell, Busy, Progress};
+use super::{archive_path, claim, part_path, prune, save, tell, Busy, Progress};
 use crate::app::App;
 use crate::error::{bad, Error, Result};
 use crate::lifecycle::{self, Action};
@@ -43,13 +43,7 @@ pub async fn start(
     let created_at = now();
     let name = name.unwrap_or_else(|| format!("backup-{created_at}"));
     let backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Creating, created_at);
-    let record = backup.clone();
-    app.store
-        .update(|s| {
-            s.backups.insert(record.backup_id.clone(), record);
-            Ok::<_, Error>(())
-        })
-        .await?;
+    save(app, &backup).await?;
     tokio::spawn(run(Arc::clone(app), volume, backup.clone(), ignore, pause, busy));
     Ok(backup)
 }
@@ -162,7 +156,7 @@ fn write(
     .map_err(|e| e.to_string())?;
     out.file.sync_all().map_err(|e| format!("cannot write {}: {e}", part.display()))?;
     let size = out.written;
-    let sha = hex(&out.hash.finalize());
+    let sha = crate::fsutil::hex(&out.hash.finalize());
     std::fs::rename(&part, &path).map_err(|e| format!("cannot rename {}: {e}", part.display()))?;
     File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
     Ok((stats, size, sha))
@@ -195,8 +189,4 @@ impl Write for Hashed {
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    crate::fsutil::hex(bytes)
 }

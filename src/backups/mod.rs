@@ -114,6 +114,17 @@ pub fn archive_path(app: &App, b: &Backup) -> PathBuf {
     app.config.backups.path.join(&b.volume_id).join(format!("{}.tar.gz", b.backup_id))
 }
 
+/// Saves `backup`'s record (new, or replacing the one with its id).
+async fn save(app: &App, backup: &Backup) -> Result<()> {
+    let record = backup.clone();
+    app.store
+        .update(|s| {
+            s.backups.insert(record.backup_id.clone(), record);
+            Ok::<_, Error>(())
+        })
+        .await
+}
+
 fn part_path(path: &Path) -> PathBuf {
     path.with_extension("gz.part")
 }
@@ -189,14 +200,11 @@ async fn prune(app: &App, volume_id: &str) {
     }
 }
 
-/// At start: a backup cut short by a restart is `failed`, and its temp file goes; a finished
-/// one is never touched.
+/// At start: a backup cut short by a restart is `failed`, and every temp file goes (the
+/// sweep below); a finished one is never touched.
 pub async fn recover(app: &App) {
     let cut: Vec<Backup> =
         app.store.read(|s| s.backups.values().filter(|b| b.state == BackupState::Creating).cloned().collect());
-    for b in &cut {
-        let _ = std::fs::remove_file(part_path(&archive_path(app, b)));
-    }
     if !cut.is_empty() {
         let saved = app
             .store

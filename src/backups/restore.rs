@@ -11,10 +11,10 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::create::hex;
-use super::{archive_path, claim, part_path, prune, tell, Busy};
+use super::{archive_path, claim, part_path, prune, save, tell, Busy};
 use crate::app::App;
 use crate::error::{bad, conflict, Error, Result};
+use crate::fsutil::hex;
 use crate::lifecycle::{self, Action};
 use crate::model::{now, Backup, BackupState, PowerState, Restore, Volume};
 use crate::vfs::{self, Root};
@@ -225,13 +225,7 @@ pub async fn upload(app: &Arc<App>, volume_key: &str, body: hyper::body::Incomin
     backup.sha256 = Some(sha);
     backup.files = files;
     backup.completed_at = Some(now());
-    let record = backup.clone();
-    app.store
-        .update(|s| {
-            s.backups.insert(record.backup_id.clone(), record);
-            Ok::<_, Error>(())
-        })
-        .await?;
+    save(app, &backup).await?;
     prune(app, &volume.volume_id).await;
     Ok(backup)
 }

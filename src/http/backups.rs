@@ -2,14 +2,12 @@
 
 use std::sync::Arc;
 
-use hyper::header::{
-    HeaderValue, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
-};
+use hyper::header::CONTENT_DISPOSITION;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::files::{byte_range, stream_file};
+use super::files::ranged;
 use super::reply::{json, message, ok, ApiError, Reply};
 use super::request::Ctx;
 use crate::app::App;
@@ -58,28 +56,8 @@ pub async fn download(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
     let file =
         std::fs::File::open(&path).map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let range = ctx.head.headers.get(RANGE).and_then(|v| v.to_str().ok()).map(|r| byte_range(r, size));
-    let (start, end, status) = match range {
-        None => (0, size, StatusCode::OK),
-        Some(Some((a, b))) => (a, b, StatusCode::PARTIAL_CONTENT),
-        Some(None) => {
-            let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, format!("the archive has {size} bytes"));
-            e.content_range = Some(format!("bytes */{size}"));
-            return Err(e);
-        }
-    };
-    let mut resp = stream_file(file, start, end - start);
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
-    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
-    if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end.saturating_sub(1))) {
-            h.insert(CONTENT_RANGE, v);
-        }
-    }
-    h.insert(CONTENT_DISPOSITION, super::files::attachment(&format!("{}.tar.gz", backup.name)));
+    let mut resp = ranged(&ctx, file, size, "archive", "application/gzip")?;
+    resp.headers_mut().insert(CONTENT_DISPOSITION, super::files::attachment(&format!("{}.tar.gz", backup.name)));
     Ok(resp)
 }
 

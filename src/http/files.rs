@@ -70,28 +70,9 @@ pub async fn read(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let name = path.rsplit('/').next().unwrap_or("file").to_string();
     let (file, entry) = with_root(app, ctx.param(0), move |_, root| root.open_read(&path)).await?;
-    let range = ctx.head.headers.get(RANGE).and_then(|v| v.to_str().ok()).map(|r| byte_range(r, entry.size));
-    let (start, end, status) = match range {
-        None => (0, entry.size, StatusCode::OK),
-        Some(Some((a, b))) => (a, b, StatusCode::PARTIAL_CONTENT),
-        Some(None) => {
-            let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, format!("the file has {} bytes", entry.size));
-            e.content_range = Some(format!("bytes */{}", entry.size));
-            return Err(e);
-        }
-    };
-    let mut resp = stream_file(file, start, end - start);
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
-    if status == StatusCode::PARTIAL_CONTENT {
-        let v = format!("bytes {start}-{}/{}", end.saturating_sub(1), entry.size);
-        h.insert(CONTENT_RANGE, HeaderValue::from_str(&v).map_err(|e| ApiError::bad_request(e.to_string()))?);
-    }
+    let mut resp = ranged(&ctx, file, entry.size, "file", "application/octet-stream")?;
     if download {
-        h.insert(CONTENT_DISPOSITION, attachment(&name));
+        resp.headers_mut().insert(CONTENT_DISPOSITION, attachment(&name));
     }
     Ok(resp)
 }
@@ -119,6 +100,40 @@ pub(super) fn attachment(name: &str) -> HeaderValue {
     let safe: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' }).collect();
     HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")).unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+/// `file` (`size` bytes, the `what` of the 416 message) as a `content_type` response: whole,
+/// or the one byte `Range` the request asks for.
+pub(super) fn ranged(
+    ctx: &Ctx,
+    file: std::fs::File,
+    size: u64,
+    what: &str,
+    content_type: &'static str,
+) -> Result<Reply, ApiError> {
+    let range = ctx.head.headers.get(RANGE).and_then(|v| v.to_str().ok()).map(|r| byte_range(r, size));
+    let (start, end, status) = match range {
+        None => (0, size, StatusCode::OK),
+        Some(Some((a, b))) => (a, b, StatusCode::PARTIAL_CONTENT),
+        Some(None) => {
+            let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, format!("the {what} has {size} bytes"));
+            e.content_range = Some(format!("bytes */{size}"));
+            return Err(e);
+        }
+    };
+    let mut resp = stream_file(file, start, end - start);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(end - start));
+    if status == StatusCode::PARTIAL_CONTENT {
+        // Digits, a dash and a slash: always a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end.saturating_sub(1))) {
+            h.insert(CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// A response streaming `len` bytes of `file` from `start`, a chunk at a time.

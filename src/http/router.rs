@@ -127,12 +127,8 @@ impl Route {
     }
 }
 
-/// The request counter's rows, `(method, pattern)` by table position.
-pub fn labels() -> Vec<(&'static str, &'static str)> {
-    routes()
-}
-
-/// Every route as `(method, pattern)`, in table order (the OpenAPI check and tests use it).
+/// Every route as `(method, pattern)`, in table order: the request counter's rows by table
+/// position, and what the OpenAPI check and tests compare with.
 pub fn routes() -> Vec<(&'static str, &'static str)> {
     TABLE.iter().map(|e| (e.0, e.1)).collect()
 }

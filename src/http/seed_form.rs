@@ -15,7 +15,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{bad, conflict, Result};
-use crate::ids::{valid_internal_id, valid_uuid};
 use crate::lifecycle::spec::CreateRequest;
 use crate::model::{Port, PortBinding, Protocol};
 
@@ -112,7 +111,7 @@ fn seed(mut obj: Map<String, Value>) -> Result<Seed> {
         return Err(bad(format!("unknown field `{field}` in the seed form, which takes {}", FIELDS.join(", "))));
     }
     let name: String = take(&mut obj, "name")?.ok_or_else(|| bad("name is required in the seed form"))?;
-    if !valid_internal_id(&name) || valid_uuid(&name) {
+    if !crate::volumes::valid_name(&name) {
         return Err(bad(format!(
             "name {name:?} must be 1-64 characters of A-Z a-z 0-9 _ . -, not start with . and not be shaped like \
              a UUID (it names the server and its volume)"

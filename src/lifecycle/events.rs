@@ -68,10 +68,7 @@ fn route(app: &Arc<App>, ev: &Value) {
     if event == EngineEvent::Create && mine && !app.store.read(|s| s.containers.contains_key(id)) {
         if let Some(cid) = ev["Actor"]["ID"].as_str().or(ev["id"].as_str()).map(String::from) {
             let (app, id) = (Arc::clone(app), id.to_string());
-            tokio::spawn(async move {
-                crate::info!("removing container {} of {id:?}, which has no record", &cid[..12.min(cid.len())]);
-                let _ = app.docker.remove_container(&cid).await;
-            });
+            tokio::spawn(async move { super::recover::remove_orphan(&app, &cid, &id).await });
         }
         return;
     }

@@ -89,10 +89,9 @@ impl Supervisor {
         // A container was removed while the job ran: if it was the one just made, the
         // install failed (recorded as vanished, never as `ready`).
         let outcome = match outcome {
-            Ok(cid) if std::mem::take(&mut self.gone_pending) => match self.app.docker.inspect_container(&cid).await {
-                Err(e) if e.is_not_found() => Err((super::power::VANISHED.to_string(), None)),
-                _ => Ok(cid),
-            },
+            Ok(cid) if std::mem::take(&mut self.gone_pending) && self.is_gone(&cid).await => {
+                Err((super::power::VANISHED.to_string(), None))
+            }
             other => other,
         };
         match outcome {

@@ -102,24 +102,21 @@ impl Supervisors {
 pub async fn boot(app: &Arc<App>) {
     // An install the last run did not finish never will: say so before anyone can ask.
     let cut_short = app.store.read(|s| s.containers.values().any(|r| r.install_state == InstallState::Installing));
-    let cut = if !cut_short {
-        Ok(0)
-    } else {
-        app.store
+    if cut_short {
+        let cut = app
+            .store
             .update(|s| {
-                let mut n = 0;
                 for r in s.containers.values_mut().filter(|r| r.install_state == InstallState::Installing) {
                     r.install_state = InstallState::Failed;
                     r.error = Some("interrupted by daemon restart".into());
                     r.updated_at = now();
-                    n += 1;
                 }
-                Ok::<_, Error>(n)
+                Ok::<_, Error>(())
             })
-            .await
-    };
-    if let Err(e) = cut {
-        crate::warn!("cannot mark interrupted installs as failed: {e}");
+            .await;
+        if let Err(e) = cut {
+            crate::warn!("cannot mark interrupted installs as failed: {e}");
+        }
     }
     let ids: Vec<String> = app.store.read(|s| s.containers.keys().cloned().collect());
     let mut map = app.sups.lock();
@@ -189,7 +186,7 @@ pub fn not_found() -> Error {
     Error::NotFound("Container not found".into())
 }
 
-fn check_id(id: &str) -> Result<()> {
+pub fn check_id(id: &str) -> Result<()> {
     if crate::ids::valid_internal_id(id) {
         Ok(())
     } else {

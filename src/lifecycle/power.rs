@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
 use super::{bounded, spec, JobResult, REMOVE_TIMEOUT};
 use crate::console::{pump, stats, Event};
-use crate::docker::DockerError;
+use crate::docker::{Docker, DockerError};
 use crate::error::{conflict, Error, Result};
 use crate::model::{now, InstallState, LastExit, PowerState};
 
@@ -120,12 +120,8 @@ impl Supervisor {
                         tokio::time::timeout(Duration::from_secs(grace), app.docker.wait_container(&cid)).await;
                     match waited {
                         Ok(done) => done.map(drop),
-                        Err(_) => match app.docker.kill_container(&cid, "SIGKILL").await {
-                            Ok(()) | Err(DockerError::Api { status: 409, .. }) => {
-                                bounded(KILL_WAIT, "waiting for the kill", app.docker.wait_container(&cid))
-                                    .await
-                                    .map(drop)
-                            }
+                        Err(_) => match sigkill(&app.docker, &cid).await {
+                            Ok(()) => wait_killed(&app.docker, &cid).await,
                             Err(e) => Err(e),
                         },
                     }
@@ -145,16 +141,11 @@ impl Supervisor {
             self.set_state(PowerState::Stopping).await?;
         }
         self.intent = Intent::Kill;
-        match self.app.docker.kill_container(&cid, "SIGKILL").await {
-            // Already gone between our check and the signal: the exit is recorded anyway.
-            Err(DockerError::Api { status: 409, .. }) | Ok(()) => {}
-            Err(e) => return Err(e.into()),
-        }
+        sigkill(&self.app.docker, &cid).await?;
         if self.job.is_none() {
             let app = self.app.clone();
             self.start_job(JobKind::Stop { then: Then::Nothing }, async move {
-                let waited = bounded(KILL_WAIT, "waiting for the kill", app.docker.wait_container(&cid)).await;
-                JobResult::Stopped(waited.map(drop).map_err(|e| e.to_string()))
+                JobResult::Stopped(wait_killed(&app.docker, &cid).await.map_err(|e| e.to_string()))
             });
         }
         Ok(())
@@ -313,11 +304,14 @@ impl Supervisor {
             return;
         }
         let Some(cid) = self.record().and_then(|r| r.container_id) else { return };
-        if let Err(e) = self.app.docker.inspect_container(&cid).await {
-            if e.is_not_found() {
-                self.vanished().await;
-            }
+        if self.is_gone(&cid).await {
+            self.vanished().await;
         }
+    }
+
+    /// Whether Docker says container `cid` no longer exists (`false` when it cannot tell).
+    pub(super) async fn is_gone(&self, cid: &str) -> bool {
+        matches!(self.app.docker.inspect_container(cid).await, Err(e) if e.is_not_found())
     }
 
     /// A stop that did not stop the server: it runs on, and what was to follow does not.
@@ -396,6 +390,20 @@ impl Supervisor {
             let _ = reply.send(self.remove().await);
         }
     }
+}
+
+/// SIGKILL. A container already stopped between our check and the signal (409) counts as
+/// killed: its exit is recorded anyway.
+async fn sigkill(docker: &Docker, cid: &str) -> std::result::Result<(), DockerError> {
+    match docker.kill_container(cid, "SIGKILL").await {
+        Ok(()) | Err(DockerError::Api { status: 409, .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits, bounded, for a killed container to exit.
+async fn wait_killed(docker: &Docker, cid: &str) -> std::result::Result<(), DockerError> {
+    bounded(KILL_WAIT, "waiting for the kill", docker.wait_container(cid)).await.map(drop)
 }
 
 /// Writes `text` and a newline to the server's stdin (at most 5 s: a server that does not read

@@ -154,10 +154,15 @@ pub async fn sweep_orphans(app: &App) {
     for c in found {
         let id = c.labels.get("lightd.internal_id").and_then(|v| v.as_str()).unwrap_or_default();
         if !app.store.read(|s| s.containers.contains_key(id)) {
-            crate::info!("removing container {} of {id:?}, which has no record", &c.id[..12.min(c.id.len())]);
-            let _ = app.docker.remove_container(&c.id).await;
+            remove_orphan(app, &c.id, id).await;
         }
     }
+}
+
+/// Removes container `cid`, made for `id`, which has no record.
+pub(super) async fn remove_orphan(app: &App, cid: &str, id: &str) {
+    crate::info!("removing container {} of {id:?}, which has no record", &cid[..12.min(cid.len())]);
+    let _ = app.docker.remove_container(cid).await;
 }
 
 /// Frees pool ports held for containers that have no record (each supervisor repairs its own).

@@ -132,7 +132,7 @@ impl Supervisor {
         if fresh {
             self.begin_install(None);
         } else {
-            self.boot().await;
+            self.boot();
         }
         loop {
             let next = self.deferred.iter().map(|a| a.deadline).min();
@@ -156,18 +156,10 @@ impl Supervisor {
         self.end();
     }
 
-    /// At daemon start: an install that a restart cut short can never finish; a server that
-    /// was up has its tail filled by the reconcile (viewers wait for it, bounded).
-    async fn boot(&mut self) {
+    /// At daemon start (installs cut short are already marked failed by `lifecycle::boot`): a
+    /// server that was up has its tail filled by the reconcile (viewers wait for it, bounded).
+    fn boot(&mut self) {
         let Some(rec) = self.record() else { return };
-        if rec.install_state == InstallState::Installing {
-            let _ = self
-                .edit(|r| {
-                    r.install_state = InstallState::Failed;
-                    r.error = Some("interrupted by daemon restart".into());
-                })
-                .await;
-        }
         if rec.state != PowerState::Offline {
             self.hub.set_filled(false);
             let hub = Arc::clone(&self.hub);
@@ -340,13 +332,11 @@ impl Supervisor {
     /// a 409 saying how to recover, not a 500.
     async fn not_found_by_docker(&mut self, e: crate::docker::DockerError) -> Result<()> {
         let Some(cid) = self.record().and_then(|r| r.container_id) else { return Err(e.into()) };
-        match self.app.docker.inspect_container(&cid).await {
-            Err(gone) if gone.is_not_found() => {
-                self.vanished().await;
-                Err(conflict(super::power::VANISHED))
-            }
-            _ => Err(e.into()),
+        if !self.is_gone(&cid).await {
+            return Err(e.into());
         }
+        self.vanished().await;
+        Err(conflict(super::power::VANISHED))
     }
 
     async fn fact(&mut self, fact: Fact) {

@@ -48,7 +48,7 @@ pub fn parse_key(key: &str) -> Result<String> {
 
 /// A volume name: an `internal_id`-like name (1-64 of `[A-Za-z0-9_.-]`, not starting with
 /// `.`), not shaped like a UUID (so a key is never both).
-fn valid_name(s: &str) -> bool {
+pub fn valid_name(s: &str) -> bool {
     ids::valid_internal_id(s) && !ids::valid_uuid(s)
 }
 

@@ -64,10 +64,8 @@ pub fn upgrade(
     // Before it authenticates, a socket learns nothing, not even whether the container exists.
     if !matches!(access, Access::Pending) {
         record(app, id)?;
-    } else if !crate::ids::valid_internal_id(id) {
-        return Err(ApiError::bad_request(
-            "internal_id must be 1-64 characters of A-Z a-z 0-9 _ . - and not start with .",
-        ));
+    } else {
+        lifecycle::check_id(id)?;
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(hyper::StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"));
