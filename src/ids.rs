@@ -36,13 +36,16 @@ pub fn new_token() -> std::io::Result<String> {
 }
 
 /// Compares in time that depends only on the lengths, never on where the first difference is.
+/// Words at a time: the whole of both is always read.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len().max(b.len());
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..n {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut diff = wa.remainder().iter().zip(wb.remainder()).fold(0u64, |d, (x, y)| d | u64::from(x ^ y));
+    for (x, y) in wa.zip(wb) {
+        diff |= word(x) ^ word(y);
     }
     std::hint::black_box(diff) == 0
 }
@@ -87,6 +90,13 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+        let t = b"lightd_0123456789abcdef0123456789abcdef0123456789ab";
+        for i in 0..t.len() {
+            let mut u = *t;
+            u[i] ^= 1;
+            assert!(!constant_time_eq(t, &u), "a difference at byte {i}");
+        }
+        assert!(constant_time_eq(t, &t.clone()));
     }
 
     #[test]

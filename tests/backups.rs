@@ -275,7 +275,9 @@ fn kill9_mid_backup_limits_and_upload() {
         .collect();
     assert_eq!(ready.len(), 2, "{ready:?}");
     assert!(!ready.contains(&first_id), "the oldest went");
-    assert!(!d.dir.0.join("backups").join(&vol).join(format!("{first_id}.tar.gz")).exists());
+    // Its record went in the same step that made the third one ready; its archive right after.
+    let archive = d.dir.0.join("backups").join(&vol).join(format!("{first_id}.tar.gz"));
+    wait_for(10, "the pruned backup's archive deleted", || (!archive.exists()).then_some(()));
     let bad = b"definitely not gzip";
     let req = format!(
         "POST /volumes/{vol}/backups/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\

@@ -515,3 +515,81 @@ async fn stats_stop_when_the_server_stops() {
     }
     assert!(late.len() <= 1, "{} stats frames for an offline server: {:?}", late.len(), late.first());
 }
+
+/// RFC 6455 framing as the daemon reads it: a ping is answered with its payload, a message in
+/// fragments is one message, and a client frame sent unmasked ends the session with 1002.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_fragments_and_unmasked_frames() {
+    use std::io::{Read, Write};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    require_docker();
+    let d = Daemon::start();
+    let id = create(&d, "frames", "sleep 1000", None);
+    d.wait_installed(&id, 120);
+    let mut ws = open(&d, &id).await;
+    next_event(&mut ws, "logs").await;
+
+    ws.send(Message::Ping(b"are you there".to_vec())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout_at(deadline, ws.next()).await.expect("a pong within 10 s") {
+            Some(Ok(Message::Pong(p))) => {
+                assert_eq!(p, b"are you there");
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no pong: {other:?}"),
+        }
+    }
+
+    let part =
+        |data: &str, code, fin| Message::Frame(Frame::message(data.as_bytes().to_vec(), OpCode::Data(code), fin));
+    ws.send(part(r#"{"event":"request_"#, Data::Text, false)).await.unwrap();
+    ws.send(part(r#"logs","args":["0"]}"#, Data::Continue, true)).await.unwrap();
+    assert_eq!(next(&mut ws).await, json!({"event": "logs", "args": []}), "two fragments are one message");
+
+    // By hand: the upgrade, then a text frame with no mask.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let upgrade = format!(
+        "GET /ws/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    raw.write_all(upgrade.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = raw.read(&mut buf).expect("the upgrade answer");
+        assert!(n > 0, "closed before the upgrade answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    raw.write_all(&[0x81, 0x02, b'{', b'}']).unwrap();
+    // Frames until the close: its code is 1002.
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut frames = got.split_off(end);
+    let code = loop {
+        // Server frames here are short: a two-byte header (or four for lengths past 125).
+        if frames.len() >= 2 {
+            let (head, len) = match frames[1] {
+                126 if frames.len() >= 4 => (4, u16::from_be_bytes([frames[2], frames[3]]) as usize),
+                126 => (usize::MAX, 0),
+                n => (2, n as usize),
+            };
+            if head != usize::MAX && frames.len() >= head + len {
+                if frames[0] == 0x88 {
+                    break u16::from_be_bytes([frames[head], frames[head + 1]]);
+                }
+                frames.drain(..head + len);
+                continue;
+            }
+        }
+        let n = raw.read(&mut buf).expect("a close frame within 10 s");
+        assert!(n > 0, "the socket ended without a close frame");
+        frames.extend_from_slice(&buf[..n]);
+    };
+    assert_eq!(code, 1002, "an unmasked client frame is a protocol error");
+    assert_eq!(d.get("/health").status, 200);
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{archive_path, claim, part_path, prune, save, tell, Busy, Progress};
+use super::{archive_path, claim, delete_archives, part_path, save, take_excess, tell, Busy, Progress};
 use crate::app::App;
 use crate::error::{bad, Error, Result};
 use crate::lifecycle::{self, Action};
@@ -63,10 +63,11 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
     }
     app.backups.forget(&backup.backup_id);
     let id = backup.backup_id.clone();
+    let max = app.config.backups.max_per_volume;
     let saved = app
         .store
         .update(|s| {
-            let Some(r) = s.backups.get_mut(&id) else { return Ok(()) };
+            let Some(r) = s.backups.get_mut(&id) else { return Ok(Vec::new()) };
             match &outcome {
                 Ok((stats, size, sha)) => {
                     r.state = BackupState::Ready;
@@ -74,18 +75,20 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
                     r.sha256 = Some(sha.clone());
                     r.files = stats.files;
                     r.completed_at = Some(now());
+                    Ok(take_excess(s, &volume.volume_id, max))
                 }
                 Err(why) => {
                     r.state = BackupState::Failed;
                     r.error = Some(why.clone());
+                    Ok::<_, Error>(Vec::new())
                 }
             }
-            Ok::<_, Error>(())
         })
         .await;
-    if let Err(e) = saved {
+    let excess = saved.unwrap_or_else(|e| {
         crate::error!("backup {id}: could not record its outcome: {e}");
-    }
+        Vec::new()
+    });
     match outcome {
         Ok((stats, size, _)) => {
             let note = format!(
@@ -95,7 +98,7 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
                 crate::volumes::human(size)
             );
             tell(&app, &volume.volume_id, Some("backup completed"), &note);
-            prune(&app, &volume.volume_id).await;
+            delete_archives(&app, excess).await;
         }
         Err(why) => {
             let _ = std::fs::remove_file(part_path(&archive_path(&app, &backup)));

@@ -22,6 +22,7 @@ use crate::app::App;
 use crate::console::Event;
 use crate::error::{conflict, Error, Result};
 use crate::model::{Backup, BackupState, Volume};
+use crate::store::State;
 
 /// What runs now, in memory: which volumes are busy, and how far each backup got.
 pub struct Backups {
@@ -125,6 +126,35 @@ async fn save(app: &App, backup: &Backup) -> Result<()> {
         .await
 }
 
+/// Past `backups.max_per_volume`, the oldest ready backups of `volume_id` leave the state.
+/// Called inside the update that makes a backup ready, so nobody ever sees more than the
+/// limit; the caller deletes the archives of what is returned once the update is saved.
+fn take_excess(s: &mut State, volume_id: &str, max: usize) -> Vec<Backup> {
+    let mut ready: Vec<(Option<u64>, u64, String)> = s
+        .backups
+        .values()
+        .filter(|b| b.volume_id == volume_id && b.state == BackupState::Ready)
+        .map(|b| (b.completed_at, b.created_at, b.backup_id.clone()))
+        .collect();
+    ready.sort();
+    let excess = ready.len().saturating_sub(max);
+    ready.into_iter().take(excess).filter_map(|(_, _, id)| s.backups.remove(&id)).collect()
+}
+
+/// Deletes the archives of backups `take_excess` dropped from the record.
+async fn delete_archives(app: &App, gone: Vec<Backup>) {
+    let max = app.config.backups.max_per_volume;
+    for old in gone {
+        crate::info!("removed backup {} of volume {} (backups.max_per_volume = {max})", old.backup_id, old.volume_id);
+        let path = archive_path(app, &old);
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                crate::error!("backup record removed but {} could not be: {e}", path.display());
+            }
+        }
+    }
+}
+
 fn part_path(path: &Path) -> PathBuf {
     path.with_extension("gz.part")
 }
@@ -184,22 +214,6 @@ async fn remove(app: &App, backup: &Backup) -> Result<()> {
     }
 }
 
-/// Past `backups.max_per_volume`, the oldest ready backups of the volume go.
-async fn prune(app: &App, volume_id: &str) {
-    let max = app.config.backups.max_per_volume;
-    let mut ready: Vec<Backup> = app.store.read(|s| {
-        s.backups.values().filter(|b| b.volume_id == volume_id && b.state == BackupState::Ready).cloned().collect()
-    });
-    ready.sort_by_key(|b| (b.completed_at, b.created_at));
-    let excess = ready.len().saturating_sub(max);
-    for old in ready.into_iter().take(excess) {
-        crate::info!("removing backup {} of volume {volume_id} (backups.max_per_volume = {max})", old.backup_id);
-        if let Err(e) = remove(app, &old).await {
-            crate::error!("{e}");
-        }
-    }
-}
-
 /// At start: a backup cut short by a restart is `failed`, and every temp file goes (the
 /// sweep below); a finished one is never touched.
 pub async fn recover(app: &App) {
@@ -243,5 +257,31 @@ fn tell(app: &App, volume_id: &str, event: Option<&'static str>, note: &str) {
             hub.publish(Event::Named(e));
         }
         hub.publish(Event::DaemonMessage(note.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_ready_backups_of_the_volume_go_past_the_limit() {
+        let mut s = State::default();
+        let mut add = |id: &str, vol: &str, state: BackupState, done: Option<u64>| {
+            let mut b = Backup::new(id.into(), vol, id.into(), state, 100);
+            b.completed_at = done;
+            s.backups.insert(id.into(), b);
+        };
+        add("a", "v", BackupState::Ready, Some(5));
+        add("b", "v", BackupState::Ready, Some(3));
+        add("c", "v", BackupState::Ready, Some(9));
+        add("d", "v", BackupState::Creating, None);
+        add("e", "v", BackupState::Failed, None);
+        add("f", "w", BackupState::Ready, Some(1));
+        let gone: Vec<String> = take_excess(&mut s, "v", 2).into_iter().map(|b| b.backup_id).collect();
+        assert_eq!(gone, vec!["b"]);
+        let left: Vec<&str> = s.backups.keys().map(String::as_str).collect();
+        assert_eq!(left, vec!["a", "c", "d", "e", "f"]);
+        assert!(take_excess(&mut s, "v", 2).is_empty());
     }
 }

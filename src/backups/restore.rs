@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{archive_path, claim, part_path, prune, save, tell, Busy};
+use super::{archive_path, claim, delete_archives, part_path, take_excess, tell, Busy};
 use crate::app::App;
 use crate::error::{bad, conflict, Error, Result};
 use crate::fsutil::hex;
@@ -225,8 +225,15 @@ pub async fn upload(app: &Arc<App>, volume_key: &str, body: hyper::body::Incomin
     backup.sha256 = Some(sha);
     backup.files = files;
     backup.completed_at = Some(now());
-    save(app, &backup).await?;
-    prune(app, &volume.volume_id).await;
+    let (record, max) = (backup.clone(), app.config.backups.max_per_volume);
+    let excess = app
+        .store
+        .update(|s| {
+            s.backups.insert(record.backup_id.clone(), record);
+            Ok::<_, Error>(take_excess(s, &volume.volume_id, max))
+        })
+        .await?;
+    delete_archives(app, excess).await;
     Ok(backup)
 }
 

@@ -8,14 +8,12 @@ use crate::ids::constant_time_eq;
 /// Media types lightd answers with, compared case-insensitively.
 const ACCEPTED: &[&str] = &["application/vnd.pkglatv1+json", "application/json", "application/*", "*/*"];
 
-/// Whether the `Authorization: Bearer <token>` header carries `token`.
+/// Whether the `Authorization: Bearer <token>` header carries `token` (read as bytes: a
+/// header that is not text cannot match).
 pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    let given = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+    let Some(value) = headers.get(AUTHORIZATION).map(|v| v.as_bytes()) else { return false };
+    let given = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer "));
+    given.is_some_and(|g| constant_time_eq(g.trim_ascii(), token.as_bytes()))
 }
 
 /// No `Accept`, or one naming a type we can answer with (`extra` adds route-specific ones,

@@ -130,9 +130,15 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         let mut closed = hub.closed();
         let mut events = hub.subscribe();
         hub.wait_filled(FILL_WAIT).await;
-        let (mut cursor, lines) = Cursor::tail(hub.ring(), tail);
-        if !lines.is_empty() && tx.send(Ok(join(&lines))).await.is_err() {
-            return;
+        // The tail's lines go once sent: a session lasts hours, and they would stay with it.
+        let (mut cursor, first) = {
+            let (cursor, lines) = Cursor::tail(hub.ring(), tail);
+            (cursor, (!lines.is_empty()).then(|| join(&lines)))
+        };
+        if let Some(first) = first {
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
         }
         let mut delivered = LocalHistogram::new(&DELIVERY_BUCKETS);
         loop {

@@ -121,8 +121,7 @@ pub fn list(app: &App) -> Reply {
 
 /// `GET /containers/:id`: serialized once per (state version, install events) and kept until
 /// either changes, like the list.
-pub fn get(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
-    let id = ctx.param(0);
+pub fn get(app: &App, id: &str) -> Result<Reply, ApiError> {
     // Each thread keeps its own copies, so a hit writes no memory another core reads.
     let changes = crate::console::install_changes();
     let version = app.store.version();

@@ -5,6 +5,7 @@ mod backups;
 mod conns;
 mod console;
 mod containers;
+mod deadline;
 mod files;
 mod ports;
 mod power;
@@ -20,16 +21,17 @@ mod ws;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::app::App;
 pub use auth::bearer_matches;
@@ -50,10 +52,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     // The app lives as long as the process; requests borrow it for good instead of each
     // counting a reference on a shared counter (which two cores would pass back and forth).
     let app: &'static Arc<App> = Box::leak(Box::new(app));
-    // Each connection holds a receiver; `closed()` resolves when the last one is gone.
-    let (stop, stopped) = watch::channel(false);
     let conns = Conns::new(app.config.server.max_connections, app.config.server.max_connections_per_ip);
     let trimmer = tokio::spawn(Arc::clone(&conns).trim_after_bursts());
+    let alarms = deadline::Alarms::new();
+    let ringer = tokio::spawn(Arc::clone(&alarms).ring());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -76,28 +78,28 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = service_fn(move |req: Request<Incoming>| {
-            // The slot follows the request, so a console session it becomes keeps it taken.
-            let slot = Arc::clone(&slot);
-            async move { Ok::<_, Infallible>(handle(app, req, slot).await) }
-        });
+        let service = service_fn(move |req: Request<Incoming>| respond(app, req, &slot));
         let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
+            .timer(alarms.timer())
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_HEAD)
             .max_header_size(MAX_HEAD)
             .serve_connection(TokioIo::new(conns::Timed::new(stream)), service)
             .with_upgrades();
-        let mut stopped = stopped.clone();
+        let alarms = Arc::clone(&alarms);
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stopped.changed() => {
+            // Asked to end at shutdown: the flag is one load per wake-up, and `stop` wakes
+            // every connection (an idle one through its alarm) so each sees it.
+            let mut conn = std::pin::pin!(conn);
+            let mut told = false;
+            let _ = std::future::poll_fn(|cx| {
+                if !told && alarms.stopping() {
+                    told = true;
                     conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
-            }
+                conn.as_mut().poll(cx)
+            })
+            .await;
         });
     }
     drop(listener);
@@ -109,34 +111,100 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     while app.hubs.sessions() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    drop(stopped);
-    let _ = stop.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, stop.closed()).await.is_err() {
-        crate::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
+    // Idle connections close now; a request under way gets its answer first.
+    alarms.stop();
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while conns.open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if conns.open() > 0 {
+        crate::warn!("{} connection(s) did not finish within {DRAIN_TIMEOUT:?}", conns.open());
+    }
+    ringer.abort();
+}
+
+/// A request's answer: made in the call for the routes a panel polls, so they cost no future
+/// at all; a boxed future for every other route.
+pub enum Answer {
+    Ready(Option<Reply>),
+    Later(Pin<Box<dyn Future<Output = Reply> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<Reply, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            // Taken once; a future is never polled again after it is ready.
+            Answer::Ready(reply) => reply.take().map_or(Poll::Pending, |r| Poll::Ready(Ok(r))),
+            Answer::Later(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
     }
 }
 
 /// Routes one request, counts it, and turns any error into its JSON reply.
-pub async fn handle(app: &'static Arc<App>, req: Request<Incoming>, slot: Arc<Slot>) -> Reply {
-    let started = std::time::Instant::now();
-    let (head, body) = req.into_parts();
-    // The request line for the debug log (the path only: a query may hold a console token).
-    let logged =
-        crate::log::enabled(crate::log::Level::Debug).then(|| (head.method.clone(), head.uri.path().to_owned()));
-    let (label, reply) = match router::resolve(head.method.as_str(), head.uri.path()) {
-        Ok((index, route, params)) => {
-            let ctx = Ctx { head, body: Some(body), params, slot: Some(slot) };
-            let reply = dispatch(app, route, ctx).await.unwrap_or_else(ApiError::into_reply);
-            (Some(index), reply)
-        }
-        Err(miss) => (None, miss_error(miss).into_reply()),
+fn respond(app: &'static Arc<App>, req: Request<Incoming>, slot: &Arc<Slot>) -> Answer {
+    let started = Instant::now();
+    let (index, route, params) = match router::resolve(req.method().as_str(), req.uri().path()) {
+        Ok(found) => found,
+        Err(miss) => return Answer::Ready(Some(finish(app, &req, None, miss_error(miss).into_reply(), started))),
     };
+    if !route.is_console() {
+        let answered = match checks(app, route, req.headers()) {
+            Ok(()) => quick(app, route, &params, slot),
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(reply) = answered {
+            let reply = reply.unwrap_or_else(ApiError::into_reply);
+            return Answer::Ready(Some(finish(app, &req, Some(index), reply, started)));
+        }
+    }
+    // The slot follows the request, so a console session it becomes keeps it taken.
+    let slot = Arc::clone(slot);
+    Answer::Later(Box::pin(async move {
+        let (head, body) = req.into_parts();
+        let line = logged(&head.method, &head.uri);
+        let ctx = Ctx { head, body: Some(body), params, slot: Some(slot) };
+        let reply = answer(app, route, ctx).await.unwrap_or_else(ApiError::into_reply);
+        count(app, line, Some(index), reply, started)
+    }))
+}
+
+/// The request line for the debug log (the path only: a query may hold a console token).
+fn logged(method: &hyper::Method, uri: &hyper::Uri) -> Option<(hyper::Method, String)> {
+    crate::log::enabled(crate::log::Level::Debug).then(|| (method.clone(), uri.path().to_owned()))
+}
+
+fn finish(app: &App, req: &Request<Incoming>, label: Option<usize>, reply: Reply, started: Instant) -> Reply {
+    count(app, logged(req.method(), req.uri()), label, reply, started)
+}
+
+/// Counts an answered request (and logs it at debug level).
+fn count(
+    app: &App,
+    line: Option<(hyper::Method, String)>,
+    label: Option<usize>,
+    reply: Reply,
+    started: Instant,
+) -> Reply {
     let took = started.elapsed();
     app.metrics.record_request(label, reply.status().as_u16(), took);
-    if let Some((method, path)) = logged {
+    if let Some((method, path)) = line {
         crate::debug!("{method} {path} {} ({:.1} ms)", reply.status().as_u16(), took.as_secs_f64() * 1e3);
     }
     reply
+}
+
+/// The token (every route but the public ones) and the `Accept` header, for all but the
+/// console routes (they authorize in `answer`).
+fn checks(app: &App, route: Route, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+    if !route.is_public() && !app.master.with(|t| auth::bearer_matches(headers, t)) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing or invalid token (send Authorization: Bearer lightd_...; lightd --token what shows it)",
+        ));
+    }
+    acceptable(route, headers)
 }
 
 fn miss_error(miss: Miss) -> ApiError {
@@ -155,33 +223,23 @@ fn miss_error(miss: Miss) -> ApiError {
     }
 }
 
-async fn dispatch(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
-    if route.is_console() {
-        return Box::pin(answer(app, route, ctx)).await;
-    }
-    if !route.is_public() && !app.master.with(|t| auth::bearer_matches(&ctx.head.headers, t)) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Missing or invalid token (send Authorization: Bearer lightd_...; lightd --token what shows it)",
-        ));
-    }
-    acceptable(route, &ctx)?;
-    // The routes a panel polls are answered right here. Every other route's future is boxed,
-    // so a request's future stays small: hyper moves it around, and the biggest handler's
-    // state would otherwise be copied for every `/health`.
-    match route {
+/// The routes a panel polls, answered in the call from the borrowed request (`None`: any
+/// other route).
+fn quick(app: &App, route: Route, params: &[String], slot: &Slot) -> Option<Result<Reply, ApiError>> {
+    let reply = match route {
         Route::Health => Ok(system::health(app)),
         Route::Ping => Ok(system::ping()),
         Route::OpenApi => Ok(system::openapi()),
-        Route::Metrics => Ok(system::metrics(app, ctx.slot.as_ref().map(|s| s.open_connections()))),
+        Route::Metrics => Ok(system::metrics(app, Some(slot.open_connections()))),
         Route::ContainerList => Ok(containers::list(app)),
-        Route::ContainerGet => containers::get(app, &ctx),
-        _ => Box::pin(answer(app, route, ctx)).await,
-    }
+        Route::ContainerGet => containers::get(app, params.first().map_or("", String::as_str)),
+        _ => return None,
+    };
+    Some(reply)
 }
 
 /// Whether the client takes what `route` answers with.
-fn acceptable(route: Route, ctx: &Ctx) -> Result<(), ApiError> {
+fn acceptable(route: Route, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
     let extra: &[&str] = match route {
         Route::Metrics => &["text/plain", "application/openmetrics-text"],
         Route::ContainerAttach => &["text/plain"],
@@ -191,7 +249,7 @@ fn acceptable(route: Route, ctx: &Ctx) -> Result<(), ApiError> {
         }
         _ => &[],
     };
-    if route != Route::Ws && !auth::accept_ok(&ctx.head.headers, extra) {
+    if route != Route::Ws && !auth::accept_ok(headers, extra) {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "lightd answers with Application/vnd.pkglatv1+json or application/json",
@@ -206,16 +264,12 @@ async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiErro
     let access = match route.is_console() {
         true => {
             let access = tokens::authorize_console(app, &ctx, route == Route::Ws).await?;
-            acceptable(route, &ctx)?;
+            acceptable(route, &ctx.head.headers)?;
             Some(access)
         }
         false => None,
     };
     match route {
-        Route::Health => Ok(system::health(app)),
-        Route::Ping => Ok(system::ping()),
-        Route::OpenApi => Ok(system::openapi()),
-        Route::Metrics => Ok(system::metrics(app, ctx.slot.as_ref().map(|s| s.open_connections()))),
         Route::VolumeList => volumes::list(app).await,
         Route::VolumeCreate => volumes::create(app, ctx).await,
         Route::VolumeGet => volumes::get(app, ctx).await,
@@ -243,9 +297,7 @@ async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiErro
         Route::PortAdd => ports::add(app, ctx).await,
         Route::PortRandom => ports::random(app, ctx).await,
         Route::PortDelete => ports::delete(app, ctx).await,
-        Route::ContainerList => Ok(containers::list(app)),
         Route::ContainerCreate => containers::create(app, ctx).await,
-        Route::ContainerGet => containers::get(app, &ctx),
         Route::ContainerDelete => containers::delete(app, ctx).await,
         Route::ContainerReinstall => containers::reinstall(app, ctx).await,
         Route::ContainerRebind => containers::rebind(app, ctx).await,
@@ -263,6 +315,10 @@ async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiErro
             let body = body.ok_or_else(|| ApiError::bad_request("request body already read"))?;
             let access = access.unwrap_or(tokens::Access::Pending);
             ws::upgrade(app, Request::from_parts(head, body), &id, access, slot)
+        }
+        // Answered by `quick` before the request was taken apart.
+        Route::Health | Route::Ping | Route::OpenApi | Route::Metrics | Route::ContainerList | Route::ContainerGet => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "this route is answered before dispatch"))
         }
     }
 }

@@ -143,50 +143,76 @@ pub enum Miss {
     BadPath,
 }
 
+/// Most `/`-separated segments any pattern has; a longer path matches nothing.
+const MAX_SEGMENTS: usize = 8;
+
+/// One segment of a pattern.
+#[derive(Clone, Copy)]
+enum Segment {
+    Literal(&'static str),
+    Capture,
+}
+
 /// A table entry split into segments once.
 struct Pattern {
     method: &'static str,
-    segments: Vec<&'static str>,
+    segments: Vec<Segment>,
     /// How many segments are literals (not `:name` captures).
     literals: usize,
     route: Route,
+    /// Its row in the table.
+    index: usize,
 }
 
-fn patterns() -> &'static [Pattern] {
-    static PATTERNS: std::sync::OnceLock<Vec<Pattern>> = std::sync::OnceLock::new();
-    PATTERNS.get_or_init(|| {
-        TABLE
-            .iter()
-            .map(|&(method, p, route)| {
-                let segments: Vec<&str> = p[1..].split('/').collect();
-                let literals = segments.iter().filter(|s| !s.starts_with(':')).count();
-                Pattern { method, segments, literals, route }
-            })
-            .collect()
-    })
+/// The patterns, by how many segments they have: a path is only compared with those of its
+/// own length.
+fn patterns(segments: usize) -> &'static [Pattern] {
+    static BY_LEN: std::sync::OnceLock<Vec<Vec<Pattern>>> = std::sync::OnceLock::new();
+    let by_len = BY_LEN.get_or_init(|| {
+        let mut by_len: Vec<Vec<Pattern>> = (0..=MAX_SEGMENTS).map(|_| Vec::new()).collect();
+        for (index, &(method, p, route)) in TABLE.iter().enumerate() {
+            let segments: Vec<Segment> = p[1..]
+                .split('/')
+                .map(|s| if s.starts_with(':') { Segment::Capture } else { Segment::Literal(s) })
+                .collect();
+            let literals = segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
+            assert!(segments.len() <= MAX_SEGMENTS, "{p} has more than {MAX_SEGMENTS} segments");
+            by_len[segments.len()].push(Pattern { method, segments, literals, route, index });
+        }
+        by_len
+    });
+    by_len.get(segments).map_or(&[], Vec::as_slice)
 }
 
 /// Finds the route for `method path`: its position in the table (the request counter's row),
-/// and its captured parameters in pattern order. Allocates only for the parameters.
+/// and its captured parameters in pattern order. The path is split once; allocates only for
+/// the parameters.
 pub fn resolve(method: &str, path: &str) -> Result<(usize, Route, Vec<String>), Miss> {
     let path = match path.strip_suffix('/') {
         Some(p) if !p.is_empty() => p,
         _ => path,
     };
     let rest = path.strip_prefix('/').ok_or(Miss::NotFound)?;
-    let count = rest.bytes().filter(|b| *b == b'/').count() + 1;
+    // Split once, by hand: paths are short, and a byte loop beats a searcher set up per segment.
+    let mut split = [""; MAX_SEGMENTS];
+    let (mut count, mut from) = (0, 0);
+    for (i, b) in rest.bytes().enumerate().chain([(rest.len(), b'/')]) {
+        if b == b'/' {
+            *split.get_mut(count).ok_or(Miss::NotFound)? = &rest[from..i];
+            count += 1;
+            from = i + 1;
+        }
+    }
+    let got = &split[..count];
     // Only the matching patterns with the most literal segments count: `/volumes/x/backups/upload`
     // is the upload route (POST), never a backup named "upload".
     let mut best = 0;
     let mut found = None;
     let mut allowed = Vec::new();
-    for (index, p) in patterns().iter().enumerate() {
-        if p.segments.len() != count {
-            continue;
-        }
-        let matched = p.segments.iter().zip(rest.split('/')).all(|(want, got)| match want.starts_with(':') {
-            true => !got.is_empty(),
-            false => *want == got,
+    for p in patterns(count) {
+        let matched = p.segments.iter().zip(got).all(|(want, got)| match want {
+            Segment::Capture => !got.is_empty(),
+            Segment::Literal(l) => l == got,
         });
         if !matched || p.literals < best {
             continue;
@@ -199,14 +225,14 @@ pub fn resolve(method: &str, path: &str) -> Result<(usize, Route, Vec<String>), 
         if p.method != method {
             allowed.push(p.method);
         } else if found.is_none() {
-            found = Some((index, p));
+            found = Some(p);
         }
     }
     match found {
-        Some((index, p)) => {
-            let params = p.segments.iter().zip(rest.split('/')).filter(|(want, _)| want.starts_with(':'));
+        Some(p) => {
+            let params = p.segments.iter().zip(got).filter(|(want, _)| matches!(want, Segment::Capture));
             let decoded = params.map(|(_, got)| percent_decode(got)).collect::<Option<Vec<_>>>();
-            decoded.map(|d| (index, p.route, d)).ok_or(Miss::BadPath)
+            decoded.map(|d| (p.index, p.route, d)).ok_or(Miss::BadPath)
         }
         None if allowed.is_empty() => Err(Miss::NotFound),
         None => Err(Miss::MethodNotAllowed(allowed)),
@@ -216,6 +242,10 @@ pub fn resolve(method: &str, path: &str) -> Result<(usize, Route, Vec<String>), 
 /// Decodes `%XX` escapes; `None` for a broken escape, invalid UTF-8 or a NUL byte.
 pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
+    if !b.iter().any(|c| *c == b'%' || *c == 0) {
+        // Nothing to decode: already UTF-8, and no NUL.
+        return Some(s.to_owned());
+    }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -262,6 +292,7 @@ mod tests {
         assert_eq!(resolve("GET", "/volumes//"), Err(Miss::NotFound));
         assert_eq!(resolve("GET", ""), Err(Miss::NotFound));
         assert_eq!(resolve("GET", "/volumes/a/b"), Err(Miss::NotFound));
+        assert_eq!(resolve("GET", &"/volumes".repeat(MAX_SEGMENTS + 1)), Err(Miss::NotFound), "longer than any");
         assert_eq!(resolve("PUT", "/volumes"), Err(Miss::MethodNotAllowed(vec!["GET", "POST"])));
         assert_eq!(resolve("POST", "/health"), Err(Miss::MethodNotAllowed(vec!["GET"])));
         assert_eq!(resolve("GET", "/volumes/%zz"), Err(Miss::BadPath));

@@ -1,14 +1,13 @@
-//! The client side of a console session: a reader task that turns frames into messages (with
-//! the size limit and the pongs and close echoes the protocol obliges), the two accepted
-//! message shapes, and the per-connection rate limit.
+//! The client side of a console session: a reader task that turns the client's frames into
+//! messages (RFC 6455 framing read by hand into a buffer that stays small while the viewer
+//! only watches: a thousand viewers should not each hold 8 KiB for the few commands they
+//! type), with the size limit and the pongs and close echoes the protocol obliges; the two
+//! accepted message shapes; and the per-connection rate limit.
 
 use std::time::Instant;
 
-use fastwebsockets::{Frame, OpCode, WebSocketError, WebSocketRead};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::io::ReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use super::frames;
@@ -18,6 +17,8 @@ pub const MAX_INBOUND: usize = 32 * 1024;
 /// Largest frame read whole before refusing it, so a modestly oversized message still gets
 /// a clean 1009 close instead of a reset; anything larger is cut off mid-frame.
 pub const MAX_FRAME_READ: usize = 4 * MAX_INBOUND;
+/// What the read buffer grows by, and shrinks back to after a big frame.
+const READ_CHUNK: usize = 256;
 /// Inbound messages per second allowed, and the burst above it.
 const RATE: f64 = 20.0;
 const BURST: f64 = 40.0;
@@ -34,49 +35,135 @@ pub enum Inbound {
     Alive,
     TooBig,
     NotUtf8,
+    /// The client broke the framing rules: the session closes with 1002.
+    Protocol(&'static str),
     /// The answer to a request handled in the background.
     Reply(Vec<u8>),
 }
 
+/// One client frame's header.
+#[derive(Debug, PartialEq)]
+struct Header {
+    fin: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    /// Header bytes, then payload bytes.
+    size: usize,
+    len: usize,
+}
+
+/// What a header says about the frame: `Ok(None)` while more bytes are needed.
+fn header(buf: &[u8]) -> Result<Option<Header>, Inbound> {
+    let [b0, b1, ..] = *buf else { return Ok(None) };
+    if b0 & 0x70 != 0 {
+        return Err(Inbound::Protocol("reserved bits set (no extension was agreed)"));
+    }
+    let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
+    let control = opcode & 0x8 != 0;
+    if !matches!(opcode, 0x0..=0x2 | frames::CLOSE | frames::PING | frames::PONG) {
+        return Err(Inbound::Protocol("unknown opcode"));
+    }
+    if b1 & 0x80 == 0 {
+        return Err(Inbound::Protocol("client frames must be masked"));
+    }
+    let (extra, short) = match b1 & 0x7f {
+        126 => (2, None),
+        127 => (8, None),
+        n => (0, Some(n as usize)),
+    };
+    let size = 2 + extra + 4;
+    if buf.len() < size {
+        return Ok(None);
+    }
+    let len = match short {
+        Some(n) => n,
+        None => buf[2..2 + extra].iter().fold(0u64, |n, b| n << 8 | u64::from(*b)).try_into().unwrap_or(usize::MAX),
+    };
+    if control && (!fin || len > 125) {
+        return Err(Inbound::Protocol("control frames must be whole and at most 125 bytes"));
+    }
+    if len >= MAX_FRAME_READ {
+        return Err(Inbound::TooBig);
+    }
+    let mut mask = [0; 4];
+    mask.copy_from_slice(&buf[size - 4..size]);
+    Ok(Some(Header { fin, opcode, mask, size, len }))
+}
+
+/// Reads one whole frame into `buf`: its header and where its payload ends (`Err`: the
+/// message that ends the session; `None` in it: the peer left).
+async fn next_frame<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>) -> Result<Header, Option<Inbound>> {
+    loop {
+        if let Some(h) = header(buf).map_err(Some)? {
+            if buf.len() >= h.size + h.len {
+                return Ok(h);
+            }
+            buf.reserve(h.size + h.len - buf.len());
+        } else {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Reads frames until the peer leaves; reassembles fragments up to `MAX_INBOUND`.
-pub async fn read_loop(mut rx: WebSocketRead<ReadHalf<TokioIo<Upgraded>>>, to_session: mpsc::Sender<Inbound>) {
+pub async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, to_session: mpsc::Sender<Inbound>) {
+    let mut buf = Vec::new();
     let mut partial: Option<Vec<u8>> = None;
     loop {
-        let obligations = to_session.clone();
-        let mut send = move |f: Frame<'_>| {
-            let mut frame = Vec::with_capacity(f.payload.len() + 4);
-            let opcode = match f.opcode {
-                OpCode::Close => frames::CLOSE,
-                _ => frames::PONG,
-            };
-            frames::push(&mut frame, opcode, &f.payload);
-            let msg = Inbound::Send { frame, close: f.opcode == OpCode::Close };
-            let tx = obligations.clone();
-            async move { tx.send(msg).await.map_err(|_| WebSocketError::ConnectionClosed) }
+        let h = match next_frame(&mut rd, &mut buf).await {
+            Ok(h) => h,
+            Err(None) => return,
+            Err(Some(end)) => {
+                let _ = to_session.send(end).await;
+                return;
+            }
         };
-        let msg = match rx.read_frame(&mut send).await {
-            Err(WebSocketError::FrameTooLarge) => Inbound::TooBig,
-            Err(_) => return,
-            Ok(f) => match f.opcode {
-                OpCode::Close => return,
-                OpCode::Ping | OpCode::Pong => Inbound::Alive,
-                OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                    let buf = partial.get_or_insert_with(Vec::new);
-                    buf.extend_from_slice(&f.payload);
-                    if buf.len() > MAX_INBOUND {
-                        Inbound::TooBig
-                    } else if !f.fin {
-                        continue;
-                    } else {
-                        match String::from_utf8(partial.take().unwrap_or_default()) {
-                            Ok(t) => Inbound::Text(t),
-                            Err(_) => Inbound::NotUtf8,
-                        }
+        let payload = &mut buf[h.size..h.size + h.len];
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= h.mask[i % 4];
+        }
+        let payload = &buf[h.size..h.size + h.len];
+        let msg = match (h.opcode, &mut partial) {
+            (frames::PING, _) => {
+                let mut frame = Vec::with_capacity(payload.len() + 2);
+                frames::push(&mut frame, frames::PONG, payload);
+                Inbound::Send { frame, close: false }
+            }
+            // A close is echoed with its status code.
+            (frames::CLOSE, _) if payload.len() == 1 => Inbound::Protocol("a close frame's code is two bytes"),
+            (frames::CLOSE, _) => {
+                let mut frame = Vec::with_capacity(4);
+                frames::push(&mut frame, frames::CLOSE, &payload[..payload.len().min(2)]);
+                Inbound::Send { frame, close: true }
+            }
+            (frames::PONG, _) => Inbound::Alive,
+            (0x0, None) => Inbound::Protocol("a continuation frame with no message to continue"),
+            (0x1 | 0x2, Some(_)) => Inbound::Protocol("a new message before the last one ended"),
+            (_, acc) => {
+                let whole = acc.get_or_insert_with(Vec::new);
+                whole.extend_from_slice(payload);
+                if whole.len() > MAX_INBOUND {
+                    Inbound::TooBig
+                } else if !h.fin {
+                    Inbound::Alive
+                } else {
+                    match String::from_utf8(partial.take().unwrap_or_default()) {
+                        Ok(t) => Inbound::Text(t),
+                        Err(_) => Inbound::NotUtf8,
                     }
                 }
-            },
+            }
         };
-        let stop = matches!(msg, Inbound::TooBig);
+        buf.drain(..h.size + h.len);
+        // A big frame's buffer is let go once it is read.
+        if buf.capacity() > 4 * READ_CHUNK && buf.len() <= READ_CHUNK {
+            buf.shrink_to(READ_CHUNK);
+        }
+        let stop = matches!(msg, Inbound::TooBig | Inbound::Protocol(_) | Inbound::Send { close: true, .. });
         if to_session.send(msg).await.is_err() || stop {
             return;
         }
@@ -155,6 +242,97 @@ mod tests {
         assert!(parse(r#"{"event":"power","args":[1]}"#).is_err());
         assert!(parse(r#"{"a":[],"b":[]}"#).is_err());
         assert!(parse(r#"{"power":"start"}"#).is_err());
+    }
+
+    /// A masked client frame of `opcode` carrying `payload`.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut out = vec![u8::from(fin) << 7 | opcode];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// What the reader reports for `bytes` sent by a client that then leaves.
+    fn read_all(bytes: Vec<u8>) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::channel(64);
+            read_loop(&bytes[..], tx).await;
+            let mut got = Vec::new();
+            while let Ok(m) = rx.try_recv() {
+                got.push(match m {
+                    Inbound::Text(t) => format!("text {t}"),
+                    Inbound::Send { frame, close } => format!("send {:02x?} close={close}", &frame[..2]),
+                    Inbound::Alive => "alive".into(),
+                    Inbound::TooBig => "too big".into(),
+                    Inbound::NotUtf8 => "not utf-8".into(),
+                    Inbound::Protocol(why) => format!("protocol: {why}"),
+                    Inbound::Reply(_) => "reply".into(),
+                });
+            }
+            got
+        })
+    }
+
+    #[test]
+    fn frames_are_unmasked_and_fragments_joined() {
+        let mut bytes = client_frame(true, 0x1, b"hello");
+        bytes.extend(client_frame(false, 0x1, b"a "));
+        bytes.extend(client_frame(true, frames::PING, b"p"));
+        bytes.extend(client_frame(true, 0x0, &vec![b'b'; 300]));
+        bytes.extend(client_frame(true, frames::PONG, b""));
+        bytes.extend(client_frame(true, 0x1, &[0xff]));
+        bytes.extend(client_frame(true, frames::CLOSE, &1000u16.to_be_bytes()));
+        bytes.extend(client_frame(true, 0x1, b"after close"));
+        let got = read_all(bytes);
+        assert_eq!(got[0], "text hello");
+        assert_eq!(got[1], "alive", "a fragment is a sign of life");
+        assert_eq!(got[2], "send [8a, 01] close=false", "a ping is answered with its payload");
+        assert_eq!(got[3], format!("text a {}", "b".repeat(300)));
+        assert_eq!(got[4..], ["alive", "not utf-8", "send [88, 02] close=true"], "nothing is read after a close");
+    }
+
+    #[test]
+    fn broken_framing_ends_the_session() {
+        let unmasked = vec![0x81, 0x01, b'x'];
+        assert_eq!(read_all(unmasked), ["protocol: client frames must be masked"]);
+        assert_eq!(read_all(client_frame(true, 0x3, b"")), ["protocol: unknown opcode"]);
+        assert_eq!(read_all(vec![0xc1, 0x80, 0, 0, 0, 0]), ["protocol: reserved bits set (no extension was agreed)"]);
+        let long_ping = client_frame(true, frames::PING, &[0; 126]);
+        assert_eq!(read_all(long_ping), ["protocol: control frames must be whole and at most 125 bytes"]);
+        assert_eq!(
+            read_all(client_frame(true, 0x0, b"x")),
+            ["protocol: a continuation frame with no message to continue"]
+        );
+        let mut interleaved = client_frame(false, 0x1, b"a");
+        interleaved.extend(client_frame(true, 0x1, b"b"));
+        assert_eq!(read_all(interleaved), ["alive", "protocol: a new message before the last one ended"]);
+    }
+
+    #[test]
+    fn oversized_frames_and_messages_are_refused() {
+        // Refused from the header alone: nothing of the payload needs to arrive.
+        let huge = client_frame(true, 0x1, &vec![b'x'; MAX_FRAME_READ]);
+        assert_eq!(read_all(huge[..14].to_vec()), ["too big"]);
+        assert_eq!(read_all(client_frame(true, 0x1, &vec![b'x'; MAX_INBOUND + 1])), ["too big"]);
+        let mut split = client_frame(false, 0x1, &vec![b'x'; MAX_INBOUND]);
+        split.extend(client_frame(true, 0x0, b"y"));
+        assert_eq!(read_all(split), ["alive", "too big"]);
+        // A frame cut short is a peer that left.
+        let whole = client_frame(true, 0x1, b"abc");
+        assert!(read_all(whole[..whole.len() - 1].to_vec()).is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `GET /ws/:internal_id`: the console protocol of API.md, read with fastwebsockets and
-//! written by hand (`frames.rs`), so a batch of lines is one buffer and one write.
+//! `GET /ws/:internal_id`: the console protocol of API.md. fastwebsockets checks the
+//! handshake; frames are read (`inbound.rs`) and written (`frames.rs`) by hand, so a batch of
+//! lines is one buffer and one write and an idle viewer holds only a small read buffer.
 //!
 //! A reader task turns inbound frames into messages; the session task owns the write half and
 //! selects over the ring (console lines), the hub's events, inbound messages, `detach`, a ping
@@ -13,7 +14,6 @@ mod inbound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fastwebsockets::{after_handshake_split, Role};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper::Request;
@@ -36,8 +36,9 @@ use inbound::{Bucket, Inbound};
 
 /// Lines written per batch (one write).
 const BATCH: usize = 256;
-/// The write buffer a session keeps between writes; a bigger one is let go after its write.
-const KEEP_BUFFER: usize = 4096;
+/// The write buffer a session keeps between writes; a bigger one (the tail, a burst) is let go
+/// after its write, so a thousand quiet viewers do not each hold their biggest batch.
+const KEEP_BUFFER: usize = 1024;
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// A peer silent this long (no frame, no pong) is gone, or no longer reading.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,13 +117,8 @@ impl Session {
     async fn run(app: Arc<App>, hub: Arc<Hub>, io: TokioIo<Upgraded>, access: Access, guard: Option<SessionGuard>) {
         let _viewer = hub.viewer(ViewerKind::Ws);
         let (rd, wr) = tokio::io::split(io);
-        // fastwebsockets reads; every byte out is written here (its writer stays unused).
-        let (mut rx, _) = after_handshake_split(rd, tokio::io::sink(), Role::Server);
-        rx.set_max_message_size(inbound::MAX_FRAME_READ);
-        rx.set_auto_close(true);
-        rx.set_auto_pong(true);
         let (in_tx, mut inbound) = mpsc::channel(64);
-        let reader = tokio::spawn(inbound::read_loop(rx, in_tx.clone()));
+        let reader = tokio::spawn(inbound::read_loop(rd, in_tx.clone()));
         let token = match &access {
             Access::Token(t) => Some(t.clone()),
             _ => None,
@@ -207,9 +203,14 @@ impl Session {
         let mut events = hub.subscribe();
         hub.wait_filled(FILL_WAIT).await;
         let state = record(&app, &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
-        let (mut cursor, tail) = Cursor::tail(hub.ring(), app.config.console.tail_lines);
         frames::event(&mut self.out, "status", &[state]);
-        frames::logs(&mut self.out, &tail);
+        // The tail's copies of the lines go once framed: they would otherwise stay with the
+        // session for as long as it lasts.
+        let mut cursor = {
+            let (cursor, tail) = Cursor::tail(hub.ring(), app.config.console.tail_lines);
+            frames::logs(&mut self.out, &tail);
+            cursor
+        };
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut check = tokio::time::interval(Duration::from_secs(1));
@@ -248,6 +249,7 @@ impl Session {
                     Some(Inbound::Alive) => last_seen = Instant::now(),
                     Some(Inbound::Reply(f)) => self.out.extend_from_slice(&f),
                     Some(Inbound::TooBig) => return Some((1009, "message too big".into())),
+                    Some(Inbound::Protocol(why)) => return Some((1002, why.into())),
                     Some(Inbound::NotUtf8) => error(&mut self.out, "messages must be UTF-8 JSON text"),
                     Some(Inbound::Send { frame, close }) => {
                         self.out.extend_from_slice(&frame);
