@@ -145,3 +145,20 @@ fn attach_starts_with_exactly_the_tail() {
     assert_eq!(s.text(), "line 152");
     assert_eq!(s2.text(), "line 152");
 }
+
+/// The engine reports an exit before the attach stream has delivered what the server printed
+/// just before it: a server is recorded offline only once that output is in its log.
+#[test]
+fn the_last_lines_are_in_the_log_once_the_server_is_offline() {
+    require_docker();
+    let d = Daemon::start();
+    for round in 0..3 {
+        let id = d.ready_container(&format!("last{round}"), "seq 1 50000", json!({"crash_restart": false}));
+        assert_eq!(d.act(&id, "start"), 202);
+        wait_for(60, "the exit recorded", || {
+            Some(d.record(&id)).filter(|r| r["state"] == "offline" && r["last_exit"].is_object())
+        });
+        let lines = d.get(&format!("/containers/{id}/logs?tail=1")).json()["lines"].clone();
+        assert_eq!(lines, json!(["50000"]), "round {round}: the log's last line when the record said offline");
+    }
+}

@@ -217,6 +217,22 @@ impl Hub {
         let _ = tokio::time::timeout(limit, rx.wait_for(|f| *f)).await;
     }
 
+    /// Waits, at most `limit`, until the pump has pushed the last of its attach stream: the
+    /// engine reports an exit before the stream has delivered the output printed just before
+    /// it, and a server is recorded offline only once that output is in the ring.
+    pub async fn wait_drained(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // The pump wakes `wake` for every batch it pushes and once more when it ends.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if !self.attach_open.load(Acquire) || tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Counts a viewer in until the guard drops.
     pub fn viewer(self: &Arc<Self>, kind: ViewerKind) -> ViewerGuard {
         self.counter(kind).fetch_add(1, AcqRel);

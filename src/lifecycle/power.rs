@@ -19,6 +19,8 @@ pub const MAX_COMMAND: usize = 4096;
 pub const VANISHED: &str = "Docker container vanished (removed outside lightd); reinstall to recreate it";
 /// How long a kill may take to be seen as an exit.
 const KILL_WAIT: Duration = Duration::from_secs(30);
+/// How long an exit waits for the console to deliver what the server printed last.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 impl Supervisor {
     /// Records the power state and tells the viewers (only when it changes).
@@ -252,6 +254,9 @@ impl Supervisor {
             return;
         }
         let never_ran = st["StartedAt"].as_str().is_some_and(|s| s.starts_with("0001"));
+        if !never_ran {
+            self.hub.wait_drained(DRAIN_WAIT).await;
+        }
         let exit = LastExit {
             code: st["ExitCode"].as_i64().unwrap_or(-1),
             oom_killed: st["OOMKilled"].as_bool().unwrap_or(false),
