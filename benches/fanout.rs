@@ -69,6 +69,8 @@ pub struct Row {
     pub cpu_per_million: f64,
     /// Milliseconds per second the daemon's threads were ready to run but waited for a CPU.
     pub runq_wait: f64,
+    /// Who used the machine's CPU during the span (lightd's own rows).
+    pub cpu_split: String,
 }
 
 impl Row {
@@ -88,6 +90,7 @@ impl Row {
             cpu: (cpu.0.to_string(), cpu.1 / took * 100.0),
             cpu_per_million: cpu.1 / (lines.max(1) as f64 / 1e6),
             runq_wait: f64::NAN,
+            cpu_split: String::new(),
         }
     }
 
@@ -130,6 +133,7 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
     let before = delivery(d);
     let cpu0 = cpu_seconds(d.pid());
     let wait0 = runq_wait_seconds(d.pid());
+    let machine0 = cpu_by_command();
     let start = Instant::now();
     let mut open = Vec::new();
     for t in tasks {
@@ -142,7 +146,9 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
     let mut row = Row::new(what, "lightd WebSocket", readers, &tally, took, ("lightd", cpu));
     row.daemon_p99 = delivery_quantile(&before, &after, 0.99);
     row.runq_wait = waited / took * 1000.0;
+    row.cpu_split = cpu_split(&machine0, took);
     println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
+    println!("  CPU by process: {}", row.cpu_split);
     (row, open)
 }
 
@@ -152,6 +158,7 @@ pub async fn measure_docker(what: &str, containers: Vec<String>, secs: u64) -> R
     let tally = Arc::new(Tally::default());
     let dockerd = dockerd_pid();
     let cpu0 = cpu_seconds(dockerd);
+    let machine0 = cpu_by_command();
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
     let tasks: Vec<_> =
@@ -161,8 +168,11 @@ pub async fn measure_docker(what: &str, containers: Vec<String>, secs: u64) -> R
     }
     let took = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(dockerd) - cpu0;
-    let row = Row::new(what, "baseline: Docker `logs --follow` per reader", readers, &tally, took, ("dockerd", cpu));
+    let mut row =
+        Row::new(what, "baseline: Docker `logs --follow` per reader", readers, &tally, took, ("dockerd", cpu));
+    row.cpu_split = cpu_split(&machine0, took);
     println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
+    println!("  CPU by process: {}", row.cpu_split);
     row
 }
 

@@ -56,6 +56,38 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds used so far by every process on the machine, summed by command name (the
+/// 100 servers' shells, their shims, dockerd, the daemon, this client): who shares the cores.
+pub fn cpu_by_command() -> std::collections::HashMap<String, f64> {
+    let mut by = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some(name) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(')')).map(|(n, _)| n.to_string()) else {
+            continue;
+        };
+        *by.entry(name).or_insert(0.0) += cpu_seconds(pid);
+    }
+    by
+}
+
+/// The biggest users of CPU between two [`cpu_by_command`] snapshots taken `secs` apart, as
+/// `name NN%` (100% is one core), busiest first.
+pub fn cpu_split(before: &std::collections::HashMap<String, f64>, secs: f64) -> String {
+    let mut used: Vec<(String, f64)> = cpu_by_command()
+        .into_iter()
+        .map(|(name, s)| {
+            let was = before.get(&name).copied().unwrap_or(0.0);
+            (name, (s - was) / secs * 100.0)
+        })
+        .filter(|(_, pct)| *pct >= 1.0)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = used.iter().map(|u| u.1).sum();
+    let named: Vec<String> = used.iter().take(8).map(|(n, p)| format!("{n} {p:.0}%")).collect();
+    format!("{} (all {total:.0}% of 200%)", named.join(", "))
+}
+
 /// Seconds the threads of `pid` have spent ready to run but waiting for a CPU (the second
 /// field of each thread's `schedstat`, in ns): how much a busy machine delays the daemon.
 pub fn runq_wait_seconds(pid: u32) -> f64 {
@@ -135,7 +167,7 @@ pub async fn load(port: u16, path: &str, auth: bool, conns: usize, secs: f64) ->
 /// `--hello PORT`), the baseline every REST figure is set against.
 pub fn spawn_hello(port: u16) -> std::process::Child {
     let me = std::env::current_exe().unwrap();
-    let child = Command::new(me).args(["--hello", &port.to_string()]).spawn().unwrap();
+    let child = own_session(Command::new(me).args(["--hello", &port.to_string()])).spawn().unwrap();
     wait_for(10, "the hello server", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop));
     child
 }

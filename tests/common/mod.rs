@@ -168,6 +168,19 @@ pub fn port() -> u16 {
     ports(1)[0]
 }
 
+/// Starts `cmd` in a session of its own, as a service manager starts a daemon. With the
+/// kernel's autogroup scheduling (on by default) every session shares one CPU weight, so a
+/// server started in the client's session would share its CPU with the client loading it.
+pub fn own_session(cmd: &mut Command) -> &mut Command {
+    // SAFETY: setsid is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            libc::setsid();
+            Ok(())
+        })
+    }
+}
+
 /// The daemon under test: this build's, or `LIGHTD_BIN` (to run the tests against another
 /// build, e.g. to show a test fails on the code before a fix).
 pub fn bin() -> String {
@@ -206,6 +219,9 @@ pub struct Daemon {
     done: Arc<AtomicBool>,
     /// Environment variables the daemon is started with (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// The daemon's CPU priority (a nice value for it and its session's autogroup); benches
+    /// set the one `dist/lightd.service` gives it, tests leave 0.
+    pub nice: i32,
 }
 
 impl Daemon {
@@ -232,7 +248,7 @@ impl Daemon {
         let prefix = format!("t{}x{n}", std::process::id());
         let done = Arc::new(AtomicBool::new(false));
         watchdog(Arc::clone(&done), dir.0.join("daemon.log"));
-        Daemon { child: None, port: 0, dir, config, prefix, done, env: Vec::new() }
+        Daemon { child: None, port: 0, dir, config, prefix, done, env: Vec::new(), nice: 0 }
     }
 
     /// Starts the binary and waits until it answers; its port is read from its log, or from
@@ -247,7 +263,18 @@ impl Daemon {
             .and_then(|c| c["server"]["port"].as_u64())
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0);
-        let child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        let nice = self.nice;
+        // SAFETY: setpriority is async-signal-safe; every thread the daemon starts inherits it.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if nice != 0 {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                }
+                Ok(())
+            });
+        }
+        let child = own_session(&mut cmd)
             .arg("--config")
             .arg(&self.config)
             // Only a test that binds a notification socket gets one, never the runner's own.
@@ -258,6 +285,11 @@ impl Daemon {
             .spawn()
             .expect("start lightd");
         live().pids.push(child.id());
+        if nice != 0 {
+            // Autogroup scheduling weighs the session against the others by this value.
+            std::fs::write(format!("/proc/{}/autogroup", child.id()), nice.to_string())
+                .expect("set the autogroup's nice");
+        }
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
