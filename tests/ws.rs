@@ -592,4 +592,37 @@ async fn pings_fragments_and_unmasked_frames() {
     };
     assert_eq!(code, 1002, "an unmasked client frame is a protocol error");
     assert_eq!(d.get("/health").status, 200);
+
+    // A ping flood: every frame counts (README: 100 frames/s, a burst of 200), so the daemon
+    // answers the burst's pings and then closes with 1008, instead of a pong for each.
+    let mut flood = open(&d, &id).await;
+    next_event(&mut flood, "logs").await;
+    let flooded = tokio::time::timeout(Duration::from_secs(30), ping_flood(&mut flood)).await;
+    let (close, pongs, took) = flooded.expect("the ping flood answered and closed within 30 s");
+    assert_eq!(close.code, CloseCode::Policy, "{close:?}");
+    let most = 201 + (took * 100.0).ceil() as u32;
+    assert!((1..=most).contains(&pongs), "{pongs} pongs for 1000 pings (at most {most})");
+    assert_eq!(d.get("/health").status, 200);
+}
+
+/// Sends 1000 pings at once and reads until the close: its frame, the pongs, the seconds taken.
+async fn ping_flood(
+    flood: &mut Ws,
+) -> (tokio_tungstenite::tungstenite::protocol::frame::CloseFrame<'static>, u32, f64) {
+    let sent_at = std::time::Instant::now();
+    for _ in 0..1000 {
+        flood.feed(Message::Ping(b"x".to_vec())).await.unwrap();
+    }
+    flood.flush().await.unwrap();
+    let mut pongs = 0u32;
+    let close = loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(Duration::from_secs(10), flood.next()).await.expect("a close within 10 s") {
+            Some(Ok(Message::Pong(_))) => pongs += 1,
+            Some(Ok(Message::Close(c))) => break c.expect("a close code"),
+            Some(Ok(_)) => {}
+            other => panic!("the flood ended without a close frame: {other:?} after {pongs} pongs"),
+        }
+    };
+    (close, pongs, sent_at.elapsed().as_secs_f64())
 }

@@ -22,6 +22,10 @@ const READ_CHUNK: usize = 256;
 /// Inbound messages per second allowed, and the burst above it.
 const RATE: f64 = 20.0;
 const BURST: f64 = 40.0;
+/// Frames of any kind per second (pings, pongs and fragments included), and the burst: a
+/// ping or fragment flood would otherwise cost a pong or a wake-up each, past the message limit.
+pub const FRAME_RATE: f64 = 100.0;
+const FRAME_BURST: f64 = 200.0;
 
 /// What the reader task reports.
 pub enum Inbound {
@@ -37,6 +41,8 @@ pub enum Inbound {
     NotUtf8,
     /// The client broke the framing rules: the session closes with 1002.
     Protocol(&'static str),
+    /// The client sent frames faster than `FRAME_RATE`: the session closes with 1008.
+    Flood,
     /// The answer to a request handled in the background.
     Reply(Vec<u8>),
 }
@@ -113,9 +119,18 @@ async fn next_frame<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>) -> Resu
 pub async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, to_session: mpsc::Sender<Inbound>) {
     let mut buf = Vec::new();
     let mut partial: Option<Vec<u8>> = None;
+    let mut frames_left = Bucket::new(FRAME_RATE, FRAME_BURST);
     loop {
         let h = match next_frame(&mut rd, &mut buf).await {
-            Ok(h) => h,
+            Ok(h) if frames_left.take() => h,
+            Ok(_) => {
+                let _ = to_session.send(Inbound::Flood).await;
+                // Take what else comes while the close goes out (the session stops this within
+                // a second): closing on unread bytes would reset the socket and lose the close.
+                let mut sink = [0u8; 1024];
+                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+                return;
+            }
             Err(None) => return,
             Err(Some(end)) => {
                 let _ = to_session.send(end).await;
@@ -197,23 +212,30 @@ pub fn parse(text: &str) -> Result<(String, Vec<String>), String> {
     Ok((name, args))
 }
 
-/// A token bucket: `RATE` per second, `BURST` at most.
+/// A token bucket: `rate` per second, `burst` at most (by default the message limit, `RATE`
+/// and `BURST`).
 pub struct Bucket {
     tokens: f64,
     at: Instant,
+    rate: f64,
+    burst: f64,
 }
 
 impl Default for Bucket {
     fn default() -> Self {
-        Bucket { tokens: BURST, at: Instant::now() }
+        Bucket::new(RATE, BURST)
     }
 }
 
 impl Bucket {
+    pub fn new(rate: f64, burst: f64) -> Bucket {
+        Bucket { tokens: burst, at: Instant::now(), rate, burst }
+    }
+
     /// Takes one token; false when the message must be dropped.
     pub fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * RATE).min(BURST);
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -227,6 +249,16 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_its_rate() {
+        let mut b = Bucket::new(0.0, 3.0);
+        assert_eq!([b.take(), b.take(), b.take(), b.take()], [true, true, true, false]);
+        let mut b = Bucket::new(1e9, 1.0);
+        assert!(b.take());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert!(b.take(), "refilled at its rate");
+    }
 
     #[test]
     fn both_message_shapes() {
@@ -265,10 +297,19 @@ mod tests {
     }
 
     /// What the reader reports for `bytes` sent by a client that then leaves.
+    #[test]
+    fn a_ping_flood_gets_the_burst_of_pongs_then_ends() {
+        // 300 masked empty pings at once: 200 answered, then the session is told.
+        let got = read_all([0x89, 0x80, 0, 0, 0, 0].repeat(300));
+        assert_eq!(got.len(), 201, "{got:?}");
+        assert!(got[..200].iter().all(|g| g == "send [8a, 00] close=false"), "{:?}", &got[..3]);
+        assert_eq!(got[200], "flood");
+    }
+
     fn read_all(bytes: Vec<u8>) -> Vec<String> {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
-            let (tx, mut rx) = mpsc::channel(64);
+            let (tx, mut rx) = mpsc::channel(1024);
             read_loop(&bytes[..], tx).await;
             let mut got = Vec::new();
             while let Ok(m) = rx.try_recv() {
@@ -279,6 +320,7 @@ mod tests {
                     Inbound::TooBig => "too big".into(),
                     Inbound::NotUtf8 => "not utf-8".into(),
                     Inbound::Protocol(why) => format!("protocol: {why}"),
+                    Inbound::Flood => "flood".into(),
                     Inbound::Reply(_) => "reply".into(),
                 });
             }

@@ -250,6 +250,9 @@ impl Session {
                     Some(Inbound::Reply(f)) => self.out.extend_from_slice(&f),
                     Some(Inbound::TooBig) => return Some((1009, "message too big".into())),
                     Some(Inbound::Protocol(why)) => return Some((1002, why.into())),
+                    Some(Inbound::Flood) => {
+                        return Some((1008, format!("too many frames: at most {} a second", inbound::FRAME_RATE)))
+                    }
                     Some(Inbound::NotUtf8) => error(&mut self.out, "messages must be UTF-8 JSON text"),
                     Some(Inbound::Send { frame, close }) => {
                         self.out.extend_from_slice(&frame);
