@@ -48,7 +48,11 @@ pub fn status_bytes(pid: u32, field: &str) -> u64 {
 
 /// CPU seconds (user + system) used by `pid` so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// CPU seconds (user + system) in the text of a `/proc/<pid>/stat`.
+fn stat_cpu_seconds(stat: &str) -> f64 {
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = after.split_whitespace().collect();
     // Fields 14 and 15 of stat (utime, stime, in clock ticks) are the 12th and 13th after ")".
@@ -66,7 +70,7 @@ pub fn cpu_by_command() -> std::collections::HashMap<String, f64> {
         let Some(name) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(')')).map(|(n, _)| n.to_string()) else {
             continue;
         };
-        *by.entry(name).or_insert(0.0) += cpu_seconds(pid);
+        *by.entry(name).or_insert(0.0) += stat_cpu_seconds(&stat);
     }
     by
 }
@@ -167,7 +171,7 @@ pub async fn load(port: u16, path: &str, auth: bool, conns: usize, secs: f64) ->
 /// `--hello PORT`), the baseline every REST figure is set against.
 pub fn spawn_hello(port: u16) -> std::process::Child {
     let me = std::env::current_exe().unwrap();
-    let child = own_session(Command::new(me).args(["--hello", &port.to_string()])).spawn().unwrap();
+    let child = own_session(Command::new(me).args(["--hello", &port.to_string()]), 0).spawn().unwrap();
     wait_for(10, "the hello server", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(drop));
     child
 }

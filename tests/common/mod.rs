@@ -168,14 +168,19 @@ pub fn port() -> u16 {
     ports(1)[0]
 }
 
-/// Starts `cmd` in a session of its own, as a service manager starts a daemon. With the
-/// kernel's autogroup scheduling (on by default) every session shares one CPU weight, so a
-/// server started in the client's session would share its CPU with the client loading it.
-pub fn own_session(cmd: &mut Command) -> &mut Command {
-    // SAFETY: setsid is async-signal-safe and touches nothing of the parent's.
+/// Starts `cmd` in a session of its own, as a service manager starts a daemon, at `nice`
+/// (0: as this process). With the kernel's autogroup scheduling (on by default) every session
+/// shares one CPU weight, so a server started in the client's session would share its CPU
+/// with the client loading it.
+pub fn own_session(cmd: &mut Command, nice: i32) -> &mut Command {
+    // SAFETY: setsid and setpriority are async-signal-safe and touch nothing of the parent's;
+    // every thread the program starts inherits the priority.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
             libc::setsid();
+            if nice != 0 {
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            }
             Ok(())
         })
     }
@@ -263,18 +268,8 @@ impl Daemon {
             .and_then(|c| c["server"]["port"].as_u64())
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0);
-        let mut cmd = Command::new(bin());
         let nice = self.nice;
-        // SAFETY: setpriority is async-signal-safe; every thread the daemon starts inherits it.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                if nice != 0 {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-                }
-                Ok(())
-            });
-        }
-        let child = own_session(&mut cmd)
+        let child = own_session(&mut Command::new(bin()), nice)
             .arg("--config")
             .arg(&self.config)
             // Only a test that binds a notification socket gets one, never the runner's own.

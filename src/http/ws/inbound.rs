@@ -296,7 +296,6 @@ mod tests {
         out
     }
 
-    /// What the reader reports for `bytes` sent by a client that then leaves.
     #[test]
     fn a_ping_flood_gets_the_burst_of_pongs_then_ends() {
         // 300 masked empty pings at once: 200 answered, then the session is told.
@@ -306,6 +305,7 @@ mod tests {
         assert_eq!(got[200], "flood");
     }
 
+    /// What the reader reports for `bytes` sent by a client that then leaves.
     fn read_all(bytes: Vec<u8>) -> Vec<String> {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
