@@ -82,6 +82,8 @@ impl App {
     pub async fn watch_token(self: Arc<Self>) {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut seen = secret::stamp(&self.config, self.config_path.as_deref());
+        // A revocation that could not be saved is tried again on every tick until it is.
+        let mut owed = false;
         loop {
             let hup_now = async {
                 match hup.as_mut() {
@@ -93,6 +95,10 @@ impl App {
                 _ = tokio::time::sleep(secret::POLL) => false,
                 _ = hup_now => true,
             };
+            if owed && crate::tokens::revoke_all(&self).await.is_ok() {
+                owed = false;
+                crate::info!("console tokens of the old master token revoked");
+            }
             let now = secret::stamp(&self.config, self.config_path.as_deref());
             if !forced && now == seen {
                 continue;
@@ -104,7 +110,10 @@ impl App {
                         crate::info!("the master token changed; {revoked} console token(s) revoked")
                     }
                     Ok(None) => {}
-                    Err(e) => crate::warn!("the master token changed but console tokens could not be revoked: {e}"),
+                    Err(e) => {
+                        owed = true;
+                        crate::warn!("the master token changed but console tokens could not be revoked yet: {e}")
+                    }
                 },
                 Ok(None) => {}
                 Err(e) => crate::warn!("cannot reread the token: {e}"),

@@ -160,6 +160,14 @@ impl Store {
         f(&self.lock().saved)
     }
 
+    /// Like [`read`](Self::read), of the latest state: changes still being written
+    /// included. For checks that must honour a revocation from the moment it is made, not
+    /// from when it is on disk (a change that is rolled back stops counting then).
+    pub fn read_latest<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let inner = self.lock();
+        f(inner.pending.as_ref().unwrap_or(&inner.saved))
+    }
+
     /// Like [`read`](Self::read), with the version of the state it saw: answers derived
     /// from one version can be cached until the next change.
     pub fn read_versioned<R>(&self, f: impl FnOnce(&State) -> R) -> (u64, R) {
@@ -347,6 +355,26 @@ mod tests {
         let again = Store::open(&path).unwrap();
         assert_eq!(again.read(|s| s.ports.get(&key(25565)).cloned()), Some(Port::free(key(25565))));
         assert_eq!(again.read(|s| s.instance.clone()), instance, "the instance id is kept");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_latest_state_holds_a_change_before_it_is_on_disk() {
+        let path = temp_file("latest");
+        let store = Store::open(&path).unwrap();
+        // No writer yet: the change stays pending.
+        let pending = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { add(&store, 27015).await }
+        });
+        let seen = |s: &State| s.ports.contains_key(&key(27015));
+        while !store.read_latest(seen) {
+            tokio::task::yield_now().await;
+        }
+        assert!(!store.read(seen), "not saved yet");
+        tokio::spawn(Arc::clone(&store).run_writer());
+        pending.await.unwrap().unwrap();
+        assert!(store.read(seen) && store.read_latest(seen));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

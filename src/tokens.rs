@@ -128,7 +128,9 @@ pub async fn issue(
 /// Checks a temporary token for container `id`, consuming it when it is single-use.
 pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result<TempToken, Denied> {
     // One keyed-hash lookup, then a constant-time compare of the whole token.
-    let found = app.store.read(|s| s.tokens.get(presented).cloned());
+    // The latest state: a revocation counts from the moment it is made (`replace_master`
+    // sets the new master token at that moment too), not from when it is on disk.
+    let found = app.store.read_latest(|s| s.tokens.get(presented).cloned());
     let t = found.filter(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()));
     let t = t.ok_or(Denied::Invalid("Invalid token"))?;
     if t.expires_at <= now() {
@@ -150,7 +152,7 @@ pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result
 /// Whether a token that opened a session still stands (it was not revoked, its container not
 /// deleted); sessions check this while they run.
 pub fn still_valid(app: &App, token: &str) -> bool {
-    app.store.read(|s| s.tokens.get(token).is_some_and(|t| t.expires_at > now()))
+    app.store.read_latest(|s| s.tokens.get(token).is_some_and(|t| t.expires_at > now()))
 }
 
 /// `DELETE /auth/tokens`: every console token goes; returns how many there were.
