@@ -15,9 +15,26 @@ pub fn up() -> bool {
     Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
+/// The engines running: processes running dockerd that no dockerd started. Not `pidof
+/// dockerd`: a starting engine forks helpers (libnetwork's `libnetwork-setkey`, `set-ipv6`
+/// and the like), which run dockerd's binary and, until they exec, its command line too.
 fn dockerd_pids() -> Vec<String> {
-    let out = Command::new("pidof").arg("dockerd").output().map(|o| o.stdout).unwrap_or_default();
-    String::from_utf8_lossy(&out).split_whitespace().map(String::from).collect()
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let dockerd: Vec<(String, Option<u32>)> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv0 = cmdline.split(|c| *c == 0).next().unwrap_or_default();
+            argv0.rsplit(|c| *c == b'/').next() == Some(b"dockerd".as_slice())
+        })
+        .map(|pid| {
+            let parent = parent_of(&pid);
+            (pid, parent)
+        })
+        .collect();
+    let forked = |parent: Option<u32>| dockerd.iter().any(|(p, _)| parent.is_some_and(|q| p == &q.to_string()));
+    dockerd.iter().filter(|(_, parent)| !forked(*parent)).map(|(pid, _)| pid.clone()).collect()
 }
 
 fn systemd_active(unit: &str) -> bool {
