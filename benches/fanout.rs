@@ -12,10 +12,16 @@ use crate::viewer::*;
 
 /// The daemon's delivery histogram: (upper bound s, cumulative count) per bucket.
 pub fn delivery(d: &Daemon) -> Vec<(f64, u64)> {
+    histogram(d, "lightd_console_delivery_seconds")
+}
+
+/// One of the daemon's unlabelled histograms: (upper bound s, cumulative count) per bucket.
+pub fn histogram(d: &Daemon, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
     d.get("/metrics")
         .body
         .lines()
-        .filter_map(|l| l.strip_prefix("lightd_console_delivery_seconds_bucket{le=\""))
+        .filter_map(|l| l.strip_prefix(&prefix))
         .filter_map(|l| {
             let (le, n) = l.split_once("\"} ")?;
             Some((le.parse().unwrap_or(f64::INFINITY), n.parse().ok()?))
@@ -25,7 +31,7 @@ pub fn delivery(d: &Daemon) -> Vec<(f64, u64)> {
 
 /// The `q` quantile (ms) of what was delivered between two snapshots, interpolated within its
 /// bucket as Prometheus' `histogram_quantile` does.
-pub fn delivery_quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> f64 {
+pub fn quantile_between(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> f64 {
     let diff: Vec<(f64, u64)> = after.iter().zip(before).map(|(a, b)| (a.0, a.1 - b.1)).collect();
     let total = diff.last().map_or(0, |x| x.1);
     if total == 0 {
@@ -144,7 +150,7 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
     let waited = runq_wait_seconds(d.pid()) - wait0;
     let after = delivery(d);
     let mut row = Row::new(what, "lightd WebSocket", readers, &tally, took, ("lightd", cpu));
-    row.daemon_p99 = delivery_quantile(&before, &after, 0.99);
+    row.daemon_p99 = quantile_between(&before, &after, 0.99);
     row.runq_wait = waited / took * 1000.0;
     row.cpu_split = cpu_split(&machine0, took);
     println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());

@@ -134,7 +134,7 @@ impl LocalHistogram {
 }
 
 /// Process-wide counters: requests by route (method and pattern) and status, their latency,
-/// console delivery latency.
+/// console delivery and tail-on-connect latency.
 ///
 /// Request counters are kept in shards, a thread always counting into the same one: two
 /// cores counting requests never write the same memory, so counting costs no cache-line
@@ -144,6 +144,8 @@ pub struct Metrics {
     shards: Box<[Shard]>,
     /// Ring push to socket write complete, for every console line every viewer got.
     pub delivery: Histogram,
+    /// A WebSocket upgrade request handled to its `status` and tail written.
+    pub tail: Histogram,
     events_stream: AtomicBool,
 }
 
@@ -176,6 +178,7 @@ impl Metrics {
             routes,
             shards: (0..SHARDS).map(|_| shard()).collect(),
             delivery: Histogram::new(&DELIVERY_BUCKETS),
+            tail: Histogram::new(&DELIVERY_BUCKETS),
             events_stream: AtomicBool::new(false),
         }
     }
@@ -234,6 +237,12 @@ impl Metrics {
         out.push_str("# HELP lightd_console_delivery_seconds Console line delivery: ring push to socket write done.\n");
         out.push_str("# TYPE lightd_console_delivery_seconds histogram\n");
         self.delivery.render(out, "lightd_console_delivery_seconds", "");
+        out.push_str(
+            "# HELP lightd_console_tail_seconds Console tail-on-connect: WebSocket upgrade request handled to its \
+             status and tail written.\n",
+        );
+        out.push_str("# TYPE lightd_console_tail_seconds histogram\n");
+        self.tail.render(out, "lightd_console_tail_seconds", "");
     }
 }
 

@@ -154,6 +154,9 @@ async fn a_thousand_viewers_get_every_line_once_in_order() {
     // Every live line each viewer read was timed from the ring to its socket.
     let delivered = d.metric("lightd_console_delivery_seconds_count").unwrap_or(0);
     assert!(delivered >= 40_000, "{delivered} deliveries timed");
+    // And every session's tail, from its upgrade request.
+    let tails = d.metric("lightd_console_tail_seconds_count").unwrap_or(0);
+    assert!(tails >= 1000, "{tails} tails timed");
     assert_eq!(d.streams(&id, "attach"), 1);
     assert_eq!(d.streams(&id, "stats"), 1);
     // Detach closes them all with a reason.

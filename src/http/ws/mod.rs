@@ -62,6 +62,7 @@ pub fn upgrade(
     access: Access,
     slot: Option<Arc<Slot>>,
 ) -> Result<Reply, ApiError> {
+    let asked = Instant::now();
     // Before it authenticates, a socket learns nothing, not even whether the container exists.
     if !matches!(access, Access::Pending) {
         record(app, id)?;
@@ -85,7 +86,7 @@ pub fn upgrade(
     tokio::spawn(async move {
         let _slot = slot;
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
-            Ok(Ok(ws)) => Session::run(app, hub, ws.into_inner(), access, guard).await,
+            Ok(Ok(ws)) => Session::run(app, hub, ws.into_inner(), access, guard, asked).await,
             Ok(Err(e)) => crate::info!("websocket upgrade failed: {e}"),
             Err(_) => crate::info!("websocket upgrade did not finish within {UPGRADE_TIMEOUT:?}"),
         }
@@ -114,7 +115,16 @@ struct Session {
 }
 
 impl Session {
-    async fn run(app: Arc<App>, hub: Arc<Hub>, io: TokioIo<Upgraded>, access: Access, guard: Option<SessionGuard>) {
+    /// `asked`: when the upgrade request was handled, to time the tail (not for a socket
+    /// that authenticates with its first frame: that wait is the peer's).
+    async fn run(
+        app: Arc<App>,
+        hub: Arc<Hub>,
+        io: TokioIo<Upgraded>,
+        access: Access,
+        guard: Option<SessionGuard>,
+        asked: Instant,
+    ) {
         let _viewer = hub.viewer(ViewerKind::Ws);
         let (rd, wr) = tokio::io::split(io);
         let (in_tx, mut inbound) = mpsc::channel(64);
@@ -134,16 +144,16 @@ impl Session {
             times: Vec::new(),
             delivered: LocalHistogram::new(&DELIVERY_BUCKETS),
         };
-        let close = match access {
+        let (close, asked) = match access {
             Access::Pending => match s.first_auth(&mut inbound).await {
-                None if record(&s.app, &s.hub.id).is_err() => Some((4004, "Container not found".to_string())),
-                close => close,
+                None if record(&s.app, &s.hub.id).is_err() => (Some((4004, "Container not found".to_string())), None),
+                close => (close, None),
             },
-            _ => None,
+            _ => (None, Some(asked)),
         };
         let close = match close {
             Some(c) => Some(c),
-            None => s.serve(&mut inbound, &in_tx).await,
+            None => s.serve(&mut inbound, &in_tx, asked).await,
         };
         if let Some((code, reason)) = close {
             s.out.extend_from_slice(&frames::close(code, &reason));
@@ -196,7 +206,12 @@ impl Session {
     }
 
     /// The session proper: status and tail, then everything live until one side ends it.
-    async fn serve(&mut self, inbound: &mut mpsc::Receiver<Inbound>, in_tx: &mpsc::Sender<Inbound>) -> Close {
+    async fn serve(
+        &mut self,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        in_tx: &mpsc::Sender<Inbound>,
+        asked: Option<Instant>,
+    ) -> Close {
         let (app, hub) = (Arc::clone(&self.app), Arc::clone(&self.hub));
         stats::ensure(&app, &hub);
         let mut closed = hub.closed();
@@ -211,6 +226,12 @@ impl Session {
             frames::logs(&mut self.out, &tail);
             cursor
         };
+        if !self.write().await {
+            return None;
+        }
+        if let Some(t) = asked {
+            app.metrics.tail.observe(t.elapsed());
+        }
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut check = tokio::time::interval(Duration::from_secs(1));
