@@ -84,6 +84,7 @@ fn main() {
     d.spawn();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let idle_before = rss(d.pid());
+    let split_before = mem_split(d.pid());
     let mut text = vec![];
 
     // Realistic load: 100 servers at 20 lines/s.
@@ -171,6 +172,7 @@ fn main() {
     delete_all(&d, &servers);
     std::thread::sleep(Duration::from_secs(5));
     let idle_after = rss(d.pid());
+    let split_after = mem_split(d.pid());
 
     // A flood, with the seed's way beside it.
     let flood = populate(&d, "flood", 1, FLOOD).remove(0);
@@ -259,7 +261,10 @@ fn main() {
          | idle, before the load (baseline) | {} | 1.00 |\n| 100 servers running, no viewer | {} | {:.2} |\n\
          | 100 servers and 1000 viewers | {} | {:.2} |\n| idle again: servers deleted, viewers gone | {} | {:.2} |\n\n\
          Console rings at 100 servers: {} holding lines, of {} reserved (pages never written cost nothing). \
-         Per viewer: {:.1} KiB beyond its socket buffers (goal < 16 KiB: {}). Idle after the load < 5 MiB: {}.",
+         Per viewer: {:.1} KiB beyond its socket buffers (goal < 16 KiB: {}). Idle after the load < 5 MiB: {}.\n\n\
+         Where the idle RSS is (`/proc/<pid>/smaps`), before / after the load: anonymous (heap, stacks) {} / {}; \
+         lightd's own code and read-only data {} / {}; shared libraries (libc, libm, the loader: mapped by every \
+         process on the host) {} / {}; PSS (shared pages divided among the processes mapping them) {} / {}.",
         mib(idle_before),
         mib(rss_servers),
         rss_servers as f64 / idle_before as f64,
@@ -271,7 +276,15 @@ fn main() {
         mib(ring.1),
         per_viewer as f64 / 1024.0,
         goal(per_viewer < 16 * 1024),
-        goal(idle_after < 5 << 20)
+        goal(idle_after < 5 << 20),
+        mib(split_before.anon),
+        mib(split_after.anon),
+        mib(split_before.binary),
+        mib(split_after.binary),
+        mib(split_before.libs),
+        mib(split_after.libs),
+        mib(split_before.pss),
+        mib(split_after.pss),
     ));
     text.push(String::new());
     text.push(format!(

@@ -13,12 +13,12 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// `p` (0-100) percentile of sorted `v`.
 /// A free port for a program of the bench's own (the baseline server), picked by the kernel.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18080)
 }
 
+/// `p` (0-100) percentile of sorted `v`.
 pub fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -34,6 +34,55 @@ pub fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 /// Resident memory of `pid`, bytes.
 pub fn rss(pid: u32) -> u64 {
     status_bytes(pid, "VmRSS:")
+}
+
+/// Where a process's resident memory is, bytes (from `/proc/<pid>/smaps`).
+#[derive(Default, Clone, Copy)]
+pub struct MemSplit {
+    pub rss: u64,
+    /// Heap, stacks: what only this process holds.
+    pub anon: u64,
+    /// Pages of its own executable (code, read-only data) mapped in.
+    pub binary: u64,
+    /// Pages of shared libraries (libc, libm...) mapped in; every process using them maps the same.
+    pub libs: u64,
+    /// Proportional set size: shared pages divided among the processes mapping them.
+    pub pss: u64,
+}
+
+pub fn mem_split(pid: u32) -> MemSplit {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+    let mut m = MemSplit::default();
+    let (mut path, mut rss) = (String::new(), 0);
+    let kb = |l: &str| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+    for line in smaps.lines() {
+        let field = line.split_whitespace().next().unwrap_or("");
+        if !field.ends_with(':') {
+            // A mapping's header: `start-end perms offset dev inode [path]`.
+            path = line.split_whitespace().nth(5).unwrap_or("").to_string();
+            continue;
+        }
+        match field {
+            "Rss:" => {
+                rss = kb(line);
+                m.rss += rss;
+            }
+            "Pss:" => m.pss += kb(line),
+            "Anonymous:" => {
+                let anon = kb(line);
+                m.anon += anon;
+                let file = rss.saturating_sub(anon);
+                if path == exe {
+                    m.binary += file;
+                } else if path.starts_with('/') {
+                    m.libs += file;
+                }
+            }
+            _ => {}
+        }
+    }
+    m
 }
 
 /// A `kB` figure of `/proc/<pid>/status` (`field` with its colon), in bytes; 0 if absent.
