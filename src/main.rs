@@ -272,6 +272,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     tokio::spawn(Arc::clone(&app).watch_docker());
     tokio::spawn(lifecycle::events::watch(Arc::clone(&app)));
     tokio::spawn(volumes::watch_fullness(Arc::clone(&app)));
+    // Before the daemon says it listens: from then on a SIGTERM must mean a clean stop.
+    let signalled = shutdown::signalled();
     lightd::info!(
         "lightd {} listening on {} (state {}, docker {})",
         env!("CARGO_PKG_VERSION"),
@@ -282,7 +284,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     // The listener is bound and its backlog takes connections from now on: ready.
     notify::ready();
     let stop = async {
-        let signal = shutdown::signalled().await;
+        let signal = signalled.await;
         notify::stopping();
         lightd::info!("{signal}: stopping (servers keep running)");
     };

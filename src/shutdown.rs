@@ -9,20 +9,24 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
-/// Resolves when the process is asked to stop (SIGINT or SIGTERM), naming the signal.
-pub async fn signalled() -> &'static str {
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM), naming the signal. The
+/// handlers are installed by this call, not when the future is first polled: call it before
+/// telling anyone the daemon is ready, or a stop asked for at once would kill it outright.
+pub fn signalled() -> impl Future<Output = &'static str> {
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                }
             }
-        }
-        _ => {
-            crate::error!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending().await
+            _ => {
+                crate::error!("cannot install signal handlers; stop with SIGKILL");
+                std::future::pending().await
+            }
         }
     }
 }

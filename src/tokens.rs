@@ -97,7 +97,9 @@ pub async fn issue(
         }
     }
     let token = ids::new_token().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
-    let t = TempToken { token, internal_id, expires_at: now() + ttl, remove_on_use };
+    // Whole seconds, rounded up (`now()` drops the fraction of this one): a token lasts at
+    // least its ttl, a 1 s token issued late in a second included.
+    let t = TempToken { token, internal_id, expires_at: now() + ttl + 1, remove_on_use };
     let record = t.clone();
     let max = app.config.authorization.max_console_tokens;
     app.store
@@ -149,10 +151,32 @@ pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result
     Ok(t)
 }
 
-/// Whether a token that opened a session still stands (it was not revoked, its container not
-/// deleted); sessions check this while they run.
-pub fn still_valid(app: &App, token: &str) -> bool {
-    app.store.read_latest(|s| s.tokens.get(token).is_some_and(|t| t.expires_at > now()))
+/// Why a token that opened a session no longer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// Its container was deleted, and its tokens with it.
+    ContainerDeleted,
+    /// `DELETE /auth/tokens` or a new master token.
+    Revoked,
+}
+
+impl Revoked {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Revoked::ContainerDeleted => "container deleted",
+            Revoked::Revoked => "token revoked",
+        }
+    }
+}
+
+/// Whether a token that opened a session on container `id` was revoked since. Sessions
+/// check this while they run; expiry they check themselves.
+pub fn revoked(app: &App, token: &str, id: &str) -> Option<Revoked> {
+    app.store.read_latest(|s| match s.tokens.get(token) {
+        Some(t) if t.expires_at > now() => None,
+        _ if !s.containers.contains_key(id) => Some(Revoked::ContainerDeleted),
+        _ => Some(Revoked::Revoked),
+    })
 }
 
 /// `DELETE /auth/tokens`: every console token goes; returns how many there were.

@@ -86,7 +86,7 @@ fn kill_escalates_a_stop_and_restart_waits_for_it() {
     assert_eq!(d.act(&id, "start"), 202);
     d.wait_state(&id, "running", 20);
     let before = started_at(&id);
-    let quick = running(&d, "quick", &slow_saver(1), json!({}));
+    let quick = running(&d, "quick", &slow_saver(3), json!({}));
     let quick_before = started_at(&quick);
     assert_eq!(d.act(&quick, "restart"), 202);
     assert_eq!(d.record(&quick)["state"], "stopping");

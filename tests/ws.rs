@@ -347,7 +347,7 @@ async fn console_token_sessions_expire_unless_extended() {
     d.wait_installed(&a, 120);
     let token =
         |ttl: &str| d.call("POST", "/auth/tokens", Some(json!({"ttl": ttl, "internal_id": a}))).json()["token"].clone();
-    // 61 s: the warning comes at once (a minute before the end).
+    // 61 s: the warning comes within two seconds (a minute before the end).
     let mut ws = connect(d.port, &format!("/ws/{a}?token={}", token("61s").as_str().unwrap()), None).await.unwrap();
     next_event(&mut ws, "token expiring").await;
     // A fresh token extends the session: no expiry within the next seconds.

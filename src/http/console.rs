@@ -25,14 +25,15 @@ const BATCH: usize = 256;
 /// A client that takes no bytes for this long is let go.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a console token no longer holds a session open: expired, or revoked.
-fn token_gone(app: &App, t: &crate::model::TempToken) -> Option<&'static str> {
+/// Why a console token no longer holds a session on `id` open: expired, revoked, or its
+/// container deleted.
+fn token_gone(app: &App, t: &crate::model::TempToken, id: &str) -> Option<&'static str> {
     if t.expires_at <= crate::model::now() {
         Some("token expired")
-    } else if !t.remove_on_use && !tokens::still_valid(app, &t.token) {
-        Some("token revoked")
-    } else {
+    } else if t.remove_on_use {
         None
+    } else {
+        tokens::revoked(app, &t.token, id).map(tokens::Revoked::reason)
     }
 }
 
@@ -142,7 +143,7 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         }
         let mut delivered = LocalHistogram::new(&DELIVERY_BUCKETS);
         loop {
-            if let Some(why) = token.as_ref().and_then(|t| token_gone(&app, t)) {
+            if let Some(why) = token.as_ref().and_then(|t| token_gone(&app, t, &hub.id)) {
                 let _ =
                     tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(format!("[lightd] {why}\n"))))).await;
                 return;

@@ -195,18 +195,26 @@ impl Supervisor {
         }
     }
 
-    /// The engine says the container was paused or unpaused (by us, or by hand).
+    /// The engine says the container was paused or unpaused (by us, or by hand). Events come
+    /// late: the pause of our own `suspend` can arrive after the `resume` that followed it, so
+    /// the engine is asked what holds now before the record follows the event.
     pub(super) async fn paused_outside(&mut self, paused: bool) {
         if self.job.is_some() {
             return;
         }
-        let Some(state) = self.record().map(|r| r.state) else { return };
-        let to = match (paused, state) {
+        let Some(rec) = self.record() else { return };
+        let to = match (paused, rec.state) {
             (true, PowerState::Running | PowerState::Starting) => PowerState::Suspended,
             (false, PowerState::Suspended) => self.up_state(),
             _ => return,
         };
-        let _ = self.set_state(to).await;
+        let Some(cid) = rec.container_id.as_deref() else { return };
+        match self.app.docker.inspect_container(cid).await {
+            Ok(info) if info["State"]["Paused"].as_bool() == Some(paused) => {
+                let _ = self.set_state(to).await;
+            }
+            _ => {}
+        }
     }
 
     /// Writes `text` and a newline to the server's stdin, off the supervisor (a server that

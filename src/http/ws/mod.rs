@@ -322,10 +322,14 @@ impl Session {
             frames::event::<&str>(&mut self.out, "token expiring", &[]);
         }
         // A single-use token was consumed when the session opened; it cannot be revoked.
-        if !t.remove_on_use && !tokens::still_valid(&self.app, &t.token) {
-            return Some((UNAUTHORIZED, "token revoked".into()));
+        if t.remove_on_use {
+            return None;
         }
-        None
+        // The container's deletion closes its sessions too; whichever comes first says so.
+        tokens::revoked(&self.app, &t.token, &self.hub.id).map(|why| match why {
+            tokens::Revoked::ContainerDeleted => (1001, why.reason().to_string()),
+            tokens::Revoked::Revoked => (UNAUTHORIZED, why.reason().to_string()),
+        })
     }
 
     /// Writes what is waiting, within the write deadline; false when the peer is gone or stuck.
