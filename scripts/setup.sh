@@ -2,7 +2,7 @@
 # Makes this machine ready for lightd's tests and benches, idempotently (a second run only checks):
 #  - a Docker Engine answering on /var/run/docker.sock (installed and started when missing),
 #  - the Debian packages the tests drive: prometheus/promtool, docker-registry (+ htpasswd from
-#    apache2-utils), wrk, e2fsprogs, util-linux, systemd (systemd-analyze), debootstrap,
+#    apache2-utils), wrk and valgrind (the REST bench), e2fsprogs, util-linux, systemd (systemd-analyze), debootstrap,
 #    busybox-static, python3-venv; their system services are never left running,
 #  - the local images lightd-test/busybox and lightd-test/freeciv (no registry needed: both are
 #    `docker import`s of roots built here), rebuilt when their lightd.test.version label is older,
@@ -24,7 +24,7 @@ VENV_REQUIREMENTS=scripts/schemathesis-requirements.txt
 # Packages the tests and this script use. Services among them are stopped right after install.
 PACKAGES=(
     apache2-utils busybox-static curl debootstrap docker-registry e2fsprogs prometheus
-    python3-venv systemd util-linux wrk
+    python3-venv systemd util-linux valgrind wrk
 )
 SERVICE_PACKAGES=(prometheus docker-registry)
 

@@ -498,7 +498,7 @@ impl Drop for Forget {
 }
 
 /// The port in the daemon's "listening on 127.0.0.1:PORT" line.
-fn listening_port(log: &str) -> Option<u16> {
+pub fn listening_port(log: &str) -> Option<u16> {
     let rest = log.split("listening on ").nth(1)?;
     rest.split_whitespace().next()?.rsplit(':').next()?.parse().ok()
 }
