@@ -81,18 +81,20 @@ fn instructions(cmd: &[&str], port: Option<u16>, path: &str, auth: bool, out: &s
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).unwrap();
     // A small descriptor limit: valgrind reserves its own at the top of the range.
-    let mut child = Command::new("prlimit")
-        .args(["--nofile=4096", "valgrind", "--tool=callgrind"])
-        .arg(format!("--callgrind-out-file={}/cg.%p", out.display()))
-        .args(cmd)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(out.join("stderr.log")).unwrap())
-        .spawn()
-        .expect("valgrind (apt-get install valgrind)");
+    let mut child = Reaped(
+        Command::new("prlimit")
+            .args(["--nofile=4096", "valgrind", "--tool=callgrind"])
+            .arg(format!("--callgrind-out-file={}/cg.%p", out.display()))
+            .args(cmd)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(out.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("valgrind (apt-get install valgrind)"),
+    );
     let log = || std::fs::read_to_string(out.join("stderr.log")).unwrap_or_default();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let (mut conn, port) = loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = child.0.try_wait() {
             panic!("{} under callgrind ended ({status}): {}", cmd[0], log());
         }
         if let Some(port) = port.or_else(|| listening_port(&log())) {
@@ -118,21 +120,30 @@ fn instructions(cmd: &[&str], port: Option<u16>, path: &str, auth: bool, out: &s
         }
     };
     let control = |flag: &str| {
-        let ok = Command::new("callgrind_control").args([flag, &child.id().to_string()]).output();
+        let ok = Command::new("callgrind_control").args([flag, &child.0.id().to_string()]).output();
         assert!(ok.is_ok_and(|o| o.status.success()), "callgrind_control {flag}");
     };
     ask(COUNTED);
     control("-z");
     ask(COUNTED);
     control("-d");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     // The dump holds the counts since the zeroing: `summary: <Ir>` (or `totals:`).
     let mut dumps = std::fs::read_dir(out).unwrap().filter_map(|e| e.ok()).map(|e| e.path());
     let dump = dumps.find(|p| p.to_string_lossy().ends_with(".1")).expect("a callgrind dump");
     let text = std::fs::read_to_string(dump).unwrap();
     let total = text.lines().find_map(|l| l.strip_prefix("summary: ").or_else(|| l.strip_prefix("totals: ")));
     total.and_then(|t| t.trim().parse::<f64>().ok()).expect("an instruction total") / COUNTED as f64
+}
+
+/// A server that is killed however the bench ends (a failed step must not leave it running).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Reads one response (head, then `Content-Length` bytes of body) off `conn`.
