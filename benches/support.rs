@@ -39,7 +39,6 @@ pub fn rss(pid: u32) -> u64 {
 /// Where a process's resident memory is, bytes (from `/proc/<pid>/smaps`).
 #[derive(Default, Clone, Copy)]
 pub struct MemSplit {
-    pub rss: u64,
     /// Heap, stacks: what only this process holds.
     pub anon: u64,
     /// Pages of its own executable (code, read-only data) mapped in.
@@ -64,10 +63,7 @@ pub fn mem_split(pid: u32) -> MemSplit {
             continue;
         }
         match field {
-            "Rss:" => {
-                rss = kb(line);
-                m.rss += rss;
-            }
+            "Rss:" => rss = kb(line),
             "Pss:" => m.pss += kb(line),
             "Anonymous:" => {
                 let anon = kb(line);

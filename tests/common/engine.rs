@@ -20,21 +20,16 @@ pub fn up() -> bool {
 /// and the like), which run dockerd's binary and, until they exec, its command line too.
 fn dockerd_pids() -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let dockerd: Vec<(String, Option<u32>)> = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|pid| {
+    let dockerd: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let argv0 = cmdline.split(|c| *c == 0).next().unwrap_or_default();
             argv0.rsplit(|c| *c == b'/').next() == Some(b"dockerd".as_slice())
         })
-        .map(|pid| {
-            let parent = parent_of(&pid);
-            (pid, parent)
-        })
         .collect();
-    let forked = |parent: Option<u32>| dockerd.iter().any(|(p, _)| parent.is_some_and(|q| p == &q.to_string()));
-    dockerd.iter().filter(|(_, parent)| !forked(*parent)).map(|(pid, _)| pid.clone()).collect()
+    let started_by_dockerd = |pid: &u32| parent_of(&pid.to_string()).is_some_and(|p| dockerd.contains(&p));
+    dockerd.iter().filter(|pid| !started_by_dockerd(pid)).map(u32::to_string).collect()
 }
 
 fn systemd_active(unit: &str) -> bool {
