@@ -2,7 +2,8 @@
 //! Docker `logs --follow` stream, or a `logs?tail=100` call, per viewer):
 //! - realistic load: 100 servers each printing 20 lines/s with 1000 viewers spread over them,
 //!   and 100 viewers on one of them: lines delivered and lost, delivery p99 inside the daemon
-//!   (its `/metrics` histogram), end-to-end p99 (the container's clock to the viewer), CPU;
+//!   (its `/metrics` histogram), end-to-end p99 (the container's clock to the viewer), CPU,
+//!   and beside the viewers a Docker attach per server read by the bench (the daemon's input);
 //! - tail-on-connect while 1000 viewers are live: one at a time, and 1000 at once;
 //! - memory: RSS with 100 servers and 1000 viewers, the ring bytes in it, per viewer, and idle
 //!   again after the load;
@@ -96,13 +97,13 @@ fn main() {
     let mut rows = Vec::new();
     let all = rt.block_on(async {
         let one = open_viewers(d.port, &servers[..1], 100).await;
-        let (row, one) = measure(&d, "1 server at 20 lines/s", one, SECS).await;
-        rows.push(row);
+        let (row, probe, one) = measure_probed(&d, "1 server at 20 lines/s", one, &cids[..1], SECS).await;
+        rows.extend([Some(row), probe].into_iter().flatten());
         drop(one);
         rows.push(measure_docker("1 server at 20 lines/s", vec![cids[0].clone(); 100], SECS).await);
         let all = open_viewers(d.port, &servers, 10).await;
-        let (row, all) = measure(&d, "100 servers at 20 lines/s each", all, SECS).await;
-        rows.push(row);
+        let (row, probe, all) = measure_probed(&d, "100 servers at 20 lines/s each", all, &cids, SECS).await;
+        rows.extend([Some(row), probe].into_iter().flatten());
         all
     });
     if std::env::var_os("LIGHTD_BENCH_REALISTIC_ONLY").is_some() {
@@ -217,8 +218,9 @@ fn main() {
 
     let (realistic, flood_rows): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| !r.what.starts_with("flood"));
     let realistic_lightd = realistic.iter().find(|r| r.readers == 1000 && r.path.starts_with("lightd"));
+    let realistic_input = realistic.iter().find(|r| r.what.starts_with("100 servers") && r.path == PROBE_PATH);
     let goal = |ok: bool| if ok { "met" } else { "NOT met" };
-    text.push(format!("Realistic load: servers printing `<n> <wall clock>` 20 times a second (pausing with a `read` timeout, not a `sleep` process: 2000 forks a second would starve the 2 cores), each viewer checking every number arrives once, in order. The daemon runs in its own session at the priority `dist/lightd.service` gives it over the game servers (nice {SERVICE_NICE} for its autogroup; dockerd, the shims and this client at 0). End-to-end is the container's clock to the viewer's read, through the shim, dockerd, the daemon and this client on the same 2 cores; delivery in the daemon is ring push to socket write done (`lightd_console_delivery_seconds`); run-queue wait is how long per second the daemon's threads were ready to run but had no CPU (from `/proc/<pid>/task/*/schedstat`).\n"));
+    text.push(format!("Realistic load: servers printing `<n> <wall clock>` 20 times a second (pausing with a `read` timeout, not a `sleep` process: 2000 forks a second would starve the 2 cores), each viewer checking every number arrives once, in order. The daemon runs in its own session at the priority `dist/lightd.service` gives it over the game servers (nice {SERVICE_NICE} for its autogroup; dockerd, the shims and this client at 0). End-to-end is the container's clock to the viewer's read, through the shim, dockerd, the daemon and this client on the same 2 cores; delivery in the daemon is ring push to socket write done (`lightd_console_delivery_seconds`); run-queue wait is how long per second the daemon's threads were ready to run but had no CPU (from `/proc/<pid>/task/*/schedstat`). A `same span` row is one more Docker attach stream per server, read by this client while the viewers read: the daemon's input, and how late it arrives (its CPU column is dockerd's over the span).\n"));
     text.extend(Row::table(&realistic));
     if let Some(r) = realistic_lightd {
         text.push(String::new());
@@ -234,6 +236,16 @@ fn main() {
             r.skipped,
             goal(r.lost + r.skipped == 0)
         ));
+        if let Some(input) = realistic_input {
+            text.push(String::new());
+            text.push(format!(
+                "The end-to-end figure's floor, from the same span: the daemon's input (a second Docker attach stream per server, read by this client) arrives p50 / p99 {:.1} / {:.1} ms after the container's clock; the viewers, through the daemon, {:.1} / {:.1} ms.",
+                input.e2e.pct(50.0),
+                input.e2e.pct(99.0),
+                r.e2e.pct(50.0),
+                r.e2e.pct(99.0),
+            ));
+        }
     }
     text.push(String::new());
     text.push(format!(

@@ -107,7 +107,7 @@ impl Row {
         ];
         for r in rows {
             out.push(format!(
-                "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1} / {:.1} | {} {:.0} | {:.2} | {} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1} / {:.1} | {} {:.0} | {} | {} |",
                 r.what,
                 r.readers,
                 r.path,
@@ -119,7 +119,7 @@ impl Row {
                 r.e2e.pct(99.0),
                 r.cpu.0,
                 r.cpu.1,
-                r.cpu_per_million,
+                if r.cpu_per_million.is_nan() { "-".to_string() } else { format!("{:.2}", r.cpu_per_million) },
                 if r.runq_wait.is_nan() { "-".to_string() } else { format!("{:.0}", r.runq_wait) }
             ));
         }
@@ -129,15 +129,33 @@ impl Row {
 
 /// Reads `viewers` for `secs` while timing the daemon; the viewers come back open.
 pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) -> (Row, Vec<Viewer>) {
+    let (row, _, open) = measure_probed(d, what, viewers, &[], secs).await;
+    (row, open)
+}
+
+/// [`measure`], with one Docker attach stream per container of `probe` read beside the
+/// viewers over the same span: what reaches the daemon, and how late, under the same load
+/// (its row is the floor under the viewers' end-to-end figures).
+pub async fn measure_probed(
+    d: &Daemon,
+    what: &str,
+    viewers: Vec<Viewer>,
+    probe: &[String],
+    secs: u64,
+) -> (Row, Option<Row>, Vec<Viewer>) {
     let readers = viewers.len();
     let tally = Arc::new(Tally::default());
+    let probed = Arc::new(Tally::default());
     // A second to drain what queued while the viewers connected, then the measured span.
     let from = Instant::now() + Duration::from_secs(1);
     let until = from + Duration::from_secs(secs);
     let tasks: Vec<_> = viewers.into_iter().map(|v| tokio::spawn(v.read(from, until, Arc::clone(&tally)))).collect();
     tokio::time::sleep_until(from.into()).await;
+    let probes: Vec<_> =
+        probe.iter().map(|c| tokio::spawn(docker_attach(c.clone(), until, Arc::clone(&probed)))).collect();
     let before = delivery(d);
     let cpu0 = cpu_seconds(d.pid());
+    let dockerd0 = cpu_seconds(dockerd_pid());
     let wait0 = runq_wait_seconds(d.pid());
     let machine0 = cpu_by_command();
     let start = Instant::now();
@@ -145,8 +163,12 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
     for t in tasks {
         open.push(t.await.unwrap());
     }
+    for t in probes {
+        t.await.unwrap();
+    }
     let took = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(d.pid()) - cpu0;
+    let dockerd = cpu_seconds(dockerd_pid()) - dockerd0;
     let waited = runq_wait_seconds(d.pid()) - wait0;
     let after = delivery(d);
     let mut row = Row::new(what, "lightd WebSocket", readers, &tally, took, ("lightd", cpu));
@@ -155,8 +177,18 @@ pub async fn measure(d: &Daemon, what: &str, viewers: Vec<Viewer>, secs: u64) ->
     row.cpu_split = cpu_split(&machine0, took);
     println!("{}", Row::table(std::slice::from_ref(&row)).pop().unwrap());
     println!("  CPU by process: {}", row.cpu_split);
-    (row, open)
+    let probe_row = (!probe.is_empty()).then(|| {
+        let mut r = Row::new(what, PROBE_PATH, probe.len(), &probed, took, ("dockerd", dockerd));
+        // dockerd's CPU over the span serves the daemon's streams too: not this row's per line.
+        r.cpu_per_million = f64::NAN;
+        println!("{}", Row::table(std::slice::from_ref(&r)).pop().unwrap());
+        r
+    });
+    (row, probe_row, open)
 }
+
+/// The probe row's path: the daemon's input, read by this client beside the daemon.
+pub const PROBE_PATH: &str = "same span: one Docker attach per server, read by this client (the daemon's input)";
 
 /// The seed's way for the same load: a Docker `logs --follow` per reader of `containers`.
 pub async fn measure_docker(what: &str, containers: Vec<String>, secs: u64) -> Row {

@@ -262,10 +262,26 @@ fn last_number(payload: &[u8]) -> u64 {
 
 /// The seed's way: one Docker `logs --follow` stream read straight from the engine.
 pub async fn docker_follow(container: String, until: Instant, tally: Arc<Tally>) {
-    let mut s = UnixStream::connect("/var/run/docker.sock").await.unwrap();
     let req = format!(
         "GET /v1.41/containers/{container}/logs?follow=1&stdout=1&stderr=1&tail=0 HTTP/1.1\r\nHost: docker\r\n\r\n"
     );
+    engine_stream(req, true, until, tally).await
+}
+
+/// What reaches the daemon: a Docker attach stream (the kind the daemon holds, one per server)
+/// read straight from the engine, its lines timed as a viewer's are.
+pub async fn docker_attach(container: String, until: Instant, tally: Arc<Tally>) {
+    let req = format!(
+        "POST /v1.41/containers/{container}/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: docker\r\n\
+         Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+    );
+    engine_stream(req, false, until, tally).await
+}
+
+/// Sends `req` to the engine and tallies the lines of the 8-byte-header frames it answers
+/// with until `until`: inside chunked transfer (`logs`) or raw after `101 UPGRADED` (`attach`).
+async fn engine_stream(req: String, chunked: bool, until: Instant, tally: Arc<Tally>) {
+    let mut s = UnixStream::connect("/var/run/docker.sock").await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 32 * 1024];
@@ -281,21 +297,27 @@ pub async fn docker_follow(container: String, until: Instant, tally: Arc<Tally>)
         buf.extend_from_slice(&chunk[..n]);
         if !body {
             let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let status = if chunked { "HTTP/1.1 200" } else { "HTTP/1.1 101" };
+            assert!(buf.starts_with(status.as_bytes()), "engine: {}", String::from_utf8_lossy(&buf[..end]));
             buf.drain(..end + 4);
             body = true;
         }
-        // Chunked transfer around 8-byte stream frames: take chunk sizes out first.
-        let mut pos = 0;
-        while let Some(eol) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&buf[pos..pos + eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
-            if buf.len() < pos + eol + 2 + size + 2 {
-                break;
+        if chunked {
+            // Take the chunk sizes out first.
+            let mut pos = 0;
+            while let Some(eol) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+                let size = usize::from_str_radix(std::str::from_utf8(&buf[pos..pos + eol]).unwrap_or("0").trim(), 16)
+                    .unwrap_or(0);
+                if buf.len() < pos + eol + 2 + size + 2 {
+                    break;
+                }
+                pending.extend_from_slice(&buf[pos + eol + 2..pos + eol + 2 + size]);
+                pos += eol + 2 + size + 2;
             }
-            pending.extend_from_slice(&buf[pos + eol + 2..pos + eol + 2 + size]);
-            pos += eol + 2 + size + 2;
+            buf.drain(..pos);
+        } else {
+            pending.append(&mut buf);
         }
-        buf.drain(..pos);
         frames_into(&mut pending, &mut local);
         if flushed.elapsed() > Duration::from_secs(1) {
             local.flush(&tally);
