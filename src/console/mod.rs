@@ -7,6 +7,7 @@ pub mod pump;
 pub mod ring;
 pub mod splice;
 pub mod stats;
+pub mod thread;
 pub mod viewer;
 
 use std::collections::HashMap;

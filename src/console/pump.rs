@@ -16,6 +16,7 @@ use super::line;
 use super::ring::Writer;
 use super::splice::Splice;
 use super::Hub;
+use crate::app::App;
 use crate::docker::stream::OutputLines;
 use crate::docker::{Docker, DockerError};
 
@@ -42,11 +43,26 @@ pub enum Signal {
 pub type Report = Arc<dyn Fn(Signal) + Send + Sync>;
 
 /// Opens the attach stream of `container_id` (before it starts, so no output is missed) and
-/// runs the pump for `run`. With `backfill` > 0 (a re-attach to a server that ran while
-/// nobody listened), that many lines of Docker's log are read into the ring right after the
-/// attach, and the seam between the two is spliced so no line is lost or doubled. A pump left
-/// from the previous run is given a moment to drain first.
+/// runs the pump for `run`, both on the console thread (see [`super::thread`]). With
+/// `backfill` > 0 (a re-attach to a server that ran while nobody listened), that many lines of
+/// Docker's log are read into the ring right after the attach, and the seam between the two
+/// is spliced so no line is lost or doubled. A pump left from the previous run is given a
+/// moment to drain first.
 pub async fn open(
+    app: &Arc<App>,
+    hub: &Arc<Hub>,
+    container_id: &str,
+    run: u64,
+    pattern: Option<Regex>,
+    backfill: usize,
+    report: Report,
+) -> Result<(), DockerError> {
+    let (app, hub, container_id) = (Arc::clone(app), Arc::clone(hub), container_id.to_string());
+    super::thread::run(async move { attach(&app.docker, &hub, &container_id, run, pattern, backfill, report).await })
+        .await
+}
+
+async fn attach(
     docker: &Docker,
     hub: &Arc<Hub>,
     container_id: &str,
@@ -114,16 +130,12 @@ async fn pump(
     let Some(writer) = lease.writer.as_mut() else { return };
     let mut buf = vec![0u8; 32 * 1024];
     let mut output = OutputLines::new(MAX_LINE);
-    let mut pattern = pattern;
-    let matched = std::sync::atomic::AtomicBool::new(false);
-    let waiting = std::sync::atomic::AtomicBool::new(pattern.is_some());
+    let mut matcher = Matcher { pattern };
     let max = hub.ring().max_line();
+    // The lines of one read (only gathered while a pattern is pending: they are matched
+    // before they go into the ring).
+    let mut lines = Vec::new();
     let mut push = |line: String| {
-        if pattern.as_ref().is_some_and(|p| p.is_match(prefix(&line, MATCH_PREFIX))) {
-            pattern = None;
-            waiting.store(false, Relaxed);
-            matched.store(true, Relaxed);
-        }
         writer.push(&line::encode_within(&line, max), line::now_nanos());
     };
     loop {
@@ -131,35 +143,69 @@ async fn pump(
             true => tokio::time::timeout(SPLICE_QUIET, rd.read(&mut buf)).await,
             false => Ok(rd.read(&mut buf).await),
         };
-        let n = match read {
-            Err(_) => {
-                splice.flush().into_iter().for_each(&mut push);
-                hub.wake.notify_waiters();
-                continue;
-            }
+        match read {
+            Err(_) => lines.extend(splice.flush()),
             Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => n,
-        };
-        let mut lines = |bytes: &[u8]| output.push(bytes, |line| splice.feed(line).into_iter().for_each(&mut push));
-        if waiting.load(Relaxed) {
-            // Matching a pattern may be costly: off the async worker while it is pending.
-            tokio::task::block_in_place(|| lines(&buf[..n]));
-        } else {
-            lines(&buf[..n]);
+            Ok(Ok(n)) if matcher.pending() => output.push(&buf[..n], |line| lines.extend(splice.feed(line))),
+            Ok(Ok(n)) => output.push(&buf[..n], |line| splice.feed(line).into_iter().for_each(&mut push)),
         }
+        let matched = matcher.check(&mut lines).await;
+        lines.drain(..).for_each(&mut push);
         hub.wake.notify_waiters();
-        if matched.swap(false, Relaxed) {
+        if matched {
             report(Signal::PatternMatched { run });
         }
     }
-    output.finish(|line| splice.feed(line).into_iter().for_each(&mut push));
-    splice.flush().into_iter().for_each(&mut push);
-    if matched.swap(false, Relaxed) {
+    output.finish(|line| lines.extend(splice.feed(line)));
+    lines.extend(splice.flush());
+    let matched = matcher.check(&mut lines).await;
+    lines.drain(..).for_each(&mut push);
+    if matched {
         report(Signal::PatternMatched { run });
     }
     drop(lease);
     *hub.stdin.lock().await = None;
     report(Signal::Ended { run });
+}
+
+/// A `start_pattern` not matched yet. Matching a line may take a while (a pattern and the
+/// matched prefix are bounded, but this thread is every console's): it runs on the blocking
+/// pool, a read's lines at a time, until the pattern first matches.
+struct Matcher {
+    pattern: Option<Regex>,
+}
+
+impl Matcher {
+    fn pending(&self) -> bool {
+        self.pattern.is_some()
+    }
+
+    /// Whether one of `lines` matches (then the pattern is done with).
+    async fn check(&mut self, lines: &mut Vec<String>) -> bool {
+        let Some(pattern) = self.pattern.take() else { return false };
+        if lines.is_empty() {
+            self.pattern = Some(pattern);
+            return false;
+        }
+        let batch = std::mem::take(lines);
+        let matched = tokio::task::spawn_blocking(move || {
+            let hit = batch.iter().any(|l| pattern.is_match(prefix(l, MATCH_PREFIX)));
+            (hit, pattern, batch)
+        })
+        .await;
+        match matched {
+            Ok((hit, pattern, batch)) => {
+                *lines = batch;
+                if !hit {
+                    self.pattern = Some(pattern);
+                }
+                hit
+            }
+            // The match panicked (it does not): the lines are lost with it, the pattern
+            // is given up so they are not asked again.
+            Err(_) => false,
+        }
+    }
 }
 
 /// The first `max` bytes of `s`, cut on a character boundary.

@@ -64,7 +64,7 @@ impl Supervisor {
         self.run += 1;
         self.intent = Intent::None;
         self.pattern_pending = pattern.is_some();
-        pump::open(&self.app.docker, &self.hub, &cid, self.run, pattern, 0, self.report()).await?;
+        pump::open(&self.app, &self.hub, &cid, self.run, pattern, 0, self.report()).await?;
         self.set_state(PowerState::Starting).await?;
         if let Err(e) = bounded(REMOVE_TIMEOUT, "starting the container", self.app.docker.start_container(&cid)).await {
             if let Some(p) = self.hub.take_pump() {

@@ -77,8 +77,7 @@ impl Supervisor {
             if paused {
                 self.app.docker.unpause_container(&cid).await?;
             }
-            let opened =
-                pump::open(&self.app.docker, &self.hub, &cid, self.run, pattern, backfill, self.report()).await;
+            let opened = pump::open(&self.app, &self.hub, &cid, self.run, pattern, backfill, self.report()).await;
             if paused {
                 self.app.docker.pause_container(&cid).await?;
             }
