@@ -39,13 +39,17 @@ pub struct App {
     pub console_sessions: crate::tokens::Sessions,
     /// Background tasks shutdown waits for.
     pub tasks: Tasks,
+    /// The daemon's multi-threaded runtime: where work asked for on the console thread runs
+    /// (a session's commands and power actions, a stats stream), so it stays the console's.
+    pub runtime: tokio::runtime::Handle,
     pub started: Instant,
     /// `GET /containers` as serialized at a state version (see `http::containers::list`).
     pub list_cache: Mutex<Option<(u64, Bytes)>>,
 }
 
 impl App {
-    /// `routes` are the labels of the request counter's rows (the router's table).
+    /// `routes` are the labels of the request counter's rows (the router's table). Called on
+    /// the daemon's runtime (it keeps its handle).
     pub fn new(
         config: Config,
         config_path: Option<PathBuf>,
@@ -72,6 +76,7 @@ impl App {
             backups,
             console_sessions: Default::default(),
             tasks: Tasks::default(),
+            runtime: tokio::runtime::Handle::current(),
             started: Instant::now(),
             list_cache: Mutex::new(None),
         })

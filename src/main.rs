@@ -156,6 +156,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = lightd::console::thread::start() {
+        lightd::error!("cannot start the console thread: {e}");
+        return ExitCode::FAILURE;
+    }
     let config_path = path.exists().then_some(path);
     match runtime.block_on(serve(config, config_path, token)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,7 +18,7 @@ use super::splice::Splice;
 use super::Hub;
 use crate::app::App;
 use crate::docker::stream::OutputLines;
-use crate::docker::{Docker, DockerError};
+use crate::docker::DockerError;
 
 /// Longest console line kept whole; longer output is cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -43,11 +43,11 @@ pub enum Signal {
 pub type Report = Arc<dyn Fn(Signal) + Send + Sync>;
 
 /// Opens the attach stream of `container_id` (before it starts, so no output is missed) and
-/// runs the pump for `run`, both on the console thread (see [`super::thread`]). With
-/// `backfill` > 0 (a re-attach to a server that ran while nobody listened), that many lines of
-/// Docker's log are read into the ring right after the attach, and the seam between the two
-/// is spliced so no line is lost or doubled. A pump left from the previous run is given a
-/// moment to drain first.
+/// runs the pump for `run`; the stream is opened and pumped on the console thread (see
+/// [`super::thread`]). With `backfill` > 0 (a re-attach to a server that ran while nobody
+/// listened), that many lines of Docker's log are read into the ring right after the attach
+/// (here, not on the console thread), and the seam between the two is spliced so no line is
+/// lost or doubled. A pump left from the previous run is given a moment to drain first.
 pub async fn open(
     app: &Arc<App>,
     hub: &Arc<Hub>,
@@ -57,27 +57,16 @@ pub async fn open(
     backfill: usize,
     report: Report,
 ) -> Result<(), DockerError> {
-    let (app, hub, container_id) = (Arc::clone(app), Arc::clone(hub), container_id.to_string());
-    super::thread::run(async move { attach(&app.docker, &hub, &container_id, run, pattern, backfill, report).await })
-        .await
-}
-
-async fn attach(
-    docker: &Docker,
-    hub: &Arc<Hub>,
-    container_id: &str,
-    run: u64,
-    pattern: Option<Regex>,
-    backfill: usize,
-    report: Report,
-) -> Result<(), DockerError> {
     close(hub).await;
-    let upgraded = docker.attach(container_id).await?;
+    let upgraded = {
+        let (app, id) = (Arc::clone(app), container_id.to_string());
+        super::thread::run(async move { app.docker.attach(&id).await }).await?
+    };
     let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
     let mut writer = hub.take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
     let mut splice = Splice::default();
     if backfill > 0 {
-        let tail = docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
+        let tail = app.docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
         let max = hub.ring().max_line();
         for line in &tail {
             writer.push(&line::encode_within(line, max), line::now_nanos());
@@ -87,7 +76,7 @@ async fn attach(
     *hub.stdin.lock().await = Some(wr);
     hub.attach_open.store(true, Release);
     let lease = Lease { hub: Arc::clone(hub), writer: Some(writer) };
-    hub.set_pump(tokio::spawn(pump(lease, rd, run, pattern, splice, report)));
+    hub.set_pump(super::thread::spawn(pump(lease, rd, run, pattern, splice, report)));
     Ok(())
 }
 
@@ -180,7 +169,8 @@ impl Matcher {
         self.pattern.is_some()
     }
 
-    /// Whether one of `lines` matches (then the pattern is done with).
+    /// Whether one of `lines` matches (then the pattern is done with). The lines come back
+    /// into `lines` whatever happens.
     async fn check(&mut self, lines: &mut Vec<String>) -> bool {
         let Some(pattern) = self.pattern.take() else { return false };
         if lines.is_empty() {
@@ -188,21 +178,27 @@ impl Matcher {
             return false;
         }
         let batch = std::mem::take(lines);
-        let matched = tokio::task::spawn_blocking(move || {
-            let hit = batch.iter().any(|l| pattern.is_match(prefix(l, MATCH_PREFIX)));
+        let matching = tokio::task::spawn_blocking(move || {
+            let any = |p: &Regex| batch.iter().any(|l| p.is_match(prefix(l, MATCH_PREFIX)));
+            let hit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| any(&pattern)));
             (hit, pattern, batch)
-        })
-        .await;
-        match matched {
-            Ok((hit, pattern, batch)) => {
+        });
+        match matching.await {
+            Ok((Ok(hit), pattern, batch)) => {
                 *lines = batch;
                 if !hit {
                     self.pattern = Some(pattern);
                 }
                 hit
             }
-            // The match panicked (it does not): the lines are lost with it, the pattern
-            // is given up so they are not asked again.
+            Ok((Err(_), _, batch)) => {
+                // A matcher that panics (it does not) must not leave the server starting for
+                // good: the pattern is given up as if it matched.
+                crate::error!("start_pattern matching failed; the server counts as started");
+                *lines = batch;
+                true
+            }
+            // The blocking pool is gone: the daemon is ending.
             Err(_) => false,
         }
     }

@@ -5,39 +5,43 @@
 //! steals half of them (a futex wake and a context switch per line, and the ring's cache
 //! lines moving between cores). The REST API keeps the multi-threaded runtime.
 //!
-//! Nothing on this thread blocks: work that may take long (matching a `start_pattern`) goes to
-//! the blocking pool.
+//! What may take long goes elsewhere: matching a `start_pattern` to the blocking pool; a
+//! backfill from Docker's log, a stats stream, a session's commands and power actions to the
+//! daemon's runtime (`App::runtime`).
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 static HANDLE: OnceLock<Handle> = OnceLock::new();
 
-/// The console runtime, started on first use; it runs as long as the process.
+/// Starts the console thread (the daemon calls it before serving; later calls return the
+/// same runtime).
+pub fn start() -> std::io::Result<&'static Handle> {
+    static STARTING: Mutex<()> = Mutex::new(());
+    let _one = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    // Its blocking threads go 2 s after their last job, as the daemon's do.
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().thread_keep_alive(Duration::from_secs(2)).build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("lightd-console".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok(HANDLE.get_or_init(|| handle))
+}
+
 fn handle() -> &'static Handle {
-    HANDLE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let started = std::thread::Builder::new().name("lightd-console".into()).spawn(move || {
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => {
-                    let _ = tx.send(Some(rt.handle().clone()));
-                    rt.block_on(std::future::pending::<()>());
-                }
-                Err(e) => {
-                    crate::error!("cannot start the console runtime: {e}");
-                    let _ = tx.send(None);
-                }
-            }
-        });
-        match started.ok().and_then(|_| rx.recv().ok().flatten()) {
-            Some(h) => h,
-            // Without its own thread the console runs where it is asked from.
-            None => Handle::current(),
-        }
-    })
+    match HANDLE.get() {
+        Some(h) => h,
+        // Not started by the daemon (a unit test): started on first use.
+        None => start().unwrap_or_else(|e| panic!("cannot start the console thread: {e}")),
+    }
 }
 
 /// Starts `task` on the console thread.
@@ -58,7 +62,7 @@ pub async fn run<T: Send + 'static>(task: impl Future<Output = T> + Send + 'stat
     match (&mut job.0).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Only an abort cancels it, and only `Cancel` aborts, once nobody waits.
+        // Only `Cancel` aborts it, once nobody waits; the runtime runs as long as the process.
         Err(e) => unreachable!("console task cancelled while awaited: {e}"),
     }
 }

@@ -83,11 +83,11 @@ pub fn upgrade(
         .map_err(|e| ApiError::bad_request(format!("bad WebSocket handshake: {e}")))?;
     // The connection's slot stays taken while the session runs, on the console thread (where
     // the pump that feeds it runs).
-    let (app, main) = (Arc::clone(app), tokio::runtime::Handle::current());
+    let app = Arc::clone(app);
     crate::console::thread::spawn(async move {
         let _slot = slot;
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
-            Ok(Ok(ws)) => Session::run(app, main, hub, ws.into_inner(), access, guard, asked).await,
+            Ok(Ok(ws)) => Session::run(app, hub, ws.into_inner(), access, guard, asked).await,
             Ok(Err(e)) => crate::info!("websocket upgrade failed: {e}"),
             Err(_) => crate::info!("websocket upgrade did not finish within {UPGRADE_TIMEOUT:?}"),
         }
@@ -102,9 +102,6 @@ type Close = Option<(u16, String)>;
 /// One console session.
 struct Session {
     app: Arc<App>,
-    /// The daemon's runtime, where the session's commands and power actions run (the
-    /// supervisor's work is not the console thread's).
-    main: tokio::runtime::Handle,
     hub: Arc<Hub>,
     wr: WriteHalf<TokioIo<Upgraded>>,
     /// Bytes waiting for the next write.
@@ -123,7 +120,6 @@ impl Session {
     /// that authenticates with its first frame: that wait is the peer's).
     async fn run(
         app: Arc<App>,
-        main: tokio::runtime::Handle,
         hub: Arc<Hub>,
         io: TokioIo<Upgraded>,
         access: Access,
@@ -140,7 +136,6 @@ impl Session {
         };
         let mut s = Session {
             app,
-            main,
             hub,
             wr,
             out: Vec::new(),
@@ -398,7 +393,8 @@ impl Session {
             }
         };
         let (app, id, replies) = (Arc::clone(&self.app), self.hub.id.clone(), replies.clone());
-        self.main.spawn(async move {
+        // The supervisor's work runs on the daemon's runtime, not the console thread.
+        self.app.runtime.spawn(async move {
             if let Err(e) = lifecycle::act(&app, &id, action).await {
                 let mut frame = Vec::new();
                 frames::event(&mut frame, "error", &[e.to_string()]);
