@@ -1,13 +1,15 @@
-//! The console's own thread. Every pump (a server's Docker attach stream) and every WebSocket
-//! session runs on one current-thread runtime, so a line's way from the attach stream to its
-//! viewers' sockets stays on one thread: the pump's wake-up of ten viewers is ten polls in a
-//! row here. On the multi-threaded runtime the same wake-up unparks the other worker, which
-//! steals half of them (a futex wake and a context switch per line, and the ring's cache
-//! lines moving between cores). The REST API keeps the multi-threaded runtime.
+//! The console's own thread. Every pump (a server's Docker attach stream) and the live phase
+//! of every WebSocket session run on one current-thread runtime, so a line's way from the
+//! attach stream to its viewers' sockets stays on one thread: the pump's wake-up of ten
+//! viewers is ten polls in a row here. On the multi-threaded runtime the same wake-up unparks
+//! the other worker, which steals half of them (a futex wake and a context switch per line,
+//! and the ring's cache lines moving between cores). The REST API keeps the multi-threaded
+//! runtime.
 //!
 //! What may take long goes elsewhere: matching a `start_pattern` to the blocking pool; a
-//! backfill from Docker's log, a stats stream, a session's commands and power actions to the
-//! daemon's runtime (`App::runtime`).
+//! session's handshake and tail (a thousand panels reconnecting at once), a backfill from
+//! Docker's log, a stats stream, a session's commands and power actions to the daemon's
+//! runtime (`App::runtime`).
 
 use std::future::Future;
 use std::sync::{Mutex, OnceLock};

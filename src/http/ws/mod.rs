@@ -19,7 +19,7 @@ use hyper::upgrade::Upgraded;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWriteExt, WriteHalf};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::conns::Slot;
 use super::power::Action;
@@ -81,13 +81,11 @@ pub fn upgrade(
     let mut req = req;
     let (resp, fut) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| ApiError::bad_request(format!("bad WebSocket handshake: {e}")))?;
-    // The connection's slot stays taken while the session runs, on the console thread (where
-    // the pump that feeds it runs).
+    // The connection's slot stays taken while the session runs.
     let app = Arc::clone(app);
-    crate::console::thread::spawn(async move {
-        let _slot = slot;
+    tokio::spawn(async move {
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
-            Ok(Ok(ws)) => Session::run(app, hub, ws.into_inner(), access, guard, asked).await,
+            Ok(Ok(ws)) => Session::run(app, hub, ws.into_inner(), access, guard, asked, slot).await,
             Ok(Err(e)) => crate::info!("websocket upgrade failed: {e}"),
             Err(_) => crate::info!("websocket upgrade did not finish within {UPGRADE_TIMEOUT:?}"),
         }
@@ -115,9 +113,19 @@ struct Session {
     delivered: LocalHistogram,
 }
 
+/// Where a session's live phase starts: just after its tail, with what it listens to.
+struct Live {
+    cursor: Cursor,
+    closed: watch::Receiver<Option<&'static str>>,
+    events: broadcast::Receiver<Event>,
+}
+
 impl Session {
     /// `asked`: when the upgrade request was handled, to time the tail (not for a socket
-    /// that authenticates with its first frame: that wait is the peer's).
+    /// that authenticates with its first frame: that wait is the peer's). Authentication,
+    /// status and tail happen here, on the daemon's runtime (a thousand panels reconnecting
+    /// at once get their tails on every core); the live phase then moves to the console
+    /// thread, where the pump that feeds it runs.
     async fn run(
         app: Arc<App>,
         hub: Arc<Hub>,
@@ -125,8 +133,9 @@ impl Session {
         access: Access,
         guard: Option<SessionGuard>,
         asked: Instant,
+        slot: Option<Arc<Slot>>,
     ) {
-        let _viewer = hub.viewer(ViewerKind::Ws);
+        let viewer = hub.viewer(ViewerKind::Ws);
         let (rd, wr) = tokio::io::split(io);
         let (in_tx, mut inbound) = mpsc::channel(64);
         let reader = tokio::spawn(inbound::read_loop(rd, in_tx.clone()));
@@ -152,19 +161,28 @@ impl Session {
             },
             _ => (None, Some(asked)),
         };
-        let close = match close {
-            Some(c) => Some(c),
-            None => s.serve(&mut inbound, &in_tx, asked).await,
+        let begun = match close {
+            Some(c) => Err(Some(c)),
+            // A peer that went before its tail was written just goes.
+            None => s.begin(asked).await.ok_or(None),
         };
+        crate::console::thread::spawn(async move {
+            // The viewer count and the connection's slot last as long as the session.
+            let _held = (viewer, slot);
+            let close = match begun {
+                Ok(live) => s.serve(&mut inbound, &in_tx, live).await,
+                Err(close) => close,
+            };
+            s.end(close, reader).await;
+        });
+    }
+
+    /// Says goodbye with `close` (if any), giving the peer a moment to answer it.
+    async fn end(&mut self, close: Close, reader: tokio::task::JoinHandle<()>) {
+        let mut reader = reader;
         if let Some((code, reason)) = close {
-            s.out.extend_from_slice(&frames::close(code, &reason));
-            if s.write().await {
-                // Give the peer a moment to answer the close, so the socket ends cleanly.
-                let mut reader = reader;
-                if tokio::time::timeout(Duration::from_secs(1), &mut reader).await.is_ok() {
-                    return;
-                }
-                reader.abort();
+            self.out.extend_from_slice(&frames::close(code, &reason));
+            if self.write().await && tokio::time::timeout(Duration::from_secs(1), &mut reader).await.is_ok() {
                 return;
             }
         }
@@ -206,23 +224,18 @@ impl Session {
         Ok(())
     }
 
-    /// The session proper: status and tail, then everything live until one side ends it.
-    async fn serve(
-        &mut self,
-        inbound: &mut mpsc::Receiver<Inbound>,
-        in_tx: &mpsc::Sender<Inbound>,
-        asked: Option<Instant>,
-    ) -> Close {
+    /// Status and tail, written; `None` if the peer went.
+    async fn begin(&mut self, asked: Option<Instant>) -> Option<Live> {
         let (app, hub) = (Arc::clone(&self.app), Arc::clone(&self.hub));
         stats::ensure(&app, &hub);
-        let mut closed = hub.closed();
-        let mut events = hub.subscribe();
+        let closed = hub.closed();
+        let events = hub.subscribe();
         hub.wait_filled(FILL_WAIT).await;
         let state = record(&app, &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
         frames::event(&mut self.out, "status", &[state]);
         // The tail's copies of the lines go once framed: they would otherwise stay with the
         // session for as long as it lasts.
-        let mut cursor = {
+        let cursor = {
             let (cursor, tail) = Cursor::tail(hub.ring(), app.config.console.tail_lines);
             frames::logs(&mut self.out, &tail);
             cursor
@@ -233,6 +246,18 @@ impl Session {
         if let Some(t) = asked {
             app.metrics.tail.observe(t.elapsed());
         }
+        Some(Live { cursor, closed, events })
+    }
+
+    /// The live phase: everything until one side ends it.
+    async fn serve(
+        &mut self,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        in_tx: &mpsc::Sender<Inbound>,
+        live: Live,
+    ) -> Close {
+        let hub = Arc::clone(&self.hub);
+        let Live { mut cursor, mut closed, mut events } = live;
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut check = tokio::time::interval(Duration::from_secs(1));
