@@ -79,7 +79,7 @@ pub fn ensure(app: &Arc<App>, hub: &Arc<Hub>) {
         return;
     }
     let (app, hub) = (Arc::clone(app), Arc::clone(hub));
-    // On the daemon's runtime whoever asks (a WebSocket session asks from the console thread).
+    // On the daemon's runtime whoever asks (the stream is no console thread work).
     app.runtime.clone().spawn(async move {
         run(&app, &hub, &cid).await;
         hub.stats_open.store(false, Release);

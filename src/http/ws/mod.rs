@@ -138,7 +138,8 @@ impl Session {
         let viewer = hub.viewer(ViewerKind::Ws);
         let (rd, wr) = tokio::io::split(io);
         let (in_tx, mut inbound) = mpsc::channel(64);
-        let reader = tokio::spawn(inbound::read_loop(rd, in_tx.clone()));
+        // The reader runs where the live phase will, so its frames reach the session there.
+        let reader = crate::console::thread::spawn(inbound::read_loop(rd, in_tx.clone()));
         let token = match &access {
             Access::Token(t) => Some(t.clone()),
             _ => None,
