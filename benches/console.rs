@@ -75,12 +75,18 @@ fn delete_all(d: &Daemon, servers: &[String]) {
     });
 }
 
-/// Runs `f`'s future on a thread and runtime of its own: viewers connecting one at a time are
-/// timed as from a viewer's browser, which is not busy reading the thousand other viewers this
-/// program holds on its main runtime.
-async fn on_own_thread<T: Send + 'static, F: Future<Output = T>>(f: impl FnOnce() -> F + Send + 'static) -> T {
+/// `n` calls of `connect` one after the other, each one's time in ms, from a thread and runtime
+/// of their own: viewers connecting one at a time are timed as from a viewer's browser, which
+/// is not busy reading the thousand other viewers this program holds on its main runtime.
+async fn one_at_a_time<F: Future<Output = Duration>>(n: usize, connect: impl Fn() -> F + Send + 'static) -> Vec<f64> {
     tokio::task::spawn_blocking(move || {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f())
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let mut took = Vec::new();
+            for _ in 0..n {
+                took.push(connect().await.as_secs_f64() * 1000.0);
+            }
+            took
+        })
     })
     .await
     .unwrap()
@@ -138,14 +144,10 @@ fn main() {
             all.into_iter().map(|v| tokio::spawn(v.read(Instant::now(), until, Arc::clone(&tally)))).collect();
         let before = histogram(&d, "lightd_console_tail_seconds");
         let (port, id) = (d.port, servers[0].clone());
-        let one_by_one = on_own_thread(move || async move {
-            let mut took = Vec::new();
-            for _ in 0..200 {
-                let (v, t) = Viewer::connect(port, &id, TOKEN).await;
-                took.push(t.as_secs_f64() * 1000.0);
-                drop(v);
-            }
-            took
+        // Each viewer closes once timed.
+        let one_by_one = one_at_a_time(200, move || {
+            let id = id.clone();
+            async move { Viewer::connect(port, &id, TOKEN).await.1 }
         })
         .await;
         let between = histogram(&d, "lightd_console_tail_seconds");
@@ -168,12 +170,9 @@ fn main() {
     // The seed's tails for the same two patterns.
     let (docker_one, docker_burst) = rt.block_on(async {
         let c = cids[0].clone();
-        let one = on_own_thread(move || async move {
-            let mut took = Vec::new();
-            for _ in 0..200 {
-                took.push(docker_tail(&c).await.as_secs_f64() * 1000.0);
-            }
-            took
+        let one = one_at_a_time(200, move || {
+            let c = c.clone();
+            async move { docker_tail(&c).await }
         })
         .await;
         let burst: Vec<_> = (0..1000)

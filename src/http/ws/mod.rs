@@ -179,8 +179,7 @@ impl Session {
     }
 
     /// Says goodbye with `close` (if any), giving the peer a moment to answer it.
-    async fn end(&mut self, close: Close, reader: tokio::task::JoinHandle<()>) {
-        let mut reader = reader;
+    async fn end(&mut self, close: Close, mut reader: tokio::task::JoinHandle<()>) {
         if let Some((code, reason)) = close {
             self.out.extend_from_slice(&frames::close(code, &reason));
             if self.write().await && tokio::time::timeout(Duration::from_secs(1), &mut reader).await.is_ok() {
