@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TempToken {
     pub token: String,
-    /// The only container it opens, when set.
+    /// The only container it opens; `None` only for a token asked for as `"scope": "all"`.
     pub internal_id: Option<String>,
     pub expires_at: u64,
     pub remove_on_use: bool,

@@ -311,9 +311,9 @@ async fn abuse_limits_and_the_console_contract() {
         c["docker"]["allowed_registries"] = json!(["docker.io", "127.0.0.1:5000"]);
     });
     for _ in 0..3 {
-        assert_eq!(d.call("POST", "/auth/tokens", Some(json!({"ttl": "1h"}))).status, 201);
+        assert_eq!(d.call("POST", "/auth/tokens", Some(json!({"ttl": "1h", "scope": "all"}))).status, 201);
     }
-    let r = d.call("POST", "/auth/tokens", Some(json!({"ttl": "1h"})));
+    let r = d.call("POST", "/auth/tokens", Some(json!({"ttl": "1h", "scope": "all"})));
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.error().contains("max_console_tokens"));
     assert_eq!(d.call("DELETE", "/auth/tokens", None).json()["revoked"], 3);
@@ -366,4 +366,43 @@ fn planted_temp_files_are_never_written_through() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(d.dir.0.join("state.json")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+/// A console token names its container: one asked for without `internal_id` is refused and
+/// nothing is minted (a panel that forgets the field must not hand out every console); a
+/// token for every console is the explicit opt-in `"scope": "all"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_tokens_name_their_container_unless_scope_all() {
+    require_docker();
+    let d = Daemon::start();
+    let (vol, _) = d.new_volume();
+    let mk = |n: &str| {
+        let id = d.id(n);
+        let body = json!({"internal_id": id, "image": IMAGE, "volume_id": vol, "startup_command": "sleep 1000"});
+        assert_eq!(d.call("POST", "/containers", Some(body)).status, 202);
+        d.wait_installed(&id, 120);
+        id
+    };
+    let (a, b) = (mk("sa"), mk("sb"));
+    for body in [json!({}), json!({"ttl": "10m"}), json!({"scope": "console"}), json!({"remove_on_use": true})] {
+        let r = d.call("POST", "/auth/tokens", Some(body.clone()));
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.error().contains("internal_id is required"), "{}", r.error());
+    }
+    for body in [json!({"scope": "all", "internal_id": a}), json!({"scope": "every"}), json!({"scope": 1})] {
+        assert_eq!(d.call("POST", "/auth/tokens", Some(body.clone())).status, 400, "{body}");
+    }
+    assert_eq!(d.state()["tokens"], json!([]), "a refused request mints nothing");
+    // A bound token opens its own console only; `scope: all` opens every one.
+    let r = d.call("POST", "/auth/tokens", Some(json!({"internal_id": a, "scope": "console"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bound = r.json()["token"].as_str().unwrap().to_string();
+    ws::connect(d.port, &format!("/ws/{a}?token={bound}"), None).await.expect("its own console");
+    assert_eq!(ws::refused_status(ws::connect(d.port, &format!("/ws/{b}?token={bound}"), None).await), 403);
+    let r = d.call("POST", "/auth/tokens", Some(json!({"scope": "all"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let all = r.json()["token"].as_str().unwrap().to_string();
+    for id in [&a, &b] {
+        ws::connect(d.port, &format!("/ws/{id}?token={all}"), None).await.expect("scope all opens every console");
+    }
 }

@@ -388,23 +388,24 @@ async fn bad_tokens_and_bad_frames_get_their_answers() {
     connect(p, &format!("/ws/{a}?token={bound}"), None).await.expect("bound token, right container");
     connect(p, &format!("/ws/{a}?token={bound}"), None).await.expect("reusable without remove_on_use");
     assert_eq!(refused_status(connect(p, &format!("/ws/{b}?token={bound}"), None).await), 403);
-    let once = token(json!({"remove_on_use": true}));
+    let once = token(json!({"remove_on_use": true, "internal_id": b}));
     connect(p, &format!("/ws/{b}?token={once}"), None).await.expect("first use");
     assert_eq!(refused_status(connect(p, &format!("/ws/{b}?token={once}"), None).await), 401);
     // A 1 s token works at once and no longer once its second has passed.
-    let short = token(json!({"ttl": "1s"}));
+    let short = token(json!({"ttl": "1s", "internal_id": a}));
     connect(p, &format!("/ws/{a}?token={short}"), None).await.expect("a fresh 1 s token");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(refused_status(connect(p, &format!("/ws/{a}?token={short}"), None).await), 401);
     // Temporary tokens open consoles only, never the REST API.
-    let free = token(json!({}));
+    let free = token(json!({"scope": "all"}));
     assert_eq!(d.call_with("GET", "/volumes", None, &[("Authorization", &format!("Bearer {free}"))]).status, 401);
     for (body, status) in [
         (json!({"ttl": "forever"}), 400),
         (json!({"ttl": "0s"}), 400),
         (json!({"internal_id": "nobody"}), 404),
         (json!({"internal_id": "../x"}), 400),
-        (json!({"scope": "all"}), 400),
+        (json!({"scope": "everything"}), 400),
+        (json!({"scope": "all", "internal_id": a}), 400),
     ] {
         assert_eq!(d.call("POST", "/auth/tokens", Some(body.clone())).status, status, "{body}");
     }

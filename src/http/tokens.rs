@@ -18,15 +18,40 @@ struct Body {
     internal_id: Option<String>,
     #[serde(default)]
     remove_on_use: bool,
+    /// `console` (the default: one container's console, `internal_id` required) or `all`
+    /// (every console: an explicit opt-in, never implied by a missing `internal_id`).
+    scope: Option<String>,
+}
+
+/// The container a new token opens, from the body's `scope` and `internal_id`: `None` for
+/// every console, which must be asked for by name.
+fn bound_to(scope: Option<&str>, internal_id: Option<String>) -> Result<Option<String>, ApiError> {
+    match (scope.unwrap_or("console"), internal_id) {
+        ("console", Some(id)) => Ok(Some(id)),
+        ("console", None) => Err(ApiError::bad_request(
+            "internal_id is required: a console token opens one container's console (\"scope\": \"all\" opens \
+             every console, and every server's power actions with it)",
+        )),
+        ("all", None) => Ok(None),
+        ("all", Some(_)) => {
+            Err(ApiError::bad_request("a token of scope \"all\" opens every console: leave internal_id out"))
+        }
+        ("transfer", _) => Err(ApiError::bad_request(
+            "scope \"transfer\" (moving servers between nodes) is not supported by this version",
+        )),
+        (other, _) => Err(ApiError::bad_request(format!("scope {other:?} must be \"console\" or \"all\""))),
+    }
 }
 
 pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
-    let b: Body = ctx.json_opt().await?.unwrap_or(Body { ttl: None, internal_id: None, remove_on_use: false });
+    let b: Body =
+        ctx.json_opt().await?.unwrap_or(Body { ttl: None, internal_id: None, remove_on_use: false, scope: None });
     let ttl = match b.ttl.as_deref() {
         Some(t) => tokens::parse_ttl(t)?,
         None => tokens::DEFAULT_TTL,
     };
-    let t = tokens::issue(app, &ctx.head.headers, ttl, b.internal_id, b.remove_on_use).await?;
+    let bound = bound_to(b.scope.as_deref(), b.internal_id)?;
+    let t = tokens::issue(app, &ctx.head.headers, ttl, bound, b.remove_on_use).await?;
     Ok(json(StatusCode::CREATED, &json!({ "token": t.token, "expires_at": t.expires_at })))
 }
 
