@@ -152,6 +152,7 @@ async fn pending_sockets_are_not_viewers() {
     assert_eq!(viewers(), 3);
     let last = &mut pending[2];
     last.send(auth).await.unwrap();
+    assert_eq!(next(last).await["event"], "auth success", "the token was good");
     let close = ws::closed(last, 10).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1013, "{close:?}");
     assert!(close.reason.contains("max_sessions_per_container"), "{close:?}");

@@ -40,16 +40,24 @@ pub struct Entry {
     pub guard: Option<SessionGuard>,
 }
 
-/// How a socket that never became a session ends: its close frame, and whether the peer gets
-/// a moment to answer it (not one pushed out by a flood: it just goes).
+/// How a socket that never became a session ends: frames before its close (`auth success`
+/// for a token that was good), its close frame, and whether the peer gets a moment to answer
+/// it (not one pushed out by a flood: it just goes).
 pub struct Ending {
+    pub before: Vec<u8>,
     pub close: Close,
     pub linger: bool,
 }
 
 impl Ending {
     fn with(code: u16, reason: impl Into<String>) -> Ending {
-        Ending { close: Some((code, reason.into())), linger: true }
+        Ending { before: Vec::new(), close: Some((code, reason.into())), linger: true }
+    }
+
+    /// The peer learns its token was good before it learns why it cannot stay.
+    fn after_auth(mut self) -> Ending {
+        frames::event::<&str>(&mut self.before, "auth success", &[]);
+        self
     }
 }
 
@@ -102,14 +110,14 @@ pub async fn first_auth(
         first = tokio::time::timeout(AUTH_WAIT, inbound.recv()) => first,
         () = shed => {
             let why = "too many sockets waiting to authenticate (server.max_pending_sockets); try again";
-            return Err(Ending { close: Some((TRY_AGAIN, why.into())), linger: false });
+            return Err(Ending { before: Vec::new(), close: Some((TRY_AGAIN, why.into())), linger: false });
         }
     };
     let text = match first {
         Err(_) => {
             return Err(refused("authentication required: send {\"event\":\"auth\",\"args\":[token]} within 5 s"))
         }
-        Ok(None) => return Err(Ending { close: None, linger: false }),
+        Ok(None) => return Err(Ending { before: Vec::new(), close: None, linger: false }),
         Ok(Some(Inbound::Text(t))) => t,
         // A broken frame is answered as it would be in a session (1002, 1007, 1008, 1009).
         Ok(Some(msg)) => {
@@ -126,9 +134,9 @@ pub async fn first_auth(
     let mut guard = None;
     let token = check_auth(app, id, args.first(), &mut guard).await.map_err(|why| refused(&why))?;
     if record(app, id).is_err() {
-        return Err(Ending::with(4004, "Container not found"));
+        return Err(Ending::with(4004, "Container not found").after_auth());
     }
-    place(app, id, token, guard, slot).map_err(|e| Ending::with(TRY_AGAIN, e.message))
+    place(app, id, token, guard, slot).map_err(|e| Ending::with(TRY_AGAIN, e.message).after_auth())
 }
 
 /// What an `auth` frame's token opens on container `id`: the console token (`None`: the
@@ -156,7 +164,9 @@ pub async fn check_auth(
 pub async fn end(wr: &mut WriteHalf<TokioIo<Upgraded>>, ending: Ending, mut reader: JoinHandle<()>) {
     if let Some((code, reason)) = ending.close {
         let wait = if ending.linger { WRITE_TIMEOUT } else { Duration::from_secs(1) };
-        let sent = matches!(tokio::time::timeout(wait, wr.write_all(&frames::close(code, &reason))).await, Ok(Ok(())));
+        let mut out = ending.before;
+        out.extend_from_slice(&frames::close(code, &reason));
+        let sent = matches!(tokio::time::timeout(wait, wr.write_all(&out)).await, Ok(Ok(())));
         if sent && ending.linger && tokio::time::timeout(Duration::from_secs(1), &mut reader).await.is_ok() {
             return;
         }
