@@ -159,6 +159,27 @@ async fn pending_sockets_are_not_viewers() {
     assert_eq!(viewers(), 3);
 }
 
+/// Sockets waiting for their `auth` frame have a pool of their own: past
+/// `server.max_pending_sockets` the oldest is closed (1013), the others wait on; made-up ids
+/// are learned of only after authenticating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_sockets_push_out_their_oldest() {
+    let d = Daemon::start_with(|c| c["server"]["max_pending_sockets"] = json!(2));
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        waiting.push(connect(d.port, &format!("/ws/made-up-{i}"), None).await.expect("upgraded without a token"));
+    }
+    let close = ws::closed(&mut waiting[0], 10).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1013, "{close:?}");
+    assert!(close.reason.contains("server.max_pending_sockets"), "{close:?}");
+    for w in &mut waiting[1..] {
+        w.send(Message::Text(json!({"event": "auth", "args": [TOKEN]}).to_string())).await.unwrap();
+        assert_eq!(next(w).await["event"], "auth success", "still waiting, not pushed out");
+        let close = ws::closed(w, 10).await.expect("a close frame");
+        assert_eq!((u16::from(close.code), &*close.reason), (4004, "Container not found"));
+    }
+}
+
 /// A WebSocket opened by hand on a blocking socket: the handshake, then raw frames.
 struct RawWs(TcpStream);
 
