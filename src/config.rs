@@ -106,13 +106,24 @@ pub struct ServerConfig {
     pub port: u16,
     /// Most open client connections; past it new ones get a 503 and are closed.
     pub max_connections: usize,
-    /// Most open connections from one client address.
+    /// Most anonymous connections (no master token yet) from one client address.
     pub max_connections_per_ip: usize,
+    /// Most anonymous connections; past it the oldest is closed to make room.
+    pub max_anonymous_connections: usize,
+    /// Most WebSockets waiting for their `auth` frame; past it the oldest is closed.
+    pub max_pending_sockets: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { host: "0.0.0.0".into(), port: 8080, max_connections: 8192, max_connections_per_ip: 2048 }
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            max_connections: 8192,
+            max_connections_per_ip: 2048,
+            max_anonymous_connections: 4096,
+            max_pending_sockets: 256,
+        }
     }
 }
 
@@ -410,6 +421,9 @@ impl Config {
             return bad(
                 "server.max_connections must be at least 16 and server.max_connections_per_ip at least 1".into()
             );
+        }
+        if self.server.max_anonymous_connections == 0 || self.server.max_pending_sockets == 0 {
+            return bad("server.max_anonymous_connections and server.max_pending_sockets must be at least 1".into());
         }
         if self.console.max_sessions_per_container == 0 || self.console.max_sessions_per_token == 0 {
             return bad(

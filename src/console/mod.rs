@@ -311,6 +311,9 @@ impl Hubs {
         Hubs { ring_size: (lines, bytes), map: Mutex::new(HashMap::new()) }
     }
 
+    /// The hub of `id`, made when there is none: only for an id on record, asked for by a
+    /// caller who authenticated (a hub per made-up id would be memory anyone could make;
+    /// anything else uses [`Hubs::peek`]).
     pub fn get(&self, id: &str) -> Arc<Hub> {
         let mut map = lock(&self.map);
         Arc::clone(map.entry(id.to_string()).or_insert_with(|| Arc::new(Hub::new(id, self.ring_size))))

@@ -1,46 +1,132 @@
-//! Caps on open connections, in all and per client address, so nobody who can connect can
-//! use up the daemon's file descriptors. A connection past a cap gets a short `503` and is
-//! closed; the accept loop never stops. A slot stays taken while its connection, or the
-//! console session it was upgraded to, is open.
+//! Caps on open connections, so nobody who can connect can use up the daemon's file
+//! descriptors or memory, and the operator always gets in.
+//!
+//! Admission is by first request. Every connection starts *anonymous*: it holds one of
+//! `server.max_anonymous_connections` slots (at most `server.max_connections_per_ip` from one
+//! address; past that a short `503`). When the anonymous slots, or all `server.max_connections`,
+//! are taken, the anonymous connection admitted longest ago is closed to make room: a flood of
+//! idle connections only ever pushes out its own. A connection that presents the master token
+//! (or opens a console session with a console token) is *admitted*: it leaves the anonymous
+//! pool and is never pushed out. A WebSocket upgraded without credentials waits for its `auth`
+//! frame in a pool of its own, `server.max_pending_sockets`, also pushed out oldest first.
+//! A slot stays taken while its connection, or the console session it became, is open.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The counts behind the caps.
+/// The caps, in all and per client address, and who holds what.
 pub struct Conns {
+    state: Mutex<State>,
+    /// Connections open now, shed ones still closing included.
     open: AtomicUsize,
     /// Connections closed so far (the memory trimmer watches it).
     closed: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max: usize,
-    max_per_ip: usize,
+    limits: Limits,
 }
 
-/// One admitted connection; dropping it frees the slot.
+/// The configured caps (`server.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections held at most (anonymous and admitted).
+    pub max: usize,
+    /// Anonymous connections held at most.
+    pub anonymous: usize,
+    /// WebSockets waiting for their `auth` frame at most.
+    pub pending: usize,
+    /// Anonymous connections from one address at most.
+    pub per_ip: usize,
+}
+
+/// Who holds the slots, under one lock.
+#[derive(Default)]
+struct State {
+    /// Anonymous connections by address.
+    per_ip: HashMap<IpAddr, usize>,
+    /// Anonymous connections (pending sockets included) by admission order, oldest first.
+    anonymous: BTreeMap<u64, Arc<Mark>>,
+    /// Sockets waiting for their `auth` frame, oldest first (also in `anonymous`).
+    pending: BTreeMap<u64, Arc<Mark>>,
+    /// Admitted connections (the master token, or a console token's session).
+    admitted: usize,
+    next: u64,
+}
+
+/// Where a slot stands; changed only under the state's lock, read without it.
+const ANONYMOUS: u8 = 0;
+const PENDING: u8 = 1;
+const ADMITTED: u8 = 2;
+const SHED: u8 = 3;
+
+/// What the pools know of one slot: its address, where it stands, and who to wake when it
+/// is pushed out.
+struct Mark {
+    ip: IpAddr,
+    class: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// One connection's slot; dropping it frees the slot.
 pub struct Slot {
     conns: Arc<Conns>,
-    ip: IpAddr,
+    seq: u64,
+    mark: Arc<Mark>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    /// Takes `seq` out of the anonymous pools and gives its address's count back.
+    fn leave(&mut self, seq: u64, ip: IpAddr) {
+        self.anonymous.remove(&seq);
+        self.pending.remove(&seq);
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Pushes out the oldest anonymous connection (the oldest pending socket with
+    /// `pending_only`); false when there is none.
+    fn shed_oldest(&mut self, pending_only: bool) -> bool {
+        let oldest = match pending_only {
+            true => self.pending.first_key_value(),
+            false => self.anonymous.first_key_value(),
+        };
+        let Some((&seq, mark)) = oldest else { return false };
+        let mark = Arc::clone(mark);
+        self.leave(seq, mark.ip);
+        mark.class.store(SHED, Ordering::Release);
+        if let Some(w) = lock(&mark.waker).take() {
+            w.wake();
+        }
+        true
+    }
 }
 
 impl Conns {
-    pub fn new(max: usize, max_per_ip: usize) -> Arc<Conns> {
+    pub fn new(limits: Limits) -> Arc<Conns> {
+        // The pools fit inside the whole.
+        let anonymous = limits.anonymous.clamp(1, limits.max.max(1));
+        let limits = Limits { anonymous, pending: limits.pending.clamp(1, anonymous), ..limits };
         Arc::new(Conns {
+            state: Mutex::new(State::default()),
             open: AtomicUsize::new(0),
             closed: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
-            max,
-            max_per_ip,
+            limits,
         })
     }
 
@@ -63,19 +149,25 @@ impl Conns {
         }
     }
 
-    /// A slot for a connection from `ip`, or why there is none.
+    /// An anonymous slot for a connection from `ip` (pushing out the oldest anonymous one
+    /// when the pool or the whole is full), or why there is none.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if self.open.load(Ordering::Relaxed) >= self.max {
-            return Err("too many open connections (server.max_connections)");
-        }
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
+        let mut state = lock(&self.state);
+        if state.per_ip.get(&ip).is_some_and(|n| *n >= self.limits.per_ip) {
             return Err("too many open connections from this address (server.max_connections_per_ip)");
         }
-        *n += 1;
+        let full =
+            |s: &State| s.anonymous.len() >= self.limits.anonymous || s.anonymous.len() + s.admitted >= self.limits.max;
+        if full(&state) && !state.shed_oldest(false) {
+            return Err("too many open connections (server.max_connections)");
+        }
+        let seq = state.next;
+        state.next += 1;
+        let mark = Arc::new(Mark { ip, class: AtomicU8::new(ANONYMOUS), waker: Mutex::new(None) });
+        state.anonymous.insert(seq, Arc::clone(&mark));
+        *state.per_ip.entry(ip).or_insert(0) += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(Slot { conns: Arc::clone(self), ip })
+        Ok(Slot { conns: Arc::clone(self), seq, mark })
     }
 }
 
@@ -84,17 +176,76 @@ impl Slot {
     pub fn open_connections(&self) -> usize {
         self.conns.open()
     }
+
+    fn class(&self) -> u8 {
+        self.mark.class.load(Ordering::Acquire)
+    }
+
+    /// The connection presented the master token (or opened a console session with a
+    /// console token): it leaves the anonymous pools and is never pushed out. One load once
+    /// it is done.
+    pub fn promote(&self) {
+        if matches!(self.class(), ADMITTED | SHED) {
+            return;
+        }
+        let mut state = lock(&self.conns.state);
+        if matches!(self.class(), ANONYMOUS | PENDING) {
+            state.leave(self.seq, self.mark.ip);
+            state.admitted += 1;
+            self.mark.class.store(ADMITTED, Ordering::Release);
+        }
+    }
+
+    /// The connection became a WebSocket that authenticates with its first frame: it waits in
+    /// the pending pool (pushing out the oldest waiting socket when it is full).
+    pub fn wait_for_auth(&self) {
+        let mut state = lock(&self.conns.state);
+        if self.class() != ANONYMOUS {
+            return;
+        }
+        if state.pending.len() >= self.conns.limits.pending {
+            state.shed_oldest(true);
+        }
+        state.pending.insert(self.seq, Arc::clone(&self.mark));
+        self.mark.class.store(PENDING, Ordering::Release);
+    }
+
+    /// Ready once the connection was pushed out of its pool (never for an admitted one).
+    pub fn poll_shed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.class() {
+            SHED => return Poll::Ready(()),
+            ADMITTED => return Poll::Pending,
+            _ => {}
+        }
+        {
+            let mut waker = lock(&self.mark.waker);
+            match &mut *waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            }
+        }
+        // Shed between the first look and the waker being in place: seen now.
+        match self.class() {
+            SHED => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Resolves once the connection was pushed out of its pool.
+    pub async fn shed(&self) {
+        std::future::poll_fn(|cx| self.poll_shed(cx)).await;
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut per_ip = self.conns.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
+        let mut state = lock(&self.conns.state);
+        match self.class() {
+            ANONYMOUS | PENDING => state.leave(self.seq, self.mark.ip),
+            ADMITTED => state.admitted -= 1,
+            _ => {}
         }
+        drop(state);
         self.conns.open.fetch_sub(1, Ordering::Relaxed);
         self.conns.closed.fetch_add(1, Ordering::Relaxed);
     }
@@ -195,19 +346,115 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Timed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    fn limits(max: usize, anonymous: usize, pending: usize, per_ip: usize) -> Limits {
+        Limits { max, anonymous, pending, per_ip }
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    /// Whether `slot` was pushed out (polled once, as its connection would be).
+    fn is_shed(slot: &Slot) -> bool {
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        slot.poll_shed(&mut Context::from_waker(&waker)).is_ready()
+    }
 
     #[test]
-    fn caps_in_all_and_per_address() {
-        let conns = Conns::new(3, 2);
-        let a: IpAddr = "127.0.0.1".parse().unwrap();
-        let b: IpAddr = "127.0.0.2".parse().unwrap();
-        let s1 = conns.admit(a).unwrap();
-        let _s2 = conns.admit(a).unwrap();
-        assert!(conns.admit(a).err().unwrap().contains("per_ip"));
-        let _s3 = conns.admit(b).unwrap();
-        assert!(conns.admit(b).err().unwrap().contains("max_connections"));
+    fn an_address_past_its_cap_is_refused() {
+        let conns = Conns::new(limits(100, 100, 10, 2));
+        let s1 = conns.admit(ip(1)).unwrap();
+        let _s2 = conns.admit(ip(1)).unwrap();
+        assert!(conns.admit(ip(1)).err().unwrap().contains("max_connections_per_ip"));
+        assert!(conns.admit(ip(2)).is_ok(), "another address is not");
         drop(s1);
-        assert_eq!(conns.open(), 2);
-        assert!(conns.admit(a).is_ok());
+        assert!(conns.admit(ip(1)).is_ok(), "a closed one gives its place back");
+        // An admitted connection no longer counts for its address.
+        let s = conns.admit(ip(3)).unwrap();
+        s.promote();
+        let _a = conns.admit(ip(3)).unwrap();
+        let _b = conns.admit(ip(3)).unwrap();
+        assert!(conns.admit(ip(3)).is_err());
+    }
+
+    #[test]
+    fn a_full_pool_pushes_out_its_oldest_and_never_an_admitted_one() {
+        let conns = Conns::new(limits(100, 3, 1, 100));
+        let operator = conns.admit(ip(1)).unwrap();
+        operator.promote();
+        let flood: Vec<Slot> = (0..3).map(|_| conns.admit(ip(2)).unwrap()).collect();
+        assert!(flood.iter().all(|s| !is_shed(s)));
+        let newest = conns.admit(ip(2)).unwrap();
+        assert_eq!(flood.iter().map(is_shed).collect::<Vec<_>>(), [true, false, false], "oldest first");
+        assert!(!is_shed(&newest) && !is_shed(&operator));
+        for _ in 0..10 {
+            let _ = conns.admit(ip(2)).unwrap();
+        }
+        assert!(!is_shed(&operator), "an admitted connection stays");
+        assert_eq!(conns.open(), 5, "the operator, the flood's 3 (shed, still closing) and the newest");
+        drop((flood, newest));
+        assert_eq!(conns.open(), 1);
+    }
+
+    #[test]
+    fn the_whole_cap_pushes_out_anonymous_ones_for_newcomers() {
+        let conns = Conns::new(limits(4, 4, 1, 100));
+        let admitted: Vec<Slot> = (0..3).map(|_| conns.admit(ip(1)).unwrap()).collect();
+        admitted.iter().for_each(Slot::promote);
+        let anonymous = conns.admit(ip(2)).unwrap();
+        let operator = conns.admit(ip(1)).unwrap();
+        assert!(is_shed(&anonymous), "room made for the newcomer");
+        operator.promote();
+        assert!(conns.admit(ip(2)).err().unwrap().contains("server.max_connections"), "every slot admitted");
+        drop(admitted);
+        assert!(conns.admit(ip(2)).is_ok());
+    }
+
+    #[test]
+    fn pending_sockets_have_a_pool_of_their_own() {
+        let conns = Conns::new(limits(100, 100, 2, 100));
+        let idle = conns.admit(ip(1)).unwrap();
+        let sockets: Vec<Slot> = (0..3).map(|_| conns.admit(ip(1)).unwrap()).collect();
+        sockets.iter().for_each(Slot::wait_for_auth);
+        assert_eq!(sockets.iter().map(is_shed).collect::<Vec<_>>(), [true, false, false]);
+        assert!(!is_shed(&idle), "only waiting sockets make room for waiting sockets");
+        sockets[1].promote();
+        let more = conns.admit(ip(1)).unwrap();
+        more.wait_for_auth();
+        assert!(!is_shed(&sockets[1]) && !is_shed(&sockets[2]), "an authenticated socket left the pool");
+        // A waiting socket is anonymous too: the main pool pushes it out in its turn.
+        let conns = Conns::new(limits(100, 2, 2, 100));
+        let waiting = conns.admit(ip(1)).unwrap();
+        waiting.wait_for_auth();
+        let _a = conns.admit(ip(1)).unwrap();
+        let _b = conns.admit(ip(1)).unwrap();
+        assert!(is_shed(&waiting));
+    }
+
+    #[test]
+    fn a_shed_connection_is_woken() {
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let conns = Conns::new(limits(100, 1, 1, 100));
+        let old = conns.admit(ip(1)).unwrap();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(old.poll_shed(&mut Context::from_waker(&waker)).is_pending());
+        let _new = conns.admit(ip(1)).unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(old.poll_shed(&mut Context::from_waker(&waker)).is_ready());
     }
 }

@@ -120,6 +120,10 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         Access::Token(t) => Some((tokens::enter(app, &t.token)?, t.clone())),
         _ => None,
     };
+    // A session granted: the connection is admitted for good (the master token's already was).
+    if let Some(slot) = &ctx.slot {
+        slot.promote();
+    }
     let (tx, body) = channel_body(16);
     let tail = app.config.console.tail_lines;
     let guard = hub.viewer(ViewerKind::Attach);

@@ -52,7 +52,13 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     // The app lives as long as the process; requests borrow it for good instead of each
     // counting a reference on a shared counter (which two cores would pass back and forth).
     let app: &'static Arc<App> = Box::leak(Box::new(app));
-    let conns = Conns::new(app.config.server.max_connections, app.config.server.max_connections_per_ip);
+    let server = &app.config.server;
+    let conns = Conns::new(conns::Limits {
+        max: server.max_connections,
+        anonymous: server.max_anonymous_connections,
+        pending: server.max_pending_sockets,
+        per_ip: server.max_connections_per_ip,
+    });
     let trimmer = tokio::spawn(Arc::clone(&conns).trim_after_bursts());
     let alarms = deadline::Alarms::new();
     let ringer = tokio::spawn(Arc::clone(&alarms).ring());
@@ -78,6 +84,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             }
         };
         let _ = stream.set_nodelay(true);
+        let watched = Arc::clone(&slot);
         let service = service_fn(move |req: Request<Incoming>| respond(app, req, &slot));
         let conn = http1::Builder::new()
             .timer(alarms.timer())
@@ -89,10 +96,14 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         let alarms = Arc::clone(&alarms);
         tokio::spawn(async move {
             // Asked to end at shutdown: the flag is one load per wake-up, and `stop` wakes
-            // every connection (an idle one through its alarm) so each sees it.
+            // every connection (an idle one through its alarm) so each sees it. An anonymous
+            // connection pushed out of its pool (`conns`) is dropped, closing it.
             let mut conn = std::pin::pin!(conn);
             let mut told = false;
             let _ = std::future::poll_fn(|cx| {
+                if watched.poll_shed(cx).is_ready() {
+                    return Poll::Ready(Ok(()));
+                }
                 if !told && alarms.stopping() {
                     told = true;
                     conn.as_mut().graceful_shutdown();
@@ -151,7 +162,13 @@ fn respond(app: &'static Arc<App>, req: Request<Incoming>, slot: &Arc<Slot>) -> 
     };
     if !route.is_console() {
         let answered = match checks(app, route, req.headers()) {
-            Ok(()) => quick(app, route, &params, slot),
+            Ok(()) => {
+                // The master token: the connection is the operator's, never pushed out.
+                if !route.is_public() {
+                    slot.promote();
+                }
+                quick(app, route, &params, slot)
+            }
             Err(e) => Some(Err(e)),
         };
         if let Some(reply) = answered {
@@ -264,6 +281,9 @@ async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiErro
     let access = match route.is_console() {
         true => {
             let access = tokens::authorize_console(app, &ctx, route == Route::Ws).await?;
+            if let (tokens::Access::Master, Some(slot)) = (&access, &ctx.slot) {
+                slot.promote();
+            }
             acceptable(route, &ctx.head.headers)?;
             Some(access)
         }

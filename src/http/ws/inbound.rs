@@ -41,6 +41,8 @@ pub enum Inbound {
     NotUtf8,
     /// The client broke the framing rules: the session closes with 1002.
     Protocol(&'static str),
+    /// Data that is not what its frame says (a close reason that is not UTF-8): 1007.
+    Invalid(&'static str),
     /// The client sent frames faster than `FRAME_RATE`: the session closes with 1008.
     Flood,
     /// The answer to a request handled in the background.
@@ -148,13 +150,15 @@ pub async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, to_session: mpsc::Sender
                 frames::push(&mut frame, frames::PONG, payload);
                 Inbound::Send { frame, close: false }
             }
-            // A close is echoed with its status code.
-            (frames::CLOSE, _) if payload.len() == 1 => Inbound::Protocol("a close frame's code is two bytes"),
-            (frames::CLOSE, _) => {
-                let mut frame = Vec::with_capacity(4);
-                frames::push(&mut frame, frames::CLOSE, &payload[..payload.len().min(2)]);
-                Inbound::Send { frame, close: true }
-            }
+            // A valid close is echoed with its status code.
+            (frames::CLOSE, _) => match check_close(payload) {
+                Err(end) => end,
+                Ok(()) => {
+                    let mut frame = Vec::with_capacity(4);
+                    frames::push(&mut frame, frames::CLOSE, &payload[..payload.len().min(2)]);
+                    Inbound::Send { frame, close: true }
+                }
+            },
             (frames::PONG, _) => Inbound::Alive,
             (0x0, None) => Inbound::Protocol("a continuation frame with no message to continue"),
             (0x1 | 0x2, Some(_)) => Inbound::Protocol("a new message before the last one ended"),
@@ -178,10 +182,48 @@ pub async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, to_session: mpsc::Sender
         if buf.capacity() > 4 * READ_CHUNK && buf.len() <= READ_CHUNK {
             buf.shrink_to(READ_CHUNK);
         }
-        let stop = matches!(msg, Inbound::TooBig | Inbound::Protocol(_) | Inbound::Send { close: true, .. });
+        let stop = matches!(
+            msg,
+            Inbound::TooBig | Inbound::Protocol(_) | Inbound::Invalid(_) | Inbound::Send { close: true, .. }
+        );
         if to_session.send(msg).await.is_err() || stop {
             return;
         }
+    }
+}
+
+/// Whether a client's close frame is one the protocol allows (RFC 6455 5.5.1, 7.4): no
+/// payload, or a two-byte code a peer may send and a UTF-8 reason.
+fn check_close(payload: &[u8]) -> Result<(), Inbound> {
+    let [hi, lo, reason @ ..] = payload else {
+        return match payload.is_empty() {
+            true => Ok(()),
+            false => Err(Inbound::Protocol("a close frame's code is two bytes")),
+        };
+    };
+    if !close_code_allowed(u16::from_be_bytes([*hi, *lo])) {
+        return Err(Inbound::Protocol("close code not allowed on the wire"));
+    }
+    if std::str::from_utf8(reason).is_err() {
+        return Err(Inbound::Invalid("a close reason must be UTF-8"));
+    }
+    Ok(())
+}
+
+/// The close codes a peer may send: RFC 6455's (1004-1006 and 1015 are reserved, never sent),
+/// those IANA registered since (1012-1014), and the ranges for libraries and applications.
+pub fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// The close a session ends with for a message that ends it (`None` for any other).
+pub fn ending(msg: &Inbound) -> Option<(u16, String)> {
+    match msg {
+        Inbound::TooBig => Some((1009, "message too big".into())),
+        Inbound::Protocol(why) => Some((1002, (*why).into())),
+        Inbound::Invalid(why) => Some((1007, (*why).into())),
+        Inbound::Flood => Some((1008, format!("too many frames: at most {FRAME_RATE} a second"))),
+        _ => None,
     }
 }
 
@@ -320,6 +362,7 @@ mod tests {
                     Inbound::TooBig => "too big".into(),
                     Inbound::NotUtf8 => "not utf-8".into(),
                     Inbound::Protocol(why) => format!("protocol: {why}"),
+                    Inbound::Invalid(why) => format!("invalid: {why}"),
                     Inbound::Flood => "flood".into(),
                     Inbound::Reply(_) => "reply".into(),
                 });
@@ -344,6 +387,24 @@ mod tests {
         assert_eq!(got[2], "send [8a, 01] close=false", "a ping is answered with its payload");
         assert_eq!(got[3], format!("text a {}", "b".repeat(300)));
         assert_eq!(got[4..], ["alive", "not utf-8", "send [88, 02] close=true"], "nothing is read after a close");
+    }
+
+    #[test]
+    fn close_codes_and_reasons_are_checked() {
+        let close = |payload: &[u8]| read_all(client_frame(true, frames::CLOSE, payload));
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
+            assert_eq!(close(&code.to_be_bytes()), ["protocol: close code not allowed on the wire"], "{code}");
+        }
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4001, 4999] {
+            assert_eq!(close(&code.to_be_bytes()), ["send [88, 02] close=true"], "{code}");
+        }
+        assert_eq!(close(&[]), ["send [88, 00] close=true"], "no code at all is allowed");
+        assert_eq!(close(&[0x03]), ["protocol: a close frame's code is two bytes"]);
+        assert_eq!(close(&[0x03, 0xe8, 0xc3, 0xa9]), ["send [88, 02] close=true"], "a UTF-8 reason");
+        assert_eq!(close(&[0x03, 0xe8, b'a', 0xc3]), ["invalid: a close reason must be UTF-8"]);
+        assert_eq!(ending(&Inbound::Invalid("x")), Some((1007, "x".into())));
+        assert_eq!(ending(&Inbound::Protocol("y")), Some((1002, "y".into())));
+        assert_eq!(ending(&Inbound::Alive), None);
     }
 
     #[test]

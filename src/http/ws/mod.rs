@@ -10,6 +10,7 @@
 
 mod frames;
 mod inbound;
+mod pending;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,15 +25,16 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::conns::Slot;
 use super::power::Action;
 use super::reply::{ApiError, Reply};
-use super::tokens::{self as auth, Access};
+use super::tokens::Access;
 use crate::app::App;
 use crate::console::viewer::Cursor;
-use crate::console::{stats, Event, Hub, ViewerKind};
+use crate::console::{stats, Event, Hub};
 use crate::lifecycle::{self, record, FILL_WAIT};
 use crate::metrics::{LocalHistogram, DELIVERY_BUCKETS};
 use crate::model::now;
 use crate::tokens::{self, SessionGuard};
 use inbound::{Bucket, Inbound};
+use pending::Entry;
 
 /// Lines written per batch (one write).
 const BATCH: usize = 256;
@@ -46,15 +48,14 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An upgrade must complete within this time.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A socket opened without a token must send its `auth` frame within this time.
-const AUTH_WAIT: Duration = Duration::from_secs(5);
 /// A console token's session is warned this long before the token expires.
 const EXPIRY_WARNING: u64 = 60;
 /// Close code for authentication failures (4000-4999 are the application's).
 const UNAUTHORIZED: u16 = 4001;
 
 /// Upgrades the connection (the router checked what credentials came with it) and starts
-/// the session.
+/// the session. A socket with credentials takes its place among the container's viewers here;
+/// one without waits for its `auth` frame holding nothing but a pending slot (`pending.rs`).
 pub fn upgrade(
     app: &Arc<App>,
     req: Request<Incoming>,
@@ -63,29 +64,33 @@ pub fn upgrade(
     slot: Option<Arc<Slot>>,
 ) -> Result<Reply, ApiError> {
     let asked = Instant::now();
+    let waits = matches!(access, Access::Pending);
     // Before it authenticates, a socket learns nothing, not even whether the container exists.
-    if !matches!(access, Access::Pending) {
-        record(app, id)?;
-    } else {
-        lifecycle::check_id(id)?;
+    match waits {
+        true => lifecycle::check_id(id)?,
+        false => drop(record(app, id)?),
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(hyper::StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"));
     }
-    let hub = app.hubs.get(id);
-    super::console::check_room(app, &hub)?;
-    let guard = match &access {
-        Access::Token(t) => Some(tokens::enter(app, &t.token).map_err(ApiError::from)?),
-        _ => None,
-    };
     let mut req = req;
     let (resp, fut) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| ApiError::bad_request(format!("bad WebSocket handshake: {e}")))?;
+    let entry = match access {
+        Access::Pending => {
+            if let Some(slot) = &slot {
+                slot.wait_for_auth();
+            }
+            None
+        }
+        access => Some(pending::enter(app, id, access, slot.as_deref())?),
+    };
     // The connection's slot stays taken while the session runs.
     let app = Arc::clone(app);
+    let id = id.to_string();
     tokio::spawn(async move {
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
-            Ok(Ok(ws)) => Session::run(app, hub, ws.into_inner(), access, guard, asked, slot).await,
+            Ok(Ok(ws)) => Session::run(app, id, entry, ws.into_inner(), asked, slot).await,
             Ok(Err(e)) => crate::info!("websocket upgrade failed: {e}"),
             Err(_) => crate::info!("websocket upgrade did not finish within {UPGRADE_TIMEOUT:?}"),
         }
@@ -121,29 +126,33 @@ struct Live {
 }
 
 impl Session {
-    /// `asked`: when the upgrade request was handled, to time the tail (not for a socket
-    /// that authenticates with its first frame: that wait is the peer's). Authentication,
-    /// status and tail happen here, on the daemon's runtime (a thousand panels reconnecting
-    /// at once get their tails on every core); the live phase then moves to the console
-    /// thread, where the pump that feeds it runs.
+    /// `entry`: the session's place among its container's viewers, taken when the upgrade
+    /// came with credentials; `None` for a socket that authenticates with its first frame (it
+    /// takes its place only then). `asked`: when the upgrade request was handled, to time the
+    /// tail (not for a socket that authenticates with its first frame: that wait is the
+    /// peer's). Authentication, status and tail happen here, on the daemon's runtime (a
+    /// thousand panels reconnecting at once get their tails on every core); the live phase
+    /// then moves to the console thread, where the pump that feeds it runs.
     async fn run(
         app: Arc<App>,
-        hub: Arc<Hub>,
+        id: String,
+        entry: Option<Entry>,
         io: TokioIo<Upgraded>,
-        access: Access,
-        guard: Option<SessionGuard>,
         asked: Instant,
         slot: Option<Arc<Slot>>,
     ) {
-        let viewer = hub.viewer(ViewerKind::Ws);
-        let (rd, wr) = tokio::io::split(io);
+        let (rd, mut wr) = tokio::io::split(io);
         let (in_tx, mut inbound) = mpsc::channel(64);
         // The reader runs where the live phase will, so its frames reach the session there.
         let reader = crate::console::thread::spawn(inbound::read_loop(rd, in_tx.clone()));
-        let token = match &access {
-            Access::Token(t) => Some(t.clone()),
-            _ => None,
+        let (entry, asked, greet) = match entry {
+            Some(entry) => (entry, Some(asked), false),
+            None => match pending::first_auth(&app, &id, &mut inbound, slot.as_deref()).await {
+                Ok(entry) => (entry, None, true),
+                Err(ending) => return pending::end(&mut wr, ending, reader).await,
+            },
         };
+        let Entry { hub, viewer, token, guard } = entry;
         let mut s = Session {
             app,
             hub,
@@ -155,24 +164,17 @@ impl Session {
             times: Vec::new(),
             delivered: LocalHistogram::new(&DELIVERY_BUCKETS),
         };
-        let (close, asked) = match access {
-            Access::Pending => match s.first_auth(&mut inbound).await {
-                None if record(&s.app, &s.hub.id).is_err() => (Some((4004, "Container not found".to_string())), None),
-                close => (close, None),
-            },
-            _ => (None, Some(asked)),
-        };
-        let begun = match close {
-            Some(c) => Err(Some(c)),
-            // A peer that went before its tail was written just goes.
-            None => s.begin(asked).await.ok_or(None),
-        };
+        if greet {
+            frames::event::<&str>(&mut s.out, "auth success", &[]);
+        }
+        // A peer that went before its tail was written just goes.
+        let begun = s.begin(asked).await;
         crate::console::thread::spawn(async move {
             // The viewer count and the connection's slot last as long as the session.
             let _held = (viewer, slot);
             let close = match begun {
-                Ok(live) => s.serve(&mut inbound, &in_tx, live).await,
-                Err(close) => close,
+                Some(live) => s.serve(&mut inbound, &in_tx, live).await,
+                None => None,
             };
             s.end(close, reader).await;
         });
@@ -189,37 +191,10 @@ impl Session {
         reader.abort();
     }
 
-    /// A socket opened without a token: its first frame must be `auth` with a valid token.
-    async fn first_auth(&mut self, inbound: &mut mpsc::Receiver<Inbound>) -> Close {
-        let refused = |why: &str| Some((UNAUTHORIZED, why.to_string()));
-        let text = match tokio::time::timeout(AUTH_WAIT, inbound.recv()).await {
-            Err(_) => return refused("authentication required: send {\"event\":\"auth\",\"args\":[token]} within 5 s"),
-            Ok(Some(Inbound::Text(t))) => t,
-            Ok(_) => return refused("authentication required: the first message must be auth"),
-        };
-        match inbound::parse(&text) {
-            Ok((name, args)) if name == "auth" => match self.authenticate(args.first()).await {
-                Ok(()) => None,
-                Err(why) => refused(&why),
-            },
-            _ => refused("authentication required: the first message must be auth"),
-        }
-    }
-
-    /// Checks an `auth` frame's token and makes it the session's; answers `auth success`.
+    /// Checks a fresh `auth` frame's token and makes it the session's; answers `auth success`.
     async fn authenticate(&mut self, presented: Option<&String>) -> Result<(), String> {
-        let presented = presented.ok_or("auth needs the token as its arg")?;
-        match auth::check(&self.app, presented, &self.hub.id).await {
-            Ok(Access::Token(t)) => {
-                if self._guard.is_none() {
-                    self._guard = Some(tokens::enter(&self.app, &t.token).map_err(|e| e.to_string())?);
-                }
-                self.token = Some(t);
-                self.warned = false;
-            }
-            Ok(_) => self.token = None,
-            Err(e) => return Err(e.message),
-        }
+        self.token = pending::check_auth(&self.app, &self.hub.id, presented, &mut self._guard).await?;
+        self.warned = false;
         frames::event::<&str>(&mut self.out, "auth success", &[]);
         Ok(())
     }
@@ -295,10 +270,8 @@ impl Session {
                     None => return Some((1000, String::new())),
                     Some(Inbound::Alive) => last_seen = Instant::now(),
                     Some(Inbound::Reply(f)) => self.out.extend_from_slice(&f),
-                    Some(Inbound::TooBig) => return Some((1009, "message too big".into())),
-                    Some(Inbound::Protocol(why)) => return Some((1002, why.into())),
-                    Some(Inbound::Flood) => {
-                        return Some((1008, format!("too many frames: at most {} a second", inbound::FRAME_RATE)))
+                    Some(ending @ (Inbound::TooBig | Inbound::Protocol(_) | Inbound::Invalid(_) | Inbound::Flood)) => {
+                        return inbound::ending(&ending)
                     }
                     Some(Inbound::NotUtf8) => error(&mut self.out, "messages must be UTF-8 JSON text"),
                     Some(Inbound::Send { frame, close }) => {
