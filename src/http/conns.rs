@@ -2,16 +2,19 @@
 //! descriptors or memory, and the operator always gets in.
 //!
 //! Admission is by first request. Every connection starts *anonymous*: it holds one of
-//! `server.max_anonymous_connections` slots (at most `server.max_connections_per_ip` from one
-//! address; past that a short `503`). When the anonymous slots, or all `server.max_connections`,
-//! are taken, the anonymous connection admitted longest ago is closed to make room: a flood of
-//! idle connections only ever pushes out its own. A connection that presents the master token
+//! `server.max_anonymous_connections` slots, at most `server.max_connections_per_ip` of them
+//! from one address. When an address has its share, its own oldest anonymous connection is
+//! closed to make room for its newest; when the anonymous slots, or all
+//! `server.max_connections`, are taken, the oldest anonymous connection of all is. So a flood of
+//! idle connections only ever pushes out its own, and a client that just connected (the
+//! operator behind the same proxy as the flood included) gets to send its request; a short
+//! `503` comes only when every slot is held by an admitted connection. A connection that presents the master token
 //! (or opens a console session with a console token) is *admitted*: it leaves the anonymous
 //! pool and is never pushed out. A WebSocket upgraded without credentials waits for its `auth`
 //! frame in a pool of its own, `server.max_pending_sockets`, also pushed out oldest first.
 //! A slot stays taken while its connection, or the console session it became, is open.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -50,8 +53,8 @@ pub struct Limits {
 /// Who holds the slots, under one lock.
 #[derive(Default)]
 struct State {
-    /// Anonymous connections by address.
-    per_ip: HashMap<IpAddr, usize>,
+    /// Anonymous connections by address, oldest first.
+    per_ip: HashMap<IpAddr, BTreeSet<u64>>,
     /// Anonymous connections (pending sockets included) by admission order, oldest first.
     anonymous: BTreeMap<u64, Arc<Mark>>,
     /// Sockets waiting for their `auth` frame, oldest first (also in `anonymous`).
@@ -91,11 +94,22 @@ impl State {
     fn leave(&mut self, seq: u64, ip: IpAddr) {
         self.anonymous.remove(&seq);
         self.pending.remove(&seq);
-        if let Some(n) = self.per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(seqs) = self.per_ip.get_mut(&ip) {
+            seqs.remove(&seq);
+            if seqs.is_empty() {
                 self.per_ip.remove(&ip);
             }
+        }
+    }
+
+    /// Pushes out anonymous connection `seq`.
+    fn shed(&mut self, seq: u64) {
+        let Some(mark) = self.anonymous.get(&seq).map(Arc::clone) else { return };
+        self.leave(seq, mark.ip);
+        mark.class.store(SHED, Ordering::Release);
+        let waker = lock(&mark.waker).take();
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 
@@ -106,13 +120,8 @@ impl State {
             true => self.pending.first_key_value(),
             false => self.anonymous.first_key_value(),
         };
-        let Some((&seq, mark)) = oldest else { return false };
-        let mark = Arc::clone(mark);
-        self.leave(seq, mark.ip);
-        mark.class.store(SHED, Ordering::Release);
-        if let Some(w) = lock(&mark.waker).take() {
-            w.wake();
-        }
+        let Some((&seq, _)) = oldest else { return false };
+        self.shed(seq);
         true
     }
 }
@@ -149,12 +158,15 @@ impl Conns {
         }
     }
 
-    /// An anonymous slot for a connection from `ip` (pushing out the oldest anonymous one
-    /// when the pool or the whole is full), or why there is none.
+    /// An anonymous slot for a connection from `ip` (pushing out that address's oldest
+    /// anonymous one when it has its share, else the oldest of all when the pool or the whole
+    /// is full), or why there is none.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
         let mut state = lock(&self.state);
-        if state.per_ip.get(&ip).is_some_and(|n| *n >= self.limits.per_ip) {
-            return Err("too many open connections from this address (server.max_connections_per_ip)");
+        let own =
+            state.per_ip.get(&ip).filter(|seqs| seqs.len() >= self.limits.per_ip).and_then(|s| s.first().copied());
+        if let Some(oldest) = own {
+            state.shed(oldest);
         }
         let full =
             |s: &State| s.anonymous.len() >= self.limits.anonymous || s.anonymous.len() + s.admitted >= self.limits.max;
@@ -165,7 +177,7 @@ impl Conns {
         state.next += 1;
         let mark = Arc::new(Mark { ip, class: AtomicU8::new(ANONYMOUS), waker: Mutex::new(None) });
         state.anonymous.insert(seq, Arc::clone(&mark));
-        *state.per_ip.entry(ip).or_insert(0) += 1;
+        state.per_ip.entry(ip).or_default().insert(seq);
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(Slot { conns: Arc::clone(self), seq, mark })
     }
@@ -370,20 +382,23 @@ mod tests {
     }
 
     #[test]
-    fn an_address_past_its_cap_is_refused() {
+    fn an_address_past_its_share_pushes_out_its_own_oldest() {
         let conns = Conns::new(limits(100, 100, 10, 2));
         let s1 = conns.admit(ip(1)).unwrap();
-        let _s2 = conns.admit(ip(1)).unwrap();
-        assert!(conns.admit(ip(1)).err().unwrap().contains("max_connections_per_ip"));
-        assert!(conns.admit(ip(2)).is_ok(), "another address is not");
+        let s2 = conns.admit(ip(1)).unwrap();
+        let other = conns.admit(ip(2)).unwrap();
+        let s3 = conns.admit(ip(1)).unwrap();
+        assert_eq!([is_shed(&s1), is_shed(&s2), is_shed(&s3), is_shed(&other)], [true, false, false, false]);
         drop(s1);
-        assert!(conns.admit(ip(1)).is_ok(), "a closed one gives its place back");
-        // An admitted connection no longer counts for its address.
-        let s = conns.admit(ip(3)).unwrap();
-        s.promote();
-        let _a = conns.admit(ip(3)).unwrap();
-        let _b = conns.admit(ip(3)).unwrap();
-        assert!(conns.admit(ip(3)).is_err());
+        let s4 = conns.admit(ip(1)).unwrap();
+        assert!(is_shed(&s2) && !is_shed(&s3) && !is_shed(&s4), "a shed one no longer counts");
+        // An admitted connection no longer counts for its address, and is never pushed out.
+        s3.promote();
+        let _a = conns.admit(ip(1)).unwrap();
+        assert!(!is_shed(&s3) && !is_shed(&s4));
+        let _b = conns.admit(ip(1)).unwrap();
+        assert!(!is_shed(&s3) && is_shed(&s4));
+        assert!(!is_shed(&other), "another address is never touched");
     }
 
     #[test]
