@@ -26,7 +26,9 @@ pub struct App {
     pub store: Arc<Store>,
     pub docker: Docker,
     pub metrics: Metrics,
-    pub hubs: Hubs,
+    pub hubs: Arc<Hubs>,
+    /// Console history and crash records on disk.
+    pub journals: crate::journal::Journals,
     /// The mailbox of every container's supervisor.
     pub sups: Supervisors,
     /// How volume size limits are enforced here (`volumes.quota` resolved at start).
@@ -59,7 +61,8 @@ impl App {
         routes: Vec<(&'static str, &'static str)>,
     ) -> Arc<App> {
         let docker = Docker::new(&config.docker.socket_path);
-        let hubs = Hubs::new(config.console.ring_lines, config.console.ring_bytes);
+        let hubs = Arc::new(Hubs::new(config.console.ring_lines, config.console.ring_bytes));
+        let journals = crate::journal::Journals::new(config.storage.journal_dir(), config.console.journal_bytes);
         let instance = store.read(|s| s.instance.clone());
         let backups = crate::backups::Backups::new(config.backups.max_parallel);
         Arc::new(App {
@@ -70,6 +73,7 @@ impl App {
             docker,
             metrics: Metrics::new(routes),
             hubs,
+            journals,
             sups: Supervisors::default(),
             quota,
             instance,

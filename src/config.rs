@@ -316,6 +316,23 @@ pub struct ConsoleConfig {
     pub max_sessions_per_container: usize,
     /// Most console sessions open with one console token.
     pub max_sessions_per_token: usize,
+    /// Bytes of console history kept on disk per server (and as much again of its install
+    /// output); 0 keeps none.
+    pub journal_bytes: u64,
+    /// Seconds between the journal's appends: a kill -9 loses at most this much output.
+    pub journal_flush: u64,
+}
+
+impl StorageConfig {
+    /// The state file's directory: lightd's own (the token file and the journals live there).
+    pub fn state_dir(&self) -> &Path {
+        self.state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
+    /// Where console journals and crash records are kept.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.state_dir().join("journal")
+    }
 }
 
 impl Default for ConsoleConfig {
@@ -326,6 +343,8 @@ impl Default for ConsoleConfig {
             tail_lines: 100,
             max_sessions_per_container: 2000,
             max_sessions_per_token: 20,
+            journal_bytes: 4 << 20,
+            journal_flush: 1,
         }
     }
 }
@@ -466,6 +485,12 @@ impl Config {
         }
         if !(4096..=64 << 20).contains(&self.console.ring_bytes) {
             return bad("console.ring_bytes must be between 4096 and 67108864".into());
+        }
+        if self.console.journal_bytes != 0 && !(64 << 10..=1 << 30).contains(&self.console.journal_bytes) {
+            return bad("console.journal_bytes must be 0 (no journal) or between 65536 and 1073741824".into());
+        }
+        if !(1..=60).contains(&self.console.journal_flush) {
+            return bad("console.journal_flush must be between 1 and 60 seconds".into());
         }
         if self.console.tail_lines > self.console.ring_lines {
             return bad("console.tail_lines must not exceed console.ring_lines".into());

@@ -236,6 +236,34 @@ fn fit_connections(config: &mut Config, nofile: u64) {
     }
 }
 
+/// Opens every server's journal once, at start (off the async workers), so each console
+/// numbers its lines on from its journal's newest; journals of servers deleted while lightd
+/// was down go.
+async fn open_journals(app: &Arc<app::App>) {
+    let ids: Vec<String> = app.store.read(|s| s.containers.keys().cloned().collect());
+    let journals = app.journals.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let on_record = |id: &str| ids.iter().any(|k| k == id);
+        if let Err(e) = journals.retain(&on_record) {
+            lightd::warn!("cannot remove the journals of deleted servers: {e}");
+        }
+        ids.iter()
+            .map(|id| {
+                let last = journals.last(id, lightd::journal::Stream::Console).unwrap_or_else(|e| {
+                    lightd::warn!("{id}: cannot open the console journal: {e}");
+                    0
+                });
+                (id.clone(), last)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (id, last) in opened {
+        app.hubs.get(&id).set_line_base(last);
+    }
+}
+
 /// Connections the kernel may queue before lightd accepts them. The usual default (128) is
 /// too few for a burst (a thousand viewers coming back after a restart): past it, handshakes
 /// are dropped and clients wait a second or more to retry. The kernel caps it at somaxconn.
@@ -259,6 +287,14 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     let quota = quota_mode(&config)?;
     let app = app::App::new(config, config_path, token, quota, Arc::clone(&store), http::router::routes());
     volumes::mount_all(&app).await;
+    open_journals(&app).await;
+    let journal_cursors = Arc::new(std::sync::Mutex::new(lightd::journal::writer::Cursors::default()));
+    tokio::spawn(lightd::journal::writer::run(
+        app.journals.clone(),
+        Arc::clone(&app.hubs),
+        Duration::from_secs(app.config.console.journal_flush),
+        Arc::clone(&journal_cursors),
+    ));
     lightd::backups::recover(&app).await;
     tokio::spawn(Arc::clone(&app).watch_token());
     lifecycle::boot(&app).await;
@@ -298,6 +334,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     if !app.tasks.wait(Duration::from_secs(5)).await {
         lightd::warn!("some supervisors did not end within 5 s");
     }
+    // What the consoles printed last goes to the journals, and to disk.
+    lightd::journal::writer::final_flush(&app.journals, &app.hubs, &journal_cursors).await;
     store.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     lightd::info!("stopped");

@@ -14,8 +14,7 @@ use crate::{fsutil, ids};
 
 /// The file a generated token is kept in: `token` beside the state file.
 pub fn token_file(config: &Config) -> PathBuf {
-    let dir = config.storage.state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    dir.join("token")
+    config.storage.state_dir().join("token")
 }
 
 /// The master token: the config's, else the token file's (`None` when neither has one).

@@ -24,6 +24,18 @@ pub fn encode(text: &str) -> Vec<u8> {
     frame
 }
 
+/// The encoded frame of a line whose JSON string literal (quotes included) is `literal`, as
+/// a journal keeps it.
+pub fn frame_of_literal(literal: &[u8]) -> Vec<u8> {
+    let len = PREFIX.len() + literal.len() + SUFFIX.len();
+    let mut frame = Vec::with_capacity(len + 10);
+    frame_header(&mut frame, 0x1, len);
+    frame.extend_from_slice(PREFIX);
+    frame.extend_from_slice(literal);
+    frame.extend_from_slice(SUFFIX);
+    frame
+}
+
 /// The encoded frame of `text`, the text cut (on a character boundary) until the frame is at
 /// most `max` bytes: a ring keeps frames whole only up to its `max_line`.
 pub fn encode_within(text: &str, max: usize) -> Vec<u8> {
@@ -116,6 +128,10 @@ mod tests {
             let frame = encode_within(&"\u{1}é".repeat(100), max);
             assert!(frame.len() <= max.max(encode("").len()), "{max}: {}", frame.len());
             assert!("\u{1}é".repeat(100).starts_with(&super::text(&frame)));
+        }
+        for text in ["", "a \"b\"", &"z".repeat(70_000)] {
+            let frame = encode(text);
+            assert_eq!(frame_of_literal(literal(&frame)), frame);
         }
         let mut out = Vec::new();
         json_array(&[encode("a"), encode("b\"")], &mut out);

@@ -109,7 +109,23 @@ pub struct Hub {
     filled: watch::Sender<bool>,
     /// Set by `detach`, delete and shutdown: every session of the container ends, and says why.
     closed: watch::Sender<Option<&'static str>>,
+    /// The number of the last line before the ring's first (the journal's newest at boot), so
+    /// numbering goes on across daemon restarts.
+    line_base: AtomicU64,
+    /// Install output not yet in the journal, oldest first (bounded: see [`INSTALL_BACKLOG`]).
+    install_log: Mutex<std::collections::VecDeque<String>>,
+    /// Set when the container is deleted: nothing more of it goes to the journal.
+    gone: AtomicBool,
+    /// The newest line the journal's writer has taken from the ring.
+    journaled: AtomicU64,
 }
+
+/// Woken when some ring is half full of lines the journal has not taken yet: its writer
+/// comes at once instead of at its next round, so a burst is not lapped away before it.
+pub static JOURNAL_DUE: Notify = Notify::const_new();
+
+/// Install lines held for the journal at most (a flood past it loses its oldest lines).
+const INSTALL_BACKLOG: usize = 10_000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -146,21 +162,64 @@ impl Hub {
             started_at: AtomicU64::new(0),
             filled: watch::channel(true).0,
             closed: watch::channel(None).0,
+            line_base: AtomicU64::new(0),
+            install_log: Mutex::new(std::collections::VecDeque::new()),
+            gone: AtomicBool::new(false),
+            journaled: AtomicU64::new(0),
         }
+    }
+
+    /// The journal's writer took the ring's lines up to `n`.
+    pub fn set_journaled(&self, n: u64) {
+        self.journaled.store(n, Release);
+    }
+
+    /// Calls the journal's writer early when half the ring waits for it (the pump, after
+    /// each chunk).
+    pub fn journal_if_due(&self) {
+        if let Some(ring) = self.ring.get() {
+            let taken = self.journaled.load(Acquire).max(self.line_base());
+            if ring.head().saturating_sub(taken) >= ring.capacity().div_ceil(2) {
+                JOURNAL_DUE.notify_one();
+            }
+        }
+    }
+
+    /// Numbers the ring's lines from `last + 1` (the journal's newest line); only before the
+    /// ring is first used, at boot.
+    pub fn set_line_base(&self, last: u64) {
+        if self.ring.get().is_none() {
+            self.line_base.store(last, Release);
+        }
+    }
+
+    /// The number of the last line before the ring's first.
+    pub fn line_base(&self) -> u64 {
+        self.line_base.load(Acquire)
+    }
+
+    /// Install output waiting for the journal, taken.
+    pub fn take_install_log(&self) -> Vec<String> {
+        lock(&self.install_log).drain(..).collect()
+    }
+
+    /// Whether the container was deleted.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Acquire)
     }
 
     /// The console ring, made on first use (a container never started costs no ring).
     pub fn ring(&self) -> &Arc<Ring> {
         self.ring.get_or_init(|| {
-            let (ring, writer) = Ring::new(self.ring_size.0, self.ring_size.1);
+            let (ring, writer) = Ring::starting_after(self.ring_size.0, self.ring_size.1, self.line_base());
             *lock(&self.writer) = Some(writer);
             ring
         })
     }
 
-    /// Console lines read so far (the ring's head; 0 before the first start).
+    /// Console lines read since the daemon started (0 before the first start).
     pub fn lines_total(&self) -> u64 {
-        self.ring.get().map_or(0, |r| r.head())
+        self.ring.get().map_or(0, |r| r.head() - self.line_base())
     }
 
     /// Takes the ring's writer (for a pump); `None` while another pump holds it.
@@ -191,6 +250,13 @@ impl Hub {
                 log.clear();
             }
             log.push(*l);
+        }
+        if let Event::InstallOutput(line) = &event {
+            let mut log = lock(&self.install_log);
+            if log.len() >= INSTALL_BACKLOG {
+                log.pop_front();
+            }
+            log.push_back(line.clone());
         }
         let _ = self.events.send(event);
     }
@@ -327,8 +393,14 @@ impl Hubs {
     /// Forgets `id`'s hub and ends its sessions.
     pub fn remove(&self, id: &str) {
         if let Some(hub) = lock(&self.map).remove(id) {
+            hub.gone.store(true, Release);
             hub.close_sessions("container deleted");
         }
+    }
+
+    /// Every hub now.
+    pub fn all(&self) -> Vec<Arc<Hub>> {
+        lock(&self.map).values().cloned().collect()
     }
 
     /// Publishes `event` on every hub (engine-wide news).

@@ -68,7 +68,10 @@ pub async fn open(
     if backfill > 0 {
         let tail = app.docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
         let max = hub.ring().max_line();
-        for line in &tail {
+        // What the journal already holds of the tail is not pushed again: it would be
+        // journaled twice, under new numbers.
+        let fresh = journaled(app, &hub.id, &tail, max).await;
+        for line in &tail[fresh..] {
             writer.push(&line::encode_within(line, max), line::now_nanos());
         }
         splice = Splice::new(&tail);
@@ -78,6 +81,21 @@ pub async fn open(
     let lease = Lease { hub: Arc::clone(hub), writer: Some(writer) };
     hub.set_pump(super::thread::spawn(pump(lease, rd, run, pattern, splice, report)));
     Ok(())
+}
+
+/// How many of the first lines of a backfill the journal of `id` already ends with.
+async fn journaled(app: &App, id: &str, tail: &[String], max: usize) -> usize {
+    let journals = app.journals.clone();
+    let (id, literals): (String, Vec<Vec<u8>>) =
+        (id.to_string(), tail.iter().map(|l| line::literal(&line::encode_within(l, max)).to_vec()).collect());
+    let n = literals.len();
+    tokio::task::spawn_blocking(move || {
+        let seen = journals.read(&id, crate::journal::Stream::Console, u64::MAX, n).unwrap_or_default();
+        let seen: Vec<Vec<u8>> = seen.into_iter().map(|(_, l)| l).collect();
+        crate::journal::unseen(&seen, &literals)
+    })
+    .await
+    .unwrap_or(0)
 }
 
 /// Ends the pump of `hub` (if any): it gets two seconds to drain a stream that is ending,
@@ -141,6 +159,7 @@ async fn pump(
         let matched = matcher.check(&mut lines).await;
         lines.drain(..).for_each(&mut push);
         hub.wake.notify_waiters();
+        hub.journal_if_due();
         if matched {
             report(Signal::PatternMatched { run });
         }

@@ -52,6 +52,11 @@ impl Ring {
     /// A ring of `lines` lines holding at most about `bytes` bytes of text. A longer line is
     /// cut to a quarter of the byte budget.
     pub fn new(lines: usize, bytes: usize) -> (Arc<Ring>, Writer) {
+        Ring::starting_after(lines, bytes, 0)
+    }
+
+    /// A ring whose first line is numbered `last + 1`: numbering goes on from a journal's.
+    pub fn starting_after(lines: usize, bytes: usize, last: u64) -> (Arc<Ring>, Writer) {
         let words = bytes.div_ceil(8).max(64);
         let slots = (0..lines.max(1))
             .map(|_| Slot {
@@ -66,10 +71,10 @@ impl Ring {
             slots,
             arena,
             claimed: AtomicU64::new(0),
-            head: AtomicU64::new(0),
+            head: AtomicU64::new(last),
             max_line: words * 8 / 4,
         });
-        let writer = Writer { ring: Arc::clone(&ring), pos: 0, seq: 0 };
+        let writer = Writer { ring: Arc::clone(&ring), pos: 0, seq: last };
         (ring, writer)
     }
 
@@ -192,6 +197,21 @@ mod tests {
         assert_eq!(ring.read(3), Read::Line(b"line 3".to_vec(), 30));
         assert_eq!(ring.read(6), Read::Line(b"line 6".to_vec(), 60));
         assert_eq!(ring.read(7), Read::NotYet);
+    }
+
+    #[test]
+    fn numbering_can_go_on_from_a_journal() {
+        let (ring, mut w) = Ring::starting_after(4, 4096, 5000);
+        assert_eq!(ring.head(), 5000);
+        assert_eq!(ring.read(5000), Read::Gone, "older lines are not the ring's");
+        assert_eq!(ring.read(5001), Read::NotYet);
+        assert_eq!(w.push(b"next", 1), 5001);
+        assert_eq!(ring.read(5001), Read::Line(b"next".to_vec(), 1));
+        for i in 0..5 {
+            w.push(format!("l{i}").as_bytes(), 2);
+        }
+        assert_eq!(ring.read(5002), Read::Gone);
+        assert_eq!(ring.read(5006), Read::Line(b"l4".to_vec(), 2));
     }
 
     #[test]

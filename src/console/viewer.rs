@@ -34,6 +34,21 @@ impl Cursor {
         (Cursor { next: head + 1 }, lines)
     }
 
+    /// Like [`Cursor::tail`], with each line's number, and only lines numbered below `before`
+    /// (the cursor is still just after the newest line).
+    pub fn tail_numbered(ring: &Ring, n: usize, before: u64) -> (Cursor, Vec<(u64, Vec<u8>)>) {
+        let head = ring.head();
+        let top = head.min(before.saturating_sub(1));
+        let from = top.saturating_sub(n as u64) + 1;
+        let lines = (from..=top)
+            .filter_map(|seq| match ring.read(seq) {
+                Read::Line(l, _) => Some((seq, l)),
+                _ => None,
+            })
+            .collect();
+        (Cursor { next: head + 1 }, lines)
+    }
+
     /// Up to `max` lines newer than the last ones returned.
     pub fn poll(&mut self, ring: &Ring, max: usize) -> Batch {
         let mut batch = Batch::default();

@@ -14,8 +14,8 @@ use super::stream::channel_body;
 use super::tokens::Access;
 use crate::app::App;
 use crate::console::line;
-use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, ViewerKind};
+use crate::journal::tail;
 use crate::lifecycle::{record, FILL_WAIT};
 use crate::metrics::{LocalHistogram, DELIVERY_BUCKETS};
 use crate::tokens;
@@ -37,28 +37,68 @@ fn token_gone(app: &App, t: &crate::model::TempToken, id: &str) -> Option<&'stat
     }
 }
 
+/// `GET /containers/:id/logs?tail=N&before=L&source=console|install`: the newest `N` lines
+/// numbered below `L`, from memory and then the journal, for running and stopped servers.
 pub async fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     record(app, id)?;
-    let q = ctx.query(&["tail"])?;
-    let n = tail_count(app, "tail", q.get("tail").map(String::as_str)).map_err(ApiError::bad_request)?;
-    let hub = app.hubs.peek(id);
-    if let Some(hub) = &hub {
-        hub.wait_filled(FILL_WAIT).await;
+    let q = ctx.query(&["tail", "before", "source"])?;
+    let n = match q.get("tail") {
+        None => app.config.console.tail_lines,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= tail::MAX_LINES)
+            .ok_or_else(|| ApiError::bad_request(format!("tail must be a number from 0 to {}", tail::MAX_LINES)))?,
+    };
+    let before = match q.get("before") {
+        None => u64::MAX,
+        Some(b) => b
+            .parse::<u64>()
+            .ok()
+            .filter(|b| *b >= 1)
+            .ok_or_else(|| ApiError::bad_request("before must be a line number (1 or more)"))?,
+    };
+    let literals: Vec<(u64, Vec<u8>)> = match q.get("source").map(String::as_str) {
+        None | Some("console") => {
+            let hub = app.hubs.get(id);
+            hub.wait_filled(FILL_WAIT).await;
+            let (_, frames) = tail::console(&app.journals, &hub, n, before).await;
+            frames.into_iter().map(|(num, f)| (num, line::literal(&f).to_vec())).collect()
+        }
+        Some("install") => tail::install(&app.journals, id, n, before).await,
+        Some(_) => return Err(ApiError::bad_request("source must be console or install")),
+    };
+    // The lines' JSON strings are copied as they are, not re-escaped.
+    let mut body = Vec::with_capacity(literals.iter().map(|l| l.1.len() + 1).sum::<usize>() + 64);
+    body.extend_from_slice(br#"{"lines":["#);
+    for (i, (_, lit)) in literals.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(lit);
     }
-    let lines = hub.map(|h| Cursor::tail(h.ring(), n).1).unwrap_or_default();
-    // The lines' JSON strings are already inside their frames: copied, not re-escaped.
-    let mut body = Vec::with_capacity(lines.iter().map(|l| l.len()).sum::<usize>() + 16);
-    body.extend_from_slice(br#"{"lines":"#);
-    line::json_array(&lines, &mut body);
-    body.push(b'}');
+    let bound = |l: Option<&(u64, Vec<u8>)>| l.map_or("null".to_string(), |l| l.0.to_string());
+    body.extend_from_slice(
+        format!(r#"],"first":{},"last":{}}}"#, bound(literals.first()), bound(literals.last())).as_bytes(),
+    );
     Ok(json_bytes(StatusCode::OK, Bytes::from(body)))
 }
 
-/// How many tail lines a request asks for (`asked`, by the parameter `name`): the configured
-/// tail when absent, at most the ring's size. Shared by `logs?tail=` and `request_logs`.
+/// `GET /containers/:id/crashes`: the exits the daemon did not ask for, newest first, each
+/// with the console lines before it.
+pub async fn crashes(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.param(0);
+    record(app, id)?;
+    let (journals, id) = (app.journals.clone(), id.to_string());
+    let crashes = tokio::task::spawn_blocking(move || journals.crashes(&id)).await.unwrap_or_default();
+    Ok(ok(&json!({ "crashes": crashes })))
+}
+
+/// How many tail lines a viewer asks for with `request_logs`: the configured tail when
+/// absent, at most [`tail::MAX_LINES`].
 pub fn tail_count(app: &App, name: &str, asked: Option<&str>) -> Result<usize, String> {
-    let max = app.config.console.ring_lines;
+    let max = tail::MAX_LINES;
     match asked {
         None => Ok(app.config.console.tail_lines),
         Some(t) => {
@@ -125,7 +165,7 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         slot.promote();
     }
     let (tx, body) = channel_body(16);
-    let tail = app.config.console.tail_lines;
+    let tail_lines = app.config.console.tail_lines;
     let guard = hub.viewer(ViewerKind::Attach);
     stats::ensure(app, &hub);
     let app = Arc::clone(app);
@@ -137,8 +177,9 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         hub.wait_filled(FILL_WAIT).await;
         // The tail's lines go once sent: a session lasts hours, and they would stay with it.
         let (mut cursor, first) = {
-            let (cursor, lines) = Cursor::tail(hub.ring(), tail);
-            (cursor, (!lines.is_empty()).then(|| join(&lines)))
+            let (cursor, lines) = tail::console(&app.journals, &hub, tail_lines, u64::MAX).await;
+            let frames: Vec<Vec<u8>> = lines.into_iter().map(|l| l.1).collect();
+            (cursor, (!frames.is_empty()).then(|| join(&frames)))
         };
         if let Some(first) = first {
             if tx.send(Ok(first)).await.is_err() {

@@ -324,6 +324,7 @@ async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiErro
         Route::ContainerPower(action) => power::action(app, ctx, action).await,
         Route::ContainerCommand => power::command(app, ctx).await,
         Route::ContainerLogs => console::logs(app, &ctx).await,
+        Route::ContainerCrashes => console::crashes(app, &ctx).await,
         Route::ContainerStats => console::stats(app, &ctx).await,
         Route::ContainerAttach => console::attach(app, &ctx, access.unwrap_or(tokens::Access::Pending)),
         Route::ContainerDetach => console::detach(app, &ctx),

@@ -10,6 +10,8 @@
 
 pub mod crashes;
 pub mod segments;
+pub mod tail;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::io;
@@ -48,6 +50,9 @@ struct Inner {
     /// Bytes each of a server's journals may hold (0: no journal).
     limit: u64,
     open: Mutex<HashMap<String, Arc<Mutex<Server>>>>,
+    /// Servers deleted since the daemon started (until a new server takes the id): a round
+    /// of the writer that was under way then must not bring their journal back.
+    removed: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A server's open journals.
@@ -59,7 +64,8 @@ struct Server {
 impl Journals {
     /// Journals under `root`, of at most `limit` bytes per server and stream (0 turns them off).
     pub fn new(root: PathBuf, limit: u64) -> Journals {
-        Journals { inner: Arc::new(Inner { root, limit, open: Mutex::new(HashMap::new()) }) }
+        let (open, removed) = (Mutex::new(HashMap::new()), Mutex::new(Default::default()));
+        Journals { inner: Arc::new(Inner { root, limit, open, removed }) }
     }
 
     /// Whether lines are kept on disk at all.
@@ -112,7 +118,7 @@ impl Journals {
         stream: Stream,
         lines: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) -> io::Result<()> {
-        if !self.enabled() {
+        if !self.enabled() || self.inner.removed.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
             return Ok(());
         }
         self.with(id, stream, |s| s.append(lines))
@@ -156,8 +162,16 @@ impl Journals {
 
     /// Removes everything kept of `id` (its server was deleted).
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        self.inner.open.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.inner.removed.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        let open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        // An append under way holds the server's lock: it finishes before the files go.
+        let _busy = open.as_ref().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
         remove_dir(&self.dir(id))
+    }
+
+    /// A new server takes `id`: its journal starts afresh.
+    pub fn revive(&self, id: &str) {
+        self.inner.removed.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     /// Removes the journals of servers not in `keep` (deleted while the daemon was down).
@@ -226,5 +240,48 @@ mod tests {
         j.append("srv", Stream::Console, [(1, b"\"x\"".as_slice())]).unwrap();
         assert!(j.read("srv", Stream::Console, u64::MAX, 10).unwrap().is_empty());
         assert!(!dir.path().join("srv").exists());
+    }
+}
+
+/// Where the lines of a backfill (Docker's log tail, read when lightd re-attaches to a server
+/// that ran while it was down) stop repeating what the journal already holds: the index of the
+/// first new line. `journal` is the journal's newest lines and `backfill` the log's, both as
+/// JSON string literals, oldest first. The journal's newest line is looked for in the backfill
+/// together with up to 100 lines before it; the latest place where they all match wins. None
+/// found: the server printed more than the backfill holds meanwhile, and every line is new.
+pub fn unseen(journal: &[Vec<u8>], backfill: &[Vec<u8>]) -> usize {
+    let Some(newest) = journal.last() else { return 0 };
+    let window = journal.len().min(100);
+    for p in (0..backfill.len()).rev() {
+        if &backfill[p] != newest {
+            continue;
+        }
+        let k = window.min(p + 1);
+        let matches = (1..k).all(|i| backfill[p - i] == journal[journal.len() - 1 - i]);
+        if matches {
+            return p + 1;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod unseen_tests {
+    use super::unseen;
+
+    fn lits(v: &[&str]) -> Vec<Vec<u8>> {
+        v.iter().map(|s| serde_json::to_vec(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_backfill_goes_on_where_the_journal_stops() {
+        let journal = lits(&["1", "2", "3", "4"]);
+        assert_eq!(unseen(&journal, &lits(&["2", "3", "4", "5", "6"])), 3);
+        assert_eq!(unseen(&journal, &lits(&["3", "4"])), 2, "nothing new");
+        assert_eq!(unseen(&journal, &lits(&["7", "8"])), 0, "all new: the journal's end is past");
+        assert_eq!(unseen(&[], &lits(&["1"])), 0);
+        // A line that repeats: the whole window before it must match too.
+        let journal = lits(&["a", "x", "b", "x"]);
+        assert_eq!(unseen(&journal, &lits(&["b", "x", "c", "x", "d"])), 2);
     }
 }

@@ -174,6 +174,7 @@ pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
         app.sups.forget(&id, &tx);
         return Err(e);
     }
+    app.journals.revive(&id);
     Supervisor::run(app, &id, tx, rx, true);
     Ok(())
 }

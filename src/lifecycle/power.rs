@@ -301,7 +301,16 @@ impl Supervisor {
         }
         self.say(exit_message(intent, &exit));
         if intent == Intent::None && rec.state != PowerState::Stopping {
-            self.crashed(rec.crash_restart).await;
+            // The lines before the exit are taken before a restart adds new ones.
+            let crash = (exit.code != 0 || exit.oom_killed).then_some(());
+            let lines = match crash {
+                Some(()) => self.last_lines(crate::journal::crashes::LINES).await,
+                None => Vec::new(),
+            };
+            let restarted = self.crashed(rec.crash_restart).await;
+            if crash.is_some() {
+                self.record_crash(&exit, restarted, lines).await;
+            }
         } else {
             self.then(then).await;
         }
@@ -341,23 +350,52 @@ impl Supervisor {
     }
 
     /// The crash policy: start again, unless it crashed within `containers.crash_window`.
-    async fn crashed(&mut self, restart: bool) {
+    /// Whether it was started again.
+    async fn crashed(&mut self, restart: bool) -> bool {
         let window = Duration::from_secs(self.app.config.containers.crash_window);
         let again = self.last_crash.is_some_and(|t| t.elapsed() < window);
         self.last_crash = Some(std::time::Instant::now());
         if !restart {
-            return;
+            return false;
         }
         if again {
             self.say(format!(
                 "Server crashed again within {} s: not restarting it (containers.crash_window)",
                 window.as_secs()
             ));
-            return;
+            return false;
         }
         self.say("Restarting the crashed server (crash_restart)");
-        if let Err(e) = self.start().await {
-            self.say(format!("Restart after the crash failed: {e}"));
+        match self.start().await {
+            Ok(()) => true,
+            Err(e) => {
+                self.say(format!("Restart after the crash failed: {e}"));
+                false
+            }
+        }
+    }
+
+    /// The newest `n` console lines, as text (from memory, then the journal).
+    async fn last_lines(&self, n: usize) -> Vec<String> {
+        let (_, frames) = crate::journal::tail::console(&self.app.journals, &self.hub, n, u64::MAX).await;
+        frames.iter().map(|(_, f)| crate::console::line::text(f)).collect()
+    }
+
+    /// Keeps the crash with the lines before it (`GET /containers/:id/crashes`).
+    async fn record_crash(&self, exit: &LastExit, restarted: bool, lines: Vec<String>) {
+        let crash = crate::journal::crashes::Crash {
+            at: exit.at,
+            exit_code: exit.code,
+            signal: crate::journal::crashes::Crash::signal_of(exit.code),
+            oom_killed: exit.oom_killed,
+            restarted,
+            lines,
+        };
+        let (journals, id) = (self.app.journals.clone(), self.id.clone());
+        match tokio::task::spawn_blocking(move || journals.add_crash(&id, crash)).await {
+            Ok(Ok(())) => self.say(format!("Crash recorded: GET /containers/{}/crashes", self.id)),
+            Ok(Err(e)) => crate::warn!("{}: cannot record the crash: {e}", self.id),
+            Err(e) => crate::warn!("{}: cannot record the crash: {e}", self.id),
         }
     }
 

@@ -61,6 +61,13 @@ impl Supervisor {
             }
             _ => {}
         }
+        // Its console history and crash records go with it.
+        let (journals, id) = (self.app.journals.clone(), self.id.clone());
+        match tokio::task::spawn_blocking(move || journals.remove(&id)).await {
+            Ok(Err(e)) => crate::warn!("{}: cannot remove the console journal: {e}", self.id),
+            Err(e) => crate::warn!("{}: cannot remove the console journal: {e}", self.id),
+            Ok(Ok(())) => {}
+        }
         let id = self.id.clone();
         self.app
             .store

@@ -29,6 +29,7 @@ use super::tokens::Access;
 use crate::app::App;
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, Hub};
+use crate::journal::tail;
 use crate::lifecycle::{self, record, FILL_WAIT};
 use crate::metrics::{LocalHistogram, DELIVERY_BUCKETS};
 use crate::model::now;
@@ -211,8 +212,9 @@ impl Session {
         // The tail's copies of the lines go once framed: they would otherwise stay with the
         // session for as long as it lasts.
         let cursor = {
-            let (cursor, tail) = Cursor::tail(hub.ring(), app.config.console.tail_lines);
-            frames::logs(&mut self.out, &tail);
+            let (cursor, lines) = tail::console(&app.journals, &hub, app.config.console.tail_lines, u64::MAX).await;
+            let lines: Vec<Vec<u8>> = lines.into_iter().map(|l| l.1).collect();
+            frames::logs(&mut self.out, &lines);
             cursor
         };
         if !self.write().await {
@@ -366,7 +368,11 @@ impl Session {
             "auth" => return self.authenticate(first.as_ref()).await,
             "request_logs" | "logs" => {
                 match super::console::tail_count(&self.app, "request_logs", first.as_deref()) {
-                    Ok(n) => frames::logs(&mut self.out, &Cursor::tail(self.hub.ring(), n).1),
+                    Ok(n) => {
+                        let (_, lines) = tail::console(&self.app.journals, &self.hub, n, u64::MAX).await;
+                        let lines: Vec<Vec<u8>> = lines.into_iter().map(|l| l.1).collect();
+                        frames::logs(&mut self.out, &lines);
+                    }
                     Err(e) => error(&mut self.out, &e),
                 }
                 return Ok(());
