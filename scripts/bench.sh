@@ -9,4 +9,4 @@ bash scripts/setup.sh
 # The tests' Docker network goes when they end (left in place while another run uses it).
 trap 'docker network rm lightd-test-net >/dev/null 2>&1 || true' EXIT
 ulimit -n "$(ulimit -Hn)"
-cargo bench --bench rest --bench console --bench data --bench game --bench footprint
+cargo bench --bench rest --bench console --bench journal --bench data --bench game --bench footprint
