@@ -5,7 +5,7 @@
 //! only, `#` comments and blank lines. Not supported: `!` negation, `[...]` classes, `\` escapes.
 //!
 //! The patterns may be a tenant's (a `.lightdignore` is a file of the volume): lists are bounded
-//! ([`MAX_PATTERNS`] of [`MAX_PATTERN_BYTES`], a file of [`MAX_FILE_BYTES`]), and a name is
+//! ([`MAX_PATTERNS`] of [`MAX_PATTERN_CHARS`], a file of [`MAX_FILE_BYTES`]), and a name is
 //! matched in time linear in the pattern (a set of positions, no backtracking), across names in
 //! `pattern × path` (backtracking to the last `**` only): no pattern explodes.
 
@@ -16,8 +16,8 @@ use super::{FsError, Root};
 /// Most patterns one list holds: a request's `ignore`, or the rules of a `.lightdignore`
 /// (comments and blank lines not counted).
 pub const MAX_PATTERNS: usize = 256;
-/// Longest pattern, in bytes.
-pub const MAX_PATTERN_BYTES: usize = 1024;
+/// Longest pattern, in characters.
+pub const MAX_PATTERN_CHARS: usize = 1024;
 /// Largest `.lightdignore`, in bytes: a bigger one fails the backup, it is never cut short
 /// (half of a file's patterns would archive what its other half left out).
 pub const MAX_FILE_BYTES: u64 = 64 << 10;
@@ -63,8 +63,8 @@ impl Ignore {
         if patterns.len() > MAX_PATTERNS {
             return Err(format!("ignore holds {} patterns; at most {MAX_PATTERNS} are allowed", patterns.len()));
         }
-        match patterns.iter().position(|p| p.as_ref().len() > MAX_PATTERN_BYTES) {
-            Some(i) => Err(format!("ignore pattern {} is longer than {MAX_PATTERN_BYTES} bytes", i + 1)),
+        match patterns.iter().position(|p| p.as_ref().chars().count() > MAX_PATTERN_CHARS) {
+            Some(i) => Err(format!("ignore pattern {} is longer than {MAX_PATTERN_CHARS} characters", i + 1)),
             None => Ok(()),
         }
     }
@@ -108,8 +108,8 @@ fn file_rules(bytes: &[u8]) -> Result<Vec<Rule>, FsError> {
     let mut rules = Vec::new();
     for (n, line) in String::from_utf8_lossy(bytes).lines().enumerate() {
         let Some(rule) = Rule::parse(line) else { continue };
-        if line.trim().len() > MAX_PATTERN_BYTES {
-            return Err(too_big(format!("line {} is longer than {MAX_PATTERN_BYTES} bytes", n + 1)));
+        if line.trim().chars().count() > MAX_PATTERN_CHARS {
+            return Err(too_big(format!("line {} is longer than {MAX_PATTERN_CHARS} characters", n + 1)));
         }
         if rules.len() == MAX_PATTERNS {
             return Err(too_big(format!("holds more than {MAX_PATTERNS} patterns")));
@@ -409,9 +409,9 @@ mod tests {
         let many = vec!["a"; MAX_PATTERNS + 1];
         assert_eq!(Ignore::check(&many).unwrap_err(), "ignore holds 257 patterns; at most 256 are allowed");
         assert!(Ignore::check(&many[1..]).is_ok());
-        let long = ["ok".to_string(), "x".repeat(MAX_PATTERN_BYTES + 1)];
-        assert_eq!(Ignore::check(&long).unwrap_err(), "ignore pattern 2 is longer than 1024 bytes");
-        assert!(Ignore::check(&["é".repeat(MAX_PATTERN_BYTES / 2)]).is_ok());
+        let long = ["ok".to_string(), "x".repeat(MAX_PATTERN_CHARS + 1)];
+        assert_eq!(Ignore::check(&long).unwrap_err(), "ignore pattern 2 is longer than 1024 characters");
+        assert!(Ignore::check(&["é".repeat(MAX_PATTERN_CHARS)]).is_ok());
     }
 
     #[test]
@@ -428,11 +428,11 @@ mod tests {
         assert_eq!(fails(huge.as_bytes()), ".lightdignore is larger than 64 KiB; at most 65536 bytes are read");
         let many = "# rule\n*.log\n\n".repeat(MAX_PATTERNS + 1);
         assert_eq!(fails(many.as_bytes()), ".lightdignore holds more than 256 patterns");
-        let long = format!("ok\n\n{}\n", "x".repeat(MAX_PATTERN_BYTES + 1));
-        assert_eq!(fails(long.as_bytes()), ".lightdignore line 3 is longer than 1024 bytes");
+        let long = format!("ok\n\n{}\n", "x".repeat(MAX_PATTERN_CHARS + 1));
+        assert_eq!(fails(long.as_bytes()), ".lightdignore line 3 is longer than 1024 characters");
         // At the limits it loads.
         let full =
-            format!("{}\n", "y".repeat(MAX_PATTERN_BYTES - 1)).repeat(MAX_FILE_BYTES as usize / MAX_PATTERN_BYTES);
+            format!("{}\n", "y".repeat(MAX_PATTERN_CHARS - 1)).repeat(MAX_FILE_BYTES as usize / MAX_PATTERN_CHARS);
         std::fs::write(bed.path(Ignore::FILE), &full).unwrap();
         assert_eq!(Ignore::load(&bed.root, &["x"]).unwrap().rules.len(), 65);
     }
