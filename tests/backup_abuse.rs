@@ -1,5 +1,6 @@
 //! Backups and restores under a tenant's hands and an operator's mistakes: a restore gives
-//! every file back to the server's user with its archived mtime; a hostile `.lightdignore`
+//! every file back to the server's user with its archived mtime (and freeciv saves after
+//! it); a hostile `.lightdignore`
 //! fails its backup instead of holding a shared slot; a backup being made is cancelled by
 //! deleting it and a running restore by `DELETE .../restore`; `backups.timeout` ends either;
 //! failed records are pruned; no archive is world-readable and no folder outlives its backups;
@@ -138,6 +139,62 @@ fn a_restore_gives_files_to_the_servers_user_with_their_mtimes() {
             assert_eq!(done["last_restore"]["error"], Value::Null, "{done}");
             assert_restored(path, &want, owner, &format!("volume {vol}, truncate {truncate}"));
             assert_eq!(std::fs::read(path.join("server.cfg")).unwrap(), b"port=1");
+        }
+    }
+}
+
+/// The issue's own case: freeciv (running as 1000:1000) saves, is backed up, restored with
+/// `truncate`, and saves again. Today the restored `saves/` was root's and freeciv said
+/// `Could not open ... for writing`, in its console only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeciv_saves_after_a_restore() {
+    require_docker();
+    let freeciv = "lightd-test/freeciv";
+    assert!(
+        Command::new("docker").args(["image", "inspect", freeciv]).stdout(Stdio::null()).status().unwrap().success(),
+        "image {freeciv} missing: run `bash scripts/setup.sh`"
+    );
+    let d = Daemon::start();
+    let port = port();
+    d.add_port("127.0.0.1", port, "tcp");
+    let (vol, _) = d.new_volume();
+    let id = d.id("freeciv");
+    let body = json!({
+        "internal_id": id, "image": freeciv, "volume_id": vol,
+        "startup_command": "exec freeciv-server --port $SERVER_PORT --read server.serv --saves /home/container/saves",
+        "start_pattern": "For introductory help",
+        "stop_command": "quit",
+        "ports": [{"ip": "127.0.0.1", "port": port}],
+        "install_script": "mkdir -p /home/container/saves\nprintf 'set timeout 0\\n' > /home/container/server.serv",
+    });
+    let r = d.call("POST", "/containers", Some(body));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(d.wait_installed(&id, 300)["install_state"], "ready");
+    assert_eq!(d.act(&id, "start"), 202);
+    d.wait_state(&id, "running", 120);
+    assert!(save(&d, &id).await.contains("Game saved as"), "freeciv saves before the restore");
+    let b = tokio::task::block_in_place(|| backup(&d, &vol));
+    assert_eq!(b["state"], "ready", "{b}");
+    let done = tokio::task::block_in_place(|| restore(&d, &vol, b["backup_id"].as_str().unwrap(), true));
+    assert_eq!(done["last_restore"]["error"], Value::Null, "{done}");
+    d.wait_state(&id, "running", 120);
+    let line = save(&d, &id).await;
+    assert!(line.contains("Game saved as"), "freeciv saves after the restore: {line}");
+    assert_eq!(d.act(&id, "kill"), 202);
+    d.wait_state(&id, "offline", 30);
+}
+
+/// Sends `save` to freeciv's console; the line that says how it went.
+async fn save(d: &Daemon, id: &str) -> String {
+    use futures_util::SinkExt;
+    let mut ws = ws::open(d, id).await;
+    let command = json!({"event": "send_command", "args": ["save"]}).to_string();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(command)).await.unwrap();
+    loop {
+        let f = ws::next_event(&mut ws, "console output").await;
+        let lines = f["args"].as_array().unwrap().iter().filter_map(Value::as_str);
+        if let Some(l) = lines.into_iter().find(|l| l.contains("Game saved as") || l.contains("Could not")) {
+            return l.to_string();
         }
     }
 }

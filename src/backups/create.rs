@@ -75,6 +75,13 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
     };
     app.backups.forget(&backup.backup_id);
     let id = backup.backup_id.clone();
+    if outcome.is_err() {
+        if let Err(e) = super::disk::remove_file(&part_path(&archive_path(&app, &backup))) {
+            crate::error!("backup {id} failed and its temp file could not be removed: {e}");
+        }
+        remove_dir_if_empty(&app, &volume.volume_id);
+    }
+    busy.release();
     let max = app.config.backups.max_per_volume;
     let saved = app
         .store
@@ -100,6 +107,8 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
         crate::error!("backup {id}: could not record its outcome: {e}");
         Vec::new()
     });
+    // The outcome is on record: a canceller may go on.
+    drop(busy);
     match outcome {
         Ok((stats, size, _)) => {
             let note = format!(
@@ -111,16 +120,14 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
             tell(&app, &volume.volume_id, Some("backup completed"), &note);
         }
         Err(why) => {
-            if let Err(e) = super::disk::remove_file(&part_path(&archive_path(&app, &backup))) {
-                crate::error!("backup {id} failed and its temp file could not be removed: {e}");
+            if job.stopped() == Some(Stopped::Cancelled) {
+                tell(&app, &volume.volume_id, Some("backup cancelled"), &format!("Backup {} cancelled", backup.name));
+            } else {
+                tell(&app, &volume.volume_id, Some("backup failed"), &format!("Backup {} failed: {why}", backup.name));
             }
-            remove_dir_if_empty(&app, &volume.volume_id);
-            let event = if job.stopped() == Some(Stopped::Cancelled) { "backup cancelled" } else { "backup failed" };
-            tell(&app, &volume.volume_id, Some(event), &format!("Backup {} failed: {why}", backup.name));
         }
     }
     delete_archives(&app, excess);
-    drop(busy);
 }
 
 /// Suspends the running servers on the volume; returns those to resume.

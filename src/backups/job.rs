@@ -85,17 +85,14 @@ impl Job {
         }
     }
 
-    /// Resolves when the job is cancelled or past its deadline (never before it has a slot,
-    /// unless cancelled).
+    /// Resolves when the job is cancelled or past its deadline (only a cancel counts while
+    /// the clock has not started: waiting for a slot is not the job's time).
     pub async fn interrupted(&self) -> Stopped {
         let mut cancelled = self.cancelled.subscribe();
         let deadline = async {
-            loop {
-                match self.deadline.get() {
-                    Some(d) => return tokio::time::sleep_until(tokio::time::Instant::from_std(*d)).await,
-                    // The clock starts later; look again soon.
-                    None => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
+            match self.deadline.get() {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(*d)).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {

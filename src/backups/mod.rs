@@ -62,7 +62,7 @@ pub struct BackupView {
     pub progress: Option<Progress>,
 }
 
-/// Marks a volume busy with a job until dropped; then the job is finished.
+/// Marks a volume busy with a job until released or dropped; dropped, the job is finished.
 pub struct Busy {
     app: Arc<App>,
     volume_id: String,
@@ -73,11 +73,20 @@ impl Busy {
     fn job(&self) -> &Arc<Job> {
         &self.job
     }
+
+    /// Frees the volume for the next job before this one's outcome is on record: whoever
+    /// sees that outcome may start another at once. A canceller waits for the drop.
+    fn release(&self) {
+        let mut jobs = lock(&self.app.backups.jobs);
+        if jobs.get(&self.volume_id).is_some_and(|j| Arc::ptr_eq(j, &self.job)) {
+            jobs.remove(&self.volume_id);
+        }
+    }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        lock(&self.app.backups.jobs).remove(&self.volume_id);
+        self.release();
         self.job.finish();
     }
 }

@@ -101,11 +101,11 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, truncate: bool, busy
         Err(why) => (Vec::new(), Err(why)),
     };
     let cancelled = job.stopped() == Some(Stopped::Cancelled);
+    busy.release();
     record(&app, &volume, &backup, outcome, cancelled).await;
     // The volume is left alone and the outcome on record: a canceller may go on.
-    job.finish();
-    start_again(&app, &volume, &ran).await;
     drop(busy);
+    start_again(&app, &volume, &ran).await;
 }
 
 /// The outcome on the backup's record, and told to the viewers.
