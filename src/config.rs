@@ -91,11 +91,19 @@ pub struct BackupsConfig {
     pub max_parallel: usize,
     /// MiB per second a backup may write (0: no limit).
     pub write_limit: u64,
+    /// Seconds a backup or restore may run once it has a slot; past it, it fails.
+    pub timeout: u64,
 }
 
 impl Default for BackupsConfig {
     fn default() -> Self {
-        BackupsConfig { path: "/var/lib/lightd/backups".into(), max_per_volume: 10, max_parallel: 2, write_limit: 0 }
+        BackupsConfig {
+            path: "/var/lib/lightd/backups".into(),
+            max_per_volume: 10,
+            max_parallel: 2,
+            write_limit: 0,
+            timeout: 3600,
+        }
     }
 }
 
@@ -476,6 +484,9 @@ impl Config {
         }
         if self.backups.max_per_volume == 0 || self.backups.max_parallel == 0 {
             return bad("backups.max_per_volume and backups.max_parallel must be at least 1".into());
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.backups.timeout) {
+            return bad("backups.timeout must be between 1 and 604800 seconds".into());
         }
         if !self.storage.data_path.is_absolute() {
             return bad("storage.data_path must be an absolute path".into());

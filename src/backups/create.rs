@@ -5,13 +5,14 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{archive_path, claim, delete_archives, part_path, save, take_excess, tell, Busy, Progress};
+use super::disk::{archive_path, create_part, part_path, remove_dir_if_empty};
+use super::job::{Job, Kind, Stopped};
+use super::{claim, delete_archives, save, take_excess, tell, Busy, Progress};
 use crate::app::App;
 use crate::error::{bad, Error, Result};
 use crate::lifecycle::{self, Action};
@@ -35,11 +36,9 @@ pub async fn start(
             return Err(bad("name must be 1-128 characters without control characters"));
         }
     }
-    if ignore.len() > 256 || ignore.iter().any(|p| p.chars().count() > 1024) {
-        return Err(bad("ignore takes at most 256 patterns of at most 1024 characters"));
-    }
-    let busy = claim(app, &volume.volume_id, "start a backup")?;
+    Ignore::check(&ignore).map_err(bad)?;
     let backup_id = crate::ids::new_uuid().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    let busy = claim(app, &volume.volume_id, "start a backup", Kind::Create, &backup_id)?;
     let created_at = now();
     let name = name.unwrap_or_else(|| format!("backup-{created_at}"));
     let backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Creating, created_at);
@@ -48,21 +47,41 @@ pub async fn start(
     Ok(backup)
 }
 
-async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>, pause: bool, _busy: Busy) {
-    let Ok(_permit) = Arc::clone(&app.backups.permits).acquire_owned().await else { return };
-    tell(&app, &volume.volume_id, Some("backup started"), &format!("Backup {} started", backup.name));
-    let paused = if pause { suspend(&app, &volume.volume_id).await } else { Vec::new() };
-    let (a, b, v) = (Arc::clone(&app), backup.clone(), volume.clone());
-    let outcome = tokio::task::spawn_blocking(move || write(&a, &v, &b, &ignore))
-        .await
-        .unwrap_or_else(|e| Err(format!("backup task failed: {e}")));
-    for id in paused {
-        if let Err(e) = lifecycle::act(&app, &id, Action::Resume).await {
-            crate::error!("{id}: could not resume after the backup: {e}");
+/// Waits for a slot (or a cancel), makes the archive, and records how it went.
+async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>, pause: bool, busy: Busy) {
+    let job = Arc::clone(busy.job());
+    let permits = Arc::clone(&app.backups.permits);
+    let permit = tokio::select! {
+        permit = permits.acquire_owned() => permit.map_err(|_| "the daemon is stopping".to_string()),
+        why = job.interrupted() => Err(why.to_string()),
+    };
+    let outcome = match permit {
+        Ok(_permit) => {
+            job.start_clock();
+            tell(&app, &volume.volume_id, Some("backup started"), &format!("Backup {} started", backup.name));
+            let paused = if pause { suspend(&app, &volume.volume_id).await } else { Vec::new() };
+            let (a, b, v, j) = (Arc::clone(&app), backup.clone(), volume.clone(), Arc::clone(&job));
+            let outcome = tokio::task::spawn_blocking(move || write(&a, &v, &b, &ignore, &j))
+                .await
+                .unwrap_or_else(|e| Err(format!("backup task failed: {e}")));
+            for id in paused {
+                if let Err(e) = lifecycle::act(&app, &id, Action::Resume).await {
+                    crate::error!("{id}: could not resume after the backup: {e}");
+                }
+            }
+            outcome
         }
-    }
+        Err(why) => Err(why),
+    };
     app.backups.forget(&backup.backup_id);
     let id = backup.backup_id.clone();
+    if outcome.is_err() {
+        if let Err(e) = super::disk::remove_file(&part_path(&archive_path(&app, &backup))) {
+            crate::error!("backup {id} failed and its temp file could not be removed: {e}");
+        }
+        remove_dir_if_empty(&app, &volume.volume_id);
+    }
+    busy.release();
     let max = app.config.backups.max_per_volume;
     let saved = app
         .store
@@ -75,20 +94,21 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
                     r.sha256 = Some(sha.clone());
                     r.files = stats.files;
                     r.completed_at = Some(now());
-                    Ok(take_excess(s, &volume.volume_id, max))
                 }
                 Err(why) => {
                     r.state = BackupState::Failed;
                     r.error = Some(why.clone());
-                    Ok::<_, Error>(Vec::new())
                 }
             }
+            Ok::<_, Error>(take_excess(s, &volume.volume_id, max, &id))
         })
         .await;
     let excess = saved.unwrap_or_else(|e| {
         crate::error!("backup {id}: could not record its outcome: {e}");
         Vec::new()
     });
+    // The outcome is on record: a canceller may go on.
+    drop(busy);
     match outcome {
         Ok((stats, size, _)) => {
             let note = format!(
@@ -98,13 +118,16 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
                 crate::volumes::human(size)
             );
             tell(&app, &volume.volume_id, Some("backup completed"), &note);
-            delete_archives(&app, excess).await;
         }
         Err(why) => {
-            let _ = std::fs::remove_file(part_path(&archive_path(&app, &backup)));
-            tell(&app, &volume.volume_id, Some("backup failed"), &format!("Backup {} failed: {why}", backup.name));
+            if job.stopped() == Some(Stopped::Cancelled) {
+                tell(&app, &volume.volume_id, Some("backup cancelled"), &format!("Backup {} cancelled", backup.name));
+            } else {
+                tell(&app, &volume.volume_id, Some("backup failed"), &format!("Backup {} failed: {why}", backup.name));
+            }
         }
     }
+    delete_archives(&app, excess);
 }
 
 /// Suspends the running servers on the volume; returns those to resume.
@@ -126,64 +149,75 @@ async fn suspend(app: &Arc<App>, volume_id: &str) -> Vec<String> {
     paused
 }
 
-/// The archive: packed, hashed and written to the temp file, then fsynced and renamed.
+/// The archive: packed, hashed and written to the temp file, then fsynced and renamed. Ends
+/// early, its temp file left to the caller, when the job is cancelled or past its deadline.
 fn write(
     app: &App,
     volume: &Volume,
     backup: &Backup,
     ignore: &[String],
+    job: &Job,
 ) -> std::result::Result<(vfs::PackStats, u64, String), String> {
     let path = archive_path(app, backup);
     let part = part_path(&path);
-    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let volume_path = crate::volumes::mount_path(app, &volume.volume_id)?;
     let root = Root::open(&volume_path).map_err(|e| e.to_string())?;
     let ignore = Ignore::load(&root, ignore).map_err(|e| e.to_string())?;
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&part)
-        .map_err(|e| format!("cannot create {}: {e}", part.display()))?;
+    let file = create_part(app, &part).map_err(|e| format!("cannot create {}: {e}", part.display()))?;
     let limit = app.config.backups.write_limit << 20;
-    let mut out = Hashed { file, hash: Sha256::new(), written: 0, limit, started: Instant::now() };
+    let mut out = Hashed { file, hash: Sha256::new(), written: 0, limit, started: Instant::now(), job };
     let mut last_note = Instant::now();
-    let stats = vfs::pack(&root, "/", &ignore, &mut out, |bytes, files| {
-        app.backups.set_progress(&backup.backup_id, Progress { bytes, files });
-        if last_note.elapsed() >= NOTE_EVERY {
-            last_note = Instant::now();
-            let note = format!("Backup {}: {} files, {}", backup.name, files, crate::volumes::human(bytes));
-            tell(app, &volume.volume_id, None, &note);
-        }
-    })
-    .map_err(|e| e.to_string())?;
+    let packed = vfs::pack_until(
+        &root,
+        "/",
+        &ignore,
+        &mut out,
+        |bytes, files| {
+            app.backups.set_progress(&backup.backup_id, Progress { bytes, files });
+            if last_note.elapsed() >= NOTE_EVERY {
+                last_note = Instant::now();
+                let note = format!("Backup {}: {} files, {}", backup.name, files, crate::volumes::human(bytes));
+                tell(app, &volume.volume_id, None, &note);
+            }
+        },
+        &|| job.check(),
+    );
+    // A stopped job's reason, whatever error the stop made on its way out.
+    let stats = packed.map_err(|e| job.stopped().map_or_else(|| e.to_string(), |why| why.to_string()))?;
     out.file.sync_all().map_err(|e| format!("cannot write {}: {e}", part.display()))?;
     let size = out.written;
     let sha = crate::fsutil::hex(&out.hash.finalize());
     std::fs::rename(&part, &path).map_err(|e| format!("cannot rename {}: {e}", part.display()))?;
+    let dir = super::disk::volume_dir(app, &volume.volume_id);
     File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
     Ok((stats, size, sha))
 }
 
-/// The archive's writer: hashes what goes to the file and holds to `backups.write_limit`.
-struct Hashed {
+/// The archive's writer: hashes what goes to the file, holds to `backups.write_limit`, and
+/// fails once the job must stop.
+struct Hashed<'j> {
     file: File,
     hash: Sha256,
     written: u64,
     /// Bytes per second (0: none).
     limit: u64,
     started: Instant,
+    job: &'j Job,
 }
 
-impl Write for Hashed {
+impl Write for Hashed<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let stop = |job: &Job| job.stopped().map_or(Ok(()), |why| Err(io::Error::other(why.to_string())));
+        stop(self.job)?;
         let n = self.file.write(buf)?;
         self.hash.update(&buf[..n]);
         self.written += n as u64;
         if self.limit > 0 {
             let due = Duration::from_secs_f64(self.written as f64 / self.limit as f64);
-            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                std::thread::sleep(wait);
+            // In short naps, so that a cancel or the deadline is heard meanwhile.
+            while let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait.min(Duration::from_millis(100)));
+                stop(self.job)?;
             }
         }
         Ok(n)

@@ -2,35 +2,48 @@
 //! name and renamed when complete, with its sha256 and size on record; listed, downloaded,
 //! deleted, uploaded from elsewhere, and restored through the supervisors (servers are
 //! stopped gracefully first and started again after). One backup or restore at a time per
-//! volume, `backups.max_parallel` over all.
+//! volume, `backups.max_parallel` over all, each within `backups.timeout`; a backup being made
+//! is cancelled by deleting it, a restore by `DELETE .../restore`.
 
 mod create;
+mod disk;
+mod job;
 mod restore;
+mod retention;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
 pub use create::start as create;
-pub use restore::start as restore;
-pub use restore::upload;
+pub use disk::{archive_path, FILE_MODE};
+pub use restore::{cancel as cancel_restore, start as restore, upload};
+pub use retention::volume_deleted;
 
 use crate::app::App;
 use crate::console::Event;
 use crate::error::{conflict, Error, Result};
 use crate::model::{Backup, BackupState, Volume};
-use crate::store::State;
+use disk::part_path;
+use job::{Job, Kind};
+use retention::{delete_archives, take_excess};
 
-/// What runs now, in memory: which volumes are busy, and how far each backup got.
+/// How long a `DELETE` waits for the job it cancelled to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// What runs now, in memory: the job of each busy volume, and how far each backup got.
 pub struct Backups {
-    busy: Mutex<HashSet<String>>,
+    /// Volume id -> the backup, restore or delete holding it.
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
     /// Volumes being restored: their servers may not start meanwhile.
     restoring: Mutex<HashSet<String>>,
     progress: Mutex<HashMap<String, Progress>>,
     permits: Arc<Semaphore>,
+    /// Held to make or remove a volume's folder of archives (see `disk`).
+    dirs: Mutex<()>,
 }
 
 /// A running backup's progress.
@@ -49,15 +62,32 @@ pub struct BackupView {
     pub progress: Option<Progress>,
 }
 
-/// Marks a volume busy (a backup or restore) until dropped.
+/// Marks a volume busy with a job until released or dropped; dropped, the job is finished.
 pub struct Busy {
     app: Arc<App>,
     volume_id: String,
+    job: Arc<Job>,
+}
+
+impl Busy {
+    fn job(&self) -> &Arc<Job> {
+        &self.job
+    }
+
+    /// Frees the volume for the next job before this one's outcome is on record: whoever
+    /// sees that outcome may start another at once. A canceller waits for the drop.
+    fn release(&self) {
+        let mut jobs = lock(&self.app.backups.jobs);
+        if jobs.get(&self.volume_id).is_some_and(|j| Arc::ptr_eq(j, &self.job)) {
+            jobs.remove(&self.volume_id);
+        }
+    }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        lock(&self.app.backups.busy).remove(&self.volume_id);
+        self.release();
+        self.job.finish();
     }
 }
 
@@ -68,10 +98,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Backups {
     pub fn new(max_parallel: usize) -> Backups {
         Backups {
-            busy: Mutex::new(HashSet::new()),
+            jobs: Mutex::new(HashMap::new()),
             restoring: Mutex::new(HashSet::new()),
             progress: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max_parallel)),
+            dirs: Mutex::new(()),
         }
     }
 
@@ -100,19 +131,28 @@ impl Backups {
     fn forget(&self, backup_id: &str) {
         lock(&self.progress).remove(backup_id);
     }
+
+    /// The job of `volume_id` if it is `kind` for `backup_id`.
+    fn job_of(&self, volume_id: &str, kind: Kind, backup_id: &str) -> Option<Arc<Job>> {
+        lock(&self.jobs).get(volume_id).filter(|j| j.kind == kind && j.backup_id == backup_id).cloned()
+    }
 }
 
-/// Claims `volume_id` for one backup or restore: 409 while another runs.
-fn claim(app: &Arc<App>, volume_id: &str, what: &str) -> Result<Busy> {
-    if !lock(&app.backups.busy).insert(volume_id.to_string()) {
+/// Claims `volume_id` for one job: 409 while another runs.
+fn claim(app: &Arc<App>, volume_id: &str, what: &str, kind: Kind, backup_id: &str) -> Result<Busy> {
+    let job = Arc::new(Job::new(kind, backup_id, Duration::from_secs(app.config.backups.timeout)));
+    let mut jobs = lock(&app.backups.jobs);
+    if jobs.contains_key(volume_id) {
         return Err(conflict(format!("Cannot {what}: a backup or restore of this volume is running")));
     }
-    Ok(Busy { app: Arc::clone(app), volume_id: volume_id.to_string() })
+    jobs.insert(volume_id.to_string(), Arc::clone(&job));
+    Ok(Busy { app: Arc::clone(app), volume_id: volume_id.to_string(), job })
 }
 
-/// Where the archive of a backup lives (and its temp name while it is written).
-pub fn archive_path(app: &App, b: &Backup) -> PathBuf {
-    app.config.backups.path.join(&b.volume_id).join(format!("{}.tar.gz", b.backup_id))
+/// Holds `volume_id` while it is deleted: `409` while a backup or restore of it runs, and
+/// none starts until the hold is dropped.
+pub fn hold_for_delete(app: &Arc<App>, volume_id: &str) -> Result<Busy> {
+    claim(app, volume_id, "delete the volume", Kind::Delete, "")
 }
 
 /// Saves `backup`'s record (new, or replacing the one with its id).
@@ -124,39 +164,6 @@ async fn save(app: &App, backup: &Backup) -> Result<()> {
             Ok::<_, Error>(())
         })
         .await
-}
-
-/// Past `backups.max_per_volume`, the oldest ready backups of `volume_id` leave the state.
-/// Called inside the update that makes a backup ready, so nobody ever sees more than the
-/// limit; the caller deletes the archives of what is returned once the update is saved.
-fn take_excess(s: &mut State, volume_id: &str, max: usize) -> Vec<Backup> {
-    let mut ready: Vec<(Option<u64>, u64, String)> = s
-        .backups
-        .values()
-        .filter(|b| b.volume_id == volume_id && b.state == BackupState::Ready)
-        .map(|b| (b.completed_at, b.created_at, b.backup_id.clone()))
-        .collect();
-    ready.sort();
-    let excess = ready.len().saturating_sub(max);
-    ready.into_iter().take(excess).filter_map(|(_, _, id)| s.backups.remove(&id)).collect()
-}
-
-/// Deletes the archives of backups `take_excess` dropped from the record.
-async fn delete_archives(app: &App, gone: Vec<Backup>) {
-    let max = app.config.backups.max_per_volume;
-    for old in gone {
-        crate::info!("removed backup {} of volume {} (backups.max_per_volume = {max})", old.backup_id, old.volume_id);
-        let path = archive_path(app, &old);
-        if let Err(e) = tokio::fs::remove_file(&path).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                crate::error!("backup record removed but {} could not be: {e}", path.display());
-            }
-        }
-    }
-}
-
-fn part_path(path: &Path) -> PathBuf {
-    path.with_extension("gz.part")
 }
 
 fn not_found() -> Error {
@@ -187,18 +194,32 @@ pub fn list(app: &App, volume_key: &str) -> Result<Vec<BackupView>> {
     Ok(all.into_iter().map(|b| view(app, b)).collect())
 }
 
-/// `DELETE`: the archive and the record; 409 while it is being made or restored.
-pub async fn delete(app: &Arc<App>, volume_key: &str, backup_id: &str) -> Result<()> {
+/// `DELETE`: the archive and the record; one being made is cancelled first (its job ends
+/// within [`CANCEL_WAIT`], its temp file removed); `409` while it is restored. Tells whether
+/// a backup being made was cancelled.
+pub async fn delete(app: &Arc<App>, volume_key: &str, backup_id: &str) -> Result<bool> {
     let (volume, backup) = find(app, volume_key, backup_id)?;
+    let making = app.backups.job_of(&volume.volume_id, Kind::Create, backup_id);
+    if let Some(job) = &making {
+        job.cancel();
+        if !job.finished(CANCEL_WAIT).await {
+            return Err(Error::Unavailable("The backup is cancelled but has not stopped yet; try again".into()));
+        }
+    }
+    if app.backups.job_of(&volume.volume_id, Kind::Restore, backup_id).is_some() {
+        return Err(conflict(
+            "Cannot delete a backup while it is being restored (DELETE its /restore to cancel the restore)",
+        ));
+    }
+    let _busy = claim(app, &volume.volume_id, "delete the backup", Kind::Delete, backup_id)?;
+    // Read again: the job that just ended may have changed or pruned it.
+    let Some(backup) = app.store.read(|s| s.backups.get(&backup.backup_id).cloned()) else {
+        return Ok(making.is_some());
+    };
     if backup.state == BackupState::Creating {
+        // A record says creating with no job behind it: only a restart makes that right.
         return Err(conflict("Cannot delete a backup while it is being created"));
     }
-    let _busy = claim(app, &volume.volume_id, "delete the backup")?;
-    remove(app, &backup).await
-}
-
-async fn remove(app: &App, backup: &Backup) -> Result<()> {
-    let path = archive_path(app, backup);
     let id = backup.backup_id.clone();
     app.store
         .update(|s| {
@@ -206,34 +227,40 @@ async fn remove(app: &App, backup: &Backup) -> Result<()> {
             Ok::<_, Error>(())
         })
         .await?;
-    match tokio::fs::remove_file(&path).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::Internal(format!("backup record removed but {} could not be: {e}", path.display())))
-        }
-        _ => Ok(()),
+    let path = archive_path(app, &backup);
+    for file in [part_path(&path), path] {
+        disk::remove_file(&file)
+            .map_err(|e| Error::Internal(format!("backup record removed but {} could not be: {e}", file.display())))?;
     }
+    disk::remove_dir_if_empty(app, &backup.volume_id);
+    Ok(making.is_some())
 }
 
-/// At start: a backup cut short by a restart is `failed`, and every temp file goes (the
-/// sweep below); a finished one is never touched.
+/// At start: a backup cut short by a restart is `failed` (and pruned like any failed one),
+/// every temp file goes, and the backups of volumes deleted meanwhile; a finished one is never
+/// touched.
 pub async fn recover(app: &App) {
     let cut: Vec<Backup> =
         app.store.read(|s| s.backups.values().filter(|b| b.state == BackupState::Creating).cloned().collect());
     if !cut.is_empty() {
+        let max = app.config.backups.max_per_volume;
         let saved = app
             .store
             .update(|s| {
+                let mut gone = Vec::new();
                 for b in &cut {
                     if let Some(r) = s.backups.get_mut(&b.backup_id) {
                         r.state = BackupState::Failed;
                         r.error = Some("interrupted by daemon restart".into());
                     }
+                    gone.extend(take_excess(s, &b.volume_id, max, ""));
                 }
-                Ok::<_, Error>(())
+                Ok::<_, Error>(gone)
             })
             .await;
-        if let Err(e) = saved {
-            crate::error!("cannot mark interrupted backups failed: {e}");
+        match saved {
+            Ok(gone) => delete_archives(app, gone),
+            Err(e) => crate::error!("cannot mark interrupted backups failed: {e}"),
         }
     }
     // Temp files of uploads and backups a crash left, whatever their record says.
@@ -246,6 +273,7 @@ pub async fn recover(app: &App) {
             }
         }
     }
+    retention::sweep(app).await;
 }
 
 /// Tells the viewers of every server using the volume: an `event` and a note.
@@ -257,31 +285,5 @@ fn tell(app: &App, volume_id: &str, event: Option<&'static str>, note: &str) {
             hub.publish(Event::Named(e));
         }
         hub.publish(Event::DaemonMessage(note.to_string()));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_oldest_ready_backups_of_the_volume_go_past_the_limit() {
-        let mut s = State::default();
-        let mut add = |id: &str, vol: &str, state: BackupState, done: Option<u64>| {
-            let mut b = Backup::new(id.into(), vol, id.into(), state, 100);
-            b.completed_at = done;
-            s.backups.insert(id.into(), b);
-        };
-        add("a", "v", BackupState::Ready, Some(5));
-        add("b", "v", BackupState::Ready, Some(3));
-        add("c", "v", BackupState::Ready, Some(9));
-        add("d", "v", BackupState::Creating, None);
-        add("e", "v", BackupState::Failed, None);
-        add("f", "w", BackupState::Ready, Some(1));
-        let gone: Vec<String> = take_excess(&mut s, "v", 2).into_iter().map(|b| b.backup_id).collect();
-        assert_eq!(gone, vec!["b"]);
-        let left: Vec<&str> = s.backups.keys().map(String::as_str).collect();
-        assert_eq!(left, vec!["a", "c", "d", "e", "f"]);
-        assert!(take_excess(&mut s, "v", 2).is_empty());
     }
 }

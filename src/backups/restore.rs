@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,13 +10,15 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{archive_path, claim, delete_archives, part_path, take_excess, tell, Busy};
+use super::disk::{archive_path, create_part, part_path, remove_dir_if_empty, remove_file};
+use super::job::{Job, Kind, Stopped};
+use super::{claim, delete_archives, take_excess, tell, Busy, CANCEL_WAIT};
 use crate::app::App;
 use crate::error::{bad, conflict, Error, Result};
 use crate::fsutil::hex;
 use crate::lifecycle::{self, Action};
 use crate::model::{now, Backup, BackupState, PowerState, Restore, Volume};
-use crate::vfs::{self, Root};
+use crate::vfs::{self, FsError, Root};
 
 /// `POST .../restore`: checks, then restores in the background.
 pub async fn start(app: &Arc<App>, volume_key: &str, backup_id: &str, truncate: bool) -> Result<()> {
@@ -33,7 +34,7 @@ pub async fn start(app: &Arc<App>, volume_key: &str, backup_id: &str, truncate: 
     if installing {
         return Err(conflict("Cannot restore while a container on this volume is installing"));
     }
-    let busy = claim(app, &volume.volume_id, "restore")?;
+    let busy = claim(app, &volume.volume_id, "restore", Kind::Restore, backup_id)?;
     let id = backup.backup_id.clone();
     app.store
         .update(|s| {
@@ -47,6 +48,18 @@ pub async fn start(app: &Arc<App>, volume_key: &str, backup_id: &str, truncate: 
     Ok(())
 }
 
+/// `DELETE .../restore`: cancels the running restore of this backup and waits for it to end
+/// (at most [`CANCEL_WAIT`]); `409` when none runs. Tells whether it ended in that time.
+pub async fn cancel(app: &Arc<App>, volume_key: &str, backup_id: &str) -> Result<bool> {
+    let (volume, _) = super::find(app, volume_key, backup_id)?;
+    let job = app
+        .backups
+        .job_of(&volume.volume_id, Kind::Restore, backup_id)
+        .ok_or_else(|| conflict("No restore of this backup is running"))?;
+    job.cancel();
+    Ok(job.finished(CANCEL_WAIT).await)
+}
+
 fn state_name(s: BackupState) -> &'static str {
     match s {
         BackupState::Creating => "still being created",
@@ -55,30 +68,53 @@ fn state_name(s: BackupState) -> &'static str {
     }
 }
 
-async fn run(app: Arc<App>, volume: Volume, backup: Backup, truncate: bool, _busy: Busy) {
-    let Ok(_permit) = Arc::clone(&app.backups.permits).acquire_owned().await else { return };
-    tell(&app, &volume.volume_id, None, &format!("Restoring backup {}", backup.name));
-    app.backups.set_restoring(&volume.volume_id, true);
-    let (ran, outcome) = match stop_servers(&app, &volume.volume_id).await {
-        Ok(ran) => {
-            let (a, v, b) = (Arc::clone(&app), volume.clone(), backup.clone());
-            let outcome = tokio::task::spawn_blocking(move || extract(&a, &v, &b, truncate))
-                .await
-                .unwrap_or_else(|e| Err(format!("restore task failed: {e}")));
+async fn run(app: Arc<App>, volume: Volume, backup: Backup, truncate: bool, busy: Busy) {
+    let job = Arc::clone(busy.job());
+    let permits = Arc::clone(&app.backups.permits);
+    let permit = tokio::select! {
+        permit = permits.acquire_owned() => permit.map_err(|_| "the daemon is stopping".to_string()),
+        why = job.interrupted() => Err(why.to_string()),
+    };
+    let (ran, outcome) = match permit {
+        Ok(_permit) => {
+            job.start_clock();
+            tell(&app, &volume.volume_id, None, &format!("Restoring backup {}", backup.name));
+            app.backups.set_restoring(&volume.volume_id, true);
+            let ran = running(&app, &volume.volume_id);
+            let stopped = tokio::select! {
+                stopped = stop_servers(&app, &ran) => stopped,
+                why = job.interrupted() => Err(format!("{why} while the servers were stopping")),
+            };
+            let outcome = match stopped {
+                Ok(()) => {
+                    let (a, v, b, j) = (Arc::clone(&app), volume.clone(), backup.clone(), Arc::clone(&job));
+                    tokio::task::spawn_blocking(move || extract(&a, &v, &b, truncate, &j))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("restore task failed: {e}")))
+                }
+                // Those that ran are started again below, whether they stopped or not yet.
+                Err(why) => Err(why),
+            };
+            app.backups.set_restoring(&volume.volume_id, false);
             (ran, outcome)
         }
         Err(why) => (Vec::new(), Err(why)),
     };
-    app.backups.set_restoring(&volume.volume_id, false);
-    finish(&app, &volume, &backup, outcome, &ran).await;
+    let cancelled = job.stopped() == Some(Stopped::Cancelled);
+    busy.release();
+    record(&app, &volume, &backup, outcome, cancelled).await;
+    // The volume is left alone and the outcome on record: a canceller may go on.
+    drop(busy);
+    start_again(&app, &volume, &ran).await;
 }
 
-async fn finish(
+/// The outcome on the backup's record, and told to the viewers.
+async fn record(
     app: &Arc<App>,
     volume: &Volume,
     backup: &Backup,
     outcome: std::result::Result<usize, String>,
-    ran: &[String],
+    cancelled: bool,
 ) {
     let id = backup.backup_id.clone();
     let error = outcome.as_ref().err().cloned();
@@ -105,9 +141,18 @@ async fn finish(
         Err(why) => tell(
             app,
             &volume.volume_id,
-            Some("backup restore failed"),
+            Some(if cancelled { "backup restore cancelled" } else { "backup restore failed" }),
             &format!("Restore of backup {} failed: {why}", backup.name),
         ),
+    }
+}
+
+/// Starts again the servers that ran before the restore.
+async fn start_again(app: &Arc<App>, volume: &Volume, ran: &[String]) {
+    // After a cancel while they were stopping, their stop goes on: started once it is over.
+    if !wait_offline(app, ran).await {
+        tell(app, &volume.volume_id, None, "The servers on the volume did not stop; they are not started again");
+        return;
     }
     for id in ran {
         if let Err(e) = lifecycle::act(app, id, Action::Start).await {
@@ -116,28 +161,40 @@ async fn finish(
     }
 }
 
-/// Stops every server on the volume through its supervisor (a graceful stop) and waits until
-/// each is offline; returns those that were running.
-async fn stop_servers(app: &Arc<App>, volume_id: &str) -> std::result::Result<Vec<String>, String> {
-    let up: Vec<String> = app.store.read(|s| {
+/// The servers on the volume that are not offline.
+fn running(app: &App, volume_id: &str) -> Vec<String> {
+    app.store.read(|s| {
         s.containers
             .values()
             .filter(|c| c.volume_id == volume_id && c.state != PowerState::Offline)
             .map(|c| c.internal_id.clone())
             .collect()
-    });
-    for id in &up {
+    })
+}
+
+/// Stops the servers `up` through their supervisors (a graceful stop) and waits until each
+/// is offline.
+async fn stop_servers(app: &Arc<App>, up: &[String]) -> std::result::Result<(), String> {
+    for id in up {
         match lifecycle::act(app, id, Action::Stop).await {
             Ok(()) | Err(Error::Conflict(_)) => {}
             Err(e) => return Err(format!("cannot stop {id}: {e}")),
         }
     }
+    if !wait_offline(app, up).await {
+        return Err("the servers on the volume did not stop".to_string());
+    }
+    Ok(())
+}
+
+/// Waits until each of `ids` is offline (or gone), at most a stop's time and a minute.
+async fn wait_offline(app: &App, ids: &[String]) -> bool {
     let limit = Duration::from_secs(app.config.containers.cleanup_timeout + 60);
     let offline = tokio::time::timeout(limit, async {
         loop {
             let left = app
                 .store
-                .read(|s| up.iter().any(|id| s.containers.get(id).is_some_and(|c| c.state != PowerState::Offline)));
+                .read(|s| ids.iter().any(|id| s.containers.get(id).is_some_and(|c| c.state != PowerState::Offline)));
             if !left {
                 return;
             }
@@ -145,50 +202,71 @@ async fn stop_servers(app: &Arc<App>, volume_id: &str) -> std::result::Result<Ve
         }
     })
     .await;
-    offline.map_err(|_| "the servers on the volume did not stop".to_string())?;
-    Ok(up)
+    offline.is_ok()
 }
 
 /// Verifies the archive against its sha256, then extracts it (every entry checked first;
-/// with `truncate` the volume is emptied just before).
-fn extract(app: &App, volume: &Volume, backup: &Backup, truncate: bool) -> std::result::Result<usize, String> {
+/// with `truncate` the volume is emptied just before) as the volume's owner, and gives each
+/// restored name that owner and its archived mtime. A cancel or the deadline ends it between
+/// entries, each file written whole or not at all.
+fn extract(
+    app: &App,
+    volume: &Volume,
+    backup: &Backup,
+    truncate: bool,
+    job: &Job,
+) -> std::result::Result<usize, String> {
+    // A stopped job's reason, whatever error the stop made on its way out.
+    let why = |e: FsError| job.stopped().map_or_else(|| e.to_string(), |why| why.to_string());
     let path = archive_path(app, backup);
-    let mut file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let sha = sha256_of(&mut file).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let open = || File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()));
+    let sha = sha256_of(&mut open()?, job).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Some(stopped) = job.stopped() {
+        return Err(stopped.to_string());
+    }
     if backup.sha256.as_deref() != Some(sha.as_str()) {
         return Err(format!(
             "the archive's sha256 is {sha}, not the {} on record",
             backup.sha256.as_deref().unwrap_or("none")
         ));
     }
-    io::Seek::rewind(&mut file).map_err(|e| e.to_string())?;
     let volume_path = crate::volumes::mount_path(app, &volume.volume_id)?;
-    let root = Root::open(&volume_path).map_err(|e| e.to_string())?;
-    if truncate {
+    let (uid, gid) = crate::volumes::owner(app, &volume.volume_id);
+    let root = Root::open(&volume_path).and_then(|r| r.owned_by(uid, gid)).map_err(|e| e.to_string())?;
+    let stop = || job.check();
+    let emptied = if truncate {
         let names: Vec<String> = root.list("/").map_err(|e| e.to_string())?.into_iter().map(|e| e.name).collect();
         if !names.is_empty() {
             root.delete(&names).map_err(|e| format!("emptying the volume failed, it is partly emptied: {e}"))?;
         }
-        return vfs::extract(&root, "/", file)
-            .map_err(|e| format!("the volume was emptied, then extracting failed: {e}"));
-    }
-    vfs::extract(&root, "/", file).map_err(|e| e.to_string())
+        "the volume was emptied, then "
+    } else {
+        ""
+    };
+    let n = vfs::extract_until(&root, "/", open()?, &stop)
+        .map_err(|e| format!("{emptied}extracting failed: {}", why(e)))?;
+    vfs::settle(&root, open()?, &stop)
+        .map_err(|e| format!("{emptied}giving the files to {uid}:{gid} failed: {}", why(e)))?;
+    Ok(n)
 }
 
-fn sha256_of(file: &mut File) -> io::Result<String> {
+/// The sha256 of a file, read through; stops early (the caller sees `job.stopped()`) when
+/// the job must end.
+fn sha256_of(file: &mut File, job: &Job) -> io::Result<String> {
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
-    loop {
+    while job.stopped().is_none() {
         match file.read(&mut buf)? {
-            0 => return Ok(hex(&hash.finalize())),
+            0 => break,
             n => hash.update(&buf[..n]),
         }
     }
+    Ok(hex(&hash.finalize()))
 }
 
 /// `POST .../backups/upload`: a `tar.gz` made elsewhere, streamed to disk and hashed; it is
-/// checked to be a readable tar.gz (its entries are checked again, with the files API's rules,
-/// when it is restored).
+/// read through once with the reader restores use (and its limits) to check it is a readable
+/// tar.gz (its entries are checked again, with the files API's rules, when it is restored).
 pub async fn upload(app: &Arc<App>, volume_key: &str, body: hyper::body::Incoming) -> Result<Backup> {
     let volume = crate::volumes::find(app, volume_key)?;
     let backup_id = crate::ids::new_uuid().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
@@ -197,25 +275,15 @@ pub async fn upload(app: &Arc<App>, volume_key: &str, body: hyper::body::Incomin
     let mut backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Ready, created_at);
     let path = archive_path(app, &backup);
     let part = part_path(&path);
-    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
-    let received = receive(body, &part).await;
-    let (size, sha) = match received {
-        Ok(r) => r,
+    let taken = take_in(app, body, &part).await;
+    let (size, sha, files) = match taken {
+        Ok(taken) => taken,
         Err(e) => {
-            let _ = tokio::fs::remove_file(&part).await;
+            if let Err(e) = remove_file(&part) {
+                crate::error!("cannot remove {}: {e}", part.display());
+            }
+            remove_dir_if_empty(app, &volume.volume_id);
             return Err(e);
-        }
-    };
-    let p = part.clone();
-    let files = tokio::task::spawn_blocking(move || count_entries(&p)).await.unwrap_or_else(|e| Err(e.to_string()));
-    let files = match files {
-        Ok(n) => n,
-        Err(why) => {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(bad(format!("not a readable tar.gz: {why}")));
         }
     };
     tokio::fs::rename(&part, &path)
@@ -226,21 +294,51 @@ pub async fn upload(app: &Arc<App>, volume_key: &str, body: hyper::body::Incomin
     backup.files = files;
     backup.completed_at = Some(now());
     let (record, max) = (backup.clone(), app.config.backups.max_per_volume);
-    let excess = app
+    let kept = app
         .store
         .update(|s| {
-            s.backups.insert(record.backup_id.clone(), record);
-            Ok::<_, Error>(take_excess(s, &volume.volume_id, max))
+            // Deleted while the body came: the archive goes, no record for a volume that is not.
+            if !s.volumes.contains_key(&record.volume_id) {
+                return Ok(None);
+            }
+            let id = record.backup_id.clone();
+            s.backups.insert(id.clone(), record);
+            Ok::<_, Error>(Some(take_excess(s, &volume.volume_id, max, &id)))
         })
         .await?;
-    delete_archives(app, excess).await;
+    match kept {
+        Some(excess) => delete_archives(app, excess),
+        None => {
+            delete_archives(app, vec![backup]);
+            return Err(Error::NotFound("Volume not found (deleted during the upload)".into()));
+        }
+    }
     Ok(backup)
 }
 
-/// Streams a body to `part` (new file), hashing it; returns its size and sha256.
-async fn receive(mut body: hyper::body::Incoming, part: &std::path::Path) -> Result<(u64, String)> {
+/// The body written to `part` and read back as a tar.gz: its size, sha256 and file count.
+async fn take_in(app: &App, body: hyper::body::Incoming, part: &std::path::Path) -> Result<(u64, String, u64)> {
+    let file = create_part(app, part).map_err(|e| Error::Internal(format!("cannot create {}: {e}", part.display())))?;
+    let (size, sha) = receive(body, tokio::fs::File::from_std(file), part).await?;
+    let written = File::open(part).map_err(|e| Error::Internal(format!("cannot read {}: {e}", part.display())))?;
+    let files = tokio::task::spawn_blocking(move || vfs::tar_gz_files(written))
+        .await
+        .map_err(|e| Error::Internal(format!("checking the upload failed: {e}")))?;
+    match files {
+        Ok(files) => Ok((size, sha, files)),
+        Err(FsError::Io(e)) => Err(Error::Internal(format!("cannot read {}: {e}", part.display()))),
+        Err(e) => Err(bad(format!("not a readable tar.gz: {e}"))),
+    }
+}
+
+/// Streams a body to `file`, hashing it; returns its size and sha256. Memory holds one frame
+/// at a time, whatever the body's size.
+async fn receive(
+    mut body: hyper::body::Incoming,
+    mut file: tokio::fs::File,
+    part: &std::path::Path,
+) -> Result<(u64, String)> {
     let io_err = |e: io::Error| Error::Internal(format!("cannot write {}: {e}", part.display()));
-    let mut file = tokio::fs::File::options().write(true).create_new(true).open(part).await.map_err(io_err)?;
     let mut hash = Sha256::new();
     let mut size = 0u64;
     while let Some(frame) = body.frame().await {
@@ -253,22 +351,4 @@ async fn receive(mut body: hyper::body::Incoming, part: &std::path::Path) -> Res
     }
     file.sync_all().await.map_err(io_err)?;
     Ok((size, hex(&hash.finalize())))
-}
-
-/// Entries of a tar.gz, reading it through once.
-fn count_entries(path: &std::path::Path) -> std::result::Result<u64, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut n = 0;
-    for entry in archive.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        io::copy(&mut entry, &mut io::sink()).map_err(|e| e.to_string())?;
-        if entry.header().entry_type().is_file() {
-            n += 1;
-        }
-    }
-    if n == 0 && File::open(path).map(|f| f.metadata().map(|m| m.len()).unwrap_or(0)).unwrap_or(0) == 0 {
-        return Err("the body is empty".into());
-    }
-    Ok(n)
 }

@@ -1,4 +1,5 @@
-//! `/volumes/:v/backups...`: create, list, get, download, delete, restore, upload.
+//! `/volumes/:v/backups...`: create, list, get, download, delete (which cancels one being
+//! made), restore and its cancel, upload.
 
 use std::sync::Arc;
 
@@ -42,8 +43,8 @@ pub async fn get(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 pub async fn delete(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
-    backups::delete(app, ctx.param(0), ctx.param(1)).await?;
-    Ok(message(StatusCode::OK, "Backup deleted"))
+    let cancelled = backups::delete(app, ctx.param(0), ctx.param(1)).await?;
+    Ok(message(StatusCode::OK, if cancelled { "Backup cancelled and deleted" } else { "Backup deleted" }))
 }
 
 /// The archive, streamed; one `Range` of bytes honoured.
@@ -73,6 +74,15 @@ pub async fn restore(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let truncate = b.is_some_and(|b| b.truncate);
     backups::restore(app, ctx.param(0), ctx.param(1), truncate).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "message": "Backup restore started", "backup_id": ctx.param(1) })))
+}
+
+/// `DELETE .../restore`: `200` once the cancelled restore has ended, `202` if it is still
+/// ending after the wait.
+pub async fn cancel_restore(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(match backups::cancel_restore(app, ctx.param(0), ctx.param(1)).await? {
+        true => message(StatusCode::OK, "Restore cancelled"),
+        false => message(StatusCode::ACCEPTED, "Restore cancelled; it is still ending"),
+    })
 }
 
 pub async fn upload(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {

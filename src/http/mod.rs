@@ -312,6 +312,7 @@ async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiErro
         Route::BackupDelete => backups::delete(app, ctx).await,
         Route::BackupDownload => backups::download(app, ctx).await,
         Route::BackupRestore => backups::restore(app, ctx).await,
+        Route::BackupRestoreCancel => backups::cancel_restore(app, ctx).await,
         Route::VolumeDelete => volumes::delete(app, ctx).await,
         Route::PortList => ports::list(app, ctx).await,
         Route::PortAdd => ports::add(app, ctx).await,

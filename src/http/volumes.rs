@@ -42,7 +42,7 @@ pub async fn patch(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(ok(&volumes::resize(app, ctx.param(0), &body.size_limit).await?))
 }
 
-pub async fn delete(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn delete(app: &std::sync::Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
     volumes::delete(app, ctx.param(0)).await?;
     Ok(message(StatusCode::OK, "Volume deleted successfully"))
 }

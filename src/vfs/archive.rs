@@ -38,10 +38,23 @@ pub fn pack<W: Write>(
     out: W,
     progress: impl FnMut(u64, u64),
 ) -> Result<PackStats, FsError> {
+    pack_until(root, rel_dir, ignore, out, progress, &|| Ok(()))
+}
+
+/// [`pack`], asking `stop` before each name: its error ends the pack there (a deadline, a
+/// cancel; a large file's content is for `out` to stop).
+pub fn pack_until<W: Write>(
+    root: &Root,
+    rel_dir: &str,
+    ignore: &Ignore,
+    out: W,
+    progress: impl FnMut(u64, u64),
+    stop: &dyn Fn() -> Result<(), FsError>,
+) -> Result<PackStats, FsError> {
     let dir = root.dir(&RelPath::parse(rel_dir)?)?;
     let gz = GzEncoder::new(Sink(out), Compression::default());
     let mut packer =
-        Packer { tar: Builder::new(gz), path: PathBuf::new(), ignore, stats: PackStats::default(), progress };
+        Packer { tar: Builder::new(gz), path: PathBuf::new(), ignore, stats: PackStats::default(), progress, stop };
     walk(root.dev, dir, &mut packer)?;
     packer.tar.into_inner()?.finish()?;
     Ok(packer.stats)
@@ -54,6 +67,7 @@ struct Packer<'i, W: Write, P> {
     ignore: &'i Ignore,
     stats: PackStats,
     progress: P,
+    stop: &'i dyn Fn() -> Result<(), FsError>,
 }
 
 impl<W: Write, P: FnMut(u64, u64)> Packer<'_, W, P> {
@@ -81,6 +95,7 @@ impl<W: Write, P: FnMut(u64, u64)> Packer<'_, W, P> {
 
 impl<W: Write, P: FnMut(u64, u64)> Visitor for Packer<'_, W, P> {
     fn entry(&mut self, dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Result<(), FsError> {
+        (self.stop)()?;
         let Some(path) = self.path_of(name, false) else { return Ok(()) };
         match Kind::of(stat) {
             Kind::File => self.append_file(dir, name, path)?,
@@ -95,6 +110,7 @@ impl<W: Write, P: FnMut(u64, u64)> Visitor for Packer<'_, W, P> {
     }
 
     fn enter(&mut self, _: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Result<bool, FsError> {
+        (self.stop)()?;
         let Some(path) = self.path_of(name, true) else { return Ok(false) };
         self.tar.append_data(&mut header(stat, EntryType::Directory, 0), &path, io::empty())?;
         self.path = path;

@@ -23,7 +23,19 @@ use super::{FsError, Root};
 /// Extracts `archive` (tar, tar.gz or zip, told apart by its first bytes) into directory
 /// `rel_dir`, made if missing; returns how many entries were written. File modes keep only
 /// permission bits; symlinks are made as they are (they are only ever followed confined).
-pub fn extract(root: &Root, rel_dir: &str, mut archive: File) -> Result<usize, FsError> {
+pub fn extract(root: &Root, rel_dir: &str, archive: File) -> Result<usize, FsError> {
+    extract_until(root, rel_dir, archive, &|| Ok(()))
+}
+
+/// [`extract`], asking `stop` before each entry and as content is copied: its error ends the
+/// extraction there. What was written before is whole (each file is renamed into place only
+/// when complete); nothing is half-written.
+pub fn extract_until(
+    root: &Root,
+    rel_dir: &str,
+    mut archive: File,
+    stop: &dyn Fn() -> Result<(), FsError>,
+) -> Result<usize, FsError> {
     let format = Format::sniff(&mut archive)?;
     let dest_path = RelPath::parse(rel_dir)?;
     let dest = match root.dir(&dest_path) {
@@ -31,11 +43,11 @@ pub fn extract(root: &Root, rel_dir: &str, mut archive: File) -> Result<usize, F
         Err(FsError::NotFound) => None,
         Err(e) => return Err(e),
     };
-    let mut check = Pass::new(root, dest.as_ref().map(|d| d.as_fd()), false);
+    let mut check = Pass::new(root, dest.as_ref().map(|d| d.as_fd()), false, stop);
     format.each(&mut archive, &mut |item| check.item(item))?;
     archive.rewind()?;
     let dest = root.make_dirs(root.fd(), &dest_path, CONFINED)?;
-    let mut write = Pass::new(root, Some(dest.as_fd()), true);
+    let mut write = Pass::new(root, Some(dest.as_fd()), true, stop);
     format.each(&mut archive, &mut |item| write.item(item))?;
     Ok(write.count)
 }
@@ -49,15 +61,22 @@ struct Pass<'a> {
     /// Paths of the symlinks earlier entries make.
     links: HashSet<String>,
     count: usize,
+    stop: &'a dyn Fn() -> Result<(), FsError>,
 }
 
 impl<'a> Pass<'a> {
-    fn new(root: &'a Root, dest: Option<BorrowedFd<'a>>, write: bool) -> Self {
-        Pass { root, dest, write, links: HashSet::new(), count: 0 }
+    fn new(
+        root: &'a Root,
+        dest: Option<BorrowedFd<'a>>,
+        write: bool,
+        stop: &'a dyn Fn() -> Result<(), FsError>,
+    ) -> Self {
+        Pass { root, dest, write, links: HashSet::new(), count: 0, stop }
     }
 
     fn item(&mut self, item: Item<'_>) -> Result<(), FsError> {
-        let Item { name, kind, mode, data } = item;
+        (self.stop)()?;
+        let Item { name, kind, mode, data, .. } = item;
         let bad = |why: &str| FsError::BadEntry(format!("Archive entry {name:?} {why}"));
         match kind {
             ItemKind::Refused(why) => return Err(bad(why)),
@@ -121,7 +140,7 @@ impl<'a> Pass<'a> {
         match kind {
             ItemKind::File => {
                 let mut upload = Upload::create(root, dir, name)?;
-                io::copy(data, upload.file()).map_err(unreadable)?;
+                io::copy(&mut Stoppable { data, stop: self.stop }, upload.file()).map_err(unreadable)?;
                 rustix::fs::fchmod(&*upload.file(), mode)?;
                 upload.commit()?;
             }
@@ -134,6 +153,19 @@ impl<'a> Pass<'a> {
             ItemKind::Dir | ItemKind::Refused(_) | ItemKind::Skip => {}
         }
         Ok(())
+    }
+}
+
+/// An entry's content that stops being read once `stop` says so.
+struct Stoppable<'d, 's> {
+    data: &'d mut dyn Read,
+    stop: &'s dyn Fn() -> Result<(), FsError>,
+}
+
+impl Read for Stoppable<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (self.stop)().map_err(|e| io::Error::other(e.to_string()))?;
+        self.data.read(buf)
     }
 }
 

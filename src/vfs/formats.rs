@@ -16,6 +16,8 @@ pub(crate) struct Item<'a> {
     pub name: String,
     pub kind: ItemKind,
     pub mode: u32,
+    /// Seconds since the epoch, when the archive says.
+    pub mtime: Option<u64>,
     pub data: &'a mut dyn Read,
 }
 
@@ -93,7 +95,8 @@ fn each_tar<R: Read>(reader: R, f: &mut dyn FnMut(Item<'_>) -> Result<(), FsErro
                 (String::from_utf8_lossy(e.as_bytes()).into_owned(), ItemKind::Refused("has a name that is not UTF-8"))
             }
         };
-        f(Item { name, kind, mode, data: &mut entry })?;
+        let mtime = entry.header().mtime().ok();
+        f(Item { name, kind, mode, mtime, data: &mut entry })?;
     }
     Ok(())
 }
@@ -118,7 +121,7 @@ fn each_zip(file: &mut File, f: &mut dyn FnMut(Item<'_>) -> Result<(), FsError>)
         };
         let mode = unix_mode.unwrap_or(if matches!(kind, ItemKind::Dir) { 0o755 } else { 0o644 });
         let name = entry.name().to_owned();
-        f(Item { name, kind, mode, data: &mut entry })?;
+        f(Item { name, kind, mode, mtime: None, data: &mut entry })?;
     }
     Ok(())
 }

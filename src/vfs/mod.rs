@@ -18,11 +18,13 @@ mod entry;
 mod extract;
 mod formats;
 mod ignore;
+mod inspect;
 mod ops;
 mod path;
 #[cfg(test)]
 mod race;
 mod resolve;
+mod settle;
 #[cfg(test)]
 mod testbed;
 mod tree;
@@ -37,10 +39,12 @@ use std::path::Path;
 use rustix::fs::{Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
-pub use archive::{pack, PackStats};
+pub use archive::{pack, pack_until, PackStats};
 pub use entry::{mode_string, parse_mode, Entry, Kind};
-pub use extract::extract;
+pub use extract::{extract, extract_until};
 pub use ignore::Ignore;
+pub use inspect::tar_gz_files;
+pub use settle::settle;
 pub use upload::{Upload, Written};
 
 /// An open volume root. Every operation starts from this fd, never from the root's path again, so

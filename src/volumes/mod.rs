@@ -8,10 +8,11 @@ mod fullness;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use files::{fs_error, human, open_root};
+pub use files::{fs_error, human, open_root, owner};
 pub use fullness::watch as watch_fullness;
 
 use crate::app::App;
@@ -220,8 +221,10 @@ pub async fn resize(app: &App, key: &str, size_limit: &str) -> Result<VolumeView
 
 /// Drops the record, then the image and directory (a crash in between leaves only an orphan
 /// directory, never a record without its data). Refused while a container uses the volume.
-pub async fn delete(app: &App, key: &str) -> Result<()> {
+pub async fn delete(app: &Arc<App>, key: &str) -> Result<()> {
     let id = find(app, key)?.volume_id;
+    // No backup or restore of it runs, or starts, until its backups went with it.
+    let _hold = crate::backups::hold_for_delete(app, &id)?;
     let volume = app
         .store
         .update(|s| {
@@ -232,6 +235,7 @@ pub async fn delete(app: &App, key: &str) -> Result<()> {
             s.volumes.remove(&id).ok_or_else(not_found)
         })
         .await?;
+    crate::backups::volume_deleted(app, &id).await;
     let (image, dir) = (quota::image_path(&app.config.volumes.base_path, &id), volume.path.clone());
     // remove_dir_all never follows symlinks: a volume dir swapped for a link only loses the link.
     blocking(move || discard(&image, &dir)).await.map_err(|e| {
