@@ -176,6 +176,9 @@ pub struct VolumesConfig {
     /// How size limits are enforced: `auto` (loop when the daemon can mount loop devices,
     /// else none), `loop` (an ext4 image per volume), `none` (recorded only).
     pub quota: QuotaSetting,
+    /// Whether loop volumes may promise more than the host's disk holds (`false`: a create or
+    /// grow whose images could not all fill up is refused with a 507).
+    pub overcommit: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +196,7 @@ impl Default for VolumesConfig {
             base_path: "/var/lib/lightd/volumes".into(),
             default_size_limit: "10GB".into(),
             quota: QuotaSetting::Auto,
+            overcommit: false,
         }
     }
 }
