@@ -213,18 +213,20 @@ pub fn create(image: &Path, dir: &Path, bytes: u64, disk: Disk) -> Result<(), Qu
 }
 
 fn new_image(image: &Path, bytes: u64, disk: Disk) -> Result<(), QuotaError> {
-    let _room = match disk {
-        Disk::Reserve => Some(room::reserve(parent(image), bytes)?),
-        Disk::Overcommit => None,
-    };
+    let _room = room::lock();
     let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(image).map_err(|e| {
         let kind = if e.kind() == io::ErrorKind::AlreadyExists { Kind::Exists } else { Kind::Failed };
         QuotaError::new(kind, "create image", image, e)
     })?;
-    file.set_len(bytes).map_err(|e| {
+    let sized = file.set_len(bytes).map_err(|e| QuotaError::new(size_kind(&e), "create image", image, e));
+    let fits = match disk {
+        Disk::Reserve => sized.and_then(|()| room::check(parent(image))),
+        Disk::Overcommit => sized,
+    };
+    if fits.is_err() {
         let _ = fs::remove_file(image);
-        QuotaError::new(size_kind(&e), "create image", image, e)
-    })
+    }
+    fits
 }
 
 /// mkfs, mount, then make the fresh root look like the directory it covers.
@@ -355,17 +357,14 @@ pub fn grows_online() -> bool {
 /// ([`Kind::Shrink`]); the same size redoes the resize, finishing a grow that was cut short.
 /// Without CAP_SYS_RESOURCE the kernel refuses online resizing, so the volume is unmounted,
 /// grown and mounted again, which works only while nothing uses it ([`Kind::Busy`] otherwise).
-/// With [`Disk::Reserve`], refused before anything changes when the larger image would not fit
-/// on the disk beside the others.
+/// With [`Disk::Reserve`], refused (the image left at its size) when the larger image would not
+/// fit on the disk beside the others.
 pub fn grow(image: &Path, dir: &Path, new_bytes: u64, disk: Disk) -> Result<(), QuotaError> {
     let (image, dir) = (absolute("grow", image)?, absolute("grow", dir)?);
     let current = fs::metadata(&image).map_err(|e| failed("grow", &image, e))?.len();
     if new_bytes < current {
         let why = format!("cannot shrink from {current} to {new_bytes} bytes");
         return Err(QuotaError::new(Kind::Shrink, "grow", &image, why));
-    }
-    if disk == Disk::Reserve {
-        drop(room::reserve(parent(&image), new_bytes - current)?); // early, before any unmount
     }
     mount(&image, &dir)?;
     let (dev, _) = sys::mount_at(&dir).ok_or_else(|| QuotaError::new(Kind::NotMounted, "grow", &dir, "not mounted"))?;
@@ -387,18 +386,21 @@ pub fn grow(image: &Path, dir: &Path, new_bytes: u64, disk: Disk) -> Result<(), 
     grown.and(mounted)
 }
 
-/// Sets the image's size to `bytes`; with [`Disk::Reserve`] only once the growth is known to
-/// fit (checked under the lock of `room.rs`, so no create takes the room meanwhile).
+/// Sets the image's size to `bytes`; with [`Disk::Reserve`], a growth the disk could not
+/// hold beside the other images is put back and refused (checked under the lock of
+/// `room.rs`, so no create takes the room meanwhile; the file system inside has not grown yet).
 fn extend(image: &Path, bytes: u64, disk: Disk) -> Result<(), QuotaError> {
+    let _room = room::lock();
     let file = OpenOptions::new().write(true).open(image).map_err(|e| failed("grow", image, e))?;
-    let _room = match disk {
-        Disk::Reserve => {
-            let current = file.metadata().map_err(|e| failed("grow", image, e))?.len();
-            Some(room::reserve(parent(image), bytes.saturating_sub(current))?)
+    let current = file.metadata().map_err(|e| failed("grow", image, e))?.len();
+    file.set_len(bytes).map_err(|e| QuotaError::new(size_kind(&e), "grow", image, e))?;
+    if disk == Disk::Reserve && bytes > current {
+        if let Err(e) = room::check(parent(image)) {
+            file.set_len(current).map_err(|undo| failed("grow", image, format!("{e}; and putting it back: {undo}")))?;
+            return Err(e);
         }
-        Disk::Overcommit => None,
-    };
-    file.set_len(bytes).map_err(|e| QuotaError::new(size_kind(&e), "grow", image, e))
+    }
+    Ok(())
 }
 
 /// A size the host's file system cannot hold in one file is the caller's mistake, not a failure

@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{failed, sys, Kind, QuotaError};
 
-/// Held from the check until the image has its new size, so two creates cannot both take the
-/// last of the room.
+/// Held from an image's new size to its check, so two creates cannot both take the last of
+/// the room.
 static LOCK: Mutex<()> = Mutex::new(());
 
 /// What the images in `images_dir` may still claim from the disk: their sizes less what they
@@ -30,27 +30,28 @@ fn promised(images_dir: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
-/// Checks that `extra` more bytes of images fit on the disk of `images_dir` beside what its
-/// images already promise, and returns the lock to hold until the image has grown by them.
-/// [`Kind::NoRoom`] when they do not.
-pub fn reserve(images_dir: &Path, extra: u64) -> Result<MutexGuard<'static, ()>, QuotaError> {
-    let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    if extra == 0 {
-        return Ok(guard);
-    }
+/// Taken before an image is made or grown and held until its size is checked (and, if
+/// refused, put back).
+pub fn lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`Kind::NoRoom`] when the images in `images_dir` (one just made or grown among them, with
+/// its new size already set) could not all fill up with what their disk has free. Checked
+/// after the size is set, so a size no file may have is refused as too large first.
+pub fn check(images_dir: &Path) -> Result<(), QuotaError> {
     let promised = promised(images_dir).map_err(|e| failed("check room", images_dir, e))?;
     let s = sys::statvfs(images_dir).map_err(|e| failed("check room", images_dir, e))?;
     let free = (s.f_bavail as u64).saturating_mul(s.f_frsize as u64);
-    if promised.saturating_add(extra) > free {
+    if promised > free {
         let why = format!(
-            "{} more do not fit: the disk has {} free and the volume images already there may still claim {} of it",
-            crate::volumes::human(extra),
+            "the disk has {} free, and the volume images, this one included, could still claim {} of it",
             crate::volumes::human(free),
             crate::volumes::human(promised)
         );
         return Err(QuotaError::new(Kind::NoRoom, "check room", images_dir, why));
     }
-    Ok(guard)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -68,11 +69,11 @@ mod tests {
         std::os::unix::fs::symlink(dir.join("a.ext4"), dir.join("link.ext4")).unwrap();
         let p = promised(&dir).unwrap();
         assert_eq!(p, 64 << 20, "the sparse one promises all of it, the written one nothing, the link nothing");
-        drop(reserve(&dir, 1).unwrap());
-        let e = reserve(&dir, u64::MAX / 2).unwrap_err();
+        check(&dir).unwrap();
+        sparse.set_len(8 << 40).unwrap(); // more than this disk has, less than ext4 lets a file be
+        let e = check(&dir).unwrap_err();
         assert_eq!(e.kind, Kind::NoRoom);
-        assert!(e.cause.contains("64.0 MiB"), "{e}");
-        drop(reserve(&dir, 0).expect("growing by nothing always fits"));
+        assert!(e.cause.contains("8.0 TiB"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
