@@ -177,7 +177,7 @@ pub struct VolumesConfig {
     /// else none), `loop` (an ext4 image per volume), `none` (recorded only).
     pub quota: QuotaSetting,
     /// Whether loop volumes may promise more than the host's disk holds (`false`: a create or
-    /// grow whose images could not all fill up is refused with a 507).
+    /// grow whose images could not all fill up is refused with a 409).
     pub overcommit: bool,
 }
 

@@ -165,7 +165,7 @@ fn mount_isolation_compares_resolved_paths_and_keeps_lightds_own() {
 }
 
 /// With `volumes.overcommit` false (the default) a loop volume that the host's disk could not
-/// hold is refused with a 507, at create and at a grow; nothing is made. With it true, the
+/// hold is refused with a 409, at create and at a grow; nothing is made. With it true, the
 /// same create is made (a sparse image).
 #[test]
 fn a_volume_past_the_disks_free_space_is_refused() {
@@ -174,7 +174,7 @@ fn a_volume_past_the_disks_free_space_is_refused() {
     let free = free_bytes(&d.dir.0);
     let past = format!("{}GB", (free >> 30) + 10);
     let r = d.call("POST", "/volumes", Some(json!({"size_limit": past})));
-    assert_eq!(r.status, 507, "{past} with {free} bytes free: {}", r.body);
+    assert_eq!(r.status, 409, "{past} with {free} bytes free: {}", r.body);
     let e = r.error();
     assert!(e.contains("does not fit") && e.contains("volumes.overcommit"), "{e}");
     assert_eq!(d.get("/volumes").json()["volumes"], json!([]), "nothing was made");
@@ -185,7 +185,7 @@ fn a_volume_past_the_disks_free_space_is_refused() {
     assert_eq!(r.status, 201, "{}", r.body);
     let vol = r.json()["volume_id"].as_str().unwrap().to_string();
     let r = d.call("PATCH", &format!("/volumes/{vol}"), Some(json!({"size_limit": past})));
-    assert_eq!(r.status, 507, "{}", r.body);
+    assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(d.get(&format!("/volumes/{vol}")).json()["size_limit_bytes"], 16 << 20);
     let r = d.call("PATCH", &format!("/volumes/{vol}"), Some(json!({"size_limit": "32MB"})));
     assert_eq!(r.status, 200, "a grow that fits: {}", r.body);

@@ -53,7 +53,7 @@ impl Mode {
 }
 
 /// Which kind of failure, so the caller can pick a status code without parsing text
-/// (`TooSmall`, `TooLarge` 400; `Shrink`, `Exists`, `Busy` 409; `NoRoom` 507; the rest 500).
+/// (`TooSmall`, `TooLarge` 400; `Shrink`, `Exists`, `Busy`, `NoRoom` 409; the rest 500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The size is below [`MIN_BYTES`].

@@ -142,9 +142,10 @@ fn disk_rule(app: &App) -> quota::Disk {
     }
 }
 
-/// A size limit the host's disk could not hold beside the other volumes' (507).
+/// A size limit the host's disk could not hold beside the other volumes' (409: it clashes with
+/// what the node has promised already, and frees up when volumes go or shrink the promise).
 fn no_room(bytes: u64, e: &quota::QuotaError) -> Error {
-    Error::Full(format!(
+    Error::Conflict(format!(
         "size_limit {} does not fit on this host's disk: {} (volumes.overcommit is false: every volume \
          can always fill up to its limit)",
         human(bytes),
