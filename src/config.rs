@@ -195,6 +195,9 @@ pub struct VolumesConfig {
     /// How size limits are enforced: `auto` (loop when the daemon can mount loop devices,
     /// else none), `loop` (an ext4 image per volume), `none` (recorded only).
     pub quota: QuotaSetting,
+    /// Whether loop volumes may promise more than the host's disk holds (`false`: a create or
+    /// grow whose images could not all fill up is refused with a 409).
+    pub overcommit: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +215,7 @@ impl Default for VolumesConfig {
             base_path: "/var/lib/lightd/volumes".into(),
             default_size_limit: "10GB".into(),
             quota: QuotaSetting::Auto,
+            overcommit: false,
         }
     }
 }
@@ -238,6 +242,8 @@ pub struct ContainersConfig {
     pub crash_restart: bool,
     /// A server that crashes again within this many seconds of its last crash stays down.
     pub crash_window: u64,
+    /// Size of the tmpfs at `/tmp` in a server's (otherwise read-only) root file system.
+    pub tmpfs_size: String,
 }
 
 impl Default for ContainersConfig {
@@ -253,6 +259,7 @@ impl Default for ContainersConfig {
             user: "1000:1000".into(),
             crash_restart: true,
             crash_window: 60,
+            tmpfs_size: "100MB".into(),
         }
     }
 }
@@ -423,6 +430,9 @@ impl Config {
         if !(10..=7 * 24 * 3600).contains(&self.containers.install_timeout) {
             return bad("containers.install_timeout must be between 10 and 604800 seconds".into());
         }
+        if !parse_size(&self.containers.tmpfs_size).is_ok_and(|b| b >= MIN_TMPFS) {
+            return bad("containers.tmpfs_size must be a size of at least 1MB, like \"100MB\"".into());
+        }
         if self.containers.crash_window > 24 * 3600 {
             return bad("containers.crash_window must be at most 86400 seconds".into());
         }
@@ -530,7 +540,15 @@ impl Config {
     pub fn default_size_limit(&self) -> u64 {
         parse_size(&self.volumes.default_size_limit).unwrap_or(10 << 30)
     }
+
+    /// `containers.tmpfs_size` in bytes (validated at load).
+    pub fn tmpfs_size(&self) -> u64 {
+        parse_size(&self.containers.tmpfs_size).unwrap_or(100 << 20)
+    }
 }
+
+/// The smallest `containers.tmpfs_size`.
+const MIN_TMPFS: u64 = 1 << 20;
 
 /// A registry host as image references name it: no scheme, path or spaces (`reg.io`,
 /// `127.0.0.1:5000`, `[::1]:5000`).
@@ -656,6 +674,13 @@ mod tests {
         let mut c = Config::default();
         c.containers.allowed_mounts = vec![AllowedMount::ReadOnly("relative/dir".into())];
         assert!(c.validate().unwrap_err().to_string().contains("allowed_mounts"));
+        for size in ["100KB", "lots", "0"] {
+            let mut c = Config::default();
+            c.containers.tmpfs_size = size.into();
+            assert!(c.validate().unwrap_err().to_string().contains("containers.tmpfs_size"), "{size}");
+        }
+        let c: Config = serde_json::from_str(r#"{"containers":{"tmpfs_size":"1MB"}}"#).unwrap();
+        assert_eq!((c.tmpfs_size(), Config::default().tmpfs_size()), (1 << 20, 100 << 20));
     }
 
     #[test]

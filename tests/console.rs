@@ -23,9 +23,12 @@ fn number(line: &str) -> u64 {
 }
 
 /// Checks that `line` follows line `prev` of a session: the next number, a
-/// `[lightd] N lines skipped` note (the N lines are then counted as seen), or another
-/// `[lightd] ` note (status, deletion). Returns the new position.
+/// `[lightd] N lines skipped` note (the N lines are then counted as seen), another
+/// `[lightd] ` note (status, deletion), or the shell's `Terminated`. Returns the new position.
 fn follow(who: &str, prev: u64, line: &str) -> u64 {
+    if line == "Terminated" {
+        return prev; // the server's shell reporting the command the stop signal ended
+    }
     if let Some(note) = line.strip_prefix("[lightd] ") {
         return match note.strip_suffix(" lines skipped") {
             Some(n) => prev + n.parse::<u64>().unwrap_or_else(|_| panic!("{who}: {line:?}")),

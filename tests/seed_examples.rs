@@ -265,7 +265,7 @@ fn seed_form_maps_ports_env_and_its_volume() {
     assert!(env.contains(&"ENV=test") && env.contains(&"SERVER_PORT=80"), "{env:?}");
     // The image's own command (`/bin/sh`) runs: a shell reading the console.
     let entrypoint = d.dir.0.join("data").join(&name).join("entrypoint.sh");
-    assert!(std::fs::read_to_string(&entrypoint).unwrap().contains("exec /bin/sh -c ''\\''/bin/sh'\\'''"));
+    assert!(std::fs::read_to_string(&entrypoint).unwrap().ends_with("HUP\n'\\''/bin/sh'\\'''\n"));
     assert_eq!(d.act(&name, "start"), 202);
     d.wait_state(&name, "running", 30);
     let r = d.call("POST", &format!("/containers/{name}/command"), Some(json!({"command": "echo \"env is $ENV\""})));

@@ -58,6 +58,7 @@ fn unit_file_keeps_what_lightd_needs() {
     assert!(value("RestrictAddressFamilies").join(" ").contains("AF_UNIX"), "the Docker socket and sd_notify");
     assert!(value("SystemCallFilter").join(" ").contains("@mount"), "loop volumes are mounted");
     assert_eq!(value("KillMode"), ["process"], "servers and helpers are not the daemon's to kill");
+    assert_eq!(value("UMask"), ["0077"], "what lightd writes without a mode of its own is root's alone");
     assert!(value("RestartPreventExitStatus").join(" ").split_whitespace().any(|s| s == "2"), "config errors");
     for namespaced in [
         "ProtectSystem",

@@ -3,11 +3,11 @@
 //! entrypoint. A reinstall whose image cannot be had leaves the server exactly as it was.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::datadir;
 use super::spec::{self, container_spec, RunSpec};
 use super::supervisor::{Intent, JobKind, Rollback, Supervisor, Then};
 use super::{bounded, JobResult, CREATE_TIMEOUT, REMOVE_TIMEOUT};
@@ -168,8 +168,8 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
         .map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
     hub.lifecycle(Lifecycle::CreatingContainer);
     let volume_path = crate::volumes::mount_path(app, &rec.volume_id).map_err(fail)?;
-    spec::verify_mounts(&rec, &app.config).map_err(fail)?;
-    let data_dir = prepare_data_dir(app, &rec).map_err(|e| fail(format!("cannot write the data directory: {e}")))?;
+    let binds = super::mounts::verify(app, &rec).await.map_err(fail)?;
+    let data_dir = datadir::prepare(app, &rec).map_err(|e| fail(format!("cannot write the data directory: {e}")))?;
     let name = rec.docker_name();
     let old = rec.container_id.iter().chain(std::iter::once(&name));
     for leftover in old {
@@ -177,7 +177,7 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
             .await
             .map_err(|e| fail(e.to_string()))?;
     }
-    let run = RunSpec::server(&rec, &volume_path, &data_dir, &network, &app.instance);
+    let run = RunSpec::server(&rec, &volume_path, &data_dir, &binds, &network, &app.instance);
     let body = container_spec(&rec, &app.config, &run);
     let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(Some(&name), &body))
         .await
@@ -186,7 +186,7 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
     hub.lifecycle(Lifecycle::ContainerCreated);
     if rec.install_script.is_some() {
         hub.lifecycle(Lifecycle::RunningInstallScript);
-        let run = RunSpec::install(&volume_path, &data_dir, &network, &app.instance);
+        let run = RunSpec::install(&volume_path, &data_dir, &binds, &network, &app.instance);
         run_script(app, &rec, hub, &run).await.map_err(made)?;
         hub.lifecycle(Lifecycle::InstallScriptComplete);
     }
@@ -202,7 +202,7 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
         }
         given => given.to_string(),
     };
-    write_file(&data_dir.join("entrypoint.sh"), &spec::entrypoint_script(&command))
+    datadir::write_entrypoint(&data_dir, &rec, &spec::entrypoint_script(&command))
         .map_err(|e| made(format!("cannot write entrypoint.sh: {e}")))?;
     Ok(cid)
 }
@@ -226,27 +226,6 @@ pub(super) fn message(e: &DockerError) -> String {
         DockerError::Api { message, .. } => message.clone(),
         other => other.to_string(),
     }
-}
-
-/// `<data_path>/<internal_id>/` with `install.sh` (when there is a script).
-fn prepare_data_dir(app: &App, rec: &ContainerRecord) -> std::io::Result<PathBuf> {
-    let dir = data_dir(app, &rec.internal_id);
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
-    if let Some(script) = &rec.install_script {
-        write_file(&dir.join("install.sh"), script)?;
-    }
-    Ok(dir)
-}
-
-pub fn data_dir(app: &App, id: &str) -> PathBuf {
-    app.config.storage.data_path.join(id)
-}
-
-fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
 }
 
 /// Runs `install.sh` in a one-shot container of the same image and mounts (found by its

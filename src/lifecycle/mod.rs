@@ -3,9 +3,11 @@
 //! events, the boot reconcile) only sends a supervisor messages and awaits the answer.
 
 pub mod action;
+mod datadir;
 pub mod events;
 mod image;
 mod install;
+mod mounts;
 mod power;
 mod progress;
 mod pull;
@@ -24,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use action::{Action, Fact, JobResult};
 use action::{Ask, Msg};
-pub use install::data_dir;
+pub use datadir::data_dir;
 pub use power::MAX_COMMAND;
 use supervisor::Supervisor;
 
@@ -143,6 +145,9 @@ pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
     if app.store.read(|s| s.containers.contains_key(&id)) {
         return Err(exists(&id));
     }
+    // Mount sources resolved (symlinks and all) off the runtime's threads; what is recorded
+    // is what gets mounted.
+    rec.mount = mounts::resolve(app, &rec.mount).await?;
     app.docker.ping().await?;
     // The mailbox is listed before the record is saved, so an action that finds the record
     // also finds its supervisor (it waits in the mailbox until the supervisor starts).
@@ -164,7 +169,7 @@ pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
             rec.volume_id =
                 crate::volumes::resolve(s, &rec.volume_id).ok_or(Error::NotFound("Volume not found".into()))?;
             let others: Vec<&ContainerRecord> = s.containers.values().collect();
-            spec::check_mount_isolation(&rec, &others, &app.config)?;
+            mounts::check_isolation(&rec, &others)?;
             claim_ports(s, &id, &rec.ports)?;
             s.containers.insert(id.clone(), rec);
             Ok(())

@@ -55,7 +55,7 @@ impl Supervisor {
     pub(super) async fn start(&mut self) -> Result<()> {
         let rec = self.record().ok_or_else(super::not_found)?;
         let cid = self.container()?;
-        spec::verify_mounts(&rec, &self.app.config).map_err(Error::Conflict)?;
+        super::mounts::verify(&self.app, &rec).await.map_err(Error::Conflict)?;
         crate::volumes::mount_path(&self.app, &rec.volume_id).map_err(Error::Conflict)?;
         let pattern = match rec.start_pattern.as_deref() {
             Some(p) => Some(spec::compile_pattern(p)?),

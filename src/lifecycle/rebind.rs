@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::spec::{check_ports, container_spec, RunSpec};
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
-use super::{bounded, claim_ports, install::data_dir, release_ports, JobResult, CREATE_TIMEOUT, REMOVE_TIMEOUT};
+use super::{bounded, claim_ports, datadir::data_dir, release_ports, JobResult, CREATE_TIMEOUT, REMOVE_TIMEOUT};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::model::{now, PortBinding, PortKey, PowerState};
@@ -112,15 +112,15 @@ async fn swap(app: &Arc<App>, id: &str, ports: &[PortBinding]) -> std::result::R
     let old_cid = next.container_id.clone().ok_or("no container to rebind")?;
     let docker = &app.docker;
     let volume_path = crate::volumes::mount_path(app, &next.volume_id)?;
-    super::spec::verify_mounts(&next, &app.config)?;
+    let binds = super::mounts::verify(app, &next).await?;
     let data = data_dir(app, id);
     let net = &app.config.containers.default_network;
     let network = docker
         .ensure_network(net, &super::spec::network_options())
         .await
         .map_err(|e| format!("cannot prepare network {net}: {e}"))?;
-    let body =
-        container_spec(&next, &app.config, &RunSpec::server(&next, &volume_path, &data, &network, &app.instance));
+    let run = RunSpec::server(&next, &volume_path, &data, &binds, &network, &app.instance);
+    let body = container_spec(&next, &app.config, &run);
     let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(None, &body))
         .await
         .map_err(|e| e.to_string())?;

@@ -5,7 +5,7 @@
 use tokio::sync::oneshot;
 
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
-use super::{bounded, install::data_dir, release_ports, REMOVE_TIMEOUT};
+use super::{bounded, datadir::data_dir, release_ports, REMOVE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::model::PowerState;
 

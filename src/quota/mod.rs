@@ -6,6 +6,7 @@
 //! Tools run without a shell, with `LC_ALL=C`, a fixed `PATH`, paths as separate arguments and a
 //! deadline, so a hung tool fails the call instead of hanging the daemon.
 
+mod room;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -52,7 +53,7 @@ impl Mode {
 }
 
 /// Which kind of failure, so the caller can pick a status code without parsing text
-/// (`TooSmall`, `TooLarge` 400; `Shrink`, `Exists`, `Busy` 409; the rest 500).
+/// (`TooSmall`, `TooLarge` 400; `Shrink`, `Exists`, `Busy`, `NoRoom` 409; the rest 500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The size is below [`MIN_BYTES`].
@@ -67,6 +68,8 @@ pub enum Kind {
     Busy,
     /// The directory has no volume mounted.
     NotMounted,
+    /// The host's disk has no room for the promise (`volumes.overcommit: false`).
+    NoRoom,
     /// A tool or a system call failed.
     Failed,
 }
@@ -110,6 +113,16 @@ pub struct Usage {
     pub total_bytes: u64,
     /// What can still be written.
     pub avail_bytes: u64,
+}
+
+/// Whether a new or grown image must fit on the host's disk beside the others
+/// (`volumes.overcommit`; see `room.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disk {
+    /// Refused ([`Kind::NoRoom`]) unless every image could then fill up with what is free.
+    Reserve,
+    /// Sparse images may promise more than the disk holds.
+    Overcommit,
 }
 
 /// How [`unmount`] went.
@@ -161,15 +174,16 @@ fn probe(base: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
     let (image, dir) = (base.join(".quota-probe.ext4"), base.join(".quota-probe"));
     remove(&image, &dir).map_err(|e| e.to_string())?; // left by a probe that crashed
-    let tried = create(&image, &dir, MIN_BYTES);
+    let tried = create(&image, &dir, MIN_BYTES, Disk::Overcommit);
     let removed = remove(&image, &dir);
     tried.and(removed).map_err(|e| e.to_string())
 }
 
 /// Makes a volume: a sparse image of exactly `bytes` at `image` (which must not exist), formatted
 /// ext4 and mounted at `dir` (made with mode 0700 when missing). The file system's root takes the
-/// owner and mode of `dir`. On failure nothing is left behind.
-pub fn create(image: &Path, dir: &Path, bytes: u64) -> Result<(), QuotaError> {
+/// owner and mode of `dir`. With [`Disk::Reserve`], refused when it would not fit on the disk
+/// beside the other images of its directory. On failure nothing is left behind.
+pub fn create(image: &Path, dir: &Path, bytes: u64, disk: Disk) -> Result<(), QuotaError> {
     if bytes < MIN_BYTES {
         let why = format!("{bytes} bytes is below the minimum of {MIN_BYTES} (ext4 needs room for its metadata)");
         return Err(QuotaError::new(Kind::TooSmall, "create", image, why));
@@ -186,7 +200,7 @@ pub fn create(image: &Path, dir: &Path, bytes: u64) -> Result<(), QuotaError> {
     if !made_dir && fs::read_dir(&dir).map_err(|e| failed("create", &dir, e))?.next().is_some() {
         return Err(QuotaError::new(Kind::Exists, "create", &dir, "is not empty (mounting would hide its files)"));
     }
-    let result = new_image(&image, bytes).and_then(|()| {
+    let result = new_image(&image, bytes, disk).and_then(|()| {
         format(&image, &dir).inspect_err(|_| {
             let _ = unmount(&dir);
             let _ = fs::remove_file(&image);
@@ -198,15 +212,21 @@ pub fn create(image: &Path, dir: &Path, bytes: u64) -> Result<(), QuotaError> {
     result
 }
 
-fn new_image(image: &Path, bytes: u64) -> Result<(), QuotaError> {
+fn new_image(image: &Path, bytes: u64, disk: Disk) -> Result<(), QuotaError> {
+    let _room = room::lock();
     let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(image).map_err(|e| {
         let kind = if e.kind() == io::ErrorKind::AlreadyExists { Kind::Exists } else { Kind::Failed };
         QuotaError::new(kind, "create image", image, e)
     })?;
-    file.set_len(bytes).map_err(|e| {
+    let sized = file.set_len(bytes).map_err(|e| QuotaError::new(size_kind(&e), "create image", image, e));
+    let fits = match disk {
+        Disk::Reserve => sized.and_then(|()| room::check(parent(image))),
+        Disk::Overcommit => sized,
+    };
+    if fits.is_err() {
         let _ = fs::remove_file(image);
-        QuotaError::new(size_kind(&e), "create image", image, e)
-    })
+    }
+    fits
 }
 
 /// mkfs, mount, then make the fresh root look like the directory it covers.
@@ -337,7 +357,9 @@ pub fn grows_online() -> bool {
 /// ([`Kind::Shrink`]); the same size redoes the resize, finishing a grow that was cut short.
 /// Without CAP_SYS_RESOURCE the kernel refuses online resizing, so the volume is unmounted,
 /// grown and mounted again, which works only while nothing uses it ([`Kind::Busy`] otherwise).
-pub fn grow(image: &Path, dir: &Path, new_bytes: u64) -> Result<(), QuotaError> {
+/// With [`Disk::Reserve`], refused (the image left at its size) when the larger image would not
+/// fit on the disk beside the others.
+pub fn grow(image: &Path, dir: &Path, new_bytes: u64, disk: Disk) -> Result<(), QuotaError> {
     let (image, dir) = (absolute("grow", image)?, absolute("grow", dir)?);
     let current = fs::metadata(&image).map_err(|e| failed("grow", &image, e))?.len();
     if new_bytes < current {
@@ -347,7 +369,7 @@ pub fn grow(image: &Path, dir: &Path, new_bytes: u64) -> Result<(), QuotaError> 
     mount(&image, &dir)?;
     let (dev, _) = sys::mount_at(&dir).ok_or_else(|| QuotaError::new(Kind::NotMounted, "grow", &dir, "not mounted"))?;
     if sys::has_cap(CAP_SYS_RESOURCE) {
-        extend(&image, new_bytes)?;
+        extend(&image, new_bytes, disk)?;
         tool("losetup -c", &image, "losetup", &[OsStr::new("-c"), dev.as_os_str()], TIMEOUT)?;
         return tool("resize2fs", &image, "resize2fs", &[dev.as_os_str()], LONG_TIMEOUT);
     }
@@ -357,16 +379,28 @@ pub fn grow(image: &Path, dir: &Path, new_bytes: u64) -> Result<(), QuotaError> 
         }
         e
     })?;
-    let grown = extend(&image, new_bytes)
+    let grown = extend(&image, new_bytes, disk)
         .and_then(|()| fsck(&image))
         .and_then(|()| tool("resize2fs", &image, "resize2fs", &[image.as_os_str()], LONG_TIMEOUT));
     let mounted = mount(&image, &dir);
     grown.and(mounted)
 }
 
-fn extend(image: &Path, bytes: u64) -> Result<(), QuotaError> {
+/// Sets the image's size to `bytes`; with [`Disk::Reserve`], a growth the disk could not
+/// hold beside the other images is put back and refused (checked under the lock of
+/// `room.rs`, so no create takes the room meanwhile; the file system inside has not grown yet).
+fn extend(image: &Path, bytes: u64, disk: Disk) -> Result<(), QuotaError> {
+    let _room = room::lock();
     let file = OpenOptions::new().write(true).open(image).map_err(|e| failed("grow", image, e))?;
-    file.set_len(bytes).map_err(|e| QuotaError::new(size_kind(&e), "grow", image, e))
+    let current = file.metadata().map_err(|e| failed("grow", image, e))?.len();
+    file.set_len(bytes).map_err(|e| QuotaError::new(size_kind(&e), "grow", image, e))?;
+    if disk == Disk::Reserve && bytes > current {
+        if let Err(e) = room::check(parent(image)) {
+            file.set_len(current).map_err(|undo| failed("grow", image, format!("{e}; and putting it back: {undo}")))?;
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// A size the host's file system cannot hold in one file is the caller's mistake, not a failure
@@ -410,6 +444,11 @@ fn tool(step: &'static str, path: &Path, program: &str, args: &[&OsStr], timeout
     } else {
         Err(failed(step, path, out.describe()))
     }
+}
+
+/// The directory `path` is in (the images' directory, for an image).
+fn parent(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 fn absolute(step: &'static str, path: &Path) -> Result<PathBuf, QuotaError> {

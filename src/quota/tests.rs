@@ -93,7 +93,7 @@ fn len(path: &Path) -> u64 {
 fn limit_is_enforced_and_usage_follows() {
     let s = Scratch::new("limit");
     let host_before = host_avail();
-    create(&s.image, &s.dir, 16 * MIB).unwrap();
+    create(&s.image, &s.dir, 16 * MIB, Disk::Overcommit).unwrap();
     assert_eq!(len(&s.image), 16 * MIB);
     let options = mount_options(&s.dir).expect("volume is mounted");
     let options: Vec<&str> = options.split(',').collect();
@@ -126,30 +126,30 @@ fn limit_is_enforced_and_usage_follows() {
 #[test]
 fn grows_while_in_use_and_refuses_shrinking() {
     let s = Scratch::new("grow");
-    create(&s.image, &s.dir, 16 * MIB).unwrap();
+    create(&s.image, &s.dir, 16 * MIB, Disk::Overcommit).unwrap();
     let path = s.dir.join("world.dat");
     let mut file = File::create(&path).unwrap();
     let (first, err) = fill(&mut file, 64 * MIB);
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     let before = usage(&s.dir).unwrap();
 
-    let e = grow(&s.image, &s.dir, 8 * MIB).unwrap_err();
+    let e = grow(&s.image, &s.dir, 8 * MIB, Disk::Overcommit).unwrap_err();
     assert_eq!(e.kind, Kind::Shrink, "{e}");
     assert_eq!(len(&s.image), 16 * MIB);
 
     if sys::has_cap(CAP_SYS_RESOURCE) {
-        grow(&s.image, &s.dir, 32 * MIB).unwrap();
+        grow(&s.image, &s.dir, 32 * MIB, Disk::Overcommit).unwrap();
     } else {
         // The kernel refuses online resizing without CAP_SYS_RESOURCE: an in-use volume is
         // refused untouched, an unused one is grown offline.
-        let e = grow(&s.image, &s.dir, 32 * MIB).unwrap_err();
+        let e = grow(&s.image, &s.dir, 32 * MIB, Disk::Overcommit).unwrap_err();
         assert_eq!(e.kind, Kind::Busy, "{e}");
         assert!(e.to_string().contains("CAP_SYS_RESOURCE"), "{e}");
         assert!(is_mounted(&s.dir));
         assert_eq!(len(&s.image), 16 * MIB);
         eprintln!("no CAP_SYS_RESOURCE: checked the refusal while in use, then an offline grow");
         drop(file);
-        grow(&s.image, &s.dir, 32 * MIB).unwrap();
+        grow(&s.image, &s.dir, 32 * MIB, Disk::Overcommit).unwrap();
         file = OpenOptions::new().append(true).open(&path).unwrap();
         assert_eq!(file.metadata().unwrap().len(), first);
     }
@@ -168,9 +168,9 @@ fn grows_while_in_use_and_refuses_shrinking() {
 #[test]
 fn small_volume_grows_a_thousandfold() {
     let s = Scratch::new("grow-far");
-    create(&s.image, &s.dir, 8 * MIB).unwrap();
+    create(&s.image, &s.dir, 8 * MIB, Disk::Overcommit).unwrap();
     fs::write(s.dir.join("keep.txt"), b"kept").unwrap();
-    grow(&s.image, &s.dir, 16 << 30).unwrap();
+    grow(&s.image, &s.dir, 16 << 30, Disk::Overcommit).unwrap();
     assert_eq!(len(&s.image), 16 << 30);
     assert!(usage(&s.dir).unwrap().total_bytes > 15 << 30);
     assert_eq!(fs::read(s.dir.join("keep.txt")).unwrap(), b"kept");
@@ -179,7 +179,7 @@ fn small_volume_grows_a_thousandfold() {
 #[test]
 fn unmount_and_mount_keep_the_data() {
     let s = Scratch::new("remount");
-    create(&s.image, &s.dir, 16 * MIB).unwrap();
+    create(&s.image, &s.dir, 16 * MIB, Disk::Overcommit).unwrap();
     fs::write(s.dir.join("world.dat"), b"hello").unwrap();
     mount(&s.image, &s.dir).unwrap(); // already mounted: fine
 
@@ -196,11 +196,11 @@ fn unmount_and_mount_keep_the_data() {
 
     // Another image is not mounted over a mounted volume, nor a new volume created there.
     let (image2, dir2) = (image_path(&s.base, "other"), s.base.join("other"));
-    create(&image2, &dir2, MIN_BYTES).unwrap();
+    create(&image2, &dir2, MIN_BYTES, Disk::Overcommit).unwrap();
     unmount(&dir2).unwrap();
     assert_eq!(mount(&image2, &s.dir).unwrap_err().kind, Kind::Exists);
     let image3 = image_path(&s.base, "third");
-    assert_eq!(create(&image3, &s.dir, 16 * MIB).unwrap_err().kind, Kind::Exists);
+    assert_eq!(create(&image3, &s.dir, 16 * MIB, Disk::Overcommit).unwrap_err().kind, Kind::Exists);
     assert!(!image3.exists());
     assert_eq!(fs::read(s.dir.join("world.dat")).unwrap(), b"hello");
 }
@@ -208,7 +208,7 @@ fn unmount_and_mount_keep_the_data() {
 #[test]
 fn busy_volume_is_unmounted_lazily() {
     let s = Scratch::new("busy");
-    create(&s.image, &s.dir, 16 * MIB).unwrap();
+    create(&s.image, &s.dir, 16 * MIB, Disk::Overcommit).unwrap();
     let file = File::create(s.dir.join("open")).unwrap();
     assert_eq!(unmount(&s.dir).unwrap(), Unmounted::Lazy);
     assert!(!is_mounted(&s.dir));
@@ -225,7 +225,7 @@ fn busy_volume_is_unmounted_lazily() {
 #[test]
 fn remove_leaves_nothing_behind() {
     let s = Scratch::new("remove");
-    create(&s.image, &s.dir, 16 * MIB).unwrap();
+    create(&s.image, &s.dir, 16 * MIB, Disk::Overcommit).unwrap();
     fs::write(s.dir.join("world.dat"), b"hello").unwrap();
     remove(&s.image, &s.dir).unwrap();
     assert!(!s.image.exists() && !s.dir.exists());
@@ -238,7 +238,7 @@ fn remove_leaves_nothing_behind() {
 #[test]
 fn refusals_and_failures_leave_nothing_behind() {
     let s = Scratch::new("refuse");
-    let e = create(&s.image, &s.dir, 4 * MIB).unwrap_err();
+    let e = create(&s.image, &s.dir, 4 * MIB, Disk::Overcommit).unwrap_err();
     assert_eq!(e.kind, Kind::TooSmall);
     assert!(e.to_string().contains("create") && e.to_string().contains(s.image.to_str().unwrap()), "{e}");
     assert!(!s.image.exists() && !s.dir.exists());
@@ -246,7 +246,7 @@ fn refusals_and_failures_leave_nothing_behind() {
     // An existing image is never overwritten.
     fs::create_dir_all(s.image.parent().unwrap()).unwrap();
     fs::write(&s.image, b"precious").unwrap();
-    assert_eq!(create(&s.image, &s.dir, 16 * MIB).unwrap_err().kind, Kind::Exists);
+    assert_eq!(create(&s.image, &s.dir, 16 * MIB, Disk::Overcommit).unwrap_err().kind, Kind::Exists);
     assert_eq!(fs::read(&s.image).unwrap(), b"precious");
     assert!(!s.dir.exists());
 
@@ -260,7 +260,7 @@ fn refusals_and_failures_leave_nothing_behind() {
 
     // Files in the directory are not hidden under a new volume.
     fs::write(s.dir.join("keep"), b"mine").unwrap();
-    assert_eq!(create(&s.image, &s.dir, 16 * MIB).unwrap_err().kind, Kind::Exists);
+    assert_eq!(create(&s.image, &s.dir, 16 * MIB, Disk::Overcommit).unwrap_err().kind, Kind::Exists);
     assert_eq!(fs::read(s.dir.join("keep")).unwrap(), b"mine");
     assert!(!s.image.exists());
 }
@@ -307,10 +307,10 @@ fn timings() {
     for gib in [1u64, 10] {
         let (image, dir) = (image_path(&s.base, &format!("{gib}g")), s.base.join(format!("{gib}g")));
         let t = Instant::now();
-        create(&image, &dir, gib << 30).unwrap();
+        create(&image, &dir, gib << 30, Disk::Overcommit).unwrap();
         let created = t.elapsed();
         let t = Instant::now();
-        grow(&image, &dir, gib << 31).unwrap();
+        grow(&image, &dir, gib << 31, Disk::Overcommit).unwrap();
         let grown = t.elapsed();
         let t = Instant::now();
         let used = usage(&dir).unwrap();
@@ -331,4 +331,20 @@ fn timings() {
         remove(&image, &dir).unwrap();
         eprintln!("{gib} GiB: unmount {unmounted:?}, mount {mounted:?}, remove {:?}", t.elapsed());
     }
+}
+
+#[test]
+fn a_volume_the_disk_could_not_hold_is_refused_and_leaves_nothing() {
+    let s = Scratch::new("room");
+    let past = host_avail() + (1 << 30);
+    let e = create(&s.image, &s.dir, past, Disk::Reserve).unwrap_err();
+    assert_eq!(e.kind, Kind::NoRoom, "{e}");
+    assert!(!s.image.exists() && !s.dir.exists(), "nothing is left of a refused create");
+    create(&s.image, &s.dir, 16 * MIB, Disk::Reserve).unwrap();
+    let e = grow(&s.image, &s.dir, past, Disk::Reserve).unwrap_err();
+    assert_eq!(e.kind, Kind::NoRoom, "{e}");
+    assert_eq!(len(&s.image), 16 * MIB, "a refused grow changes nothing");
+    assert!(is_mounted(&s.dir));
+    grow(&s.image, &s.dir, 32 * MIB, Disk::Reserve).unwrap();
+    assert_eq!(len(&s.image), 32 * MIB);
 }

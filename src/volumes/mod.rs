@@ -92,11 +92,12 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
     let path = app.config.volumes.base_path.join(&volume_id);
     let image = quota::image_path(&app.config.volumes.base_path, &volume_id);
     let (dir, img) = (path.clone(), image.clone());
+    let disk = disk_rule(app);
     let made = blocking(move || {
         DirBuilder::new().recursive(true).mode(0o711).create(dir.parent().unwrap_or(&dir))?;
         DirBuilder::new().mode(0o700).create(&dir)?;
         if quota == Quota::Loop {
-            if let Err(e) = quota::create(&img, &dir, size_limit_bytes) {
+            if let Err(e) = quota::create(&img, &dir, size_limit_bytes, disk) {
                 let _ = std::fs::remove_dir(&dir);
                 return Ok(Err(e));
             }
@@ -107,6 +108,7 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
     .map_err(|e| Error::Internal(format!("cannot create volume {}: {e}", path.display())))?;
     match made {
         Err(e) if e.kind == quota::Kind::TooLarge => return Err(too_large(size_limit_bytes)),
+        Err(e) if e.kind == quota::Kind::NoRoom => return Err(no_room(size_limit_bytes, &e)),
         Err(e) => return Err(Error::Internal(format!("cannot create volume {}: {e}", path.display()))),
         Ok(()) => {}
     }
@@ -130,6 +132,26 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
         return Err(e);
     }
     Ok(volume)
+}
+
+/// How a loop volume's image must fit on the host's disk (`volumes.overcommit`).
+fn disk_rule(app: &App) -> quota::Disk {
+    if app.config.volumes.overcommit {
+        quota::Disk::Overcommit
+    } else {
+        quota::Disk::Reserve
+    }
+}
+
+/// A size limit the host's disk could not hold beside the other volumes' (409: it clashes with
+/// what the node has promised already, and frees up when volumes go or shrink the promise).
+fn no_room(bytes: u64, e: &quota::QuotaError) -> Error {
+    Error::Conflict(format!(
+        "size_limit {} does not fit on this host's disk: {} (volumes.overcommit is false: every volume \
+         can always fill up to its limit)",
+        human(bytes),
+        e.cause
+    ))
 }
 
 /// A loop volume's image would be larger than the host's file system allows one file to be.
@@ -200,8 +222,10 @@ pub async fn resize(app: &App, key: &str, size_limit: &str) -> Result<VolumeView
             )));
         }
         let (image, dir) = (quota::image_path(&app.config.volumes.base_path, &volume.volume_id), volume.path.clone());
-        match tokio::task::spawn_blocking(move || quota::grow(&image, &dir, bytes)).await {
+        let disk = disk_rule(app);
+        match tokio::task::spawn_blocking(move || quota::grow(&image, &dir, bytes, disk)).await {
             Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind == quota::Kind::NoRoom => return Err(no_room(bytes, &e)),
             Ok(Err(e)) if e.kind == quota::Kind::Busy => return Err(conflict(e.to_string())),
             Ok(Err(e)) if e.kind == quota::Kind::TooLarge => return Err(too_large(bytes)),
             Ok(Err(e)) => return Err(Error::Internal(e.to_string())),
