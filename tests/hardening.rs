@@ -170,7 +170,10 @@ fn mount_isolation_compares_resolved_paths_and_keeps_lightds_own() {
 #[test]
 fn a_volume_past_the_disks_free_space_is_refused() {
     require_docker();
-    let d = Daemon::start_with(|c| c["volumes"]["quota"] = json!("loop"));
+    let d = Daemon::start_with(|c| {
+        c["volumes"]["quota"] = json!("loop");
+        c["volumes"]["overcommit"] = json!(false);
+    });
     let free = free_bytes(&d.dir.0);
     let past = format!("{}GB", (free >> 30) + 10);
     let r = d.call("POST", "/volumes", Some(json!({"size_limit": past})));
@@ -190,7 +193,10 @@ fn a_volume_past_the_disks_free_space_is_refused() {
     let r = d.call("PATCH", &format!("/volumes/{vol}"), Some(json!({"size_limit": "32MB"})));
     assert_eq!(r.status, 200, "a grow that fits: {}", r.body);
 
-    let over = Daemon::start_with(|c| c["volumes"] = json!({"quota": "loop", "overcommit": true}));
+    let over = Daemon::start_with(|c| {
+        c["volumes"]["quota"] = json!("loop");
+        c["volumes"]["overcommit"] = json!(true);
+    });
     let r = over.call("POST", "/volumes", Some(json!({"size_limit": past})));
     assert_eq!(r.status, 201, "overcommit lets a sparse image promise more: {}", r.body);
     let vol = r.json()["volume_id"].as_str().unwrap().to_string();

@@ -196,7 +196,9 @@ pub fn bin() -> String {
 pub fn config_for(dir: &Path) -> Value {
     json!({
         "server": {"host": "127.0.0.1", "port": 0},
-        "volumes": {"base_path": dir.join("volumes")},
+        // Every test daemon shares this machine's disk: the room check (volumes.overcommit
+        // false, the default) has its own test in tests/hardening.rs.
+        "volumes": {"base_path": dir.join("volumes"), "overcommit": true},
         "storage": {"state_file": dir.join("state.json"), "data_path": dir.join("data")},
         "backups": {"path": dir.join("backups")},
         "containers": {"default_network": "lightd-test-net", "cleanup_timeout": 3},
