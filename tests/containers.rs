@@ -251,6 +251,10 @@ fn container_limit_is_enforced() {
     assert_eq!(d.docker_names(), [format!("lightd-{}", d.id("one"))]);
     let after = d.state();
     assert_eq!((&after["containers"], &after["ports"]), (&before["containers"], &before["ports"]));
+    // Nor is it waiting to be saved with the next write: make one.
+    d.new_volume();
+    assert_eq!(d.get(&format!("/containers/{}", d.id("two"))).status, 404);
+    assert_eq!(d.state()["containers"], before["containers"], "the refused create was saved with the next write");
 }
 
 #[test]

@@ -73,7 +73,8 @@ fn mount_sources_cannot_be_turned_into_the_host_root() {
 }
 
 /// After a refused create of `id`: no record, no Docker container, and the state file as it
-/// was (`before`: containers, ports, volumes, backups, and as many tokens).
+/// was (`before`: containers, ports, volumes, backups, and as many tokens), also once the
+/// next change is saved.
 fn refused_left_nothing(d: &Daemon, id: &str, before: &Value) {
     assert_eq!(d.get(&format!("/containers/{id}")).status, 404, "no record of {id}");
     assert!(inspect(&format!("lightd-{id}")).is_none(), "no Docker container for {id}");
@@ -83,6 +84,13 @@ fn refused_left_nothing(d: &Daemon, id: &str, before: &Value) {
     }
     let tokens = |s: &Value| s["tokens"].as_array().map_or(0, Vec::len);
     assert_eq!(tokens(&after), tokens(before), "a refused create of {id} changed the tokens");
+    // Nor is anything of it waiting to be saved with the next write: make one (a pool port
+    // added and removed), then look again.
+    let p = port();
+    d.add_port("127.0.0.1", p, "tcp");
+    assert_eq!(d.call("DELETE", &format!("/network/ports/127.0.0.1/{p}"), None).status, 200);
+    assert_eq!(d.get(&format!("/containers/{id}")).status, 404, "{id} was saved with the next write");
+    assert_eq!(d.state()["containers"], before["containers"], "a refused create of {id} was saved with the next write");
 }
 
 /// Console tokens die with their container and with `DELETE /auth/tokens`; a master token
