@@ -705,7 +705,7 @@ struct Viewer {
     live: AtomicBool,
     /// The `error` frames it got, in order.
     errors: Mutex<Vec<String>>,
-    /// Every session's lines and skip notes, in order.
+    /// Every session's lines and skip notes, in order (the last one: the session open now).
     sessions: Mutex<Vec<Vec<Got>>>,
 }
 
@@ -726,7 +726,8 @@ async fn view(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let mut got = Vec::new();
+        v.sessions.lock().unwrap().push(Vec::new());
+        let got = |items: Vec<Got>| v.sessions.lock().unwrap().last_mut().expect("this session").extend(items);
         loop {
             let live = v.live.load(Ordering::Acquire);
             let msg = tokio::select! {
@@ -753,20 +754,19 @@ async fn view(
                 f["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
             match f["event"].as_str() {
                 Some("logs") => {
-                    got.extend(args.into_iter().map(Got::Line));
+                    got(args.into_iter().map(Got::Line).collect());
                     v.live.store(true, Ordering::Release);
                 }
-                Some("console output") => got.extend(args.into_iter().map(Got::Line)),
+                Some("console output") => got(args.into_iter().map(Got::Line).collect()),
                 Some("daemon_message") => {
                     let skipped = args.first().and_then(|a| a.strip_suffix(" lines skipped")?.parse().ok());
-                    got.extend(skipped.map(Got::Skipped));
+                    got(skipped.map(Got::Skipped).into_iter().collect());
                 }
                 Some("error") => v.errors.lock().unwrap().push(args.first().cloned().unwrap_or_default()),
                 _ => {}
             }
         }
         v.live.store(false, Ordering::Release);
-        v.sessions.lock().unwrap().push(got);
     }
 }
 
@@ -835,6 +835,8 @@ struct Run {
     /// (kind, status) of every answer, `ws <action>` with 202 (sent, not refused) or 409.
     outcomes: BTreeMap<(String, u16), usize>,
     events: Vec<String>,
+    /// Console lines the viewers got, all checked.
+    lines: usize,
 }
 
 impl Run {
@@ -943,6 +945,20 @@ impl Run {
             }
         }
         self.seen = seen;
+        self.lines = self.check_viewers(what);
+    }
+
+    /// Checks every viewer session so far (the open ones up to now); returns how many lines
+    /// they hold.
+    fn check_viewers(&self, what: &str) -> usize {
+        let mut lines = 0;
+        for (id, v) in self.bed.ids.iter().zip(&self.viewers) {
+            for (i, session) in v.sessions.lock().unwrap().iter().enumerate() {
+                lines += check_session(session)
+                    .unwrap_or_else(|e| panic!("{what}: viewer of {id}, session {i} (seed {}): {e}", self.seed));
+            }
+        }
+        lines
     }
 
     fn verdict(&self, seen: &[Seen], exps: &[Expect]) -> Result<(), String> {
@@ -1152,6 +1168,7 @@ fn random_actions_follow_the_model_through_interference_and_restarts() {
         seed,
         outcomes: BTreeMap::new(),
         events: Vec::new(),
+        lines: 0,
     };
     let mut commands = 0;
     for batch in 0..BATCHES {
@@ -1182,12 +1199,7 @@ fn random_actions_follow_the_model_through_interference_and_restarts() {
             t.await.unwrap();
         }
     });
-    let mut lines = 0;
-    for (id, v) in run.bed.ids.iter().zip(&run.viewers) {
-        for (i, session) in v.sessions.lock().unwrap().iter().enumerate() {
-            lines += check_session(session).unwrap_or_else(|e| panic!("{id} session {i} (seed {seed}): {e}"));
-        }
-    }
+    let lines = run.check_viewers("at the end");
     eprintln!("model (seed {seed}): {:?}; interference {:?}; {lines} console lines checked", run.outcomes, run.events);
     // Teeth: the run took every path (each action succeeded, refusals came, by REST and over
     // the console) and the viewers had lines to check.
