@@ -1048,6 +1048,19 @@ impl Run {
         let pre = self.seen.clone();
         let owners = self.owners();
         let mut engine = engine::Engine::stop();
+        // An exit the daemon saw just before the engine went may still be recorded (after up
+        // to 2 s for the console to drain); with the engine gone nothing else changes a
+        // record. The answers are predicted from the records once they hold still.
+        let records = || -> Vec<Option<Value>> { self.bed.ids.iter().map(|id| look(&self.d, id).record).collect() };
+        let mut last = records();
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_secs(3));
+            let again = records();
+            if again == last {
+                break;
+            }
+            last = again;
+        }
         let now: Vec<Seen> = self.bed.ids.iter().map(|id| look(&self.d, id)).collect();
         let mut exps = Vec::new();
         let mut steps = Vec::new();
