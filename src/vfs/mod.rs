@@ -14,20 +14,26 @@
 
 mod archive;
 mod copy;
+mod dial;
 mod entry;
 mod extract;
 mod formats;
 mod ignore;
+pub mod limits;
+mod listing;
 mod ops;
 mod path;
 #[cfg(test)]
 mod race;
 mod resolve;
+mod staging;
+mod tar_guard;
 #[cfg(test)]
 mod testbed;
 mod tree;
 mod upload;
 mod walk;
+mod zip_guard;
 
 use std::fmt;
 use std::io;
@@ -38,9 +44,13 @@ use rustix::fs::{Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
 pub use archive::{pack, PackStats};
+pub use dial::{Dial, Tally};
 pub use entry::{mode_string, parse_mode, Entry, Kind};
-pub use extract::extract;
+pub use extract::{extract, extract_with};
+pub use formats::{scan, Scan};
 pub use ignore::Ignore;
+pub use listing::{Page, MAX_PAGE};
+pub use tar_guard::TarGuard;
 pub use upload::{Upload, Written};
 
 /// An open volume root. Every operation starts from this fd, never from the root's path again, so
