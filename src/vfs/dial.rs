@@ -71,7 +71,7 @@ impl Dial {
     pub(crate) fn check(&self) -> io::Result<()> {
         if self.cancelled() {
             // Not `Interrupted`: `io::copy` and `read_to_end` retry that one forever.
-            return Err(io::Error::new(io::ErrorKind::Other, Stopped("cancelled")));
+            return Err(io::Error::other(Stopped("cancelled")));
         }
         if self.expired() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, Stopped("past its deadline")));

@@ -60,6 +60,17 @@ pub fn extract_with(root: &Root, rel_dir: &str, mut archive: File, dial: &Dial) 
     Ok(count)
 }
 
+/// [`extract_with`] of an archive already in the volume (`from`, a regular file; symlinks
+/// followed confined), copied first to an unnamed spool on the volume (counted by its limit),
+/// so that the server cannot change it between the passes.
+pub fn extract_from(root: &Root, rel_dir: &str, from: &str, dial: &Dial) -> Result<usize, FsError> {
+    let (mut file, _) = root.open_read(from)?;
+    let mut spool = root.spool()?;
+    io::copy(&mut Watched::new(&mut file, dial), &mut spool)?;
+    spool.rewind()?;
+    extract_with(root, rel_dir, spool, dial)
+}
+
 /// One pass over the entries: checks each, and writes it when `write`.
 struct Pass<'a> {
     root: &'a Root,

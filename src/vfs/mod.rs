@@ -46,12 +46,29 @@ use rustix::io::Errno;
 pub use archive::{pack, PackStats};
 pub use dial::{Dial, Tally};
 pub use entry::{mode_string, parse_mode, Entry, Kind};
-pub use extract::{extract, extract_with};
+pub use extract::{extract, extract_from, extract_with};
 pub use formats::{scan, Scan};
 pub use ignore::Ignore;
 pub use listing::{Page, MAX_PAGE};
 pub use tar_guard::TarGuard;
 pub use upload::{Upload, Written};
+
+/// Checks a user's path lexically (no NUL, no `..` above the root): the first filter only;
+/// every operation resolves it again, fd-relative.
+pub fn check_path(rel: &str) -> Result<(), FsError> {
+    path::RelPath::parse(rel).map(drop)
+}
+
+/// Which archive format `file` holds (`tar`, `tar.gz` or `zip`, told by its first bytes); the
+/// file is read from its start and left there.
+pub fn sniff(file: &mut std::fs::File) -> Result<&'static str, FsError> {
+    std::io::Seek::rewind(file)?;
+    Ok(match formats::Format::sniff(file)? {
+        formats::Format::Tar => "tar",
+        formats::Format::TarGz => "tar.gz",
+        formats::Format::Zip => "zip",
+    })
+}
 
 /// An open volume root. Every operation starts from this fd, never from the root's path again, so
 /// a volume directory renamed or replaced on the host after opening cannot redirect us.
