@@ -248,3 +248,27 @@ fn an_archive_download_stops_at_its_deadline() {
     assert!(got.len() < 40 << 20, "stopped well before the end: {} bytes", got.len());
     assert_eq!(d.get("/health").status, 200);
 }
+
+/// Viewers of a server using the volume hear of an extract job: started, then completed or
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_hear_of_extract_jobs() {
+    require_docker();
+    let d = Daemon::start();
+    let id = d.ready_container("viewer", "echo up; while true; do sleep 1; done", json!({}));
+    let vol = d.record(&id)["volume_id"].as_str().unwrap().to_string();
+    let mut ws = ws::open(&d, &id).await;
+    let mut events = Vec::new();
+    for (body, last) in [(many_files_tgz(3), "extract completed"), (long_name_gz(1 << 20), "extract failed")] {
+        let end = tokio::task::block_in_place(|| extract(&d, &vol, "path=x", &body));
+        assert_ne!(end["state"], "running", "{end}");
+        while events.last().map(String::as_str) != Some(last) {
+            let f = ws::next_event(&mut ws, "event").await;
+            events.push(f["args"][0].as_str().unwrap().to_string());
+        }
+    }
+    let ours: Vec<&str> = events.iter().map(String::as_str).filter(|e| e.starts_with("extract")).collect();
+    assert_eq!(ours, ["extract started", "extract completed", "extract started", "extract failed"]);
+    let note = ws::next_note(&mut ws, "Extraction failed").await;
+    assert!(note.contains("name longer than 4096 bytes"), "{note}");
+}
