@@ -272,3 +272,38 @@ async fn viewers_hear_of_extract_jobs() {
     let note = ws::next_note(&mut ws, "Extraction failed").await;
     assert!(note.contains("name longer than 4096 bytes"), "{note}");
 }
+
+/// The request head of an extract declaring `length` body bytes, and `sent` of them; the answer.
+fn partial_upload(d: &Daemon, vol: &str, length: u64, sent: &[u8]) -> Resp {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let head = format!(
+        "POST /volumes/{vol}/extract HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: {length}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(sent).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    parse_response(&got).unwrap()
+}
+
+/// A body larger than the volume's size limit is a 507 before it is read; one that does not
+/// arrive within `files.job_timeout` is a 408; neither keeps a job slot.
+#[test]
+fn archive_bodies_are_bounded_by_the_volume_and_the_deadline() {
+    let d = Daemon::start_with(|c| c["files"] = json!({"job_timeout": "1s"}));
+    let r = d.call("POST", "/volumes", Some(json!({"size_limit": "16MB"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let vol = r.json()["volume_id"].as_str().unwrap().to_string();
+    let r = partial_upload(&d, &vol, 17 << 20, b"");
+    assert_eq!(r.status, 507, "{}", r.body);
+    assert!(r.error().contains("larger than the volume"), "{}", r.error());
+    let r = partial_upload(&d, &vol, 1000, &[0u8; 10]);
+    assert_eq!(r.status, 408, "{}", r.body);
+    assert!(r.error().contains("files.job_timeout (1s)"), "{}", r.error());
+    for _ in 0..3 {
+        let end = extract(&d, &vol, "path=ok", &many_files_tgz(2));
+        assert_eq!(end["state"], "done", "no slot was kept by the refused ones: {end}");
+    }
+}

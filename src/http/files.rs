@@ -339,14 +339,21 @@ pub async fn extract(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let path = q.get("path").cloned().unwrap_or_else(|| "/".into());
     vfs::check_path(&path).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let volume = volumes::find(app, ctx.param(0))?;
+    if app.backups.is_restoring(&volume.volume_id) {
+        return Err(Error::Conflict("Cannot extract while a backup of this volume is being restored".into()).into());
+    }
     let deadline = Instant::now() + app.config.files.job_timeout();
-    let job =
-        Unannounced { app: Arc::clone(app), job: Some(app.jobs.begin(&volume.volume_id, "extract", &path, deadline)?) };
+    let job = app.jobs.begin(&volume.volume_id, "extract", &path, deadline)?;
+    let job = Unannounced { app: Arc::clone(app), job, announced: false };
     let body = ctx.body.take().ok_or_else(|| ApiError::bad_request("request body already read"))?;
     let source = match q.get("from").cloned() {
         Some(from) => {
-            if !body_is_empty(body).await {
-                return Err(ApiError::bad_request("send the archive as the body or name it with from, not both"));
+            match tokio::time::timeout_at(deadline.into(), body_is_empty(body)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(ApiError::bad_request("send the archive as the body or name it with from, not both"))
+                }
+                Err(_) => return Err(body_too_slow(app)),
             }
             let f = from.clone();
             let entry = with_root(app, ctx.param(0), move |_, root| root.stat(&f)).await?;
@@ -365,21 +372,31 @@ pub async fn extract(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
 /// A job recorded for a request that has not answered yet: forgotten unless announced.
 struct Unannounced {
     app: Arc<App>,
-    job: Option<Arc<Job>>,
+    job: Arc<Job>,
+    announced: bool,
 }
 
 impl Unannounced {
     fn announce(mut self) -> Arc<Job> {
-        self.job.take().expect("a job not yet announced")
+        self.announced = true;
+        Arc::clone(&self.job)
     }
 }
 
 impl Drop for Unannounced {
     fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
-            self.app.jobs.forget(&job);
+        if !self.announced {
+            self.app.jobs.forget(&self.job);
         }
     }
+}
+
+/// `408`: the request body did not arrive within `files.job_timeout`.
+fn body_too_slow(app: &App) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the archive did not arrive within files.job_timeout ({})", app.config.files.job_timeout),
+    )
 }
 
 /// Whether a request body holds nothing (read to its end to know).
@@ -423,12 +440,7 @@ async fn receive(
         let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!("the archive did not arrive within files.job_timeout ({})", app.config.files.job_timeout),
-                ))
-            }
+            Err(_) => return Err(body_too_slow(app)),
         };
         let frame = frame.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
