@@ -37,6 +37,8 @@ pub struct App {
     pub instance: String,
     /// Backups and restores running now.
     pub backups: crate::backups::Backups,
+    /// Extract jobs, running and lately finished.
+    pub jobs: crate::jobs::Jobs,
     /// Console sessions per console token.
     pub console_sessions: crate::tokens::Sessions,
     /// Background tasks shutdown waits for.
@@ -78,6 +80,7 @@ impl App {
             quota,
             instance,
             backups,
+            jobs: crate::jobs::Jobs::default(),
             console_sessions: Default::default(),
             tasks: Tasks::default(),
             runtime: tokio::runtime::Handle::current(),

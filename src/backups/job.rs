@@ -29,6 +29,9 @@ pub struct Job {
     deadline: OnceLock<Instant>,
     cancelled: watch::Sender<bool>,
     done: watch::Sender<bool>,
+    /// What file work (a restore's extraction) watches: cancelled with the job, and bound
+    /// by its deadline once the clock runs.
+    dial: OnceLock<crate::vfs::Dial>,
 }
 
 /// Why a job ended before its work was done.
@@ -56,7 +59,17 @@ impl Job {
             deadline: OnceLock::new(),
             cancelled: watch::Sender::new(false),
             done: watch::Sender::new(false),
+            dial: OnceLock::new(),
         }
+    }
+
+    /// The dial file work of this job runs under (made with the deadline, once it runs).
+    pub fn dial(&self) -> &crate::vfs::Dial {
+        let dial = self.dial.get_or_init(|| crate::vfs::Dial::new(self.deadline.get().copied()));
+        if *self.cancelled.borrow() {
+            dial.cancel();
+        }
+        dial
     }
 
     /// The job got its slot: its deadline starts now.
@@ -66,6 +79,9 @@ impl Job {
 
     pub fn cancel(&self) {
         self.cancelled.send_replace(true);
+        if let Some(dial) = self.dial.get() {
+            dial.cancel();
+        }
     }
 
     /// Whether the job must end now, and why.

@@ -243,7 +243,7 @@ fn extract(
     } else {
         ""
     };
-    let n = vfs::extract_until(&root, "/", open()?, &stop)
+    let n = vfs::extract_with(&root, "/", open()?, job.dial())
         .map_err(|e| format!("{emptied}extracting failed: {}", why(e)))?;
     vfs::settle(&root, open()?, &stop)
         .map_err(|e| format!("{emptied}giving the files to {uid}:{gid} failed: {}", why(e)))?;
