@@ -140,9 +140,20 @@ fn a_cancelled_extract_leaves_nothing() {
     let (vol, path) = d.new_volume();
     std::fs::create_dir(path.join("dest")).unwrap();
     std::fs::write(path.join("dest/keep.txt"), b"mine").unwrap();
+    let b = d.call("POST", &format!("/volumes/{vol}/backups"), Some(json!({})));
+    assert_eq!(b.status, 202, "{}", b.body);
+    let backup = b.json()["backup_id"].as_str().unwrap().to_string();
+    wait_for(60, "the backup", || {
+        (d.get(&format!("/volumes/{vol}/backups/{backup}")).json()["state"] == "ready").then_some(())
+    });
     let r = post_raw(&d, &format!("/volumes/{vol}/extract?path=dest"), &many_files_tgz(60_000));
     assert_eq!(r.status, 202, "{}", r.body);
     let job = r.json()["job_id"].as_str().unwrap().to_string();
+    // A restore would empty the volume under the job's staging directory: refused meanwhile.
+    let restore = format!("/volumes/{vol}/backups/{backup}/restore");
+    let r = d.call("POST", &restore, Some(json!({"truncate": true})));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.error().contains("extract job"), "{}", r.error());
     // Once it writes: every entry checked, some written (into its staging directory).
     let writing = wait_for(120, "the job to write", || {
         let v = d.get(&format!("/volumes/{vol}/jobs/{job}")).json();

@@ -34,6 +34,10 @@ pub async fn start(app: &Arc<App>, volume_key: &str, backup_id: &str, truncate: 
     if installing {
         return Err(conflict("Cannot restore while a container on this volume is installing"));
     }
+    // A truncating restore would empty an extract's staging directory under it.
+    if app.jobs.running_on(&volume.volume_id) {
+        return Err(conflict("Cannot restore while an extract job runs on this volume"));
+    }
     let busy = claim(app, &volume.volume_id, "restore", Kind::Restore, backup_id)?;
     let id = backup.backup_id.clone();
     app.store

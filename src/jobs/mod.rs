@@ -146,6 +146,11 @@ impl Jobs {
         }
     }
 
+    /// Whether a job runs on `volume_id` now.
+    pub fn running_on(&self, volume_id: &str) -> bool {
+        lock(&self.by_volume).get(volume_id).is_some_and(|l| l.iter().any(|j| j.state() == State::Running))
+    }
+
     /// Jobs kept now, over all volumes (for tests and the bounds).
     pub fn len(&self) -> usize {
         lock(&self.by_volume).values().map(VecDeque::len).sum()
