@@ -96,9 +96,16 @@ fn fields(spec: &Value, schema: &Value, out: &mut String, named: &mut BTreeSet<S
     }
     out.push('\n');
     for k in ["oneOf", "anyOf"] {
-        let alts: Vec<String> = s.get(k).and_then(Value::as_array).into_iter().flatten().map(|a| rule(spec, a)).collect();
+        let alts: Vec<String> =
+            s.get(k).and_then(Value::as_array).into_iter().flatten().map(|a| rule(spec, a)).collect();
         if !alts.is_empty() {
-            writeln!(out, "{} of these holds: {}.\n", if k == "oneOf" { "Exactly one" } else { "At least one" }, alts.join("; or ")).unwrap();
+            writeln!(
+                out,
+                "{} of these holds: {}.\n",
+                if k == "oneOf" { "Exactly one" } else { "At least one" },
+                alts.join("; or ")
+            )
+            .unwrap();
         }
     }
 }
@@ -151,16 +158,27 @@ fn api_reference(spec: &Value) -> String {
                 if let Some(d) = op.get("description").and_then(Value::as_str) {
                     writeln!(out, "{}\n", d.trim()).unwrap();
                 }
-                let params: Vec<&Value> =
-                    op.get("parameters").and_then(Value::as_array).into_iter().flatten().map(|p| resolve(spec, p)).collect();
+                let params: Vec<&Value> = op
+                    .get("parameters")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| resolve(spec, p))
+                    .collect();
                 if !params.is_empty() {
                     out.push_str("| parameter | in | type | required | description |\n|---|---|---|---|---|\n");
                     for p in params {
                         let desc = p.get("description").and_then(Value::as_str).unwrap_or("");
                         let req = if p["required"] == Value::Bool(true) { "yes" } else { "" };
                         let ty = p.get("schema").map(|s| type_of(spec, s)).unwrap_or_default();
-                        writeln!(out, "| `{}` | {} | {ty} | {req} | {} |", p["name"].as_str().unwrap(), p["in"].as_str().unwrap(), cell(desc))
-                            .unwrap();
+                        writeln!(
+                            out,
+                            "| `{}` | {} | {ty} | {req} | {} |",
+                            p["name"].as_str().unwrap(),
+                            p["in"].as_str().unwrap(),
+                            cell(desc)
+                        )
+                        .unwrap();
                     }
                     out.push('\n');
                 }
@@ -186,7 +204,9 @@ fn api_reference(spec: &Value) -> String {
                         .flatten()
                         .map(|(ctype, m)| match m.get("schema") {
                             Some(s) => {
-                                if let Some(n) = s.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
+                                if let Some(n) =
+                                    s.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next())
+                                {
                                     named.insert(n.to_string());
                                 }
                                 format!("`{ctype}` {}", type_of(spec, s))
