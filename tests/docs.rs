@@ -27,7 +27,7 @@ fn resolve<'a>(spec: &'a Value, mut v: &'a Value) -> &'a Value {
 }
 
 /// A schema's type in a few words: `string`, `integer | null`, `[Port]`, `Backup`.
-fn type_of(spec: &Value, s: &Value) -> String {
+fn type_of(s: &Value) -> String {
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
         let name = r.rsplit('/').next().unwrap_or(r);
         return format!("[{name}](#{})", name.to_lowercase());
@@ -40,13 +40,13 @@ fn type_of(spec: &Value, s: &Value) -> String {
     }
     for k in ["oneOf", "anyOf"] {
         if let Some(alts) = s.get(k).and_then(Value::as_array) {
-            return alts.iter().map(|a| type_of(spec, a)).collect::<Vec<_>>().join(" \\| ");
+            return alts.iter().map(type_of).collect::<Vec<_>>().join(" \\| ");
         }
     }
     let one = |t: &str| match t {
-        "array" => format!("[{}]", s.get("items").map(|i| type_of(spec, i)).unwrap_or_else(|| "any".into())),
+        "array" => format!("[{}]", s.get("items").map(type_of).unwrap_or_else(|| "any".into())),
         "object" if s.get("additionalProperties").is_some_and(Value::is_object) => {
-            format!("{{string: {}}}", type_of(spec, &s["additionalProperties"]))
+            format!("{{string: {}}}", type_of(&s["additionalProperties"]))
         }
         t => t.to_string(),
     };
@@ -74,12 +74,12 @@ fn fields(spec: &Value, schema: &Value, out: &mut String, named: &mut BTreeSet<S
     let Some(props) = s.get("properties").and_then(Value::as_object) else {
         for k in ["oneOf", "anyOf"] {
             for (i, alt) in s.get(k).and_then(Value::as_array).into_iter().flatten().enumerate() {
-                writeln!(out, "Form {} ({}):\n", i + 1, type_of(spec, alt)).unwrap();
+                writeln!(out, "Form {} ({}):\n", i + 1, type_of(alt)).unwrap();
                 fields(spec, alt, out, named);
             }
         }
         if s.get("properties").is_none() && s.get("oneOf").is_none() && s.get("anyOf").is_none() {
-            writeln!(out, "Type: {}\n", type_of(spec, s)).unwrap();
+            writeln!(out, "Type: {}\n", type_of(s)).unwrap();
         }
         return;
     };
@@ -92,7 +92,7 @@ fn fields(spec: &Value, schema: &Value, out: &mut String, named: &mut BTreeSet<S
             desc = format!("{desc} (default `{d}`)").trim().to_string();
         }
         let req = if required.contains(name.as_str()) { "yes" } else { "" };
-        writeln!(out, "| `{name}` | {} | {req} | {} |", type_of(spec, p), cell(&desc)).unwrap();
+        writeln!(out, "| `{name}` | {} | {req} | {} |", type_of(p), cell(&desc)).unwrap();
     }
     out.push('\n');
     for k in ["oneOf", "anyOf"] {
@@ -122,7 +122,7 @@ fn rule(spec: &Value, alt: &Value) -> String {
         .map(|f| format!("`{f}` given"))
         .collect();
     for (name, p) in alt.get("properties").and_then(Value::as_object).into_iter().flatten() {
-        parts.push(format!("`{name}` is {}", type_of(spec, p)));
+        parts.push(format!("`{name}` is {}", type_of(p)));
     }
     parts.join(", ")
 }
@@ -170,7 +170,7 @@ fn api_reference(spec: &Value) -> String {
                     for p in params {
                         let desc = p.get("description").and_then(Value::as_str).unwrap_or("");
                         let req = if p["required"] == Value::Bool(true) { "yes" } else { "" };
-                        let ty = p.get("schema").map(|s| type_of(spec, s)).unwrap_or_default();
+                        let ty = p.get("schema").map(type_of).unwrap_or_default();
                         writeln!(
                             out,
                             "| `{}` | {} | {ty} | {req} | {} |",
@@ -188,7 +188,7 @@ fn api_reference(spec: &Value) -> String {
                         writeln!(out, "Body ({required}, `{ctype}`):\n").unwrap();
                         match media.get("schema") {
                             Some(s) if ctype.contains("json") => fields(spec, s, &mut out, &mut named),
-                            Some(s) => writeln!(out, "Type: {}\n", type_of(spec, s)).unwrap(),
+                            Some(s) => writeln!(out, "Type: {}\n", type_of(s)).unwrap(),
                             None => {}
                         }
                     }
@@ -209,7 +209,7 @@ fn api_reference(spec: &Value) -> String {
                                 {
                                     named.insert(n.to_string());
                                 }
-                                format!("`{ctype}` {}", type_of(spec, s))
+                                format!("`{ctype}` {}", type_of(s))
                             }
                             None => format!("`{ctype}`"),
                         })
