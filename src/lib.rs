@@ -1,7 +1,6 @@
 //! lightd as a library: everything the daemon is made of, so the binary (`main.rs`), the
 //! tests and the benches use the same code.
 
-pub mod app;
 pub mod backups;
 pub mod config;
 pub mod console;

@@ -32,7 +32,7 @@ pub fn signalled() -> impl Future<Output = &'static str> {
 }
 
 /// Counts the background tasks that must end before the daemon exits (supervisors).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Tasks {
     running: Arc<AtomicUsize>,
     idle: Arc<Notify>,

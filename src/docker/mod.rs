@@ -260,6 +260,25 @@ fn negotiate(theirs: Option<(u32, u32)>) -> Result<String, DockerError> {
     Ok(format!("{}.{}", v.0, v.1))
 }
 
+/// Keeps `reachable()` fresh for `/health`: a ping every few seconds, more often while the
+/// engine is away so recovery is noticed quickly. Runs for the daemon's lifetime.
+pub async fn watch(docker: std::sync::Arc<Docker>) {
+    let mut was = None;
+    loop {
+        let now = docker.ping().await.is_ok();
+        if was != Some(now) {
+            let sock = docker.socket().display();
+            match now {
+                true => crate::info!("Docker engine reachable at {sock}"),
+                false => crate::warn!("Docker engine unreachable at {sock}"),
+            }
+            was = Some(now);
+        }
+        let pause = if now { std::time::Duration::from_secs(5) } else { std::time::Duration::from_secs(1) };
+        tokio::time::sleep(pause).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::handles::Handles;
 use super::reply::{json, ok, ApiError, Reply};
 use super::request::Ctx;
 use super::stream::{channel_body, ChannelWriter};
-use crate::app::App;
 use crate::error::Error;
 use crate::model::Volume;
 use crate::vfs::{self, FsError, Root};
@@ -28,13 +28,13 @@ const CHUNK: usize = 64 * 1024;
 
 /// Runs `f` on the volume's open root, off the async threads.
 async fn with_root<T: Send + 'static>(
-    app: &Arc<App>,
+    app: &Arc<Handles>,
     key: &str,
     f: impl FnOnce(&Volume, &Root) -> Result<T, FsError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (app, key) = (Arc::clone(app), key.to_string());
     tokio::task::spawn_blocking(move || {
-        let (volume, root) = volumes::open_root(&app, &key)?;
+        let (volume, root) = volumes::open_root(app.volumes(), &key)?;
         f(&volume, &root).map_err(|e| volumes::fs_error(e, &volume))
     })
     .await
@@ -48,20 +48,20 @@ fn path_param(ctx: &Ctx, allowed: &[&str]) -> Result<(String, std::collections::
     Ok((q.get("path").cloned().unwrap_or_else(|| "/".into()), q))
 }
 
-pub async fn list(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn list(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, _) = path_param(&ctx, &["path"])?;
     let shown = path.clone();
     let entries = with_root(app, ctx.param(0), move |_, root| root.list(&path)).await?;
     Ok(ok(&json!({ "path": shown, "entries": entries })))
 }
 
-pub async fn stat(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn stat(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, _) = path_param(&ctx, &["path"])?;
     Ok(ok(&with_root(app, ctx.param(0), move |_, root| root.stat(&path)).await?))
 }
 
 /// `GET .../files/content`: the file's bytes, streamed; one `Range` of bytes honoured.
-pub async fn read(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn read(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, q) = path_param(&ctx, &["path", "download"])?;
     let download = match q.get("download").map(String::as_str) {
         None | Some("0") | Some("false") => false,
@@ -171,7 +171,7 @@ pub(super) fn stream_file(file: std::fs::File, start: u64, len: u64) -> Reply {
 }
 
 /// `PUT .../files/content`: the raw body, streamed into a temp file renamed over `path`.
-pub async fn write(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn write(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let q = ctx.query(&["path"])?;
     let path = q.get("path").cloned().ok_or_else(|| ApiError::bad_request("path is required"))?;
     let target = path.clone();
@@ -237,28 +237,28 @@ struct ChmodBody {
     mode: String,
 }
 
-pub async fn mkdir(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn mkdir(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: PathBody = ctx.json().await?;
     let path = b.path.clone();
     with_root(app, ctx.param(0), move |_, root| root.mkdir(&path)).await?;
     Ok(json(StatusCode::CREATED, &json!({ "path": b.path })))
 }
 
-pub async fn rename(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn rename(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: MoveBody = ctx.json().await?;
     let to = b.to.clone();
     with_root(app, ctx.param(0), move |_, root| root.rename(&b.from, &b.to, b.overwrite)).await?;
     Ok(ok(&json!({ "path": to })))
 }
 
-pub async fn copy(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn copy(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: MoveBody = ctx.json().await?;
     let to = b.to.clone();
     with_root(app, ctx.param(0), move |_, root| root.copy(&b.from, &b.to, b.overwrite)).await?;
     Ok(ok(&json!({ "path": to })))
 }
 
-pub async fn delete(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn delete(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: DeleteBody = ctx.json().await?;
     if b.paths.is_empty() || b.paths.len() > 1000 {
         return Err(ApiError::bad_request("paths must list 1 to 1000 paths"));
@@ -267,7 +267,7 @@ pub async fn delete(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(ok(&json!({ "deleted": deleted })))
 }
 
-pub async fn chmod(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn chmod(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: ChmodBody = ctx.json().await?;
     let path = b.path.clone();
     let entry = with_root(app, ctx.param(0), move |_, root| root.chmod(&b.path, &b.mode)).await?;
@@ -275,7 +275,7 @@ pub async fn chmod(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 /// `GET .../archive`: a `tar.gz` of a directory, made while it streams.
-pub async fn archive(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn archive(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, _) = path_param(&ctx, &["path"])?;
     let dir = path.clone();
     let (volume, root) = with_root(app, ctx.param(0), move |v, root| {
@@ -306,7 +306,7 @@ pub async fn archive(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
 
 /// `POST .../extract`: a `tar`, `tar.gz` or `zip` body spooled to an unnamed file on the
 /// volume, checked entry by entry, then extracted under `path`.
-pub async fn extract(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn extract(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, _) = path_param(&ctx, &["path"])?;
     let (volume, spool) = with_root(app, ctx.param(0), |v, root| Ok((v.clone(), root.spool()?))).await?;
     let body = ctx.body.take().ok_or_else(|| ApiError::bad_request("request body already read"))?;

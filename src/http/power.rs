@@ -6,9 +6,9 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::handles::Handles;
 use super::reply::{json, ApiError, Reply};
 use super::request::Ctx;
-use crate::app::App;
 use crate::lifecycle;
 
 /// The power actions reachable by URL (and by the WebSocket `power` message).
@@ -61,9 +61,9 @@ impl Action {
     }
 }
 
-pub async fn action(app: &Arc<App>, ctx: Ctx, action: Action) -> Result<Reply, ApiError> {
+pub async fn action(app: &Arc<Handles>, ctx: Ctx, action: Action) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    lifecycle::act(app, id, action.lifecycle()).await?;
+    lifecycle::act(app.sups(), id, action.lifecycle()).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "message": action.message(), "internal_id": id })))
 }
 
@@ -73,9 +73,9 @@ struct CommandBody {
     command: String,
 }
 
-pub async fn command(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn command(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let body: CommandBody = ctx.json().await?;
     let id = ctx.param(0);
-    lifecycle::act(app, id, lifecycle::Action::Command(body.command)).await?;
+    lifecycle::act(app.sups(), id, lifecycle::Action::Command(body.command)).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "message": "Command sent", "internal_id": id })))
 }
