@@ -302,7 +302,8 @@ fn compose(
     let metrics = Arc::new(Metrics::new(http::router::routes()));
     let tasks = shutdown::Tasks::default();
     let volumes = Volumes::new(Arc::clone(&config), quota, Arc::clone(&store));
-    let backups = Backups::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&hubs), volumes.clone());
+    let backups =
+        Backups::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&hubs), volumes.clone(), tasks.clone());
     let sups = Supervisors::new(lifecycle::Parts {
         config: Arc::clone(&config),
         store: Arc::clone(&store),
@@ -353,7 +354,8 @@ async fn listen(addr: (&str, u16)) -> std::io::Result<tokio::net::TcpListener> {
 
 async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> Result<(), String> {
     let store = store::Store::open(&config.storage.state_file).map_err(|e| e.to_string())?;
-    let writer = tokio::spawn(Arc::clone(&store).run_writer());
+    // Owned here: awaited last, once everything that writes the state has ended.
+    let writer = shutdown::detach(Arc::clone(&store).run_writer());
     let addr = (config.server.host.as_str(), config.server.port);
     let listener = listen(addr).await.map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
     let quota = quota_mode(&config)?;
@@ -362,19 +364,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     volumes::mount_all(&rooms.volumes).await;
     open_journals(&store, &rooms.journals, &rooms.hubs).await;
     let journal_cursors = Arc::new(std::sync::Mutex::new(lightd::journal::writer::Cursors::default()));
-    tokio::spawn(lightd::journal::writer::run(
+    let tasks = rooms.tasks.clone();
+    tasks.spawn(lightd::journal::writer::run(
         rooms.journals.clone(),
         Arc::clone(&rooms.hubs),
         Duration::from_secs(config.console.journal_flush),
         Arc::clone(&journal_cursors),
+        tasks.signal(),
     ));
     lightd::backups::recover(&rooms.backups).await;
-    tokio::spawn(lightd::tokens::watch_master(rooms.tokens.clone()));
+    tasks.spawn_loop(lightd::tokens::watch_master(rooms.tokens.clone()));
     lifecycle::boot(&rooms.sups).await;
     // Learn the engine's state before answering /health; have the network ready meanwhile.
     if rooms.docker.ping().await.is_ok() {
         let (docker, config) = (Arc::clone(&rooms.docker), Arc::clone(&config));
-        tokio::spawn(async move {
+        tasks.spawn_loop(async move {
             let net = &config.containers.default_network;
             match docker.ensure_network(net, &lifecycle::spec::network_options()).await {
                 Err(e) => lightd::warn!("cannot create network {net} yet: {e}"),
@@ -382,9 +386,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
             }
         });
     }
-    tokio::spawn(lightd::docker::watch(Arc::clone(&rooms.docker)));
-    tokio::spawn(lifecycle::events::watch(rooms.sups.clone()));
-    tokio::spawn(volumes::watch_fullness(rooms.volumes.clone(), Arc::clone(&rooms.hubs)));
+    tasks.spawn_loop(lightd::docker::watch(Arc::clone(&rooms.docker)));
+    tasks.spawn_loop(lifecycle::events::watch(rooms.sups.clone()));
+    tasks.spawn_loop(volumes::watch_fullness(rooms.volumes.clone(), Arc::clone(&rooms.hubs)));
     // Before the daemon says it listens: from then on a SIGTERM must mean a clean stop.
     let signalled = shutdown::signalled();
     lightd::info!(
@@ -401,12 +405,17 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
         notify::stopping();
         lightd::info!("{signal}: stopping (servers keep running)");
     };
+    // The one place shutdown is waited for, in order. 1-2: stop accepting, drain the
+    // connections (`http::serve` returns once they are closed or out of time).
     http::serve(rooms.handles(), listener, stop).await;
-    // Supervisors end (servers keep running), then the writer saves what is pending.
+    // 3: every task hears the signal (loops end, backup jobs stop); supervisors end by their
+    // mailbox; servers keep running.
+    tasks.stop();
     rooms.sups.shutdown();
-    if !rooms.tasks.wait(Duration::from_secs(5)).await {
-        lightd::warn!("some supervisors did not end within 5 s");
+    if !tasks.wait(Duration::from_secs(5)).await {
+        lightd::warn!("some supervisors or jobs did not end within 5 s");
     }
+    // 4: flush the journals, then the store.
     // What the consoles printed last goes to the journals, and to disk.
     lightd::journal::writer::final_flush(&rooms.journals, &rooms.hubs, &journal_cursors).await;
     store.close();

@@ -44,7 +44,8 @@ pub async fn start(
     let name = name.unwrap_or_else(|| format!("backup-{created_at}"));
     let backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Creating, created_at);
     save(backups, &backup).await?;
-    tokio::spawn(run(backups.clone(), sups.clone(), volume, backup.clone(), ignore, pause, busy));
+    let job = Arc::clone(busy.job());
+    super::spawn_job(backups, &job, run(backups.clone(), sups.clone(), volume, backup.clone(), ignore, pause, busy));
     Ok(backup)
 }
 

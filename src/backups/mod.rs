@@ -28,6 +28,7 @@ use crate::console::Event;
 use crate::console::Hubs;
 use crate::error::{conflict, Error, Result};
 use crate::model::{Backup, BackupState, Volume};
+use crate::shutdown::Tasks;
 use crate::store::Store;
 use crate::volumes::Volumes;
 use disk::part_path;
@@ -38,7 +39,8 @@ use retention::{delete_archives, take_excess};
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// The backups room's handle: the jobs running now, and what they reach (the config, the
-/// store, the consoles they report to, the volumes they read and write).
+/// store, the consoles they report to, the volumes they read and write, the task tracker
+/// that runs them and tells them when the daemon stops).
 /// Cheap to clone; its fields are reached only through this room's functions.
 #[derive(Clone)]
 pub struct Backups {
@@ -47,6 +49,7 @@ pub struct Backups {
     store: Arc<Store>,
     hubs: Arc<Hubs>,
     volumes: Volumes,
+    tasks: Tasks,
 }
 
 /// What runs now, in memory: the job of each busy volume, and how far each backup got.
@@ -111,9 +114,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Backups {
-    pub fn new(config: Arc<Config>, store: Arc<Store>, hubs: Arc<Hubs>, volumes: Volumes) -> Backups {
+    pub fn new(config: Arc<Config>, store: Arc<Store>, hubs: Arc<Hubs>, volumes: Volumes, tasks: Tasks) -> Backups {
         let jobs = Arc::new(Jobs::new(config.backups.max_parallel));
-        Backups { jobs, config, store, hubs, volumes }
+        Backups { jobs, config, store, hubs, volumes, tasks }
     }
 
     /// Whether a restore of `volume_id` runs (servers on it may not start meanwhile).
@@ -163,6 +166,20 @@ impl Jobs {
     fn job_of(&self, volume_id: &str, kind: Kind, backup_id: &str) -> Option<Arc<Job>> {
         lock(&self.jobs).get(volume_id).filter(|j| j.kind == kind && j.backup_id == backup_id).cloned()
     }
+}
+
+/// Runs a job's task through the tracker (counted until it ends); at the shutdown signal its
+/// job is stopped, so it records why and ends promptly.
+fn spawn_job(backups: &Backups, job: &Arc<Job>, body: impl std::future::Future<Output = ()> + Send + 'static) {
+    let (mut signal, job) = (backups.tasks.signal(), Arc::clone(job));
+    backups.tasks.spawn(async move {
+        tokio::pin!(body);
+        tokio::select! {
+            () = &mut body => return,
+            () = signal.wait() => job.shut_down(),
+        }
+        body.await
+    });
 }
 
 /// Claims `volume_id` for one job: 409 while another runs.

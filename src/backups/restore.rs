@@ -50,7 +50,8 @@ pub async fn start(
             Ok::<_, Error>(())
         })
         .await?;
-    tokio::spawn(run(backups.clone(), sups.clone(), volume, backup, truncate, busy));
+    let job = Arc::clone(busy.job());
+    super::spawn_job(backups, &job, run(backups.clone(), sups.clone(), volume, backup, truncate, busy));
     Ok(())
 }
 
@@ -111,6 +112,10 @@ async fn run(backups: Backups, sups: Supervisors, volume: Volume, backup: Backup
     record(&backups, &volume, &backup, outcome, cancelled).await;
     // The volume is left alone and the outcome on record: a canceller may go on.
     drop(busy);
+    if job.stopped() == Some(Stopped::Shutdown) {
+        // The daemon stops: servers are left as they are, as a restart would leave them.
+        return;
+    }
     start_again(&backups, &sups, &volume, &ran).await;
 }
 

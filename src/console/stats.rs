@@ -80,7 +80,7 @@ pub fn ensure(store: &Arc<Store>, docker: &Arc<Docker>, runtime: &tokio::runtime
     }
     let (store, docker, hub) = (Arc::clone(store), Arc::clone(docker), Arc::clone(hub));
     // On the daemon's runtime whoever asks (the stream is no console thread work).
-    runtime.spawn(async move {
+    crate::shutdown::detach_on(runtime, async move {
         run(&store, &docker, &hub, &cid).await;
         hub.stats_open.store(false, Release);
     });

@@ -148,7 +148,7 @@ impl Docker {
             .map_err(|e| unreachable(&e))?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
-        tokio::spawn(async move {
+        crate::shutdown::detach(async move {
             let _ = conn.with_upgrades().await;
         });
         let mut req = Request::builder().method(method).uri(uri).header("host", "docker");

@@ -265,7 +265,7 @@ impl Drop for Slot {
 
 /// Tells a refused client why, briefly, and closes.
 pub fn refuse(mut stream: TcpStream, why: &'static str) {
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         let body = format!("{{\"error\":\"{why}\"}}");
         let reply = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\

@@ -169,7 +169,7 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
     let guard = hub.viewer(ViewerKind::Attach);
     stats::ensure(app.store(), app.docker(), app.runtime(), &hub);
     let app = Arc::clone(app);
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         let _guard = guard;
         let (_session, token) = token.unzip();
         let mut closed = hub.closed();

@@ -139,7 +139,7 @@ pub(super) fn ranged(
 /// A response streaming `len` bytes of `file` from `start`, a chunk at a time.
 pub(super) fn stream_file(file: std::fs::File, start: u64, len: u64) -> Reply {
     let (tx, body) = channel_body(4);
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         let mut file = tokio::fs::File::from_std(file);
         if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
             let _ = tx.send(Err(e)).await;

@@ -60,9 +60,9 @@ pub async fn serve(app: Handles, listener: TcpListener, shutdown: impl Future<Ou
         pending: server.max_pending_sockets,
         per_ip: server.max_connections_per_ip,
     });
-    let trimmer = tokio::spawn(Arc::clone(&conns).trim_after_bursts());
+    let trimmer = crate::shutdown::detach(Arc::clone(&conns).trim_after_bursts());
     let alarms = deadline::Alarms::new();
-    let ringer = tokio::spawn(Arc::clone(&alarms).ring());
+    let ringer = crate::shutdown::detach(Arc::clone(&alarms).ring());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -95,7 +95,7 @@ pub async fn serve(app: Handles, listener: TcpListener, shutdown: impl Future<Ou
             .serve_connection(TokioIo::new(conns::Timed::new(stream)), service)
             .with_upgrades();
         let alarms = Arc::clone(&alarms);
-        tokio::spawn(async move {
+        crate::shutdown::detach(async move {
             // Asked to end at shutdown: the flag is one load per wake-up, and `stop` wakes
             // every connection (an idle one through its alarm) so each sees it. An anonymous
             // connection pushed out of its pool (`conns`) is dropped, closing it.

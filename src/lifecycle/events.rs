@@ -67,7 +67,7 @@ fn route(sups: &Supervisors, ev: &Value) {
     if event == EngineEvent::Create && mine && !sups.store.read(|s| s.containers.contains_key(id)) {
         if let Some(cid) = ev["Actor"]["ID"].as_str().or(ev["id"].as_str()).map(String::from) {
             let (sups, id) = (sups.clone(), id.to_string());
-            tokio::spawn(async move { super::recover::remove_orphan(&sups, &cid, &id).await });
+            crate::shutdown::detach(async move { super::recover::remove_orphan(&sups, &cid, &id).await });
         }
         return;
     }

@@ -242,7 +242,6 @@ async fn run_script(
     let cid = bounded(CREATE_TIMEOUT, "creating the install container", docker.create_container(None, &body))
         .await
         .map_err(|e| format!("cannot create the install container: {}", message(&e)))?;
-    let guard = Helper { sups: sups.clone(), cid: cid.clone() };
     let mut last = VecDeque::with_capacity(LAST_LINES);
     let limit = Duration::from_secs(sups.config.containers.install_timeout);
     let outcome = tokio::time::timeout(limit, async {
@@ -263,31 +262,17 @@ async fn run_script(
         bounded(REMOVE_TIMEOUT, "waiting for the install script", docker.wait_container(&cid)).await
     })
     .await;
-    drop(guard);
+    // Removed here, awaited, when the script ends however it ends; a job cut short (the
+    // server deleted, the daemon stopping) leaves it to the label sweeps of the deletion and
+    // of the next start.
+    if let Err(e) = bounded(REMOVE_TIMEOUT, "removing the install container", docker.remove_container(&cid)).await {
+        crate::warn!("install container {cid}: {e}");
+    }
     let tail = || Vec::from(last.clone()).join(" | ");
     match outcome {
         Err(_) => Err(format!("Install script timed out after {} s (containers.install_timeout)", limit.as_secs())),
         Ok(Err(e)) => Err(format!("Install script could not run: {}", message(&e))),
         Ok(Ok(0)) => Ok(()),
         Ok(Ok(code)) => Err(format!("Install script exited with code {code}; last output: {}", tail())),
-    }
-}
-
-/// Removes a one-shot container however its job ends (finished, failed, or cancelled).
-struct Helper {
-    sups: Supervisors,
-    cid: String,
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let (sups, cid) = (self.sups.clone(), std::mem::take(&mut self.cid));
-        tokio::spawn(async move {
-            if let Err(e) =
-                bounded(REMOVE_TIMEOUT, "removing the install container", sups.docker.remove_container(&cid)).await
-            {
-                crate::warn!("install container {cid}: {e}");
-            }
-        });
     }
 }

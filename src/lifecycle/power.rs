@@ -227,7 +227,7 @@ impl Supervisor {
             return;
         }
         let hub = self.hub.clone();
-        tokio::spawn(async move {
+        crate::shutdown::detach(async move {
             let _ = reply.send(write_stdin(&hub, &text).await);
         });
     }

@@ -89,7 +89,7 @@ impl Supervisor {
         let mut labels = self.labels();
         labels.push(format!("lightd.record={}", rec.record_id));
         let sups = self.sups.clone();
-        tokio::spawn(async move {
+        crate::shutdown::detach(async move {
             for wait in [1, 4, 10] {
                 tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
                 for c in sups.docker.list_containers(&labels).await.unwrap_or_default() {

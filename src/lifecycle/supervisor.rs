@@ -163,7 +163,7 @@ impl Supervisor {
         if rec.state != PowerState::Offline {
             self.hub.set_filled(false);
             let hub = Arc::clone(&self.hub);
-            tokio::spawn(async move {
+            crate::shutdown::detach(async move {
                 tokio::time::sleep(super::FILL_WAIT * 2).await;
                 hub.set_filled(true);
             });
@@ -213,7 +213,7 @@ impl Supervisor {
         work: impl std::future::Future<Output = JobResult> + Send + 'static,
     ) {
         let tx = self.tx.clone();
-        let task = tokio::spawn(async move {
+        let task = crate::shutdown::detach(async move {
             let result = work.await;
             let _ = tx.send(Msg::Fact(Fact::Done(result)));
         });

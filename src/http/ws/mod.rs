@@ -89,7 +89,7 @@ pub fn upgrade(
     // The connection's slot stays taken while the session runs.
     let app = Arc::clone(app);
     let id = id.to_string();
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
             Ok(Ok(ws)) => Session::run(app, id, entry, ws.into_inner(), asked, slot).await,
             Ok(Err(e)) => crate::info!("websocket upgrade failed: {e}"),
@@ -398,7 +398,7 @@ impl Session {
         };
         let (app, id, replies) = (Arc::clone(&self.app), self.hub.id.clone(), replies.clone());
         // The supervisor's work runs on the daemon's runtime, not the console thread.
-        self.app.runtime().spawn(async move {
+        crate::shutdown::detach_on(self.app.runtime(), async move {
             if let Err(e) = lifecycle::act(app.sups(), &id, action).await {
                 let mut frame = Vec::new();
                 frames::event(&mut frame, "error", &[e.to_string()]);
