@@ -19,6 +19,7 @@ pub mod notify;
 pub mod paths;
 pub mod ports;
 pub mod quota;
+pub mod rlimit;
 pub mod secret;
 pub mod shutdown;
 pub mod store;

@@ -213,21 +213,15 @@ fn quota_mode(config: &Config) -> Result<Quota, String> {
 }
 
 /// Raises the open-files soft limit to the hard limit: connections, console sessions and
-/// Docker streams are all file descriptors.
-/// Returns the limit in force.
+/// Docker streams are all file descriptors. Returns the limit in force.
 fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
-        }
-    };
-    if !raised {
-        lightd::warn!("cannot raise the open-files limit: {}", std::io::Error::last_os_error());
-    }
-    lim.rlim_cur
+    lightd::rlimit::raise_nofile().unwrap_or_else(|e| {
+        lightd::warn!("cannot raise the open-files limit: {e}");
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct it is given.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        lim.rlim_cur
+    })
 }
 
 /// Keeps room under the open-files limit for Docker streams, volumes and the state file:

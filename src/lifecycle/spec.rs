@@ -41,7 +41,8 @@ pub async fn warn_if_open(docker: &crate::docker::Docker, name: &str, id: &str) 
 
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY: u64 = 6 << 20;
-const MAX_COMMAND: usize = 8 * 1024;
+/// The longest startup command (a console command has its own limit, `power::MAX_COMMAND`).
+const MAX_STARTUP_COMMAND: usize = 8 * 1024;
 
 /// `POST /containers` body (the API form; `http::seed_form` turns the seed's form into one).
 #[derive(Debug, Clone, Deserialize)]
@@ -83,8 +84,8 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     check_image(&req.image, &config.docker.allowed_registries)?;
     let volume_id = volumes::parse_key(&req.volume_id)?;
     let command = req.startup_command.trim();
-    if (command.is_empty() && !req.image_command) || command.len() > MAX_COMMAND || command.contains('\0') {
-        return Err(bad(format!("startup_command must be 1-{MAX_COMMAND} bytes without NUL")));
+    if (command.is_empty() && !req.image_command) || command.len() > MAX_STARTUP_COMMAND || command.contains('\0') {
+        return Err(bad(format!("startup_command must be 1-{MAX_STARTUP_COMMAND} bytes without NUL")));
     }
     if let Some(p) = &req.start_pattern {
         check_pattern(p)?;

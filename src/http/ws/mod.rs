@@ -23,7 +23,6 @@ use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::conns::Slot;
-use super::power::Action;
 use super::reply::{ApiError, Reply};
 use super::tokens::Access;
 use crate::console::viewer::Cursor;
@@ -384,8 +383,7 @@ impl Session {
             "power" => first
                 .as_deref()
                 .filter(|a| ["start", "stop", "kill", "restart"].contains(a))
-                .and_then(Action::parse)
-                .map(Action::lifecycle)
+                .and_then(lifecycle::Action::power)
                 .ok_or("power takes start, stop, kill or restart".to_string()),
             other => Err(format!("unknown event {other:?}")),
         };
