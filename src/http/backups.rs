@@ -55,9 +55,18 @@ pub async fn download(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
         return Err(Error::Conflict("The backup is not ready".into()).into());
     }
     let path = backups::archive_path(app.backups(), &backup);
-    let file =
-        std::fs::File::open(&path).map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // Opened and measured on the blocking pool, not on a runtime thread.
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            Ok::<_, std::io::Error>((file, size))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    let (file, size) = opened.map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
     let mut resp = ranged(&ctx, file, size, "archive", "application/gzip")?;
     resp.headers_mut().insert(CONTENT_DISPOSITION, super::files::attachment(&format!("{}.tar.gz", backup.name)));
     Ok(resp)

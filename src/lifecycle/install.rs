@@ -166,9 +166,16 @@ async fn steps(sups: &Supervisors, id: &str, hub: &Hub) -> std::result::Result<S
         .await
         .map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
     hub.lifecycle(Lifecycle::CreatingContainer);
-    let volume_path = crate::volumes::mount_path(&sups.volumes, &rec.volume_id).map_err(fail)?;
+    let volume_path = crate::volumes::mount_path_off(&sups.volumes, &rec.volume_id).await.map_err(fail)?;
     let binds = super::mounts::verify(sups, &rec).await.map_err(fail)?;
-    let data_dir = datadir::prepare(sups, &rec).map_err(|e| fail(format!("cannot write the data directory: {e}")))?;
+    // Written and fsynced on the blocking pool.
+    let data_dir = {
+        let (sups, rec) = (sups.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || datadir::prepare(&sups, &rec))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| fail(format!("cannot write the data directory: {e}")))?
+    };
     let name = rec.docker_name();
     let old = rec.container_id.iter().chain(std::iter::once(&name));
     for leftover in old {
@@ -201,7 +208,10 @@ async fn steps(sups: &Supervisors, id: &str, hub: &Hub) -> std::result::Result<S
         }
         given => given.to_string(),
     };
-    datadir::write_entrypoint(&data_dir, &rec, &spec::entrypoint_script(&command))
+    let (dir, script) = (data_dir.clone(), spec::entrypoint_script(&command));
+    tokio::task::spawn_blocking(move || datadir::write_entrypoint(&dir, &rec, &script))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         .map_err(|e| made(format!("cannot write entrypoint.sh: {e}")))?;
     Ok(cid)
 }

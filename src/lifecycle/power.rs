@@ -56,7 +56,7 @@ impl Supervisor {
         let rec = self.record().ok_or_else(super::not_found)?;
         let cid = self.container()?;
         super::mounts::verify(&self.sups, &rec).await.map_err(Error::Conflict)?;
-        crate::volumes::mount_path(&self.sups.volumes, &rec.volume_id).map_err(Error::Conflict)?;
+        crate::volumes::mount_path_off(&self.sups.volumes, &rec.volume_id).await.map_err(Error::Conflict)?;
         let pattern = match rec.start_pattern.as_deref() {
             Some(p) => Some(spec::compile_pattern(p)?),
             None => None,

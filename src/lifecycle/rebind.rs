@@ -109,7 +109,7 @@ async fn swap(sups: &Supervisors, id: &str, ports: &[PortBinding]) -> std::resul
     next.ports = ports.to_vec();
     let old_cid = next.container_id.clone().ok_or("no container to rebind")?;
     let docker = &sups.docker;
-    let volume_path = crate::volumes::mount_path(&sups.volumes, &next.volume_id)?;
+    let volume_path = crate::volumes::mount_path_off(&sups.volumes, &next.volume_id).await?;
     let binds = super::mounts::verify(sups, &next).await?;
     let data = data_dir(sups, id);
     let net = &sups.config.containers.default_network;

@@ -55,7 +55,11 @@ impl Supervisor {
             p.abort();
         }
         let dir = data_dir(&self.sups, &self.id);
-        match std::fs::remove_dir_all(&dir) {
+        let removing = dir.clone();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&removing))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())));
             }

@@ -331,6 +331,13 @@ pub fn mount_path(volumes: &Volumes, volume_id: &str) -> std::result::Result<Pat
     Ok(volume.path)
 }
 
+/// [`mount_path`] on the blocking pool (it reads `/proc/self/mountinfo` and resolves paths):
+/// for async callers (a server's start, install and rebind).
+pub async fn mount_path_off(volumes: &Volumes, volume_id: &str) -> std::result::Result<PathBuf, String> {
+    let (volumes, id) = (volumes.clone(), volume_id.to_string());
+    tokio::task::spawn_blocking(move || mount_path(&volumes, &id)).await.unwrap_or_else(|e| Err(e.to_string()))
+}
+
 /// At start, before any server is reconciled: every loop volume's image mounted again.
 pub async fn mount_all(volumes: &Volumes) {
     let loops: Vec<Volume> =
