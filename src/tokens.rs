@@ -189,6 +189,8 @@ pub async fn redeem(tokens: &Tokens, presented: &str, id: &str) -> std::result::
 /// Why a token that opened a session no longer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoked {
+    /// Past its expiry.
+    Expired,
     /// Its container was deleted, and its tokens with it.
     ContainerDeleted,
     /// `DELETE /auth/tokens` or a new master token.
@@ -198,6 +200,7 @@ pub enum Revoked {
 impl Revoked {
     pub fn reason(self) -> &'static str {
         match self {
+            Revoked::Expired => "token expired",
             Revoked::ContainerDeleted => "container deleted",
             Revoked::Revoked => "token revoked",
         }
@@ -212,6 +215,19 @@ pub fn revoked(tokens: &Tokens, token: &str, id: &str) -> Option<Revoked> {
         _ if !s.containers.contains_key(id) => Some(Revoked::ContainerDeleted),
         _ => Some(Revoked::Revoked),
     })
+}
+
+/// Whether console token `t` still holds a session on container `id` open (`None`) or why
+/// not: the one check of the WebSocket and attach consoles. A single-use token was consumed
+/// when the session opened: only its expiry ends it.
+pub fn gone(tokens: &Tokens, t: &TempToken, id: &str) -> Option<Revoked> {
+    if t.expires_at <= now() {
+        return Some(Revoked::Expired);
+    }
+    if t.remove_on_use {
+        return None;
+    }
+    revoked(tokens, &t.token, id)
 }
 
 /// `DELETE /auth/tokens`: every console token goes; returns how many there were.

@@ -28,13 +28,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a console token no longer holds a session on `id` open: expired, revoked, or its
 /// container deleted.
 fn token_gone(app: &Handles, t: &crate::model::TempToken, id: &str) -> Option<&'static str> {
-    if t.expires_at <= crate::model::now() {
-        Some("token expired")
-    } else if t.remove_on_use {
-        None
-    } else {
-        tokens::revoked(app.tokens(), &t.token, id).map(tokens::Revoked::reason)
-    }
+    tokens::gone(app.tokens(), t, id).map(tokens::Revoked::reason)
 }
 
 /// `GET /containers/:id/logs?tail=N&before=L&source=console|install`: the newest `N` lines

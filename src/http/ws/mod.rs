@@ -313,20 +313,16 @@ impl Session {
     fn check_token(&mut self) -> Close {
         let t = self.token.as_ref()?;
         let left = t.expires_at.saturating_sub(now());
-        if left == 0 {
-            frames::event::<&str>(&mut self.out, "token expired", &[]);
-            return Some((UNAUTHORIZED, "token expired".into()));
-        }
-        if left <= EXPIRY_WARNING && !self.warned {
+        if left > 0 && left <= EXPIRY_WARNING && !self.warned {
             self.warned = true;
             frames::event::<&str>(&mut self.out, "token expiring", &[]);
         }
-        // A single-use token was consumed when the session opened; it cannot be revoked.
-        if t.remove_on_use {
-            return None;
-        }
         // The container's deletion closes its sessions too; whichever comes first says so.
-        tokens::revoked(self.app.tokens(), &t.token, &self.hub.id).map(|why| match why {
+        tokens::gone(self.app.tokens(), t, &self.hub.id).map(|why| match why {
+            tokens::Revoked::Expired => {
+                frames::event::<&str>(&mut self.out, "token expired", &[]);
+                (UNAUTHORIZED, why.reason().to_string())
+            }
             tokens::Revoked::ContainerDeleted => (1001, why.reason().to_string()),
             tokens::Revoked::Revoked => (UNAUTHORIZED, why.reason().to_string()),
         })
