@@ -80,6 +80,7 @@ impl LogConfig {
     }
 }
 
+/// `backups.*`: where archives go and how many jobs run, how fast and for how long.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackupsConfig {
@@ -107,6 +108,7 @@ impl Default for BackupsConfig {
     }
 }
 
+/// `server.*`: the API's address and its connection limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -135,6 +137,7 @@ impl Default for ServerConfig {
     }
 }
 
+/// `docker.*`: the engine's socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DockerConfig {
@@ -187,6 +190,7 @@ impl DockerConfig {
     }
 }
 
+/// `volumes.*`: where volumes live, their default size and how it is enforced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VolumesConfig {
@@ -200,6 +204,7 @@ pub struct VolumesConfig {
     pub overcommit: bool,
 }
 
+/// `volumes.quota` as configured (resolved at start to a `model::Quota`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QuotaSetting {
@@ -220,6 +225,7 @@ impl Default for VolumesConfig {
     }
 }
 
+/// `containers.*`: how servers are made (user, network, mounts, timeouts).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ContainersConfig {
@@ -289,6 +295,7 @@ impl AllowedMount {
     }
 }
 
+/// `authorization.*`: the master token and the console token table's bound.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -304,6 +311,7 @@ impl Default for AuthConfig {
     }
 }
 
+/// `storage.*`: the state file and the data and journal directories.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -318,6 +326,7 @@ impl Default for StorageConfig {
     }
 }
 
+/// `console.*`: ring sizes, tails, journals and session limits of the consoles.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {

@@ -27,6 +27,7 @@ const USAGE: &str = "usage: lightd [--config PATH] [--check-config | --token wha
 exit codes: 0 done, 1 failed while running, 2 bad command line or config, or a path in the
   config this user cannot use (run as root or change storage.*, volumes.base_path, backups.path)";
 
+/// What the command line asks lightd to do.
 enum Action {
     Serve,
     Check,

@@ -54,6 +54,7 @@ pub fn spawn<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) 
 /// Runs `task` on the console thread and waits for it; dropping the wait cancels the task, as
 /// dropping the future itself would.
 pub async fn run<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> T {
+    /// Aborts the task when the wait for it is dropped.
     struct Cancel<T>(JoinHandle<T>);
     impl<T> Drop for Cancel<T> {
         fn drop(&mut self) {

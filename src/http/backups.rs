@@ -17,6 +17,7 @@ use crate::backups;
 use crate::error::Error;
 use crate::model::BackupState;
 
+/// `POST /volumes/:v/backups` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -72,6 +73,7 @@ pub async fn download(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(resp)
 }
 
+/// `POST .../restore` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RestoreBody {

@@ -371,6 +371,7 @@ mod tests {
 
     /// Whether `slot` was pushed out (polled once, as its connection would be).
     fn is_shed(slot: &Slot) -> bool {
+        /// Counts wake-ups.
         struct Count(AtomicUsize);
         impl Wake for Count {
             fn wake(self: Arc<Self>) {
@@ -457,6 +458,7 @@ mod tests {
 
     #[test]
     fn a_shed_connection_is_woken() {
+        /// Counts wake-ups.
         struct Count(AtomicUsize);
         impl Wake for Count {
             fn wake(self: Arc<Self>) {

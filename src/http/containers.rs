@@ -157,6 +157,7 @@ pub async fn delete(app: &Handles, ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(message(StatusCode::OK, "Container deleted successfully"))
 }
 
+/// `POST /containers/:id/reinstall` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReinstallBody {
@@ -176,6 +177,7 @@ pub async fn reinstall(app: &std::sync::Arc<Handles>, mut ctx: Ctx) -> Result<Re
     Ok(accepted("Container reinstall started", &id))
 }
 
+/// `POST /containers/:id/rebind` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RebindBody {

@@ -192,6 +192,7 @@ pub async fn write(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> 
     Ok(json(status, &json!({ "path": path, "size": written.bytes })))
 }
 
+/// Why pouring a body into a file stopped: the client's side or the disk's.
 enum Pour {
     Read(String),
     Write(std::io::Error),
@@ -209,12 +210,14 @@ async fn pour(mut body: hyper::body::Incoming, mut file: tokio::fs::File) -> Res
     file.sync_all().await.map_err(Pour::Write)
 }
 
+/// A body naming one path.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PathBody {
     path: String,
 }
 
+/// A move's body: from, to, and whether to overwrite.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MoveBody {
@@ -224,12 +227,14 @@ struct MoveBody {
     overwrite: bool,
 }
 
+/// A delete's body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeleteBody {
     paths: Vec<String>,
 }
 
+/// A chmod's body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChmodBody {

@@ -11,6 +11,7 @@ use crate::error::bad;
 use crate::model::PortKey;
 use crate::ports::{self, parse_ip, parse_port, parse_protocol, Filter};
 
+/// `POST /ports` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddBody {

@@ -21,6 +21,7 @@ pub async fn action(app: &Arc<Handles>, ctx: Ctx, name: &'static str) -> Result<
     Ok(json(StatusCode::ACCEPTED, &json!({ "message": message, "internal_id": id })))
 }
 
+/// `POST /containers/:id/command` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommandBody {

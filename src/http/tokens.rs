@@ -10,6 +10,7 @@ use super::reply::{json, ApiError, Reply};
 use super::request::Ctx;
 use crate::tokens::{self, Denied};
 
+/// `POST /auth/tokens` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {

@@ -9,6 +9,7 @@ use super::reply::{json, message, ok, ApiError, Reply};
 use super::request::Ctx;
 use crate::volumes;
 
+/// `POST /volumes` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -31,6 +32,7 @@ pub async fn get(app: &Handles, ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(ok(&volumes::get(app.volumes(), ctx.param(0)).await?))
 }
 
+/// `PATCH /volumes/:v` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {

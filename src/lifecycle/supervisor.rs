@@ -47,6 +47,7 @@ pub struct Job {
     pub task: JoinHandle<()>,
 }
 
+/// What the supervisor's one running job does.
 pub enum JobKind {
     /// Pulling the image of a create or reinstall (the server, if any, still runs).
     Pull { rollback: Option<Rollback> },
