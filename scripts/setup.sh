@@ -299,7 +299,9 @@ ensure_freeciv_image() {
 
 # The network the tests' daemons share, made once here so parallel daemons never race to create it.
 ensure_network() {
-    # Servers reach each other only through published ports, as on lightd's own network.
+    # Servers reach each other only through published ports, as on lightd's own network. Made
+    # here, it proves nothing of lightd's own: tests/security.rs has the daemon make a network
+    # itself (a fresh name) to check that servers are kept apart there.
     local icc
     icc=$(docker network inspect -f '{{index .Options "com.docker.network.bridge.enable_icc"}}' lightd-test-net 2>/dev/null || true)
     [ "$icc" = false ] && return

@@ -40,6 +40,15 @@ fn follow(who: &str, prev: u64, line: &str) -> u64 {
     n
 }
 
+/// The number of the newest line in the console of `id` (from a thread without the daemon).
+fn newest(port: u16, id: &str) -> u64 {
+    let req = format!(
+        "GET /containers/{id}/logs?tail=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    let r = raw(port, req.as_bytes()).unwrap();
+    number(r.json()["lines"][0].as_str().unwrap())
+}
+
 fn logs(d: &Daemon, id: &str, tail: &str) -> Vec<String> {
     let r = d.get(&format!("/containers/{id}/logs{tail}"));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -87,28 +96,36 @@ fn every_session_gets_tail_then_each_live_line_once_in_order() {
     require_docker();
     let d = Daemon::start();
     let id = running(&d, "order", COUNTER);
-    wait_for(10, "some lines", || (logs(&d, &id, "").len() > 20).then_some(()));
+    // More lines than a tail holds (console.tail_lines, 100), so every tail is a full one.
+    wait_for(30, "more than a tail of lines", || (logs(&d, &id, "?tail=1000").len() > 150).then_some(()));
     let handles: Vec<_> = (0..10)
         .map(|i| {
             let (port, id) = (d.port, id.clone());
             std::thread::spawn(move || {
                 // Sessions join while the counter runs, each at its own moment.
                 std::thread::sleep(std::time::Duration::from_millis(i * 150));
+                let before = newest(port, &id);
                 let mut s = AttachSession::open(port, &id);
                 let first = number(&s.text());
+                let after = newest(port, &id);
                 let mut prev = first;
                 for _ in 0..150 {
                     let n = number(&s.text());
                     assert_eq!(n, prev + 1, "session {i}: after line {prev} came line {n}");
                     prev = n;
                 }
-                (first, prev)
+                (before, first, after)
             })
         })
         .collect();
-    for h in handles {
-        let (first, last) = h.join().unwrap();
-        assert!(first >= 1 && last == first + 150);
+    for (i, h) in handles.into_iter().enumerate() {
+        // The session began with the tail: the 100 lines up to the newest one when it joined
+        // (somewhere between the newest line before it connected and after its tail came).
+        let (before, first, after) = h.join().unwrap();
+        assert!(
+            (before..=after).contains(&(first + 99)),
+            "session {i}: tail from line {first}, newest {before}..{after}"
+        );
     }
     // Deleting the container ends the session.
     let mut s = AttachSession::open(d.port, &id);

@@ -238,10 +238,23 @@ fn container_limit_is_enforced() {
     let d = Daemon::start_with(|c| c["containers"]["max_containers"] = json!(1));
     let (vol, _) = d.new_volume();
     assert_eq!(d.call("POST", "/containers", Some(create_body(&d.id("one"), &vol))).status, 202);
+    d.wait_installed(&d.id("one"), 120);
+    let before = d.state();
     let r = d.call("POST", "/containers", Some(create_body(&d.id("two"), &vol)));
     assert_eq!(r.status, 409);
     assert!(r.error().contains("max_containers"), "{}", r.error());
-    d.wait_installed(&d.id("one"), 120);
+    // Refused, so nothing of it exists: no record, no Docker container, the state as it was.
+    assert_eq!(d.get(&format!("/containers/{}", d.id("two"))).status, 404);
+    let listed: Vec<Value> = d.get("/containers").json()["containers"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(common::inspect(&format!("lightd-{}", d.id("two"))).is_none(), "a Docker container for the refused create");
+    assert_eq!(d.docker_names(), [format!("lightd-{}", d.id("one"))]);
+    let after = d.state();
+    assert_eq!((&after["containers"], &after["ports"]), (&before["containers"], &before["ports"]));
+    // Nor is it waiting to be saved with the next write: make one.
+    d.new_volume();
+    assert_eq!(d.get(&format!("/containers/{}", d.id("two"))).status, 404);
+    assert_eq!(d.state()["containers"], before["containers"], "the refused create was saved with the next write");
 }
 
 #[test]

@@ -88,9 +88,20 @@ fn run(delay: Duration) -> (usize, usize) {
     for p in &stored {
         assert!((20000..20200).contains(p), "port {p} was never asked for");
     }
-    // The daemon loads that state after the kill, and leaves no stray temp file behind.
+    // The daemon loads that state after the kill, and leaves no stray temp file behind: the
+    // kill may or may not have caught one mid-write, so one is planted too (temp files are
+    // `state.json.tmp-<hex>`), and every sibling of that form must be gone after the start.
+    let temps = |d: &Daemon| -> Vec<String> {
+        std::fs::read_dir(&d.dir.0)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("state.json.tmp"))
+            .collect()
+    };
+    std::fs::write(d.dir.0.join("state.json.tmp-00112233deadbeef"), b"{\"half\": ").unwrap();
+    let left = temps(&d);
     d.spawn();
-    assert!(!d.dir.0.join("state.json.tmp").exists());
+    assert_eq!(temps(&d), Vec::<String>::new(), "temp files left by the kill ({left:?}) are removed at start");
     let listed = d.get("/network/ports").json()["ports"].as_array().unwrap().len();
     assert_eq!(listed, stored.len());
     d.stop();

@@ -61,8 +61,11 @@ fn actions_during_a_graceful_stop_follow_the_table() {
     let v = d.wait_state(&id, "offline", 30);
     assert_eq!(v["last_exit"]["code"], 0, "it saved and exited on its own terms: {v}");
     assert!(v["ports"].as_array().unwrap().is_empty(), "the refused rebind changed nothing");
-    // It stays down: the dropped restart never ran.
-    std::thread::sleep(Duration::from_secs(2));
+    // It stays down: the dropped restart never ran. What follows a stop runs in the step
+    // that records its exit, and the supervisor takes one message at a time: a stop asked
+    // now is decided after that step, and finds the server down (not `starting`).
+    let r = d.call("POST", &format!("/containers/{id}/stop"), None);
+    assert_eq!((r.status, r.error().as_str()), (409, "Container is not running"), "the dropped restart ran");
     assert_eq!(d.record(&id)["state"], "offline");
     assert_eq!(started_at(&id), first_run);
     let logs = d.get(&format!("/containers/{id}/logs?tail=100")).json()["lines"].to_string();
@@ -76,11 +79,13 @@ fn kill_escalates_a_stop_and_restart_waits_for_it() {
     let id = running(&d, "escalate", &slow_saver(20), json!({}));
     assert_eq!(d.act(&id, "stop"), 202);
     d.wait_line(&id, "saving");
-    let t = Instant::now();
     assert_eq!(d.act(&id, "kill"), 202, "kill during stopping escalates at once");
-    let v = d.wait_state(&id, "offline", 10);
-    assert!(t.elapsed() < Duration::from_secs(8), "not after the 20 s save: {:?}", t.elapsed());
-    assert_eq!(v["last_exit"]["code"], 137);
+    // Killed mid-save: SIGKILL's exit code, and the save never finished (a stop that ran its
+    // course would end 20 s later with "saved" and exit code 0).
+    let v = d.wait_state(&id, "offline", 60);
+    assert_eq!(v["last_exit"]["code"], 137, "{v}");
+    let lines = d.get(&format!("/containers/{id}/logs?tail=100")).json()["lines"].clone();
+    assert!(!lines.as_array().unwrap().iter().any(|l| l == "saved"), "the save ran to its end: {lines}");
 
     // A restart of a running server: the old run ends gracefully, exactly one new run starts.
     assert_eq!(d.act(&id, "start"), 202);
@@ -181,10 +186,10 @@ fn delete_cancels_a_hung_install() {
     });
     let r = d.call("POST", &format!("/containers/{id}/start"), None);
     assert_eq!((r.status, r.error().as_str()), (409, "Cannot start while container is installing"));
-    let t = Instant::now();
+    // Answered once the install is cancelled (waiting for the hour-long script instead would
+    // outlast the client's 90 s read): the record, the install container and the port go.
     let r = d.call("DELETE", &format!("/containers/{id}"), None);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(t.elapsed() < Duration::from_secs(10), "cancelled at once: {:?}", t.elapsed());
     assert_eq!(d.get(&format!("/containers/{id}")).status, 404);
     wait_for(20, "every container gone", || d.containers().is_empty().then_some(()));
     let pool = d.get("/network/ports").json()["ports"][0].clone();

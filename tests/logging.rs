@@ -5,6 +5,7 @@ mod common;
 
 use std::process::Command;
 
+use common::service::output_within;
 use common::*;
 use serde_json::{json, Value};
 
@@ -112,7 +113,7 @@ fn unknown_level_or_format_is_a_config_error_naming_the_key() {
             if !serve {
                 cmd.arg("--check-config");
             }
-            let out = cmd.arg("--config").arg(&cfg).output().unwrap();
+            let out = output_within(cmd.arg("--config").arg(&cfg), 20);
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{log} (serve: {serve}): {err}");
             assert!(err.contains(key), "{log}: {err}");
@@ -121,6 +122,6 @@ fn unknown_level_or_format_is_a_config_error_naming_the_key() {
     let mut c = config_for(&dir.0);
     c["log"] = json!({"level": "error", "format": "json"});
     std::fs::write(&cfg, c.to_string()).unwrap();
-    let out = Command::new(bin()).arg("--check-config").arg("--config").arg(&cfg).output().unwrap();
+    let out = output_within(Command::new(bin()).arg("--check-config").arg("--config").arg(&cfg), 20);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

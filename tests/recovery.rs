@@ -102,12 +102,22 @@ async fn running_servers_are_reattached_after_a_restart() {
 fn exits_and_removals_while_down_are_recorded() {
     require_docker();
     let mut d = Daemon::start();
-    let exits = d.ready_container("exits", "echo up; sleep 2; exit 5", json!({"crash_restart": false}));
+    // It exits only when told (a file in its volume), so its exit falls while the daemon is
+    // down, however slow the machine.
+    let exits = d.ready_container(
+        "exits",
+        "echo up; while [ ! -e /home/container/go ]; do sleep 0.1; done; exit 5",
+        json!({"crash_restart": false, "start_pattern": "up"}),
+    );
     let removed = d.ready_container("removed", "while true; do sleep 1; done", json!({}));
+    let volume = d.record(&exits)["volume_id"].as_str().unwrap().to_string();
+    let home = std::path::PathBuf::from(d.get(&format!("/volumes/{volume}")).json()["path"].as_str().unwrap());
     assert_eq!(d.act(&exits, "start"), 202);
     assert_eq!(d.act(&removed, "start"), 202);
-    assert_eq!(d.record(&exits)["state"], "running");
+    d.wait_state(&exits, "running", 20);
     d.kill9();
+    assert_eq!(d.state()["containers"][&exits]["state"], "running", "on record as running when the daemon died");
+    std::fs::write(home.join("go"), b"").unwrap();
     docker(&["rm", "-f", &format!("lightd-{removed}")]);
     wait_for(20, "the server to exit on its own", || {
         (docker(&["inspect", "-f", "{{.State.Running}}", &format!("lightd-{exits}")]).trim() == "false").then_some(())

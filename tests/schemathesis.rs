@@ -228,3 +228,139 @@ fn schemathesis_findings_stay_fixed() {
         assert_eq!(r.json()["size_limit_bytes"], 16u64 << 30);
     }
 }
+
+/// `tests/schemathesis.toml` lets 18 operations answer schema-valid data with a 400 (their
+/// rules are beyond JSON Schema), so schemathesis alone would pass a daemon refusing every
+/// valid request to them. The control: one valid request to each, with what it did checked.
+#[test]
+fn the_operations_allowed_a_400_take_valid_requests() {
+    require_docker();
+    let d = Daemon::start();
+    prepare(&d);
+    let listed: Vec<String> = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"')?.strip_suffix("\",").map(String::from))
+        .collect();
+    let v = |p: &str| format!("/volumes/{VOLUME}{p}");
+    let send = |method: &str, path: &str, content_type: &str, body: &[u8]| -> Resp {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        d.try_raw(&req).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    };
+    let archive = {
+        let mut tar = Vec::new();
+        let mut h = [0u8; 512];
+        h[..9].copy_from_slice(b"hello.txt");
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(b"00000000005\0");
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = b'0';
+        h[257..265].copy_from_slice(b"ustar\x0000");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        tar.extend_from_slice(&h);
+        tar.extend_from_slice(b"hello");
+        tar.resize(512 * 4, 0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        gz.finish().unwrap()
+    };
+    let [a, b] = ports(2)[..] else { unreachable!() };
+    let other = d.id("st-control");
+    let mut done = Vec::new();
+    let mut check = |op: &str, r: Resp, effect: &dyn Fn() -> bool| {
+        assert!((200..300).contains(&r.status), "{op}: a valid request got {} {}", r.status, r.body);
+        assert!(effect(), "{op}: answered {} but did not do it: {}", r.status, r.body);
+        done.push(op.to_string());
+    };
+    let file = |p: &str| d.get(&v(&format!("/files/content?path={p}")));
+    let json_of = |value: serde_json::Value| value.to_string().into_bytes();
+    let j = "application/json";
+    check(
+        "createVolume",
+        send("POST", "/volumes", j, &json_of(json!({"name": "second", "size_limit": "64MB"}))),
+        &|| d.get("/volumes/second").status == 200,
+    );
+    check("patchVolume", send("PATCH", "/volumes/second", j, &json_of(json!({"size_limit": "128MB"}))), &|| {
+        d.get("/volumes/second").json()["size_limit_bytes"] == 128u64 << 20
+    });
+    check("listFiles", d.get(&v("/files?path=world")), &|| {
+        d.get(&v("/files?path=world")).json()["entries"][0]["name"] == "level.dat"
+    });
+    check("statFile", d.get(&v("/files/stat?path=server.properties")), &|| true);
+    check("readFile", file("server.properties"), &|| file("server.properties").body == "motd=lightd\n");
+    check("writeFile", send("PUT", &v("/files/content?path=notes.txt"), "application/octet-stream", b"note"), &|| {
+        file("notes.txt").body == "note"
+    });
+    check("mkdir", send("POST", &v("/files/mkdir"), j, &json_of(json!({"path": "world/region"}))), &|| {
+        d.get(&v("/files/stat?path=world/region")).status == 200
+    });
+    let copy = json!({"from": "server.properties", "to": "server.properties.bak", "overwrite": true});
+    check("copyFile", send("POST", &v("/files/copy"), j, &json_of(copy)), &|| {
+        file("server.properties.bak").body == "motd=lightd\n"
+    });
+    let rename = json!({"from": "server.properties.bak", "to": "server.properties.old", "overwrite": true});
+    check("renameFile", send("POST", &v("/files/rename"), j, &json_of(rename)), &|| {
+        file("server.properties.old").status == 200 && file("server.properties.bak").status == 404
+    });
+    check(
+        "deleteFiles",
+        send("POST", &v("/files/delete"), j, &json_of(json!({"paths": ["server.properties.old"]}))),
+        &|| file("server.properties.old").status == 404,
+    );
+    check(
+        "chmod",
+        send("POST", &v("/files/chmod"), j, &json_of(json!({"path": "notes.txt", "mode": "0600"}))),
+        &|| d.get(&v("/files/stat?path=notes.txt")).body.contains("600"),
+    );
+    // The archive is binary: asked for over HTTP/1.0, its body is the bytes up to the close.
+    let req = format!("GET {} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n", v("/archive?path=world"));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut answer).unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let head = parse_response(&answer[..split]).unwrap();
+    let mut tar = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&answer[split..]), &mut tar);
+    check("archive", head, &|| tar.windows(9).any(|w| w == b"level.dat"));
+    check("extract", send("POST", &v("/extract?path=world"), "application/gzip", &archive), &|| {
+        file("world/hello.txt").body == "hello"
+    });
+    let backups = || d.get(&v("/backups")).json()["backups"].as_array().map_or(0, Vec::len);
+    let before = backups();
+    check("uploadBackup", send("POST", &v("/backups/upload"), "application/gzip", &archive), &|| {
+        backups() == before + 1
+    });
+    let range = json!({"ip": "127.0.0.1", "port_start": a, "port_end": b});
+    check("addPorts", send("POST", "/network/ports", j, &json_of(range)), &|| {
+        d.get("/network/ports?available=true").body.contains(&format!("\"port\":{b}"))
+    });
+    let create = json!({"internal_id": other, "image": IMAGE, "volume_id": "second", "startup_command": "sleep 100"});
+    check("createContainer", send("POST", "/containers", j, &json_of(create)), &|| {
+        d.wait_installed(&other, 120)["install_state"] == "ready"
+    });
+    let rebind = json!({"ports": [{"ip": "127.0.0.1", "port": a}]});
+    check("rebind", send("POST", &format!("/containers/{SERVER}/rebind-network"), j, &json_of(rebind)), &|| {
+        wait_for(60, "the rebind", || Some(()).filter(|_| d.record(SERVER)["ports"][0]["port"] == a));
+        true
+    });
+    let before = d.record(&other)["container_id"].clone();
+    check("reinstall", send("POST", &format!("/containers/{other}/reinstall"), j, b"{}"), &|| {
+        let rec = d.wait_installed(&other, 120);
+        rec["install_state"] == "ready" && rec["container_id"] != before
+    });
+    done.sort();
+    let mut listed = listed;
+    listed.sort();
+    assert_eq!(done, listed, "one control for each operation tests/schemathesis.toml lets answer 400");
+}

@@ -40,9 +40,11 @@ fn mount_sources_cannot_be_turned_into_the_host_root() {
         [(rw.join("a").join("inner"), "overlaps"), (rw.clone(), "overlaps"), (d.dir.0.join("volumes"), "not allowed")]
     {
         std::fs::create_dir_all(&source).unwrap();
+        let before = d.state();
         let r = d.call("POST", "/containers", Some(body("b", &source)));
         assert_eq!(r.status, 400, "{}: {}", source.display(), r.body);
         assert!(r.error().contains(needle), "{}", r.error());
+        refused_left_nothing(&d, &d.id("b"), &before);
     }
     // Read-only by default: a plain allowed path cannot be written through.
     let reader = d.ready_container(
@@ -68,6 +70,27 @@ fn mount_sources_cannot_be_turned_into_the_host_root() {
     assert_eq!(d.record(&a)["state"], "offline");
     let mounts = docker(&["inspect", "-f", "{{json .Mounts}}", &format!("lightd-{a}")]);
     assert!(!mounts.contains("\"Source\":\"/\""), "{mounts}");
+}
+
+/// After a refused create of `id`: no record, no Docker container, and the state file as it
+/// was (`before`: containers, ports, volumes, backups, and as many tokens), also once the
+/// next change is saved.
+fn refused_left_nothing(d: &Daemon, id: &str, before: &Value) {
+    assert_eq!(d.get(&format!("/containers/{id}")).status, 404, "no record of {id}");
+    assert!(inspect(&format!("lightd-{id}")).is_none(), "no Docker container for {id}");
+    let after = d.state();
+    for key in ["containers", "ports", "volumes", "backups"] {
+        assert_eq!(after[key], before[key], "a refused create of {id} changed the state's {key}");
+    }
+    let tokens = |s: &Value| s["tokens"].as_array().map_or(0, Vec::len);
+    assert_eq!(tokens(&after), tokens(before), "a refused create of {id} changed the tokens");
+    // Nor is anything of it waiting to be saved with the next write: make one (a pool port
+    // added and removed), then look again.
+    let p = port();
+    d.add_port("127.0.0.1", p, "tcp");
+    assert_eq!(d.call("DELETE", &format!("/network/ports/127.0.0.1/{p}"), None).status, 200);
+    assert_eq!(d.get(&format!("/containers/{id}")).status, 404, "{id} was saved with the next write");
+    assert_eq!(d.state()["containers"], before["containers"], "a refused create of {id} was saved with the next write");
 }
 
 /// Console tokens die with their container and with `DELETE /auth/tokens`; a master token
@@ -216,33 +239,71 @@ async fn a_viewer_that_stops_reading_is_let_go() {
     assert_eq!(d.act(&id, "kill"), 202);
 }
 
+/// A network the test asks the daemon to make (a fresh name), removed when the test ends,
+/// after the daemon and its containers (declare it before the daemon).
+struct OwnNetwork(String);
+
+impl OwnNetwork {
+    fn new() -> OwnNetwork {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("lightd-t{}-net{n}", std::process::id());
+        let found = std::process::Command::new("docker").args(["network", "inspect", &name]).output().unwrap();
+        assert!(!found.status.success(), "network {name} exists already: the daemon must make it itself");
+        OwnNetwork(name)
+    }
+}
+
+impl Drop for OwnNetwork {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["network", "rm", &self.0]).output();
+    }
+}
+
 /// Servers keep only the capabilities they need, and reach each other only through
-/// published ports.
+/// published ports: on the network the daemon makes itself (a fresh name, not the shared
+/// test network that `scripts/setup.sh` makes), a server's port is refused to another
+/// server by its address and reached through its published port, the probe's control.
 #[test]
 fn servers_are_confined_to_their_own_powers_and_ports() {
     require_docker();
-    let d = Daemon::start();
+    let net = OwnNetwork::new();
+    let name = net.0.clone();
+    let d = Daemon::start_with(|c| c["containers"]["default_network"] = json!(name));
+    // Made by the daemon (at start, in the background), with traffic between containers off.
+    let made = wait_for(30, "the daemon to make its network", || inspect_network(&net.0));
+    assert_eq!(made["Options"]["com.docker.network.bridge.enable_icc"], "false", "{made}");
+    let gateway = made["IPAM"]["Config"][0]["Gateway"].as_str().expect("the network's gateway").to_string();
+    // The listener publishes its port on the gateway's address, where other servers can
+    // reach the host (a 127.0.0.1 port is not theirs to reach).
+    let p = port();
+    d.add_port(&gateway, p, "tcp");
     let listener = d.ready_container(
         "rcon",
-        "echo up; while true; do echo secret | nc -l -p 9999; done",
-        json!({"start_pattern": "up"}),
+        "echo up; while true; do echo secret | nc -l -p $SERVER_PORT; done",
+        json!({"start_pattern": "up", "ports": [{"ip": gateway, "port": p}]}),
     );
     assert_eq!(d.act(&listener, "start"), 202);
     d.wait_state(&listener, "running", 20);
-    let ip = docker(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        &format!("lightd-{listener}"),
-    ]);
-    let ip = ip.trim();
-    assert!(!ip.is_empty());
+    let info = inspect(&format!("lightd-{listener}")).unwrap();
+    let ip = info["NetworkSettings"]["Networks"][&net.0]["IPAddress"].as_str().unwrap_or_default().to_string();
+    assert!(!ip.is_empty(), "the listener is on the daemon's network: {}", info["NetworkSettings"]["Networks"]);
+    // The same port by the two ways, the refused one between two that must pass (so the
+    // listener was up while it was refused).
+    let reach = |what: &str, addr: &str| {
+        format!(
+            "if nc -w 3 {addr} {p} </dev/null | grep -q secret; then echo {what}-reached; else echo {what}-blocked; fi"
+        )
+    };
     let probe = d.ready_container(
         "probe",
         &format!(
             "grep CapEff /proc/self/status; echo \"pid1 $(cat /proc/1/comm)\"; \
              mknod /tmp/disk b 8 0 && echo mknod-ok || echo mknod-refused; \
-             if nc -w 3 {ip} 9999 </dev/null | grep -q secret; then echo reached; else echo blocked; fi; sleep 1000"
+             {}; {}; {}; echo probed; sleep 1000",
+            reach("published", &gateway),
+            reach("direct", &ip),
+            reach("again", &gateway)
         ),
         json!({}),
     );
@@ -259,13 +320,23 @@ fn servers_are_confined_to_their_own_powers_and_ports() {
     // Init: the server is not PID 1; Docker's init is, reaping zombies and passing signals on.
     d.wait_line(&probe, "pid1 docker-init");
     d.wait_line(&probe, "mknod-refused");
-    d.wait_line(&probe, "blocked");
+    d.wait_line(&probe, "probed");
+    let lines = d.get(&format!("/containers/{probe}/logs?tail=20")).json()["lines"].to_string();
+    for want in ["published-reached", "direct-blocked", "again-reached"] {
+        assert!(lines.contains(want), "{want}: {lines}");
+    }
     // Defaults from containers.default_limits when a create gives none.
     let host = &inspect(&format!("lightd-{probe}")).unwrap()["HostConfig"];
     assert_eq!(host["Memory"], 2u64 << 30);
     assert_eq!(host["NanoCpus"], 1_000_000_000u64);
     assert_eq!(host["CapDrop"], json!(["ALL"]));
     assert_eq!(host["Init"], true);
+}
+
+/// `docker network inspect` of one network, `None` when there is none.
+fn inspect_network(name: &str) -> Option<Value> {
+    let out = std::process::Command::new("docker").args(["network", "inspect", name]).output().ok()?;
+    serde_json::from_slice::<Value>(&out.stdout).ok()?.get(0).cloned()
 }
 
 /// The size of a volume counts its own bytes only, whatever symlink a server swaps in while
@@ -335,9 +406,11 @@ async fn abuse_limits_and_the_console_contract() {
         ("image", json!("app:bad:tag"), "tag"),
         ("image", json!("evil.example.com/app"), "docker.allowed_registries"),
     ] {
+        let before = d.state();
         let r = create(field, value.clone());
         assert_eq!(r.status, 400, "{field}={value}: {}", r.body);
         assert!(r.error().contains(needle), "{field}={value}: {}", r.error());
+        refused_left_nothing(&d, &d.id("lim"), &before);
     }
     let id = d.ready_container("ctl", "sleep 1000", json!({}));
     assert_eq!(d.act(&id, "start"), 202);
@@ -351,23 +424,43 @@ async fn abuse_limits_and_the_console_contract() {
     let _ = ws.next().await;
 }
 
-/// A temp file planted where the state file is written is never written through: it is
-/// removed at start, and its target is untouched.
+/// Links planted beside the state file, under the temp names a writer could use (the old
+/// fixed `state.json.tmp` and the `state.json.tmp-<hex>` form), are never written through
+/// while the daemon writes its state, and the stale ones are removed at start, unfollowed.
+/// (The random part of a temp name cannot be guessed from outside, so the daemon cannot be
+/// made to open a planted one; `src/fsutil.rs` tests `O_EXCL|O_NOFOLLOW` itself.)
 #[test]
 fn planted_temp_files_are_never_written_through() {
+    use std::os::unix::fs::PermissionsExt;
     let mut d = Daemon::start();
-    d.stop();
     let target = d.dir.0.join("target");
     std::fs::write(&target, b"keep").unwrap();
-    let planted = d.dir.0.join("state.json.tmp-0000000000000000");
-    std::os::unix::fs::symlink(&target, &planted).unwrap();
-    d.spawn();
-    d.add_port("127.0.0.1", port(), "tcp");
-    assert!(std::fs::symlink_metadata(&planted).is_err(), "the planted link is gone");
+    let fixed = d.dir.0.join("state.json.tmp");
+    let patterned = d.dir.0.join("state.json.tmp-0000000000000000");
+    for link in [&fixed, &patterned] {
+        std::os::unix::fs::symlink(&target, link).unwrap();
+    }
+    // State writes with the links in place: each is a whole new file beside them.
+    let added: Vec<u16> = ports(5);
+    for p in &added {
+        d.add_port("127.0.0.1", *p, "tcp");
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep", "the target is untouched");
+    let meta = std::fs::symlink_metadata(d.dir.0.join("state.json")).unwrap();
+    assert!(meta.file_type().is_file(), "state.json is a plain file, not a planted link");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut stored: Vec<u64> =
+        d.state()["ports"].as_array().unwrap().iter().filter_map(|p| p["port"].as_u64()).collect();
+    stored.sort_unstable();
+    assert_eq!(stored, added.iter().map(|p| u64::from(*p)).collect::<Vec<_>>(), "every write landed in state.json");
+    for link in [&fixed, &patterned] {
+        assert!(std::fs::symlink_metadata(link).unwrap().file_type().is_symlink(), "{} left alone", link.display());
+    }
+    // At the next start the stale temp of the pattern goes, as a link (its target stays).
+    d.restart();
+    assert!(std::fs::symlink_metadata(&patterned).is_err(), "the planted link is gone");
     assert_eq!(std::fs::read(&target).unwrap(), b"keep");
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(d.dir.0.join("state.json")).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(d.get("/network/ports").json()["ports"].as_array().map(Vec::len), Some(added.len()));
 }
 
 /// A console token names its container: one asked for without `internal_id` is refused and

@@ -4,6 +4,7 @@ mod common;
 
 use std::process::Command;
 
+use common::service::output_within;
 use common::*;
 use serde_json::json;
 
@@ -67,11 +68,22 @@ fn every_other_route_needs_the_token() {
     assert_eq!(d.get("/volumes").json()["volumes"], json!([]));
     assert_eq!(d.get("/network/ports").json()["ports"], json!([]));
     // With the token each of them is reached (so the 401s above came from the token check,
-    // not from a path that matched nothing).
+    // not from a path that matched nothing): a 404 may say the thing named is missing, never
+    // that the router has no such route, and the method is the route's (no 405).
     for (m, p) in &guarded {
         let r = d.call(m, p, None);
-        assert!(r.status != 401 && r.status < 500, "{m} {p} with the token: {} {}", r.status, r.body);
+        assert!(
+            r.status != 401 && r.status != 405 && r.status < 500,
+            "{m} {p} with the token: {} {}",
+            r.status,
+            r.body
+        );
+        if r.status == 404 {
+            assert_ne!(r.error(), "No such route", "{m} {p} matched no route");
+        }
     }
+    // The router's own 404, for contrast: what the check above tells apart.
+    assert_eq!(d.get("/no-such-route").error(), "No such route");
 }
 
 /// The test client's own HTTP reader: a malformed or cut chunked body is an error, never a
@@ -224,14 +236,14 @@ fn graceful_stop_on_sigterm() {
 
 #[test]
 fn cli_version_check_config_and_token() {
-    let out = Command::new(bin()).arg("--version").output().unwrap();
+    let out = output_within(Command::new(bin()).arg("--version"), 20);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("lightd {}", env!("CARGO_PKG_VERSION")));
 
     let dir = TempDir::new("cli");
     let cfg = dir.0.join("config.json");
     // A --config that names no file is an error (embedded defaults only without --config).
-    let out = Command::new(bin()).args(["--check-config", "--config"]).arg(&cfg).output().unwrap();
+    let out = output_within(Command::new(bin()).args(["--check-config", "--config"]).arg(&cfg), 20);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("does not exist"),
@@ -239,10 +251,10 @@ fn cli_version_check_config_and_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!cfg.exists(), "--check-config must not write");
-    let out = Command::new(bin()).args(["--config"]).arg(&cfg).output().unwrap();
+    let out = output_within(Command::new(bin()).args(["--config"]).arg(&cfg), 20);
     assert_eq!(out.status.code(), Some(2), "serving refuses it too");
     // Without --config, the embedded defaults are valid.
-    let out = Command::new(bin()).arg("--check-config").current_dir(&dir.0).output().unwrap();
+    let out = output_within(Command::new(bin()).arg("--check-config").current_dir(&dir.0), 20);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("embedded defaults"));
 
@@ -255,15 +267,15 @@ fn cli_version_check_config_and_token() {
         (r#"{"volumes":{"default_size_limit":"lots"}}"#, "default_size_limit"),
     ] {
         std::fs::write(&cfg, text).unwrap();
-        let out = Command::new(bin()).arg("--check-config").arg("--config").arg(&cfg).output().unwrap();
+        let out = output_within(Command::new(bin()).arg("--check-config").arg("--config").arg(&cfg), 20);
         assert_eq!(out.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{text}: {err}");
         // Serving refuses it the same way.
-        let out = Command::new(bin()).arg("--config").arg(&cfg).output().unwrap();
+        let out = output_within(Command::new(bin()).arg("--config").arg(&cfg), 20);
         assert_eq!(out.status.code(), Some(2), "{text}");
     }
-    let out = Command::new(bin()).args(["--token", "maybe"]).output().unwrap();
+    let out = output_within(Command::new(bin()).args(["--token", "maybe"]), 20);
     assert_eq!(out.status.code(), Some(2));
 
     // A missing token is generated into the state directory (never into the config, which
@@ -272,7 +284,7 @@ fn cli_version_check_config_and_token() {
     let text = json!({"server": {"port": 9999}, "storage": {"state_file": state}}).to_string();
     std::fs::write(&cfg, &text).unwrap();
     let what = |arg: &str| {
-        let out = Command::new(bin()).args(["--token", arg, "--config"]).arg(&cfg).output().unwrap();
+        let out = output_within(Command::new(bin()).args(["--token", arg, "--config"]).arg(&cfg), 20);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };

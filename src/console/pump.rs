@@ -68,13 +68,19 @@ pub async fn open(
     let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
     let mut writer = hub.take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
     let mut splice = Splice::default();
+    let mut matcher = Matcher { pattern };
+    let mut matched_before = false;
     if backfill > 0 {
         let tail = docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
         let max = hub.ring().max_line();
         // What the journal already holds of the tail is not pushed again: it would be
         // journaled twice, under new numbers.
         let fresh = journaled(journals, &hub.id, &tail, max).await;
-        for line in &tail[fresh..] {
+        // A server that was starting when lightd went away may have printed its start
+        // pattern meanwhile: the lines lightd never saw are matched too.
+        let mut unseen = tail[fresh..].to_vec();
+        matched_before = matcher.check(&mut unseen).await;
+        for line in &unseen {
             writer.push(&line::encode_within(line, max), line::now_nanos());
         }
         splice = Splice::new(&tail);
@@ -82,7 +88,10 @@ pub async fn open(
     *hub.stdin.lock().await = Some(wr);
     hub.attach_open.store(true, Release);
     let lease = Lease { hub: Arc::clone(hub), writer: Some(writer) };
-    hub.set_pump(super::thread::spawn(pump(lease, rd, run, pattern, splice, report)));
+    if matched_before {
+        report(Signal::PatternMatched { run });
+    }
+    hub.set_pump(super::thread::spawn(pump(lease, rd, run, matcher, splice, report)));
     Ok(())
 }
 
@@ -132,7 +141,7 @@ async fn pump(
     mut lease: Lease,
     mut rd: impl AsyncRead + Unpin,
     run: u64,
-    pattern: Option<Regex>,
+    mut matcher: Matcher,
     mut splice: Splice,
     report: Report,
 ) {
@@ -140,7 +149,6 @@ async fn pump(
     let Some(writer) = lease.writer.as_mut() else { return };
     let mut buf = vec![0u8; 32 * 1024];
     let mut output = OutputLines::new(MAX_LINE);
-    let mut matcher = Matcher { pattern };
     let max = hub.ring().max_line();
     // The lines of one read (only gathered while a pattern is pending: they are matched
     // before they go into the ring).

@@ -1,5 +1,5 @@
-//! Outside programs a test runs beside the daemon (Prometheus, a registry): a free loopback
-//! port, the program killed on drop whatever the outcome, its log kept for the failure
+//! Outside programs a test runs beside the daemon (Prometheus, a registry): a loopback port
+//! of their own, the program killed on drop whatever the outcome, its log kept for the failure
 //! message, and plain HTTP GETs to it.
 
 use std::path::{Path, PathBuf};
@@ -7,9 +7,11 @@ use std::process::{Child, Command, Stdio};
 
 use super::{raw, wait_for, Resp};
 
-/// A loopback port nobody listens on (the kernel picks it; taken again by the caller).
+/// A port for a program to listen on: one of this test process's own block (see
+/// [`super::ports`]), outside the kernel's ephemeral range, so nothing else takes it before
+/// the program binds it (a port probed free and bound again later could be).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind port 0").port()
+    super::port()
 }
 
 /// Fails loudly (never skips) when `program` is not installed.
@@ -111,4 +113,47 @@ pub fn run(program: &str, args: &[&str], envs: &[(&str, &Path)], stdin: Option<&
     let out = child.wait_with_output().expect("wait");
     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// Runs `cmd` to its end and returns its output, failing the test when it has not exited
+/// within `secs` (it is killed first): a program that should refuse at once (a bad config)
+/// but serves instead fails the test rather than hanging it.
+pub fn output_within(cmd: &mut Command, secs: u64) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // Drained meanwhile, so a chatty program never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the program") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!("{cmd:?} still ran after {secs} s: {}", String::from_utf8_lossy(&err));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }
