@@ -375,9 +375,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
         let (docker, config) = (Arc::clone(&rooms.docker), Arc::clone(&config));
         tasks.spawn_loop(async move {
             let net = &config.containers.default_network;
-            match docker.ensure_network(net, &lifecycle::spec::network_options()).await {
+            match docker.ensure_network(net, &lifecycle::network::network_options()).await {
                 Err(e) => lightd::warn!("cannot create network {net} yet: {e}"),
-                Ok(id) => lifecycle::spec::warn_if_open(&docker, net, &id).await,
+                Ok(id) => lifecycle::network::warn_if_open(&docker, net, &id).await,
             }
         });
     }

@@ -9,7 +9,7 @@ use super::reply::{json, json_bytes, message, ApiError, Reply};
 use super::request::Ctx;
 use super::seed_form::{self, Form, Seed};
 use crate::error::Error;
-use crate::lifecycle::{self, spec, spec::CreateRequest, Action};
+use crate::lifecycle::{self, request, request::CreateRequest, Action};
 use crate::model::{ContainerRecord, InstallState, PortBinding, PowerState};
 use crate::volumes;
 use hyper::body::Bytes;
@@ -62,7 +62,7 @@ async fn seed_request(app: &Handles, seed: Seed) -> Result<(CreateRequest, Optio
         request.ports = seed_form::resolve_ports(&ports, s.ports.values())?;
         Ok(volumes::resolve(s, &name).map(|id| (volumes::used_by(s, &id), id)))
     })?;
-    spec::check_create(request.clone(), app.config())?;
+    request::check_create(request.clone(), app.config())?;
     match volume {
         Some((users, _)) if !users.is_empty() => Err(Error::Conflict(format!(
             "Volume {name} is used by {}: the seed form gives a server the volume of its name; pick another name",

@@ -25,7 +25,7 @@ impl Supervisor {
     /// `POST /containers/:id/reinstall`: back to `installing` with the new image and script.
     pub(super) async fn reinstall(&mut self, image: Option<String>, script: Option<String>) -> Result<()> {
         if let Some(i) = &image {
-            spec::check_image(i, &self.sups.config.docker.allowed_registries)?;
+            super::request::check_image(i, &self.sups.config.docker.allowed_registries)?;
         }
         let rec = self.record().ok_or_else(super::not_found)?;
         let rollback = Rollback {
@@ -162,7 +162,7 @@ async fn steps(sups: &Supervisors, id: &str, hub: &Hub) -> std::result::Result<S
     let docker = &sups.docker;
     let net = &sups.config.containers.default_network;
     let network = docker
-        .ensure_network(net, &super::spec::network_options())
+        .ensure_network(net, &super::network::network_options())
         .await
         .map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
     hub.lifecycle(Lifecycle::CreatingContainer);

@@ -8,12 +8,14 @@ pub mod events;
 mod image;
 mod install;
 mod mounts;
+pub mod network;
 mod power;
 mod progress;
 mod pull;
 mod rebind;
 mod recover;
 mod remove;
+pub mod request;
 pub mod spec;
 pub mod supervisor;
 
@@ -205,8 +207,8 @@ pub async fn act(sups: &Supervisors, id: &str, action: Action) -> Result<()> {
 
 /// Validates a create, reserves its ports, records it as `installing` and hands it to a new
 /// supervisor. Everything a user can get wrong fails here, before the `202`.
-pub async fn create(sups: &Supervisors, req: spec::CreateRequest) -> Result<()> {
-    let mut rec = spec::check_create(req, &sups.config)?;
+pub async fn create(sups: &Supervisors, req: request::CreateRequest) -> Result<()> {
+    let mut rec = request::check_create(req, &sups.config)?;
     let id = rec.internal_id.clone();
     if sups.store.read(|s| s.containers.contains_key(&id)) {
         return Err(exists(&id));

@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
-use super::{bounded, spec, JobResult, REMOVE_TIMEOUT};
+use super::{bounded, JobResult, REMOVE_TIMEOUT};
 use crate::console::{pump, stats, Event};
 use crate::docker::{Docker, DockerError};
 use crate::error::{conflict, Error, Result};
@@ -58,7 +58,7 @@ impl Supervisor {
         super::mounts::verify(&self.sups, &rec).await.map_err(Error::Conflict)?;
         crate::volumes::mount_path_off(&self.sups.volumes, &rec.volume_id).await.map_err(Error::Conflict)?;
         let pattern = match rec.start_pattern.as_deref() {
-            Some(p) => Some(spec::compile_pattern(p)?),
+            Some(p) => Some(super::request::compile_pattern(p)?),
             None => None,
         };
         self.run += 1;

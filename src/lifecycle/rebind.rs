@@ -3,7 +3,8 @@
 //! goes, so any failure leaves the old container and ports as they were; the server is
 //! started again (on the new ports, or on the old ones after a failure).
 
-use super::spec::{check_ports, container_spec, RunSpec};
+use super::request::check_ports;
+use super::spec::{container_spec, RunSpec};
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
 use super::Supervisors;
 use super::{bounded, claim_ports, datadir::data_dir, release_ports, JobResult, CREATE_TIMEOUT, REMOVE_TIMEOUT};
@@ -114,7 +115,7 @@ async fn swap(sups: &Supervisors, id: &str, ports: &[PortBinding]) -> std::resul
     let data = data_dir(sups, id);
     let net = &sups.config.containers.default_network;
     let network = docker
-        .ensure_network(net, &super::spec::network_options())
+        .ensure_network(net, &super::network::network_options())
         .await
         .map_err(|e| format!("cannot prepare network {net}: {e}"))?;
     let run = RunSpec::server(&next, &volume_path, &data, &binds, &network, &sups.instance);

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::spec::compile_pattern;
+use super::request::compile_pattern;
 use super::supervisor::{Intent, Supervisor, Then};
 use super::Supervisors;
 use crate::console::{pump, stats};
