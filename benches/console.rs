@@ -119,7 +119,7 @@ fn main() {
         all
     });
     if std::env::var_os("LIGHTD_BENCH_REALISTIC_ONLY").is_some() {
-        // For profiling the realistic load: the rows printed, nothing written to BENCHMARKS.md.
+        // For profiling the realistic load: the rows printed, nothing written to docs/benchmarks.md.
         drop(all);
         delete_all(&d, &servers);
         return;

@@ -1,5 +1,5 @@
 //! Shared by the bench programs: load generation, percentiles, process figures, the
-//! BENCHMARKS.md writer, and many ready containers at once.
+//! docs/benchmarks.md writer, and many ready containers at once.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -299,10 +299,10 @@ pub fn seed_records(dir: &Path, n: usize, prefix: &str) {
     std::fs::write(dir.join("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
 }
 
-/// Replaces this program's section of BENCHMARKS.md (between its markers) with `body`,
+/// Replaces this program's section of docs/benchmarks.md (between its markers) with `body`,
 /// headed by the machine, the date and the commit.
 pub fn write_section(name: &str, body: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     let mut text = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| "# lightd benchmarks\n\nWritten by the programs in `benches/`; see the README.\n".into());
     let (start, end) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));

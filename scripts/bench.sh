@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, each printing its figures beside a baseline measured in the same run and
-# writing them to BENCHMARKS.md: REST (wrk), console (fan-out, tail-on-connect, memory,
+# writing them to docs/benchmarks.md: REST (wrk), console (fan-out, tail-on-connect, memory,
 # streams), volume data (upload, download, backup, restore), a real game server (freeciv),
 # footprint. Run on an otherwise idle machine: the figures are only as quiet as it.
 set -euo pipefail

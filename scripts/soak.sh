@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The soak: 100 containers, 1000 viewers, a REST loop, LIGHTD_SOAK_SECS seconds (default 600).
-# Prints errors, RSS over time and Docker streams; writes them to BENCHMARKS.md.
+# Prints errors, RSS over time and Docker streams; writes them to docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

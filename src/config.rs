@@ -49,7 +49,30 @@ pub struct Config {
     pub storage: StorageConfig,
     pub console: ConsoleConfig,
     pub backups: BackupsConfig,
+    pub files: FilesConfig,
     pub log: LogConfig,
+}
+
+/// The files API's long operations: extract jobs and archive downloads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// How long an extract job (receiving its body included) or an archive download may
+    /// take, as `"90s"`, `"10m"` or `"1h"`.
+    pub job_timeout: String,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig { job_timeout: "10m".into() }
+    }
+}
+
+impl FilesConfig {
+    /// `files.job_timeout` (validated at load).
+    pub fn job_timeout(&self) -> std::time::Duration {
+        parse_duration(&self.job_timeout).unwrap_or(std::time::Duration::from_secs(600))
+    }
 }
 
 /// What the daemon writes to stderr (the journal under systemd), see `log.rs`.
@@ -374,7 +397,7 @@ impl Default for ConsoleConfig {
 }
 
 const SECTIONS: &[&str] =
-    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups", "log"];
+    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups", "files", "log"];
 
 /// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
 pub const TOKEN_PREFIX: &str = "lightd_";
@@ -525,6 +548,11 @@ impl Config {
         if self.console.tail_lines > self.console.ring_lines {
             return bad("console.tail_lines must not exceed console.ring_lines".into());
         }
+        match parse_duration(&self.files.job_timeout) {
+            Ok(d) if (1..=24 * 3600).contains(&d.as_secs()) => {}
+            Ok(_) => return bad("files.job_timeout must be between 1s and 24h".into()),
+            Err(e) => return bad(format!("files.job_timeout: {e}")),
+        }
         if crate::log::Level::parse(&self.log.level).is_none() {
             return bad(format!(
                 "log.level {:?} must be one of {}",
@@ -595,9 +623,41 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses `"90s"`, `"10m"`, `"1h"` (a whole number and one unit: s, m or h).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like \"10m\""))?;
+    let secs = match unit.trim() {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => return Err(format!("{s:?} has an unknown unit (use s, m or h)")),
+    };
+    secs.map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Ok(std::time::Duration::from_secs(600)));
+        assert_eq!(parse_duration("90s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration(" 2h "), Ok(std::time::Duration::from_secs(7200)));
+        for bad in ["", "10", "m", "1.5m", "-1s", "10 minutes", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let mut c = Config::default();
+        c.files.job_timeout = "0s".into();
+        assert!(c.validate().is_err());
+        c.files.job_timeout = "25h".into();
+        assert!(c.validate().is_err());
+        c.files.job_timeout = "1s".into();
+        assert!(c.validate().is_ok());
+    }
 
     #[test]
     fn sizes() {

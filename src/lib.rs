@@ -9,6 +9,7 @@ pub mod error;
 pub mod fsutil;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod journal;
 pub mod lifecycle;
 pub mod log;

@@ -280,6 +280,7 @@ struct Rooms {
     backups: Backups,
     sups: Supervisors,
     tokens: Tokens,
+    extracts: Arc<lightd::jobs::Jobs>,
 }
 
 /// The composition function: each room gets the handles it uses, nothing more.
@@ -297,8 +298,15 @@ fn compose(
     let metrics = Arc::new(Metrics::new(http::router::routes()));
     let tasks = shutdown::Tasks::default();
     let volumes = Volumes::new(Arc::clone(&config), quota, Arc::clone(&store));
-    let backups =
-        Backups::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&hubs), volumes.clone(), tasks.clone());
+    let extracts = Arc::new(lightd::jobs::Jobs::default());
+    let backups = Backups::new(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        Arc::clone(&hubs),
+        volumes.clone(),
+        tasks.clone(),
+        Arc::clone(&extracts),
+    );
     let sups = Supervisors::new(lifecycle::Parts {
         config: Arc::clone(&config),
         store: Arc::clone(&store),
@@ -311,7 +319,7 @@ fn compose(
         tasks: tasks.clone(),
     });
     let tokens = Tokens::new(Arc::clone(&config), config_path, token, Arc::clone(&store));
-    Rooms { config, store, docker, hubs, journals, metrics, tasks, volumes, backups, sups, tokens }
+    Rooms { config, store, docker, hubs, journals, metrics, tasks, volumes, backups, sups, tokens, extracts }
 }
 
 impl Rooms {
@@ -328,6 +336,7 @@ impl Rooms {
             tokens: self.tokens.clone(),
             backups: self.backups.clone(),
             volumes: self.volumes.clone(),
+            jobs: Arc::clone(&self.extracts),
         })
     }
 }

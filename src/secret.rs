@@ -57,10 +57,16 @@ fn write_new(config: &Config, config_path: Option<&Path>) -> Result<String, Conf
             let path = token_file(config);
             fsutil::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
                 .map_err(|e| ConfigError::Write(path.clone(), e))?;
-            crate::info!("wrote a new API token to {} (show it with lightd --token what)", path.display());
+            crate::info!("wrote a new API token to {} (show it with {} --token what)", path.display(), this_binary());
         }
     }
     Ok(token)
+}
+
+/// How to run this binary again, for hints in the log: its real path (after `cargo run` no
+/// `lightd` is on `PATH`), or `lightd` when it cannot be known.
+fn this_binary() -> String {
+    std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "lightd".into())
 }
 
 /// The master token of a running daemon, replaced when its source changes.

@@ -146,8 +146,8 @@ fn every_files_route() {
     // Archive a directory and extract it elsewhere: the same tree comes back.
     let (status, h, tgz) = get_bytes(&d, &v("/archive?path=maps"), &[]);
     assert_eq!((status, header(&h, "content-type")), (200, Some("application/gzip")));
-    let r = post_raw(&d, &v("/extract?path=restored"), &tgz);
-    assert_eq!((r.status, r.json()), (200, json!({"extracted": 1})), "{}", r.body);
+    let end = jobs::extract(&d, "world", "path=restored", &tgz);
+    assert_eq!((&end["state"], &end["extracted"]), (&json!("done"), &json!(1)), "{end}");
     let (_, _, body) = get_bytes(&d, &v("/files/content?path=restored/big.bin"), &[]);
     assert!(body == big);
     // Errors: missing, bad path, bad JSON, bad volume.
@@ -195,8 +195,8 @@ impl Tar {
     }
 }
 
-/// An archive with an entry that escapes or cannot be made safely is refused whole, naming
-/// the entry; nothing of it is extracted.
+/// An archive with an entry that escapes or cannot be made safely is refused whole (its job
+/// fails naming the entry); nothing of it is extracted.
 #[test]
 fn hostile_archives_are_refused_entry_by_entry() {
     let d = Daemon::start();
@@ -212,9 +212,10 @@ fn hostile_archives_are_refused_entry_by_entry() {
         (Tar::new().entry("a", b'0', "", b"x").entry("hard", b'1', "a", b"").done(), "hard"),
     ] {
         let before = snapshot(&path);
-        let r = post_raw(&d, &format!("/volumes/{vol}/extract"), &tar);
-        assert_eq!(r.status, 400, "{needle}: {}", r.body);
-        assert!(r.error().contains(needle), "{needle}: {}", r.error());
+        let end = jobs::extract(&d, &vol, "", &tar);
+        assert_eq!(end["state"], "failed", "{needle}: {end}");
+        let error = end["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{needle}: {error}");
         assert_eq!(snapshot(&path), before, "{needle}: nothing of the archive was extracted");
     }
     assert!(!Path::new("/etc/cron.x").exists() && !path.parent().unwrap().join("escape.txt").exists());
@@ -223,7 +224,8 @@ fn hostile_archives_are_refused_entry_by_entry() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(snapshot(&path), before, "not an archive: the volume is unchanged");
     let good = Tar::new().entry("dir/", b'5', "", b"").entry("dir/f.txt", b'0', "", b"fine").done();
-    assert_eq!(post_raw(&d, &format!("/volumes/{vol}/extract"), &good).json(), json!({"extracted": 2}));
+    let end = jobs::extract(&d, &vol, "", &good);
+    assert_eq!((&end["state"], &end["extracted"]), (&json!("done"), &json!(2)), "{end}");
     assert_eq!(std::fs::read(path.join("dir/f.txt")).unwrap(), b"fine");
 }
 
@@ -331,7 +333,9 @@ fn a_hostile_server_cannot_reach_outside_its_volume() {
         let _ = flate2::read::GzDecoder::new(&tgz[..]).read_to_end(&mut text);
         assert!(!leaked(&String::from_utf8_lossy(&text)), "the archive held something from outside");
         let tar = Tar::new().entry("swap/x.txt", b'0', "", b"x").done();
-        assert!(post_raw(&d, &v("/extract"), &tar).status < 500);
+        let end = jobs::extract(&d, &vol, "", &tar);
+        assert!(end["state"] == "done" || end["state"] == "failed", "{end}");
+        assert!(!end["error"].as_str().unwrap_or_default().starts_with("file system error"), "{end}");
         assert_eq!(escaped(round), Vec::<String>::new(), "round {round}: the extract through swap landed outside");
     }
     assert_eq!(snapshot(&outside.0), before, "nothing outside the volume changed");

@@ -1,7 +1,7 @@
 //! schemathesis against the real daemon: every operation of `openapi.json` (as `GET /openapi.json`
 //! serves it) is exercised with all of schemathesis' checks, on a daemon that has a volume with
 //! files, a backup, pool ports and a running server to act on. Scoping and the reasons for it are
-//! in `tests/schemathesis.toml` and below; the README's "OpenAPI and schemathesis" says how to run it.
+//! in `tests/schemathesis.toml` and below; docs/testing.md says how to run it.
 //!
 //! `LIGHTD_SCHEMATHESIS_SEED` replays another seed, `LIGHTD_SCHEMATHESIS_EXAMPLES` changes how
 //! many cases each operation's fuzzing gets.

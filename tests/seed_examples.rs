@@ -1,7 +1,7 @@
-//! The seed's own create form (`{"image","name","ports":{..},"env":{..}}`), and the README's
+//! The seed's own create form (`{"image","name","ports":{..},"env":{..}}`), and docs/compatibility.md's
 //! "The seed's examples" run as printed: every curl command between the `seed-examples`
 //! markers is run with the real `curl` against a real daemon and Docker Engine, and its
-//! answer compared with the one the README shows, so the README cannot rot.
+//! answer compared with the one that page shows, so the page cannot rot.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::process::Command;
 use common::*;
 use serde_json::{json, Value};
 
-const README: &str = include_str!("../README.md");
+const README: &str = include_str!("../docs/compatibility.md");
 /// Keys whose values differ from run to run (ids, paths, timestamps, what the host decides):
 /// the README's value only shows their type.
 const VARIES: [&str; 8] =

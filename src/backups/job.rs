@@ -30,6 +30,9 @@ pub struct Job {
     /// Set once, by a cancel or the daemon stopping.
     cancelled: watch::Sender<Option<Stopped>>,
     done: watch::Sender<bool>,
+    /// What file work (a restore's extraction) watches: cancelled with the job, and bound
+    /// by its deadline once the clock runs.
+    dial: OnceLock<crate::vfs::Dial>,
 }
 
 /// Why a job ended before its work was done.
@@ -60,7 +63,17 @@ impl Job {
             deadline: OnceLock::new(),
             cancelled: watch::Sender::new(None),
             done: watch::Sender::new(false),
+            dial: OnceLock::new(),
         }
+    }
+
+    /// The dial file work of this job runs under (made with the deadline, once it runs).
+    pub fn dial(&self) -> &crate::vfs::Dial {
+        let dial = self.dial.get_or_init(|| crate::vfs::Dial::new(self.deadline.get().copied()));
+        if self.cancelled.borrow().is_some() {
+            dial.cancel();
+        }
+        dial
     }
 
     /// The job got its slot: its deadline starts now.
@@ -77,9 +90,12 @@ impl Job {
         self.stop(Stopped::Shutdown);
     }
 
-    /// The first reason given wins.
+    /// The first reason given wins; file work under the job's dial stops too.
     fn stop(&self, why: Stopped) {
         self.cancelled.send_if_modified(|c| c.is_none() && c.replace(why).is_none());
+        if let Some(dial) = self.dial.get() {
+            dial.cancel();
+        }
     }
 
     /// Whether the job must end now, and why.

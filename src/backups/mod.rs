@@ -50,6 +50,8 @@ pub struct Backups {
     hubs: Arc<Hubs>,
     volumes: Volumes,
     tasks: Tasks,
+    /// The extract jobs (a restore waits for none on its volume).
+    extracts: Arc<crate::jobs::Jobs>,
 }
 
 /// What runs now, in memory: the job of each busy volume, and how far each backup got.
@@ -114,9 +116,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Backups {
-    pub fn new(config: Arc<Config>, store: Arc<Store>, hubs: Arc<Hubs>, volumes: Volumes, tasks: Tasks) -> Backups {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        hubs: Arc<Hubs>,
+        volumes: Volumes,
+        tasks: Tasks,
+        extracts: Arc<crate::jobs::Jobs>,
+    ) -> Backups {
         let jobs = Arc::new(Jobs::new(config.backups.max_parallel));
-        Backups { jobs, config, store, hubs, volumes, tasks }
+        Backups { jobs, config, store, hubs, volumes, tasks, extracts }
     }
 
     /// Whether a restore of `volume_id` runs (servers on it may not start meanwhile).

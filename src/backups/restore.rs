@@ -39,6 +39,10 @@ pub async fn start(
     if installing {
         return Err(conflict("Cannot restore while a container on this volume is installing"));
     }
+    // A truncating restore would empty an extract's staging directory under it.
+    if backups.extracts.running_on(&volume.volume_id) {
+        return Err(conflict("Cannot restore while an extract job runs on this volume"));
+    }
     let busy = claim(backups, &volume.volume_id, "restore", Kind::Restore, backup_id)?;
     let id = backup.backup_id.clone();
     backups
@@ -254,7 +258,7 @@ fn extract(
     } else {
         ""
     };
-    let n = vfs::extract_until(&root, "/", open()?, &stop)
+    let n = vfs::extract_with(&root, "/", open()?, job.dial())
         .map_err(|e| format!("{emptied}extracting failed: {}", why(e)))?;
     vfs::settle(&root, open()?, &stop)
         .map_err(|e| format!("{emptied}giving the files to {uid}:{gid} failed: {}", why(e)))?;

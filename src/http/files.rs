@@ -1,8 +1,10 @@
-//! `/volumes/:v/files...`, `/archive`, `/extract`: the files API. Every path goes to
-//! `crate::vfs`, which resolves it fd-relative beneath the volume root; this file only moves
-//! bytes (streamed both ways, with bounded memory) and shapes answers.
+//! `/volumes/:v/files...`, `/archive`, `/extract`, `/jobs/:job`: the files API. Every path goes
+//! to `crate::vfs`, which resolves it fd-relative beneath the volume root; this file only moves
+//! bytes (streamed both ways, with bounded memory) and shapes answers. Extraction runs as a
+//! job (`crate::jobs`); an archive download is cut off at `files.job_timeout`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
@@ -19,9 +21,15 @@ use super::reply::{json, ok, ApiError, Reply};
 use super::request::Ctx;
 use super::stream::{channel_body, ChannelWriter};
 use crate::error::Error;
+use crate::jobs::{self, Job, Source, State};
 use crate::model::Volume;
 use crate::vfs::{self, FsError, Root};
 use crate::volumes;
+
+/// Entries in a listing page unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 1000;
+/// How long `DELETE .../jobs/:job` waits for the job to stop.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// Bytes per chunk of a streamed download.
 const CHUNK: usize = 64 * 1024;
@@ -48,11 +56,20 @@ fn path_param(ctx: &Ctx, allowed: &[&str]) -> Result<(String, std::collections::
     Ok((q.get("path").cloned().unwrap_or_else(|| "/".into()), q))
 }
 
+/// `GET .../files`: a page of the directory (`limit` entries, default 1000, at most 10000)
+/// whose names sort after `after`; `next` is the `after` of the next page, `null` at the end.
 pub async fn list(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
-    let (path, _) = path_param(&ctx, &["path"])?;
+    let (path, q) = path_param(&ctx, &["path", "limit", "after"])?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(n) => n.parse().ok().filter(|n| (1..=vfs::MAX_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::bad_request(format!("limit must be a whole number from 1 to {}", vfs::MAX_PAGE))
+        })?,
+    };
+    let after = q.get("after").cloned().filter(|a| !a.is_empty());
     let shown = path.clone();
-    let entries = with_root(app, ctx.param(0), move |_, root| root.list(&path)).await?;
-    Ok(ok(&json!({ "path": shown, "entries": entries })))
+    let page = with_root(app, ctx.param(0), move |_, root| root.list_page(&path, after.as_deref(), limit)).await?;
+    Ok(ok(&json!({ "path": shown, "entries": page.entries, "next": page.next })))
 }
 
 pub async fn stat(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
@@ -279,9 +296,12 @@ pub async fn chmod(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> 
     Ok(ok(&json!({ "path": path, "mode": vfs::mode_string(entry.mode) })))
 }
 
-/// `GET .../archive`: a `tar.gz` of a directory, made while it streams.
+/// `GET .../archive`: a `tar.gz` of a directory, made while it streams. It stops when the
+/// client goes away, and is cut off (the response aborted, never ended short) at
+/// `files.job_timeout`, however slowly the client reads.
 pub async fn archive(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, _) = path_param(&ctx, &["path"])?;
+    let deadline = Instant::now() + app.config().files.job_timeout();
     let dir = path.clone();
     let (volume, root) = with_root(app, ctx.param(0), move |v, root| {
         let entry = root.stat(&dir)?;
@@ -296,11 +316,17 @@ pub async fn archive(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
         dir => format!("{}.tar.gz", dir.rsplit('/').next().unwrap_or("archive")),
     };
     let (tx, body) = channel_body(4);
+    let late = format!("the archive took longer than files.job_timeout ({})", app.config().files.job_timeout);
+    let mut out = ChannelWriter::new(tx, deadline, late);
     tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter::new(tx);
         let packed = vfs::pack(&root, &path, &vfs::Ignore::new::<&str>(&[]), &mut out, |_, _| {});
-        if let Err(e) = packed.map_err(|e| volumes::fs_error(e, &volume)) {
-            out.fail(std::io::Error::other(e.to_string()));
+        match packed.map_err(|e| volumes::fs_error(e, &volume)) {
+            Ok(_) => {
+                if let Err(e) = out.finish() {
+                    crate::debug!("archive of volume {} not sent whole: {e}", volume.volume_id);
+                }
+            }
+            Err(e) => out.fail(std::io::Error::other(e.to_string())),
         }
     });
     let mut resp = Response::new(body);
@@ -309,24 +335,160 @@ pub async fn archive(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(resp)
 }
 
-/// `POST .../extract`: a `tar`, `tar.gz` or `zip` body spooled to an unnamed file on the
-/// volume, checked entry by entry, then extracted under `path`.
+/// `POST .../extract`: a job extracting a `tar`, `tar.gz` or `zip` into `path` (made if
+/// missing). The archive is the body, spooled to an unnamed file on the volume (counted by its
+/// limit, at most its size limit, within `files.job_timeout`), or `from`, a file in the volume.
+/// `202 {"job_id"}`; a body that is no archive is a `400` at once.
 pub async fn extract(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
-    let (path, _) = path_param(&ctx, &["path"])?;
-    let (volume, spool) = with_root(app, ctx.param(0), |v, root| Ok((v.clone(), root.spool()?))).await?;
+    let q = ctx.query(&["path", "from"])?;
+    let path = q.get("path").cloned().unwrap_or_else(|| "/".into());
+    vfs::check_path(&path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let volume = volumes::find(app.volumes(), ctx.param(0))?;
+    if app.backups().is_restoring(&volume.volume_id) {
+        return Err(Error::Conflict("Cannot extract while a backup of this volume is being restored".into()).into());
+    }
+    let deadline = Instant::now() + app.config().files.job_timeout();
+    let job = app.jobs().begin(&volume.volume_id, "extract", &path, deadline)?;
+    let job = Unannounced { app: Arc::clone(app), job, announced: false };
     let body = ctx.body.take().ok_or_else(|| ApiError::bad_request("request body already read"))?;
-    let dup = spool.try_clone().map_err(|e| ApiError::from(volumes::fs_error(e.into(), &volume)))?;
-    pour(body, tokio::fs::File::from_std(dup)).await.map_err(|e| match e {
-        Pour::Read(m) => ApiError::bad_request(format!("could not read the request body: {m}")),
-        Pour::Write(e) => ApiError::from(volumes::fs_error(e.into(), &volume)),
-    })?;
-    let extracted = with_root(app, ctx.param(0), move |_, root| {
-        let mut spool = spool;
-        std::io::Seek::seek(&mut spool, std::io::SeekFrom::Start(0))?;
-        vfs::extract(root, &path, spool)
-    })
-    .await?;
-    Ok(ok(&json!({ "extracted": extracted })))
+    let source = match q.get("from").cloned() {
+        Some(from) => {
+            match tokio::time::timeout_at(deadline.into(), body_is_empty(body)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(ApiError::bad_request("send the archive as the body or name it with from, not both"))
+                }
+                Err(_) => return Err(body_too_slow(app)),
+            }
+            let f = from.clone();
+            let entry = with_root(app, ctx.param(0), move |_, root| root.stat(&f)).await?;
+            if entry.kind != vfs::Kind::File {
+                return Err(ApiError::bad_request(format!("from must name a file; {from:?} is not one")));
+            }
+            Source::InVolume(from)
+        }
+        None => Source::Spooled(receive(app, &ctx, &volume, body, deadline).await?),
+    };
+    let job = job.announce();
+    jobs::start_extract(app.reach(), Arc::clone(&job), volume, source);
+    Ok(json(StatusCode::ACCEPTED, &json!({ "job_id": job.id, "state": "running" })))
+}
+
+/// A job recorded for a request that has not answered yet: forgotten unless announced.
+struct Unannounced {
+    app: Arc<Handles>,
+    job: Arc<Job>,
+    announced: bool,
+}
+
+impl Unannounced {
+    fn announce(mut self) -> Arc<Job> {
+        self.announced = true;
+        Arc::clone(&self.job)
+    }
+}
+
+impl Drop for Unannounced {
+    fn drop(&mut self) {
+        if !self.announced {
+            self.app.jobs().forget(&self.job);
+        }
+    }
+}
+
+/// `408`: the request body did not arrive within `files.job_timeout`.
+fn body_too_slow(app: &Handles) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("the archive did not arrive within files.job_timeout ({})", app.config().files.job_timeout),
+    )
+}
+
+/// Whether a request body holds nothing (read to its end to know).
+async fn body_is_empty(mut body: hyper::body::Incoming) -> bool {
+    while let Some(frame) = body.frame().await {
+        match frame.map(|f| f.into_data()) {
+            Ok(Ok(data)) if data.is_empty() => {}
+            Ok(Err(_)) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Spools an archive body to an unnamed file on the volume: at most the volume's size limit
+/// (a longer one is a `507` at once when its length says so, else when it passes it), received
+/// before `deadline` (`408` after). A body that is no archive is a `400`.
+async fn receive(
+    app: &Arc<Handles>,
+    ctx: &Ctx,
+    volume: &Volume,
+    mut body: hyper::body::Incoming,
+    deadline: Instant,
+) -> Result<std::fs::File, ApiError> {
+    let cap = volume.size_limit_bytes;
+    let too_big = || {
+        ApiError::from(Error::Full(format!(
+            "Volume is full (limit {}): the archive is larger than the volume",
+            volumes::human(cap)
+        )))
+    };
+    let declared = ctx.head.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_big());
+    }
+    let spool = with_root(app, &volume.volume_id, |_, root| root.spool()).await?;
+    let fs_err = |e: std::io::Error| ApiError::from(volumes::fs_error(FsError::from(e), volume));
+    let mut file = tokio::fs::File::from_std(spool.try_clone().map_err(fs_err)?);
+    let mut received = 0u64;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => return Err(body_too_slow(app)),
+        };
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            received += data.len() as u64;
+            if received > cap {
+                return Err(too_big());
+            }
+            file.write_all(&data).await.map_err(fs_err)?;
+        }
+    }
+    file.flush().await.map_err(fs_err)?;
+    drop(file);
+    let mut spool = spool;
+    let checked = tokio::task::spawn_blocking(move || vfs::sniff(&mut spool).map(|_| spool))
+        .await
+        .map_err(|e| ApiError::from(Error::Internal(format!("file task failed: {e}"))))?;
+    checked.map_err(|e| ApiError::from(volumes::fs_error(e, volume)))
+}
+
+/// The job `:job` of volume `:volume_id`.
+fn find_job(app: &Handles, ctx: &Ctx) -> Result<Arc<Job>, ApiError> {
+    let volume = volumes::find(app.volumes(), ctx.param(0))?;
+    app.jobs()
+        .find(&volume.volume_id, ctx.param(1))
+        .ok_or_else(|| ApiError::from(Error::NotFound("Job not found".into())))
+}
+
+/// `GET .../jobs/:job`: its state and progress.
+pub async fn job(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(ok(&find_job(app, &ctx)?.view()))
+}
+
+/// `DELETE .../jobs/:job`: cancels a running job and waits (a while) for it to stop; nothing
+/// it was extracting is left. A job that already moves its files in place finishes (`done`).
+pub async fn cancel_job(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let job = find_job(app, &ctx)?;
+    let state = job.state();
+    if state != State::Running {
+        return Err(Error::Conflict(format!("The job is over ({})", state.name())).into());
+    }
+    job.dial.cancel();
+    job.wait(CANCEL_WAIT).await;
+    Ok(ok(&job.view()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::backups::Backups;
 use crate::config::Config;
 use crate::console::Hubs;
 use crate::docker::Docker;
+use crate::jobs::{Jobs, Reach};
 use crate::journal::Journals;
 use crate::lifecycle::Supervisors;
 use crate::metrics::Metrics;
@@ -29,6 +30,10 @@ pub struct Handles {
     tokens: Tokens,
     backups: Backups,
     volumes: Volumes,
+    /// Extract jobs, running and lately finished.
+    jobs: Arc<Jobs>,
+    /// What an extract job reaches.
+    reach: Reach,
     /// The daemon's multi-threaded runtime: where work asked for on the console thread runs
     /// (a session's commands and power actions), so it stays the console's.
     runtime: tokio::runtime::Handle,
@@ -49,11 +54,18 @@ pub struct Parts {
     pub tokens: Tokens,
     pub backups: Backups,
     pub volumes: Volumes,
+    pub jobs: Arc<Jobs>,
 }
 
 impl Handles {
     /// Called on the daemon's runtime (it keeps its handle).
     pub fn new(p: Parts) -> Handles {
+        let reach = Reach {
+            config: Arc::clone(&p.config),
+            store: Arc::clone(&p.store),
+            hubs: Arc::clone(&p.hubs),
+            volumes: p.volumes.clone(),
+        };
         Handles {
             config: p.config,
             store: p.store,
@@ -64,7 +76,9 @@ impl Handles {
             sups: p.sups,
             tokens: p.tokens,
             backups: p.backups,
+            reach,
             volumes: p.volumes,
+            jobs: p.jobs,
             runtime: tokio::runtime::Handle::current(),
             started: Instant::now(),
             list_cache: Mutex::new(None),
@@ -109,6 +123,15 @@ impl Handles {
 
     pub fn volumes(&self) -> &Volumes {
         &self.volumes
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// What an extract job reaches (`jobs::start_extract`).
+    pub fn reach(&self) -> &Reach {
+        &self.reach
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Handle {

@@ -306,6 +306,8 @@ async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, Api
         Route::FileChmod => files::chmod(app, ctx).await,
         Route::VolumeArchive => files::archive(app, ctx).await,
         Route::VolumeExtract => files::extract(app, ctx).await,
+        Route::JobGet => files::job(app, ctx).await,
+        Route::JobCancel => files::cancel_job(app, ctx).await,
         Route::BackupList => backups::list(app, ctx).await,
         Route::BackupCreate => backups::create(app, ctx).await,
         Route::BackupUpload => backups::upload(app, ctx).await,

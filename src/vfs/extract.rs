@@ -1,22 +1,31 @@
 //! Extracting an uploaded tar, tar.gz or zip into a directory of a volume.
 //!
-//! Two passes over the archive. The first checks every entry and refuses the whole archive, with
-//! nothing written, at the first entry that is absolute, has `..`, goes through a symlink (in the
-//! volume, or made by an earlier entry), or is a device node, fifo, socket or hard link. The
-//! second checks each entry again and writes it, resolving with [`STRICT`]: even a symlink the
-//! server plants between the passes is never gone through.
+//! Two passes over the archive, then a move. The first checks every entry against the
+//! destination and refuses the whole archive, with nothing written, at the first entry that is
+//! absolute, has `..`, goes through a symlink (in the volume, or made by an earlier entry), is
+//! a device node, fifo, socket or hard link, would replace a directory with something else,
+//! or passes a cap of [`super::limits`]. The second checks each entry again and writes it into
+//! a [`Staging`] directory, resolving with [`STRICT`]: even a symlink the server plants between
+//! the passes is never gone through. Only then is the staged tree moved into the destination,
+//! rename by rename. Whatever stops the passes (a bad entry, a full volume, the [`Dial`]'s
+//! cancel or deadline) removes the staging directory: the destination never holds a
+//! half-written file.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::fd::{AsFd, BorrowedFd};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::dial::{Dial, Watched};
+use super::entry::Kind;
 use super::formats::{unreadable, Format, Item, ItemKind};
+use super::limits::{bytes, MAX_ENTRY_DEPTH, MAX_LINK_PATHS};
 use super::path::RelPath;
 use super::resolve::{openat2_raw, resolve_error, CONFINED, STRICT};
+use super::staging::{Staging, LISTED};
 use super::upload::{Staged, Upload};
 use super::{FsError, Root};
 
@@ -24,18 +33,12 @@ use super::{FsError, Root};
 /// `rel_dir`, made if missing; returns how many entries were written. File modes keep only
 /// permission bits; symlinks are made as they are (they are only ever followed confined).
 pub fn extract(root: &Root, rel_dir: &str, archive: File) -> Result<usize, FsError> {
-    extract_until(root, rel_dir, archive, &|| Ok(()))
+    extract_with(root, rel_dir, archive, &Dial::new(None))
 }
 
-/// [`extract`], asking `stop` before each entry and as content is copied: its error ends the
-/// extraction there. What was written before is whole (each file is renamed into place only
-/// when complete); nothing is half-written.
-pub fn extract_until(
-    root: &Root,
-    rel_dir: &str,
-    mut archive: File,
-    stop: &dyn Fn() -> Result<(), FsError>,
-) -> Result<usize, FsError> {
+/// [`extract`] watched by `dial`: progress counted there, and stopped by its cancel or
+/// deadline (an `Io` error then; ask the dial why) until the staged tree starts moving in.
+pub fn extract_with(root: &Root, rel_dir: &str, mut archive: File, dial: &Dial) -> Result<usize, FsError> {
     let format = Format::sniff(&mut archive)?;
     let dest_path = RelPath::parse(rel_dir)?;
     let dest = match root.dir(&dest_path) {
@@ -43,39 +46,55 @@ pub fn extract_until(
         Err(FsError::NotFound) => None,
         Err(e) => return Err(e),
     };
-    let mut check = Pass::new(root, dest.as_ref().map(|d| d.as_fd()), false, stop);
-    format.each(&mut archive, &mut |item| check.item(item))?;
+    let mut check = Pass::new(root, dest.as_ref().map(|d| d.as_fd()), false, dial);
+    format.each(&mut archive, dial, &mut |item| check.item(item))?;
     archive.rewind()?;
+    let staging = Staging::new(root)?;
+    let mut write = Pass::new(root, Some(staging.fd()), true, dial);
+    format.each(&mut archive, dial, &mut |item| write.item(item))?;
+    let count = write.count;
+    drop(write);
+    dial.check()?;
     let dest = root.make_dirs(root.fd(), &dest_path, CONFINED)?;
-    let mut write = Pass::new(root, Some(dest.as_fd()), true, stop);
-    format.each(&mut archive, &mut |item| write.item(item))?;
-    Ok(write.count)
+    staging.move_into(root, dest)?;
+    Ok(count)
+}
+
+/// [`extract_with`] of an archive already in the volume (`from`, a regular file; symlinks
+/// followed confined), copied first to an unnamed spool on the volume (counted by its limit),
+/// so that the server cannot change it between the passes.
+pub fn extract_from(root: &Root, rel_dir: &str, from: &str, dial: &Dial) -> Result<usize, FsError> {
+    let (mut file, _) = root.open_read(from)?;
+    let mut spool = root.spool()?;
+    io::copy(&mut Watched::new(&mut file, dial), &mut spool)?;
+    spool.rewind()?;
+    extract_with(root, rel_dir, spool, dial)
 }
 
 /// One pass over the entries: checks each, and writes it when `write`.
 struct Pass<'a> {
     root: &'a Root,
-    /// The directory to extract into; `None` while checking if it does not exist yet.
+    /// The directory to check against or write into; `None` while checking if it does not
+    /// exist yet.
     dest: Option<BorrowedFd<'a>>,
     write: bool,
-    /// Paths of the symlinks earlier entries make.
+    dial: &'a Dial,
+    /// Paths of the symlinks earlier entries make, and their bytes in all.
     links: HashSet<String>,
+    link_bytes: u64,
     count: usize,
-    stop: &'a dyn Fn() -> Result<(), FsError>,
 }
 
 impl<'a> Pass<'a> {
-    fn new(
-        root: &'a Root,
-        dest: Option<BorrowedFd<'a>>,
-        write: bool,
-        stop: &'a dyn Fn() -> Result<(), FsError>,
-    ) -> Self {
-        Pass { root, dest, write, links: HashSet::new(), count: 0, stop }
+    fn new(root: &'a Root, dest: Option<BorrowedFd<'a>>, write: bool, dial: &'a Dial) -> Self {
+        Pass { root, dest, write, dial, links: HashSet::new(), link_bytes: 0, count: 0 }
     }
 
     fn item(&mut self, item: Item<'_>) -> Result<(), FsError> {
-        (self.stop)()?;
+        self.dial.check()?;
+        if !self.write {
+            self.dial.add_entry();
+        }
         let Item { name, kind, mode, data, .. } = item;
         let bad = |why: &str| FsError::BadEntry(format!("Archive entry {name:?} {why}"));
         match kind {
@@ -90,17 +109,28 @@ impl<'a> Pass<'a> {
             return Err(bad("contains `..`"));
         }
         let path = RelPath::parse(&name).map_err(|e| bad(&format!("is invalid: {e}")))?;
-        let Some((parent, _)) = path.split_last() else {
+        let Some((parent, last)) = path.split_last() else {
             // `./` names the extraction directory itself.
             return if matches!(kind, ItemKind::Dir) { Ok(()) } else { Err(bad("has an empty name")) };
         };
+        if path.prefixes().count() > MAX_ENTRY_DEPTH {
+            return Err(bad(&format!("is nested deeper than {MAX_ENTRY_DEPTH} directories")));
+        }
+        let is_dir = matches!(kind, ItemKind::Dir);
         // The directory this entry needs: itself for a directory, else its parent.
-        let needs = if matches!(kind, ItemKind::Dir) { &path } else { &parent };
+        let needs = if is_dir { &path } else { &parent };
         if let Some((link, _)) = needs.prefixes().find(|(p, _)| self.links.contains(*p)) {
             return Err(bad(&format!("goes through {link:?}, a symlink made by an earlier entry")));
         }
         if let Some(dest) = self.dest {
             match openat2_raw(dest, needs.as_str(), OFlags::PATH | OFlags::DIRECTORY, STRICT) {
+                // What a file or link would replace must not be a directory.
+                Ok(dir) if !is_dir => match rustix::fs::statat(&dir, last, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(stat) if Kind::of(&stat) == Kind::Dir => {
+                        return Err(bad("would replace a directory in the volume"))
+                    }
+                    _ => {}
+                },
                 Ok(_) | Err(Errno::NOENT) => {}
                 Err(Errno::LOOP) => return Err(bad("goes through a symlink in the volume")),
                 Err(Errno::NOTDIR) => return Err(bad("needs a directory where the volume has a file")),
@@ -112,16 +142,27 @@ impl<'a> Pass<'a> {
             if target.is_empty() || target.contains(&0) {
                 return Err(bad("has an invalid link target"));
             }
-            self.links.insert(path.as_str().to_owned());
+            if self.links.insert(path.as_str().to_owned()) {
+                self.link_bytes += path.as_str().len() as u64;
+                if self.link_bytes > MAX_LINK_PATHS {
+                    return Err(FsError::BadEntry(format!(
+                        "Archive makes more than {} of symlink paths",
+                        bytes(MAX_LINK_PATHS)
+                    )));
+                }
+            }
         }
         if let (true, Some(dest)) = (self.write, self.dest) {
             self.apply(dest, &path, kind, mode, data)?;
             self.count += 1;
+            self.dial.add_extracted();
         }
         Ok(())
     }
 
     /// Writes a checked entry beneath `dest`, resolving strictly: no symlink is gone through.
+    /// A directory the archive lists is marked [`LISTED`], so that its mode is applied when
+    /// it is moved in (and not that of one made only to hold entries).
     fn apply(
         &self,
         dest: BorrowedFd<'_>,
@@ -131,16 +172,17 @@ impl<'a> Pass<'a> {
         data: &mut dyn Read,
     ) -> Result<(), FsError> {
         let root = self.root;
-        let mode = Mode::from_raw_mode(mode & 0o777);
         if let ItemKind::Dir = kind {
-            return Ok(rustix::fs::fchmod(root.make_dirs(dest, path, STRICT)?, mode)?);
+            let listed = Mode::from_raw_mode((mode & 0o777) | LISTED);
+            return Ok(rustix::fs::fchmod(root.make_dirs(dest, path, STRICT)?, listed)?);
         }
+        let mode = Mode::from_raw_mode(mode & 0o777);
         let Some((parent, name)) = path.split_last() else { return Ok(()) };
         let dir = root.make_dirs(dest, &parent, STRICT)?;
         match kind {
             ItemKind::File => {
                 let mut upload = Upload::create(root, dir, name)?;
-                io::copy(&mut Stoppable { data, stop: self.stop }, upload.file()).map_err(unreadable)?;
+                io::copy(&mut Watched::counting(data, self.dial), upload.file()).map_err(unreadable)?;
                 rustix::fs::fchmod(&*upload.file(), mode)?;
                 upload.commit()?;
             }
@@ -156,19 +198,6 @@ impl<'a> Pass<'a> {
     }
 }
 
-/// An entry's content that stops being read once `stop` says so.
-struct Stoppable<'d, 's> {
-    data: &'d mut dyn Read,
-    stop: &'s dyn Fn() -> Result<(), FsError>,
-}
-
-impl Read for Stoppable<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (self.stop)().map_err(|e| io::Error::other(e.to_string()))?;
-        self.data.read(buf)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -179,6 +208,7 @@ mod tests {
     use zip::CompressionMethod;
 
     use super::*;
+    use crate::vfs::limits::MAX_ENTRY_DEPTH;
     use crate::vfs::testbed::{snapshot, Bed, SECRET};
 
     /// Name, type, link target and content of an entry.
@@ -345,5 +375,106 @@ mod tests {
         fs::write(&upload, tar).unwrap();
         let small = Root::open(&bed.path("small")).unwrap();
         assert!(matches!(extract(&small, "", File::open(upload).unwrap()), Err(FsError::NoSpace)));
+    }
+
+    /// Names at the volume root that extraction's staging left behind.
+    fn leftovers(bed: &Bed) -> Vec<String> {
+        let names = fs::read_dir(bed.path("")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.starts_with(crate::vfs::upload::TEMP_PREFIX)).collect()
+    }
+
+    #[test]
+    fn a_stop_mid_write_leaves_the_destination_as_it_was() {
+        let bed = Bed::new("extractstop");
+        fs::create_dir(bed.path("dest")).unwrap();
+        fs::write(bed.path("dest/old.txt"), b"old").unwrap();
+        let big = vec![0u8; 8 << 20];
+        let tar = gz(&raw_tar(&[
+            ("first.txt", EntryType::Regular, "", b"first"),
+            ("old.txt", EntryType::Regular, "", b"new"),
+            ("big.bin", EntryType::Regular, "", &big),
+        ]));
+        let upload = bed.base.join("upload");
+        fs::write(&upload, tar).unwrap();
+        let dial = Dial::new(None);
+        let over = std::sync::atomic::AtomicBool::new(false);
+        let stopped = std::thread::scope(|s| {
+            s.spawn(|| {
+                while dial.tally().extracted < 2 && !over.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::yield_now();
+                }
+                dial.cancel();
+            });
+            let result = extract_with(&bed.root, "dest", File::open(&upload).unwrap(), &dial);
+            over.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        });
+        assert!(matches!(&stopped, Err(FsError::Io(e)) if e.to_string() == "cancelled"), "{stopped:?}");
+        assert!(dial.tally().bytes < 8 << 20, "stopped inside the big file");
+        let names: Vec<String> = bed.root.list("dest").unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["old.txt"]);
+        assert_eq!(fs::read(bed.path("dest/old.txt")).unwrap(), b"old");
+        assert!(leftovers(&bed).is_empty(), "{:?}", leftovers(&bed));
+        // Past its deadline, the same: nothing of it anywhere.
+        let late = Dial::new(Some(std::time::Instant::now()));
+        assert!(extract_with(&bed.root, "dest", File::open(&upload).unwrap(), &late).is_err());
+        assert!(late.expired() && leftovers(&bed).is_empty() && !bed.path("dest/first.txt").exists());
+        // Let be, it all lands, staging gone.
+        assert_eq!(extract_with(&bed.root, "dest", File::open(&upload).unwrap(), &Dial::new(None)).unwrap(), 3);
+        assert_eq!(fs::read(bed.path("dest/old.txt")).unwrap(), b"new");
+        assert!(leftovers(&bed).is_empty());
+    }
+
+    #[test]
+    fn headers_past_the_caps_are_refused_naming_the_cap() {
+        let bed = Bed::new("extractcaps");
+        let mut long = Header::new_gnu();
+        long.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        long.set_entry_type(EntryType::GNULongName);
+        long.set_size(2 << 30);
+        long.set_cksum();
+        let mut bomb = long.as_bytes().to_vec();
+        bomb.extend_from_slice(&[0u8; 1 << 20]);
+        match extract_bytes(&bed, "", &gz(&bomb)) {
+            Err(FsError::BadEntry(m)) => assert!(m.contains("name longer than 4096 bytes"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let deep = "d/".repeat(MAX_ENTRY_DEPTH) + "f";
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, &deep, &b"x"[..]).unwrap();
+        match extract_bytes(&bed, "", &tar.into_inner().unwrap()) {
+            Err(FsError::BadEntry(m)) => assert!(m.contains("nested deeper than"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(leftovers(&bed).is_empty());
+    }
+
+    #[test]
+    fn listed_directory_modes_apply_and_directories_are_not_replaced() {
+        let bed = Bed::new("extractdirs");
+        fs::create_dir_all(bed.path("d/implied")).unwrap();
+        fs::create_dir_all(bed.path("d/listed")).unwrap();
+        let tar = raw_tar(&[
+            ("implied/f", EntryType::Regular, "", b"x"),
+            ("listed/", EntryType::Directory, "", b""),
+            ("fresh/", EntryType::Directory, "", b""),
+            ("fresh/sub/g", EntryType::Regular, "", b"y"),
+        ]);
+        let mut tar = tar;
+        // raw_tar writes 0644 everywhere: the listed directories get 0644, the implied keep theirs.
+        extract_bytes(&bed, "d", &tar).unwrap();
+        assert_eq!(bed.root.stat("d/implied").unwrap().mode, 0o755);
+        assert_eq!(bed.root.stat("d/listed").unwrap().mode, 0o644);
+        assert_eq!(bed.root.stat("d/fresh").unwrap().mode, 0o644);
+        assert_eq!(bed.root.stat("d/fresh/sub").unwrap().mode, 0o755);
+        tar = raw_tar(&[("first", EntryType::Regular, "", b"1"), ("implied", EntryType::Regular, "", b"file")]);
+        match extract_bytes(&bed, "d", &tar) {
+            Err(FsError::BadEntry(m)) => assert!(m.contains("\"implied\" would replace a directory"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!bed.path("d/first").exists() && leftovers(&bed).is_empty());
     }
 }

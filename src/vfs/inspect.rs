@@ -16,7 +16,7 @@ pub fn tar_gz_files(mut archive: File) -> Result<u64, FsError> {
         Format::Tar | Format::Zip => return Err(FsError::Invalid("Not a tar.gz (a tar or zip)".into())),
     }
     let mut files = 0;
-    Format::TarGz.each(&mut archive, &mut |item| {
+    Format::TarGz.each(&mut archive, &super::Dial::new(None), &mut |item| {
         io::copy(item.data, &mut io::sink()).map_err(unreadable)?;
         files += u64::from(matches!(item.kind, ItemKind::File));
         Ok(())

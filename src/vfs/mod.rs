@@ -14,22 +14,28 @@
 
 mod archive;
 mod copy;
+mod dial;
 mod entry;
 mod extract;
 mod formats;
 mod ignore;
 mod inspect;
+pub mod limits;
+mod listing;
 mod ops;
 mod path;
 #[cfg(test)]
 mod race;
 mod resolve;
 mod settle;
+mod staging;
+mod tar_guard;
 #[cfg(test)]
 mod testbed;
 mod tree;
 mod upload;
 mod walk;
+mod zip_guard;
 
 use std::fmt;
 use std::io;
@@ -40,12 +46,33 @@ use rustix::fs::{Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
 pub use archive::{pack, pack_until, PackStats};
+pub use dial::{Dial, Tally};
 pub use entry::{mode_string, parse_mode, Entry, Kind};
-pub use extract::{extract, extract_until};
+pub use extract::{extract, extract_from, extract_with};
+pub use formats::{scan, Scan};
 pub use ignore::Ignore;
 pub use inspect::tar_gz_files;
+pub use listing::{Page, MAX_PAGE};
 pub use settle::settle;
+pub use tar_guard::TarGuard;
 pub use upload::{Upload, Written};
+
+/// Checks a user's path lexically (no NUL, no `..` above the root): the first filter only;
+/// every operation resolves it again, fd-relative.
+pub fn check_path(rel: &str) -> Result<(), FsError> {
+    path::RelPath::parse(rel).map(drop)
+}
+
+/// Which archive format `file` holds (`tar`, `tar.gz` or `zip`, told by its first bytes); the
+/// file is read from its start and left there.
+pub fn sniff(file: &mut std::fs::File) -> Result<&'static str, FsError> {
+    std::io::Seek::rewind(file)?;
+    Ok(match formats::Format::sniff(file)? {
+        formats::Format::Tar => "tar",
+        formats::Format::TarGz => "tar.gz",
+        formats::Format::Zip => "zip",
+    })
+}
 
 /// An open volume root. Every operation starts from this fd, never from the root's path again, so
 /// a volume directory renamed or replaced on the host after opening cannot redirect us.

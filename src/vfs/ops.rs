@@ -140,7 +140,11 @@ impl Root {
 }
 
 /// The entry for `name` in `dir` (lstat, and readlink for a symlink), shown as `shown`.
-fn describe<P: rustix::path::Arg + Copy>(dir: BorrowedFd<'_>, name: P, shown: &str) -> Result<Entry, FsError> {
+pub(super) fn describe<P: rustix::path::Arg + Copy>(
+    dir: BorrowedFd<'_>,
+    name: P,
+    shown: &str,
+) -> Result<Entry, FsError> {
     let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     let target = match Kind::of(&stat) {
         // A link replaced between the two calls shows without a target rather than failing.

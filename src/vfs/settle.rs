@@ -26,7 +26,7 @@ pub fn settle(root: &Root, mut archive: File, stop: &dyn Fn() -> Result<(), FsEr
     let format = Format::sniff(&mut archive)?;
     let mut dirs: HashMap<String, OwnedFd> = HashMap::new();
     let mut count = 0;
-    format.each(&mut archive, &mut |item: Item<'_>| {
+    format.each(&mut archive, &super::Dial::new(None), &mut |item: Item<'_>| {
         stop()?;
         if matches!(item.kind, ItemKind::Refused(_) | ItemKind::Skip) {
             return Ok(());

@@ -4,7 +4,9 @@
 //! whatever it made on the engine is removed when it is dropped, whatever the outcome.
 #![allow(dead_code)]
 
+pub mod bombs;
 pub mod engine;
+pub mod jobs;
 pub mod service;
 pub mod ws;
 
