@@ -51,14 +51,8 @@ fn streams(d: &Daemon, id: &str) -> (u64, u64) {
 
 /// Lets this process hold thousands of sockets.
 fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read or write the struct we pass.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-    assert!(lim.rlim_cur >= 4096, "this bench holds ~3000 sockets: raise the open-files limit (ulimit -n)");
+    let limit = lightd::rlimit::raise_nofile().unwrap_or(0);
+    assert!(limit >= 4096, "this bench holds ~3000 sockets: raise the open-files limit (ulimit -n)");
 }
 
 /// Deletes `servers` through the API, ten at a time.

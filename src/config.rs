@@ -103,6 +103,7 @@ impl LogConfig {
     }
 }
 
+/// `backups.*`: where archives go and how many jobs run, how fast and for how long.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackupsConfig {
@@ -130,6 +131,7 @@ impl Default for BackupsConfig {
     }
 }
 
+/// `server.*`: the API's address and its connection limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -158,6 +160,7 @@ impl Default for ServerConfig {
     }
 }
 
+/// `docker.*`: the engine's socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DockerConfig {
@@ -210,6 +213,7 @@ impl DockerConfig {
     }
 }
 
+/// `volumes.*`: where volumes live, their default size and how it is enforced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VolumesConfig {
@@ -223,6 +227,7 @@ pub struct VolumesConfig {
     pub overcommit: bool,
 }
 
+/// `volumes.quota` as configured (resolved at start to a `model::Quota`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QuotaSetting {
@@ -243,6 +248,7 @@ impl Default for VolumesConfig {
     }
 }
 
+/// `containers.*`: how servers are made (user, network, mounts, timeouts).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ContainersConfig {
@@ -312,6 +318,7 @@ impl AllowedMount {
     }
 }
 
+/// `authorization.*`: the master token and the console token table's bound.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -327,6 +334,7 @@ impl Default for AuthConfig {
     }
 }
 
+/// `storage.*`: the state file and the data and journal directories.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -341,6 +349,7 @@ impl Default for StorageConfig {
     }
 }
 
+/// `console.*`: ring sizes, tails, journals and session limits of the consoles.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {

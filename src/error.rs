@@ -6,6 +6,7 @@ use std::fmt;
 use crate::docker::DockerError;
 use crate::store::StoreError;
 
+/// An error a handler answers with: each variant is one HTTP status (mapped in `http::reply`).
 #[derive(Debug)]
 pub enum Error {
     /// The request itself is wrong (400).

@@ -1,7 +1,6 @@
 //! lightd as a library: everything the daemon is made of, so the binary (`main.rs`), the
 //! tests and the benches use the same code.
 
-pub mod app;
 pub mod backups;
 pub mod config;
 pub mod console;
@@ -21,6 +20,7 @@ pub mod notify;
 pub mod paths;
 pub mod ports;
 pub mod quota;
+pub mod rlimit;
 pub mod secret;
 pub mod shutdown;
 pub mod store;

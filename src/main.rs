@@ -6,9 +6,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lightd::backups::Backups;
 use lightd::config::{Config, QuotaSetting};
+use lightd::console::Hubs;
+use lightd::docker::Docker;
+use lightd::journal::Journals;
+use lightd::lifecycle::Supervisors;
+use lightd::metrics::Metrics;
 use lightd::model::Quota;
-use lightd::{app, http, lifecycle, notify, paths, secret, shutdown, store, volumes};
+use lightd::tokens::Tokens;
+use lightd::volumes::Volumes;
+use lightd::{http, lifecycle, notify, paths, secret, shutdown, store, volumes};
 
 const USAGE: &str = "usage: lightd [--config PATH] [--check-config | --token what|reset | --version]
   (no action)      serve the API (config default ./config.json; embedded defaults if absent)
@@ -19,6 +27,7 @@ const USAGE: &str = "usage: lightd [--config PATH] [--check-config | --token wha
 exit codes: 0 done, 1 failed while running, 2 bad command line or config, or a path in the
   config this user cannot use (run as root or change storage.*, volumes.base_path, backups.path)";
 
+/// What the command line asks lightd to do.
 enum Action {
     Serve,
     Check,
@@ -205,21 +214,15 @@ fn quota_mode(config: &Config) -> Result<Quota, String> {
 }
 
 /// Raises the open-files soft limit to the hard limit: connections, console sessions and
-/// Docker streams are all file descriptors.
-/// Returns the limit in force.
+/// Docker streams are all file descriptors. Returns the limit in force.
 fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
-        }
-    };
-    if !raised {
-        lightd::warn!("cannot raise the open-files limit: {}", std::io::Error::last_os_error());
-    }
-    lim.rlim_cur
+    lightd::rlimit::raise_nofile().unwrap_or_else(|e| {
+        lightd::warn!("cannot raise the open-files limit: {e}");
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct it is given.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        lim.rlim_cur
+    })
 }
 
 /// Keeps room under the open-files limit for Docker streams, volumes and the state file:
@@ -239,9 +242,9 @@ fn fit_connections(config: &mut Config, nofile: u64) {
 /// Opens every server's journal once, at start (off the async workers), so each console
 /// numbers its lines on from its journal's newest; journals of servers deleted while lightd
 /// was down go.
-async fn open_journals(app: &Arc<app::App>) {
-    let ids: Vec<String> = app.store.read(|s| s.containers.keys().cloned().collect());
-    let journals = app.journals.clone();
+async fn open_journals(store: &store::Store, journals: &Journals, hubs: &Hubs) {
+    let ids: Vec<String> = store.read(|s| s.containers.keys().cloned().collect());
+    let journals = journals.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let on_record = |id: &str| ids.iter().any(|k| k == id);
         if let Err(e) = journals.retain(&on_record) {
@@ -260,7 +263,81 @@ async fn open_journals(app: &Arc<app::App>) {
     .await
     .unwrap_or_default();
     for (id, last) in opened {
-        app.hubs.get(&id).set_line_base(last);
+        hubs.get(&id).set_line_base(last);
+    }
+}
+
+/// Every room's handle, built once. Called on the daemon's runtime.
+struct Rooms {
+    config: Arc<Config>,
+    store: Arc<store::Store>,
+    docker: Arc<Docker>,
+    hubs: Arc<Hubs>,
+    journals: Journals,
+    metrics: Arc<Metrics>,
+    tasks: shutdown::Tasks,
+    volumes: Volumes,
+    backups: Backups,
+    sups: Supervisors,
+    tokens: Tokens,
+    extracts: Arc<lightd::jobs::Jobs>,
+}
+
+/// The composition function: each room gets the handles it uses, nothing more.
+fn compose(
+    config: Config,
+    config_path: Option<PathBuf>,
+    token: String,
+    quota: Quota,
+    store: Arc<store::Store>,
+) -> Rooms {
+    let config = Arc::new(config);
+    let docker = Arc::new(Docker::new(&config.docker.socket_path));
+    let hubs = Arc::new(Hubs::new(config.console.ring_lines, config.console.ring_bytes));
+    let journals = Journals::new(config.storage.journal_dir(), config.console.journal_bytes);
+    let metrics = Arc::new(Metrics::new(http::router::routes()));
+    let tasks = shutdown::Tasks::default();
+    let volumes = Volumes::new(Arc::clone(&config), quota, Arc::clone(&store));
+    let extracts = Arc::new(lightd::jobs::Jobs::default());
+    let backups = Backups::new(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        Arc::clone(&hubs),
+        volumes.clone(),
+        tasks.clone(),
+        Arc::clone(&extracts),
+    );
+    let sups = Supervisors::new(lifecycle::Parts {
+        config: Arc::clone(&config),
+        store: Arc::clone(&store),
+        docker: Arc::clone(&docker),
+        hubs: Arc::clone(&hubs),
+        journals: journals.clone(),
+        backups: backups.clone(),
+        volumes: volumes.clone(),
+        metrics: Arc::clone(&metrics),
+        tasks: tasks.clone(),
+    });
+    let tokens = Tokens::new(Arc::clone(&config), config_path, token, Arc::clone(&store));
+    Rooms { config, store, docker, hubs, journals, metrics, tasks, volumes, backups, sups, tokens, extracts }
+}
+
+impl Rooms {
+    /// The bundle the HTTP handlers hold.
+    fn handles(&self) -> http::Handles {
+        http::Handles::new(http::Parts {
+            config: Arc::clone(&self.config),
+            store: Arc::clone(&self.store),
+            docker: Arc::clone(&self.docker),
+            metrics: Arc::clone(&self.metrics),
+            hubs: Arc::clone(&self.hubs),
+            journals: self.journals.clone(),
+            sups: self.sups.clone(),
+            tokens: self.tokens.clone(),
+            backups: self.backups.clone(),
+            volumes: self.volumes.clone(),
+            jobs: Arc::clone(&self.extracts),
+        })
     }
 }
 
@@ -281,45 +358,49 @@ async fn listen(addr: (&str, u16)) -> std::io::Result<tokio::net::TcpListener> {
 
 async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> Result<(), String> {
     let store = store::Store::open(&config.storage.state_file).map_err(|e| e.to_string())?;
-    let writer = tokio::spawn(Arc::clone(&store).run_writer());
+    // Owned here: awaited last, once everything that writes the state has ended.
+    let writer = shutdown::detach(Arc::clone(&store).run_writer());
     let addr = (config.server.host.as_str(), config.server.port);
     let listener = listen(addr).await.map_err(|e| format!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
     let quota = quota_mode(&config)?;
-    let app = app::App::new(config, config_path, token, quota, Arc::clone(&store), http::router::routes());
-    volumes::mount_all(&app).await;
-    open_journals(&app).await;
+    let rooms = compose(config, config_path, token, quota, Arc::clone(&store));
+    let config = Arc::clone(&rooms.config);
+    volumes::mount_all(&rooms.volumes).await;
+    open_journals(&store, &rooms.journals, &rooms.hubs).await;
     let journal_cursors = Arc::new(std::sync::Mutex::new(lightd::journal::writer::Cursors::default()));
-    tokio::spawn(lightd::journal::writer::run(
-        app.journals.clone(),
-        Arc::clone(&app.hubs),
-        Duration::from_secs(app.config.console.journal_flush),
+    let tasks = rooms.tasks.clone();
+    tasks.spawn(lightd::journal::writer::run(
+        rooms.journals.clone(),
+        Arc::clone(&rooms.hubs),
+        Duration::from_secs(config.console.journal_flush),
         Arc::clone(&journal_cursors),
+        tasks.signal(),
     ));
-    lightd::backups::recover(&app).await;
-    tokio::spawn(Arc::clone(&app).watch_token());
-    lifecycle::boot(&app).await;
+    lightd::backups::recover(&rooms.backups).await;
+    tasks.spawn_loop(lightd::tokens::watch_master(rooms.tokens.clone()));
+    lifecycle::boot(&rooms.sups).await;
     // Learn the engine's state before answering /health; have the network ready meanwhile.
-    if app.docker.ping().await.is_ok() {
-        let app = Arc::clone(&app);
-        tokio::spawn(async move {
-            let net = &app.config.containers.default_network;
-            match app.docker.ensure_network(net, &lifecycle::spec::network_options()).await {
+    if rooms.docker.ping().await.is_ok() {
+        let (docker, config) = (Arc::clone(&rooms.docker), Arc::clone(&config));
+        tasks.spawn_loop(async move {
+            let net = &config.containers.default_network;
+            match docker.ensure_network(net, &lifecycle::network::network_options()).await {
                 Err(e) => lightd::warn!("cannot create network {net} yet: {e}"),
-                Ok(id) => lifecycle::spec::warn_if_open(&app.docker, net, &id).await,
+                Ok(id) => lifecycle::network::warn_if_open(&docker, net, &id).await,
             }
         });
     }
-    tokio::spawn(Arc::clone(&app).watch_docker());
-    tokio::spawn(lifecycle::events::watch(Arc::clone(&app)));
-    tokio::spawn(volumes::watch_fullness(Arc::clone(&app)));
+    tasks.spawn_loop(lightd::docker::watch(Arc::clone(&rooms.docker)));
+    tasks.spawn_loop(lifecycle::events::watch(rooms.sups.clone()));
+    tasks.spawn_loop(volumes::watch_fullness(rooms.volumes.clone(), Arc::clone(&rooms.hubs)));
     // Before the daemon says it listens: from then on a SIGTERM must mean a clean stop.
     let signalled = shutdown::signalled();
     lightd::info!(
         "lightd {} listening on {} (state {}, docker {})",
         env!("CARGO_PKG_VERSION"),
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        app.config.storage.state_file.display(),
-        app.config.docker.socket_path.display(),
+        config.storage.state_file.display(),
+        config.docker.socket_path.display(),
     );
     // The listener is bound and its backlog takes connections from now on: ready.
     notify::ready();
@@ -328,14 +409,19 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
         notify::stopping();
         lightd::info!("{signal}: stopping (servers keep running)");
     };
-    http::serve(Arc::clone(&app), listener, stop).await;
-    // Supervisors end (servers keep running), then the writer saves what is pending.
-    app.sups.shutdown();
-    if !app.tasks.wait(Duration::from_secs(5)).await {
-        lightd::warn!("some supervisors did not end within 5 s");
+    // The one place shutdown is waited for, in order. 1-2: stop accepting, drain the
+    // connections (`http::serve` returns once they are closed or out of time).
+    http::serve(rooms.handles(), listener, stop).await;
+    // 3: every task hears the signal (loops end, backup jobs stop); supervisors end by their
+    // mailbox; servers keep running.
+    tasks.stop();
+    rooms.sups.shutdown();
+    if !tasks.wait(Duration::from_secs(5)).await {
+        lightd::warn!("some supervisors or jobs did not end within 5 s");
     }
+    // 4: flush the journals, then the store.
     // What the consoles printed last goes to the journals, and to disk.
-    lightd::journal::writer::final_flush(&app.journals, &app.hubs, &journal_cursors).await;
+    lightd::journal::writer::final_flush(&rooms.journals, &rooms.hubs, &journal_cursors).await;
     store.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     lightd::info!("stopped");

@@ -79,6 +79,7 @@ pub struct Restore {
     pub error: Option<String>,
 }
 
+/// Where a backup is in its life.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupState {
@@ -98,6 +99,7 @@ pub enum Quota {
     None,
 }
 
+/// A port's protocol.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -246,6 +248,7 @@ impl PortBinding {
     }
 }
 
+/// A server's resource limits.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, remote = "Self")]
 pub struct Limits {
@@ -269,6 +272,7 @@ macro_rules! object_only {
 
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                /// Reads the struct from a JSON object only.
                 struct Object;
                 impl<'de> serde::de::Visitor<'de> for Object {
                     type Value = $t;

@@ -85,6 +85,7 @@ mod tests {
         format!("lightd-notify-{tag}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// A directory removed when dropped.
     struct TempDir(PathBuf);
     impl Drop for TempDir {
         fn drop(&mut self) {

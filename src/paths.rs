@@ -109,6 +109,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// A directory removed when dropped.
     struct TempDir(PathBuf);
     impl Drop for TempDir {
         fn drop(&mut self) {

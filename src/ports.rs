@@ -2,10 +2,10 @@
 
 use std::net::IpAddr;
 
-use crate::app::App;
 use crate::error::{bad, Error, Result};
 use crate::fsutil::random_bytes;
 use crate::model::{Port, PortKey, Protocol};
+use crate::store::Store;
 
 /// Most ports one `port_start..=port_end` request may add.
 pub const MAX_RANGE: u32 = 1000;
@@ -29,7 +29,7 @@ pub fn parse_port(n: u64, field: &str) -> Result<u16> {
 }
 
 /// Adds every port of `first..=last`, all or none; a port already in the pool is a 409.
-pub async fn add(app: &App, ip: IpAddr, first: u16, last: u16, protocol: Protocol) -> Result<Vec<Port>> {
+pub async fn add(store: &Store, ip: IpAddr, first: u16, last: u16, protocol: Protocol) -> Result<Vec<Port>> {
     if first > last {
         return Err(bad("port_start must not be greater than port_end"));
     }
@@ -37,7 +37,7 @@ pub async fn add(app: &App, ip: IpAddr, first: u16, last: u16, protocol: Protoco
         return Err(bad(format!("a range may add at most {MAX_RANGE} ports")));
     }
     let keys: Vec<PortKey> = (first..=last).map(|port| PortKey { ip, port, protocol }).collect();
-    app.store
+    store
         .update(|s| {
             if let Some(k) = keys.iter().find(|k| s.ports.contains_key(k)) {
                 return Err(Error::Conflict(format!("Port {k} is already in the pool")));
@@ -63,14 +63,14 @@ impl Filter {
     }
 }
 
-pub fn list(app: &App, filter: &Filter) -> Vec<Port> {
-    app.store.read(|s| s.ports.values().filter(|p| filter.keeps(p)).cloned().collect())
+pub fn list(store: &Store, filter: &Filter) -> Vec<Port> {
+    store.read(|s| s.ports.values().filter(|p| filter.keeps(p)).cloned().collect())
 }
 
 /// One free port chosen at random; it is not reserved.
-pub fn random(app: &App, protocol: Option<Protocol>) -> Result<Port> {
+pub fn random(store: &Store, protocol: Option<Protocol>) -> Result<Port> {
     let filter = Filter { available: Some(true), protocol, ip: None };
-    let free = list(app, &filter);
+    let free = list(store, &filter);
     if free.is_empty() {
         return Err(Error::NotFound("No available ports".into()));
     }
@@ -78,8 +78,8 @@ pub fn random(app: &App, protocol: Option<Protocol>) -> Result<Port> {
     Ok(free[(r % free.len() as u64) as usize].clone())
 }
 
-pub async fn remove(app: &App, key: PortKey) -> Result<()> {
-    app.store
+pub async fn remove(store: &Store, key: PortKey) -> Result<()> {
+    store
         .update(|s| match s.ports.get(&key) {
             None => Err(Error::NotFound("Port not found in network pool".into())),
             Some(Port { in_use: true, used_by, .. }) => {

@@ -46,6 +46,7 @@ pub struct State {
     pub tokens: HashMap<String, TempToken>,
 }
 
+/// Why the state could not be changed or saved.
 #[derive(Debug, Clone)]
 pub enum StoreError {
     Io(PathBuf, String),
@@ -84,6 +85,7 @@ pub struct Store {
     verdict: watch::Sender<Verdict>,
 }
 
+/// The state as saved and as pending, under the store's lock.
 struct Inner {
     /// What is on disk; all readers see this.
     saved: State,
@@ -94,6 +96,7 @@ struct Inner {
     closed: bool,
 }
 
+/// What the writer tells waiters: how far saving got, and what was rolled back.
 #[derive(Debug, Clone, Default)]
 struct Verdict {
     /// Every version up to this one is on disk, except those in `failed`.

@@ -2,32 +2,66 @@
 //! browser never holds the master token. Kept in the state file; expired ones are purged.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::app::App;
+use crate::config::Config;
 use crate::error::{bad, Error, Result};
 use crate::ids::{self, constant_time_eq};
 use crate::model::{now, TempToken};
+use crate::secret::{self, Master};
+use crate::store::Store;
 
 /// Longest lifetime a temporary token may ask for.
 pub const MAX_TTL: u64 = 7 * 24 * 3600;
 pub const DEFAULT_TTL: u64 = 600;
 
+/// The tokens room's handle: the master token, the console token table (in the store) and the
+/// console sessions open per token. Cheap to clone; its fields are reached only through this
+/// room's functions.
+#[derive(Clone)]
+pub struct Tokens {
+    store: Arc<Store>,
+    master: Arc<Master>,
+    sessions: Arc<Sessions>,
+    config: Arc<Config>,
+    /// The config file the master token came from (reread for a replaced token).
+    config_path: Option<Arc<PathBuf>>,
+}
+
+impl Tokens {
+    pub fn new(config: Arc<Config>, config_path: Option<PathBuf>, master: String, store: Arc<Store>) -> Tokens {
+        Tokens {
+            store,
+            master: Arc::new(Master::new(master)),
+            sessions: Arc::default(),
+            config,
+            config_path: config_path.map(Arc::new),
+        }
+    }
+
+    /// Whether `given` is the master token (constant time; one atomic load per call while the
+    /// token is unchanged).
+    pub fn is_master(&self, given: &[u8]) -> bool {
+        self.master.with(|t| constant_time_eq(given, t.as_bytes()))
+    }
+}
+
 /// How many console sessions each console token has open (bounded per token).
 #[derive(Default)]
-pub struct Sessions {
+struct Sessions {
     open: Mutex<HashMap<String, usize>>,
 }
 
 /// Counts one session of a token until dropped.
 pub struct SessionGuard {
-    app: Arc<App>,
+    sessions: Arc<Sessions>,
     token: String,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let mut open = self.app.console_sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.sessions.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = open.get_mut(&self.token) {
             *n -= 1;
             if *n == 0 {
@@ -38,9 +72,9 @@ impl Drop for SessionGuard {
 }
 
 /// Counts a session of `token` in, or refuses past `console.max_sessions_per_token` (429).
-pub fn enter(app: &Arc<App>, token: &str) -> Result<SessionGuard> {
-    let max = app.config.console.max_sessions_per_token;
-    let mut open = app.console_sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+pub fn enter(tokens: &Tokens, token: &str) -> Result<SessionGuard> {
+    let max = tokens.config.console.max_sessions_per_token;
+    let mut open = tokens.sessions.open.lock().unwrap_or_else(|p| p.into_inner());
     let n = open.entry(token.to_string()).or_insert(0);
     if *n >= max {
         return Err(Error::TooMany(format!(
@@ -48,7 +82,7 @@ pub fn enter(app: &Arc<App>, token: &str) -> Result<SessionGuard> {
         )));
     }
     *n += 1;
-    Ok(SessionGuard { app: Arc::clone(app), token: token.to_string() })
+    Ok(SessionGuard { sessions: Arc::clone(&tokens.sessions), token: token.to_string() })
 }
 
 /// Why a presented token does not open a console.
@@ -81,12 +115,12 @@ pub fn parse_ttl(s: &str) -> Result<u64> {
 /// (`authorization.max_console_tokens`): expired tokens are purged first, then a full table
 /// refuses.
 ///
-/// `headers` are the request's: the master token it was let in with must still be the master
+/// `let_in_with` is the master token the request was let in with: it must still be the master
 /// token when the token is recorded, so a token minted with the old master token while it
 /// is being replaced never outlives it.
 pub async fn issue(
-    app: &App,
-    headers: &hyper::HeaderMap,
+    tokens: &Tokens,
+    let_in_with: &[u8],
     ttl: u64,
     internal_id: Option<String>,
     remove_on_use: bool,
@@ -101,10 +135,11 @@ pub async fn issue(
     // least its ttl, a 1 s token issued late in a second included.
     let t = TempToken { token, internal_id, expires_at: now() + ttl + 1, remove_on_use };
     let record = t.clone();
-    let max = app.config.authorization.max_console_tokens;
-    app.store
+    let max = tokens.config.authorization.max_console_tokens;
+    tokens
+        .store
         .update(|s| {
-            if !crate::http::bearer_matches(headers, &app.master.get()) {
+            if !constant_time_eq(let_in_with, tokens.master.get().as_bytes()) {
                 return Err(Error::Unauthorized("the master token changed while the token was being issued".into()));
             }
             if let Some(id) = &record.internal_id {
@@ -128,11 +163,11 @@ pub async fn issue(
 }
 
 /// Checks a temporary token for container `id`, consuming it when it is single-use.
-pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result<TempToken, Denied> {
+pub async fn redeem(tokens: &Tokens, presented: &str, id: &str) -> std::result::Result<TempToken, Denied> {
     // One keyed-hash lookup, then a constant-time compare of the whole token.
     // The latest state: a revocation counts from the moment it is made (`replace_master`
     // sets the new master token at that moment too), not from when it is on disk.
-    let found = app.store.read_latest(|s| s.tokens.get(presented).cloned());
+    let found = tokens.store.read_latest(|s| s.tokens.get(presented).cloned());
     let t = found.filter(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()));
     let t = t.ok_or(Denied::Invalid("Invalid token"))?;
     if t.expires_at <= now() {
@@ -142,7 +177,7 @@ pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result
         return Err(Denied::OtherContainer);
     }
     if t.remove_on_use {
-        let used = app.store.update(|s| Ok::<_, Error>(s.tokens.remove(&t.token).is_some())).await;
+        let used = tokens.store.update(|s| Ok::<_, Error>(s.tokens.remove(&t.token).is_some())).await;
         // Two racing uses: only the one that removed it gets in.
         if !matches!(used, Ok(true)) {
             return Err(Denied::Invalid("Invalid token"));
@@ -154,6 +189,8 @@ pub async fn redeem(app: &App, presented: &str, id: &str) -> std::result::Result
 /// Why a token that opened a session no longer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoked {
+    /// Past its expiry.
+    Expired,
     /// Its container was deleted, and its tokens with it.
     ContainerDeleted,
     /// `DELETE /auth/tokens` or a new master token.
@@ -163,6 +200,7 @@ pub enum Revoked {
 impl Revoked {
     pub fn reason(self) -> &'static str {
         match self {
+            Revoked::Expired => "token expired",
             Revoked::ContainerDeleted => "container deleted",
             Revoked::Revoked => "token revoked",
         }
@@ -171,32 +209,92 @@ impl Revoked {
 
 /// Whether a token that opened a session on container `id` was revoked since. Sessions
 /// check this while they run; expiry they check themselves.
-pub fn revoked(app: &App, token: &str, id: &str) -> Option<Revoked> {
-    app.store.read_latest(|s| match s.tokens.get(token) {
+pub fn revoked(tokens: &Tokens, token: &str, id: &str) -> Option<Revoked> {
+    tokens.store.read_latest(|s| match s.tokens.get(token) {
         Some(t) if t.expires_at > now() => None,
         _ if !s.containers.contains_key(id) => Some(Revoked::ContainerDeleted),
         _ => Some(Revoked::Revoked),
     })
 }
 
+/// Whether console token `t` still holds a session on container `id` open (`None`) or why
+/// not: the one check of the WebSocket and attach consoles. A single-use token was consumed
+/// when the session opened: only its expiry ends it.
+pub fn gone(tokens: &Tokens, t: &TempToken, id: &str) -> Option<Revoked> {
+    if t.expires_at <= now() {
+        return Some(Revoked::Expired);
+    }
+    if t.remove_on_use {
+        return None;
+    }
+    revoked(tokens, &t.token, id)
+}
+
 /// `DELETE /auth/tokens`: every console token goes; returns how many there were.
-pub async fn revoke_all(app: &App) -> Result<usize> {
-    app.store.update(|s| Ok(std::mem::take(&mut s.tokens).len())).await
+pub async fn revoke_all(tokens: &Tokens) -> Result<usize> {
+    tokens.store.update(|s| Ok(std::mem::take(&mut s.tokens).len())).await
 }
 
 /// Makes `token` the master token and revokes every console token in one step (under the
 /// store's lock): no request sees the new master token beside an old console token, and
 /// none mints a console token with the old one after it (see [`issue`]). Returns how many
 /// were revoked, or `None` when the token did not change.
-pub async fn replace_master(app: &App, token: String) -> Result<Option<usize>> {
-    app.store
+pub async fn replace_master(tokens: &Tokens, token: String) -> Result<Option<usize>> {
+    tokens
+        .store
         .update(|s| {
-            if !app.master.set(token) {
+            if !tokens.master.set(token) {
                 return Ok(None);
             }
             Ok(Some(std::mem::take(&mut s.tokens).len()))
         })
         .await
+}
+
+/// Picks up a master token replaced by `lightd --token reset` (or an edited config) within
+/// a second, or at once on SIGHUP; every console token dies with the old master token.
+/// Runs for the daemon's lifetime.
+pub async fn watch_master(tokens: Tokens) {
+    let path = tokens.config_path.as_deref().map(|p| p.as_path());
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = secret::stamp(&tokens.config, path);
+    // A revocation that could not be saved is tried again on every tick until it is.
+    let mut owed = false;
+    loop {
+        let hup_now = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(secret::POLL) => false,
+            _ = hup_now => true,
+        };
+        if owed && revoke_all(&tokens).await.is_ok() {
+            owed = false;
+            crate::info!("console tokens of the old master token revoked");
+        }
+        let now = secret::stamp(&tokens.config, path);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        match secret::reread(&tokens.config, path) {
+            Ok(Some(token)) => match replace_master(&tokens, token).await {
+                Ok(Some(revoked)) => {
+                    crate::info!("the master token changed; {revoked} console token(s) revoked")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    owed = true;
+                    crate::warn!("the master token changed but console tokens could not be revoked yet: {e}")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => crate::warn!("cannot reread the token: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]

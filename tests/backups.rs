@@ -288,3 +288,29 @@ fn kill9_mid_backup_limits_and_upload() {
     bytes.extend_from_slice(bad);
     assert_eq!(raw(d.port, &bytes).unwrap().status, 400);
 }
+
+/// A clean stop (SIGTERM) in the middle of a backup: the job hears the shutdown, so the state
+/// file already says `failed` (as a restart would) and no temp file is left, before any
+/// restart.
+#[test]
+fn sigterm_mid_backup_ends_the_job_on_record() {
+    let mut d = Daemon::start_with(|c| {
+        c["backups"]["write_limit"] = json!(4);
+    });
+    let (vol, path) = d.new_volume();
+    let mut f = std::fs::File::create(path.join("random.bin")).unwrap();
+    let mut rng = Rng(seed("sigterm"));
+    let junk: Vec<u8> = (0..64 << 20).map(|_| rng.next() as u8).collect();
+    f.write_all(&junk).unwrap();
+    drop(f);
+    let r = d.call("POST", &format!("/volumes/{vol}/backups"), Some(json!({"name": "cut"})));
+    let cut = r.json()["backup_id"].as_str().unwrap().to_string();
+    let part = d.dir.0.join("backups").join(&vol).join(format!("{cut}.tar.gz.part"));
+    wait_for(30, "the backup under way", || {
+        (std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) > 1 << 20).then_some(())
+    });
+    d.stop();
+    let b = d.state()["backups"][&cut].clone();
+    assert_eq!(b["state"], "failed", "the stopped job is on record: {b}");
+    assert!(!part.exists(), "the temp file is gone");
+}

@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256};
 
 use super::disk::{archive_path, create_part, part_path, remove_dir_if_empty};
 use super::job::{Job, Kind, Stopped};
+use super::Backups;
 use super::{claim, delete_archives, save, take_excess, tell, Busy, Progress};
-use crate::app::App;
 use crate::error::{bad, Error, Result};
-use crate::lifecycle::{self, Action};
+use crate::lifecycle::{self, Action, Supervisors};
 use crate::model::{now, Backup, BackupState, PowerState, Volume};
 use crate::vfs::{self, Ignore, Root};
 
@@ -24,13 +24,14 @@ const NOTE_EVERY: Duration = Duration::from_secs(2);
 
 /// `POST /volumes/:v/backups`: records the backup as `creating` and makes it in the background.
 pub async fn start(
-    app: &Arc<App>,
+    backups: &Backups,
+    sups: &Supervisors,
     volume_key: &str,
     name: Option<String>,
     ignore: Vec<String>,
     pause: bool,
 ) -> Result<Backup> {
-    let volume = crate::volumes::find(app, volume_key)?;
+    let volume = crate::volumes::find(&backups.volumes, volume_key)?;
     if let Some(n) = &name {
         if n.is_empty() || n.chars().count() > 128 || n.chars().any(char::is_control) {
             return Err(bad("name must be 1-128 characters without control characters"));
@@ -38,19 +39,29 @@ pub async fn start(
     }
     Ignore::check(&ignore).map_err(bad)?;
     let backup_id = crate::ids::new_uuid().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
-    let busy = claim(app, &volume.volume_id, "start a backup", Kind::Create, &backup_id)?;
+    let busy = claim(backups, &volume.volume_id, "start a backup", Kind::Create, &backup_id)?;
     let created_at = now();
     let name = name.unwrap_or_else(|| format!("backup-{created_at}"));
     let backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Creating, created_at);
-    save(app, &backup).await?;
-    tokio::spawn(run(Arc::clone(app), volume, backup.clone(), ignore, pause, busy));
+    save(backups, &backup).await?;
+    let job = Arc::clone(busy.job());
+    super::spawn_job(backups, &job, run(backups.clone(), sups.clone(), volume, backup.clone(), ignore, pause, busy));
     Ok(backup)
 }
 
 /// Waits for a slot (or a cancel), makes the archive, and records how it went.
-async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>, pause: bool, busy: Busy) {
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    backups: Backups,
+    sups: Supervisors,
+    volume: Volume,
+    backup: Backup,
+    ignore: Vec<String>,
+    pause: bool,
+    busy: Busy,
+) {
     let job = Arc::clone(busy.job());
-    let permits = Arc::clone(&app.backups.permits);
+    let permits = Arc::clone(&backups.jobs.permits);
     let permit = tokio::select! {
         permit = permits.acquire_owned() => permit.map_err(|_| "the daemon is stopping".to_string()),
         why = job.interrupted() => Err(why.to_string()),
@@ -58,14 +69,14 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
     let outcome = match permit {
         Ok(_permit) => {
             job.start_clock();
-            tell(&app, &volume.volume_id, Some("backup started"), &format!("Backup {} started", backup.name));
-            let paused = if pause { suspend(&app, &volume.volume_id).await } else { Vec::new() };
-            let (a, b, v, j) = (Arc::clone(&app), backup.clone(), volume.clone(), Arc::clone(&job));
+            tell(&backups, &volume.volume_id, Some("backup started"), &format!("Backup {} started", backup.name));
+            let paused = if pause { suspend(&backups, &sups, &volume.volume_id).await } else { Vec::new() };
+            let (a, b, v, j) = (backups.clone(), backup.clone(), volume.clone(), Arc::clone(&job));
             let outcome = tokio::task::spawn_blocking(move || write(&a, &v, &b, &ignore, &j))
                 .await
                 .unwrap_or_else(|e| Err(format!("backup task failed: {e}")));
             for id in paused {
-                if let Err(e) = lifecycle::act(&app, &id, Action::Resume).await {
+                if let Err(e) = lifecycle::act(&sups, &id, Action::Resume).await {
                     crate::error!("{id}: could not resume after the backup: {e}");
                 }
             }
@@ -73,17 +84,17 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
         }
         Err(why) => Err(why),
     };
-    app.backups.forget(&backup.backup_id);
+    backups.jobs.forget(&backup.backup_id);
     let id = backup.backup_id.clone();
     if outcome.is_err() {
-        if let Err(e) = super::disk::remove_file(&part_path(&archive_path(&app, &backup))) {
+        if let Err(e) = super::disk::remove_file(&part_path(&archive_path(&backups, &backup))) {
             crate::error!("backup {id} failed and its temp file could not be removed: {e}");
         }
-        remove_dir_if_empty(&app, &volume.volume_id);
+        remove_dir_if_empty(&backups, &volume.volume_id);
     }
     busy.release();
-    let max = app.config.backups.max_per_volume;
-    let saved = app
+    let max = backups.config.backups.max_per_volume;
+    let saved = backups
         .store
         .update(|s| {
             let Some(r) = s.backups.get_mut(&id) else { return Ok(Vec::new()) };
@@ -117,22 +128,32 @@ async fn run(app: Arc<App>, volume: Volume, backup: Backup, ignore: Vec<String>,
                 stats.files,
                 crate::volumes::human(size)
             );
-            tell(&app, &volume.volume_id, Some("backup completed"), &note);
+            tell(&backups, &volume.volume_id, Some("backup completed"), &note);
         }
         Err(why) => {
             if job.stopped() == Some(Stopped::Cancelled) {
-                tell(&app, &volume.volume_id, Some("backup cancelled"), &format!("Backup {} cancelled", backup.name));
+                tell(
+                    &backups,
+                    &volume.volume_id,
+                    Some("backup cancelled"),
+                    &format!("Backup {} cancelled", backup.name),
+                );
             } else {
-                tell(&app, &volume.volume_id, Some("backup failed"), &format!("Backup {} failed: {why}", backup.name));
+                tell(
+                    &backups,
+                    &volume.volume_id,
+                    Some("backup failed"),
+                    &format!("Backup {} failed: {why}", backup.name),
+                );
             }
         }
     }
-    delete_archives(&app, excess);
+    delete_archives(&backups, excess);
 }
 
 /// Suspends the running servers on the volume; returns those to resume.
-async fn suspend(app: &Arc<App>, volume_id: &str) -> Vec<String> {
-    let running: Vec<String> = app.store.read(|s| {
+async fn suspend(backups: &Backups, sups: &Supervisors, volume_id: &str) -> Vec<String> {
+    let running: Vec<String> = backups.store.read(|s| {
         s.containers
             .values()
             .filter(|c| c.volume_id == volume_id && matches!(c.state, PowerState::Running | PowerState::Starting))
@@ -141,7 +162,7 @@ async fn suspend(app: &Arc<App>, volume_id: &str) -> Vec<String> {
     });
     let mut paused = Vec::new();
     for id in running {
-        match lifecycle::act(app, &id, Action::Suspend).await {
+        match lifecycle::act(sups, &id, Action::Suspend).await {
             Ok(()) => paused.push(id),
             Err(e) => crate::warn!("{id}: could not suspend for the backup ({e}); it is taken live"),
         }
@@ -152,19 +173,19 @@ async fn suspend(app: &Arc<App>, volume_id: &str) -> Vec<String> {
 /// The archive: packed, hashed and written to the temp file, then fsynced and renamed. Ends
 /// early, its temp file left to the caller, when the job is cancelled or past its deadline.
 fn write(
-    app: &App,
+    backups: &Backups,
     volume: &Volume,
     backup: &Backup,
     ignore: &[String],
     job: &Job,
 ) -> std::result::Result<(vfs::PackStats, u64, String), String> {
-    let path = archive_path(app, backup);
+    let path = archive_path(backups, backup);
     let part = part_path(&path);
-    let volume_path = crate::volumes::mount_path(app, &volume.volume_id)?;
+    let volume_path = crate::volumes::mount_path(&backups.volumes, &volume.volume_id)?;
     let root = Root::open(&volume_path).map_err(|e| e.to_string())?;
     let ignore = Ignore::load(&root, ignore).map_err(|e| e.to_string())?;
-    let file = create_part(app, &part).map_err(|e| format!("cannot create {}: {e}", part.display()))?;
-    let limit = app.config.backups.write_limit << 20;
+    let file = create_part(backups, &part).map_err(|e| format!("cannot create {}: {e}", part.display()))?;
+    let limit = backups.config.backups.write_limit << 20;
     let mut out = Hashed { file, hash: Sha256::new(), written: 0, limit, started: Instant::now(), job };
     let mut last_note = Instant::now();
     let packed = vfs::pack_until(
@@ -173,11 +194,11 @@ fn write(
         &ignore,
         &mut out,
         |bytes, files| {
-            app.backups.set_progress(&backup.backup_id, Progress { bytes, files });
+            backups.jobs.set_progress(&backup.backup_id, Progress { bytes, files });
             if last_note.elapsed() >= NOTE_EVERY {
                 last_note = Instant::now();
                 let note = format!("Backup {}: {} files, {}", backup.name, files, crate::volumes::human(bytes));
-                tell(app, &volume.volume_id, None, &note);
+                tell(backups, &volume.volume_id, None, &note);
             }
         },
         &|| job.check(),
@@ -188,7 +209,7 @@ fn write(
     let size = out.written;
     let sha = crate::fsutil::hex(&out.hash.finalize());
     std::fs::rename(&part, &path).map_err(|e| format!("cannot rename {}: {e}", part.display()))?;
-    let dir = super::disk::volume_dir(app, &volume.volume_id);
+    let dir = super::disk::volume_dir(backups, &volume.volume_id);
     File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
     Ok((stats, size, sha))
 }

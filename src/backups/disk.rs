@@ -10,7 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::lock;
-use crate::app::App;
+use super::Backups;
 use crate::model::Backup;
 
 /// Mode of backup archives and of their temp files.
@@ -19,13 +19,13 @@ pub const FILE_MODE: u32 = 0o600;
 pub const DIR_MODE: u32 = 0o700;
 
 /// Where the archive of a backup lives.
-pub fn archive_path(app: &App, b: &Backup) -> PathBuf {
-    volume_dir(app, &b.volume_id).join(format!("{}.tar.gz", b.backup_id))
+pub fn archive_path(backups: &Backups, b: &Backup) -> PathBuf {
+    volume_dir(backups, &b.volume_id).join(format!("{}.tar.gz", b.backup_id))
 }
 
 /// The folder of a volume's archives.
-pub fn volume_dir(app: &App, volume_id: &str) -> PathBuf {
-    app.config.backups.path.join(volume_id)
+pub fn volume_dir(backups: &Backups, volume_id: &str) -> PathBuf {
+    backups.config.backups.path.join(volume_id)
 }
 
 /// The temp name an archive is written under until it is complete.
@@ -34,8 +34,8 @@ pub fn part_path(path: &Path) -> PathBuf {
 }
 
 /// Creates `part` (a new file, `0600`) and its folders (`0700`) for writing.
-pub fn create_part(app: &App, part: &Path) -> io::Result<File> {
-    let _dirs = lock(&app.backups.dirs);
+pub fn create_part(backups: &Backups, part: &Path) -> io::Result<File> {
+    let _dirs = lock(&backups.jobs.dirs);
     if let Some(dir) = part.parent() {
         DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
     }
@@ -43,9 +43,9 @@ pub fn create_part(app: &App, part: &Path) -> io::Result<File> {
 }
 
 /// Removes the folder of `volume_id`'s archives if nothing is left in it.
-pub fn remove_dir_if_empty(app: &App, volume_id: &str) {
-    let _dirs = lock(&app.backups.dirs);
-    let dir = volume_dir(app, volume_id);
+pub fn remove_dir_if_empty(backups: &Backups, volume_id: &str) {
+    let _dirs = lock(&backups.jobs.dirs);
+    let dir = volume_dir(backups, volume_id);
     match std::fs::remove_dir(&dir) {
         Ok(()) => crate::debug!("removed {}: no backups left in it", dir.display()),
         // Not empty, or already gone: nothing to do.

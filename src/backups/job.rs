@@ -27,7 +27,8 @@ pub struct Job {
     timeout: Duration,
     /// Set when the job gets its slot: waiting for one does not count.
     deadline: OnceLock<Instant>,
-    cancelled: watch::Sender<bool>,
+    /// Set once, by a cancel or the daemon stopping.
+    cancelled: watch::Sender<Option<Stopped>>,
     done: watch::Sender<bool>,
     /// What file work (a restore's extraction) watches: cancelled with the job, and bound
     /// by its deadline once the clock runs.
@@ -38,6 +39,8 @@ pub struct Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
     Cancelled,
+    /// The daemon stops: the job ends as a restart would have left it.
+    Shutdown,
     TimedOut(Duration),
 }
 
@@ -45,6 +48,7 @@ impl fmt::Display for Stopped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stopped::Cancelled => f.write_str("cancelled"),
+            Stopped::Shutdown => f.write_str("interrupted by daemon restart"),
             Stopped::TimedOut(t) => write!(f, "stopped after backups.timeout ({} s)", t.as_secs()),
         }
     }
@@ -57,7 +61,7 @@ impl Job {
             backup_id: backup_id.to_string(),
             timeout,
             deadline: OnceLock::new(),
-            cancelled: watch::Sender::new(false),
+            cancelled: watch::Sender::new(None),
             done: watch::Sender::new(false),
             dial: OnceLock::new(),
         }
@@ -66,7 +70,7 @@ impl Job {
     /// The dial file work of this job runs under (made with the deadline, once it runs).
     pub fn dial(&self) -> &crate::vfs::Dial {
         let dial = self.dial.get_or_init(|| crate::vfs::Dial::new(self.deadline.get().copied()));
-        if *self.cancelled.borrow() {
+        if self.cancelled.borrow().is_some() {
             dial.cancel();
         }
         dial
@@ -78,7 +82,17 @@ impl Job {
     }
 
     pub fn cancel(&self) {
-        self.cancelled.send_replace(true);
+        self.stop(Stopped::Cancelled);
+    }
+
+    /// Ends the job because the daemon stops.
+    pub fn shut_down(&self) {
+        self.stop(Stopped::Shutdown);
+    }
+
+    /// The first reason given wins; file work under the job's dial stops too.
+    fn stop(&self, why: Stopped) {
+        self.cancelled.send_if_modified(|c| c.is_none() && c.replace(why).is_none());
         if let Some(dial) = self.dial.get() {
             dial.cancel();
         }
@@ -86,8 +100,8 @@ impl Job {
 
     /// Whether the job must end now, and why.
     pub fn stopped(&self) -> Option<Stopped> {
-        if *self.cancelled.borrow() {
-            return Some(Stopped::Cancelled);
+        if let Some(why) = *self.cancelled.borrow() {
+            return Some(why);
         }
         let late = self.deadline.get().is_some_and(|d| Instant::now() >= *d);
         late.then_some(Stopped::TimedOut(self.timeout))
@@ -112,7 +126,7 @@ impl Job {
             }
         };
         tokio::select! {
-            _ = cancelled.wait_for(|c| *c) => Stopped::Cancelled,
+            c = cancelled.wait_for(|c| c.is_some()) => c.ok().and_then(|c| *c).unwrap_or(Stopped::Cancelled),
             () = deadline => Stopped::TimedOut(self.timeout),
         }
     }

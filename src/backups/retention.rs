@@ -4,7 +4,7 @@
 //! one state update, their archives after it is saved.
 
 use super::disk::{archive_path, part_path, remove_dir_if_empty, remove_file};
-use crate::app::App;
+use super::Backups;
 use crate::error::Error;
 use crate::model::{Backup, BackupState};
 use crate::store::State;
@@ -48,11 +48,11 @@ pub(super) fn take_excess(s: &mut State, volume_id: &str, max: usize, keep: &str
 
 /// Deletes the archives (and temp files) of backups taken off the record, then the volume's
 /// folder if that emptied it.
-pub(super) fn delete_archives(app: &App, gone: Vec<Backup>) {
+pub(super) fn delete_archives(backups: &Backups, gone: Vec<Backup>) {
     let mut volumes: Vec<String> = Vec::new();
     for old in gone {
         crate::info!("removed backup {} ({:?}) of volume {}", old.backup_id, old.state, old.volume_id);
-        let path = archive_path(app, &old);
+        let path = archive_path(backups, &old);
         for file in [part_path(&path), path] {
             if let Err(e) = remove_file(&file) {
                 crate::error!("backup record removed but {} could not be: {e}", file.display());
@@ -63,15 +63,15 @@ pub(super) fn delete_archives(app: &App, gone: Vec<Backup>) {
         }
     }
     for volume_id in volumes {
-        remove_dir_if_empty(app, &volume_id);
+        remove_dir_if_empty(backups, &volume_id);
     }
 }
 
 /// A deleted volume's backups: records, archives and folder. Its deletion holds the volume's
 /// claim, so none of them is being made or restored.
-pub async fn volume_deleted(app: &App, volume_id: &str) {
+pub async fn volume_deleted(backups: &Backups, volume_id: &str) {
     let id = volume_id.to_string();
-    let gone = app
+    let gone = backups
         .store
         .update(|s| {
             let ids: Vec<String> =
@@ -80,16 +80,16 @@ pub async fn volume_deleted(app: &App, volume_id: &str) {
         })
         .await;
     match gone {
-        Ok(gone) => delete_archives(app, gone),
+        Ok(gone) => delete_archives(backups, gone),
         Err(e) => crate::error!("volume {volume_id} deleted but its backups could not be: {e}"),
     }
-    remove_dir_if_empty(app, volume_id);
+    remove_dir_if_empty(backups, volume_id);
 }
 
 /// At start: backups of volumes no longer on record (a crash between a volume's deletion and
 /// that of its backups) go, and every empty volume folder.
-pub async fn sweep(app: &App) {
-    let gone = app
+pub async fn sweep(backups: &Backups) {
+    let gone = backups
         .store
         .update(|s| {
             let orphans: Vec<String> = s
@@ -102,13 +102,13 @@ pub async fn sweep(app: &App) {
         })
         .await;
     match gone {
-        Ok(gone) => delete_archives(app, gone),
+        Ok(gone) => delete_archives(backups, gone),
         Err(e) => crate::error!("cannot remove the backups of deleted volumes: {e}"),
     }
-    let folders = std::fs::read_dir(&app.config.backups.path).into_iter().flatten().flatten();
+    let folders = std::fs::read_dir(&backups.config.backups.path).into_iter().flatten().flatten();
     for folder in folders.filter(|f| f.file_type().is_ok_and(|t| t.is_dir())) {
         if let Some(volume_id) = folder.file_name().to_str() {
-            remove_dir_if_empty(app, volume_id);
+            remove_dir_if_empty(backups, volume_id);
         }
     }
 }

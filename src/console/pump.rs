@@ -16,9 +16,10 @@ use super::line;
 use super::ring::Writer;
 use super::splice::Splice;
 use super::Hub;
-use crate::app::App;
 use crate::docker::stream::OutputLines;
+use crate::docker::Docker;
 use crate::docker::DockerError;
+use crate::journal::Journals;
 
 /// Longest console line kept whole; longer output is cut into pieces of this size.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -48,8 +49,10 @@ pub type Report = Arc<dyn Fn(Signal) + Send + Sync>;
 /// listened), that many lines of Docker's log are read into the ring right after the attach
 /// (here, not on the console thread), and the seam between the two is spliced so no line is
 /// lost or doubled. A pump left from the previous run is given a moment to drain first.
+#[allow(clippy::too_many_arguments)]
 pub async fn open(
-    app: &Arc<App>,
+    docker: &Arc<Docker>,
+    journals: &Journals,
     hub: &Arc<Hub>,
     container_id: &str,
     run: u64,
@@ -59,8 +62,8 @@ pub async fn open(
 ) -> Result<(), DockerError> {
     close(hub).await;
     let upgraded = {
-        let (app, id) = (Arc::clone(app), container_id.to_string());
-        super::thread::run(async move { app.docker.attach(&id).await }).await?
+        let (docker, id) = (Arc::clone(docker), container_id.to_string());
+        super::thread::run(async move { docker.attach(&id).await }).await?
     };
     let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
     let mut writer = hub.take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
@@ -68,11 +71,11 @@ pub async fn open(
     let mut matcher = Matcher { pattern };
     let mut matched_before = false;
     if backfill > 0 {
-        let tail = app.docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
+        let tail = docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
         let max = hub.ring().max_line();
         // What the journal already holds of the tail is not pushed again: it would be
         // journaled twice, under new numbers.
-        let fresh = journaled(app, &hub.id, &tail, max).await;
+        let fresh = journaled(journals, &hub.id, &tail, max).await;
         // A server that was starting when lightd went away may have printed its start
         // pattern meanwhile: the lines lightd never saw are matched too.
         let mut unseen = tail[fresh..].to_vec();
@@ -93,8 +96,8 @@ pub async fn open(
 }
 
 /// How many of the first lines of a backfill the journal of `id` already ends with.
-async fn journaled(app: &App, id: &str, tail: &[String], max: usize) -> usize {
-    let journals = app.journals.clone();
+async fn journaled(journals: &Journals, id: &str, tail: &[String], max: usize) -> usize {
+    let journals = journals.clone();
     let (id, literals): (String, Vec<Vec<u8>>) =
         (id.to_string(), tail.iter().map(|l| line::literal(&line::encode_within(l, max)).to_vec()).collect());
     let n = literals.len();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 const BUSY: u64 = u64::MAX;
 
+/// One line's place in the ring: its sequence number and where its bytes lie in the arena.
 struct Slot {
     seq: AtomicU64,
     start: AtomicU64,
@@ -31,6 +32,8 @@ pub enum Read {
     NotYet,
 }
 
+/// A server's recent console lines: one writer, many lock-free readers, old lines overwritten
+/// (bounded in lines and bytes).
 pub struct Ring {
     slots: Box<[Slot]>,
     arena: Box<[AtomicU64]>,

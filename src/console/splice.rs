@@ -7,6 +7,7 @@
 /// How many of the tail's last lines the stream's first lines are compared with.
 pub const WINDOW: usize = 64;
 
+/// The seam between a backfilled log tail and the live stream (see the module doc).
 #[derive(Debug, Default)]
 pub struct Splice {
     /// The tail's last lines; empty once decided.

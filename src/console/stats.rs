@@ -8,9 +8,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{Event, Hub};
-use crate::app::App;
 use crate::docker::stream::LineSplitter;
+use crate::docker::Docker;
 use crate::model::{now, PowerState};
+use crate::store::Store;
 
 /// One sample, as `GET /containers/:id/stats` and the `stats` frame carry it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -66,9 +67,8 @@ pub fn sample(v: &Value) -> Sample {
 
 /// Opens the stats stream of `id`'s container unless one is open, nobody wants it, or the
 /// server is not up.
-pub fn ensure(app: &Arc<App>, hub: &Arc<Hub>) {
-    let Some((cid, st)) = app.store.read(|s| s.containers.get(&hub.id).map(|r| (r.container_id.clone(), r.state)))
-    else {
+pub fn ensure(store: &Arc<Store>, docker: &Arc<Docker>, runtime: &tokio::runtime::Handle, hub: &Arc<Hub>) {
+    let Some((cid, st)) = store.read(|s| s.containers.get(&hub.id).map(|r| (r.container_id.clone(), r.state))) else {
         return;
     };
     let (Some(cid), true) = (cid, matches!(st, PowerState::Starting | PowerState::Running | PowerState::Suspended))
@@ -78,17 +78,17 @@ pub fn ensure(app: &Arc<App>, hub: &Arc<Hub>) {
     if !hub.wants_stats() || hub.stats_open.swap(true, AcqRel) {
         return;
     }
-    let (app, hub) = (Arc::clone(app), Arc::clone(hub));
+    let (store, docker, hub) = (Arc::clone(store), Arc::clone(docker), Arc::clone(hub));
     // On the daemon's runtime whoever asks (the stream is no console thread work).
-    app.runtime.clone().spawn(async move {
-        run(&app, &hub, &cid).await;
+    crate::shutdown::detach_on(runtime, async move {
+        run(&store, &docker, &hub, &cid).await;
         hub.stats_open.store(false, Release);
     });
 }
 
-async fn run(app: &App, hub: &Hub, container_id: &str) {
-    let state = || app.store.read(|s| s.containers.get(&hub.id).map_or(PowerState::Offline, |r| r.state));
-    let Ok(mut chunks) = app.docker.stats(container_id).await else { return };
+async fn run(store: &Store, docker: &Docker, hub: &Hub, container_id: &str) {
+    let state = || store.read(|s| s.containers.get(&hub.id).map_or(PowerState::Offline, |r| r.state));
+    let Ok(mut chunks) = docker.stats(container_id).await else { return };
     let mut lines = LineSplitter::new(1 << 20);
     loop {
         let viewers_changed = hub.viewers_changed.notified();

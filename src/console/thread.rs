@@ -9,7 +9,7 @@
 //! What may take long goes elsewhere: matching a `start_pattern` to the blocking pool; a
 //! session's handshake and tail (a thousand panels reconnecting at once), a backfill from
 //! Docker's log, a stats stream, a session's commands and power actions to the daemon's
-//! runtime (`App::runtime`).
+//! runtime (the handle `lifecycle::Supervisors` and `http::Handles` keep).
 
 use std::future::Future;
 use std::sync::{Mutex, OnceLock};
@@ -54,6 +54,7 @@ pub fn spawn<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) 
 /// Runs `task` on the console thread and waits for it; dropping the wait cancels the task, as
 /// dropping the future itself would.
 pub async fn run<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> T {
+    /// Aborts the task when the wait for it is dropped.
     struct Cancel<T>(JoinHandle<T>);
     impl<T> Drop for Cancel<T> {
         fn drop(&mut self) {

@@ -14,6 +14,7 @@ pub struct Batch {
     pub skipped: u64,
 }
 
+/// A viewer's place in a ring: the number of the next line it reads.
 #[derive(Debug)]
 pub struct Cursor {
     next: u64,

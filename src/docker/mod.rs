@@ -148,7 +148,7 @@ impl Docker {
             .map_err(|e| unreachable(&e))?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
-        tokio::spawn(async move {
+        crate::shutdown::detach(async move {
             let _ = conn.with_upgrades().await;
         });
         let mut req = Request::builder().method(method).uri(uri).header("host", "docker");
@@ -258,6 +258,25 @@ fn negotiate(theirs: Option<(u32, u32)>) -> Result<String, DockerError> {
         )));
     }
     Ok(format!("{}.{}", v.0, v.1))
+}
+
+/// Keeps `reachable()` fresh for `/health`: a ping every few seconds, more often while the
+/// engine is away so recovery is noticed quickly. Runs for the daemon's lifetime.
+pub async fn watch(docker: std::sync::Arc<Docker>) {
+    let mut was = None;
+    loop {
+        let now = docker.ping().await.is_ok();
+        if was != Some(now) {
+            let sock = docker.socket().display();
+            match now {
+                true => crate::info!("Docker engine reachable at {sock}"),
+                false => crate::warn!("Docker engine unreachable at {sock}"),
+            }
+            was = Some(now);
+        }
+        let pause = if now { std::time::Duration::from_secs(5) } else { std::time::Duration::from_secs(1) };
+        tokio::time::sleep(pause).await;
+    }
 }
 
 #[cfg(test)]

@@ -3,17 +3,15 @@
 use hyper::header::{ACCEPT, AUTHORIZATION};
 use hyper::HeaderMap;
 
-use crate::ids::constant_time_eq;
-
 /// Media types lightd answers with, compared case-insensitively.
 const ACCEPTED: &[&str] = &["application/vnd.pkglatv1+json", "application/json", "application/*", "*/*"];
 
-/// Whether the `Authorization: Bearer <token>` header carries `token` (read as bytes: a
-/// header that is not text cannot match).
-pub fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    let Some(value) = headers.get(AUTHORIZATION).map(|v| v.as_bytes()) else { return false };
+/// The token of an `Authorization: Bearer <token>` header, if there is one (read as bytes: a
+/// header that is not text still compares, and cannot match).
+pub fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
     let given = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer "));
-    given.is_some_and(|g| constant_time_eq(g.trim_ascii(), token.as_bytes()))
+    given.map(|g| g.trim_ascii())
 }
 
 /// No `Accept`, or one naming a type we can answer with (`extra` adds route-specific ones,
@@ -37,6 +35,7 @@ pub fn accept_ok(headers: &HeaderMap, extra: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::constant_time_eq;
     use hyper::header::HeaderValue;
 
     fn headers(name: hyper::header::HeaderName, v: &str) -> HeaderMap {
@@ -45,8 +44,12 @@ mod tests {
         h
     }
 
+    fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+        bearer(headers).is_some_and(|g| constant_time_eq(g, token.as_bytes()))
+    }
+
     #[test]
-    fn bearer() {
+    fn bearer_token() {
         let t = "lightd_abcdefabcdefabcdef";
         assert!(bearer_matches(&headers(AUTHORIZATION, &format!("Bearer {t}")), t));
         assert!(!bearer_matches(&headers(AUTHORIZATION, "Bearer lightd_abcdefabcdefabcdeg"), t));

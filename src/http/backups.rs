@@ -8,14 +8,16 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::body_reader::BodyReader;
 use super::files::ranged;
+use super::handles::Handles;
 use super::reply::{json, message, ok, ApiError, Reply};
 use super::request::Ctx;
-use crate::app::App;
 use crate::backups;
 use crate::error::Error;
 use crate::model::BackupState;
 
+/// `POST /volumes/:v/backups` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -26,42 +28,52 @@ struct CreateBody {
     pause: bool,
 }
 
-pub async fn create(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn create(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: Option<CreateBody> = ctx.json_opt().await?;
     let b = b.unwrap_or(CreateBody { name: None, ignore: Vec::new(), pause: false });
-    let backup = backups::create(app, ctx.param(0), b.name, b.ignore, b.pause).await?;
+    let backup = backups::create(app.backups(), app.sups(), ctx.param(0), b.name, b.ignore, b.pause).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "backup_id": backup.backup_id, "state": "creating" })))
 }
 
-pub async fn list(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
-    Ok(ok(&json!({ "backups": backups::list(app, ctx.param(0))? })))
+pub async fn list(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(ok(&json!({ "backups": backups::list(app.backups(), ctx.param(0))? })))
 }
 
-pub async fn get(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
-    let (_, backup) = backups::find(app, ctx.param(0), ctx.param(1))?;
-    Ok(ok(&backups::view(app, backup)))
+pub async fn get(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let (_, backup) = backups::find(app.backups(), ctx.param(0), ctx.param(1))?;
+    Ok(ok(&backups::view(app.backups(), backup)))
 }
 
-pub async fn delete(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
-    let cancelled = backups::delete(app, ctx.param(0), ctx.param(1)).await?;
+pub async fn delete(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let cancelled = backups::delete(app.backups(), ctx.param(0), ctx.param(1)).await?;
     Ok(message(StatusCode::OK, if cancelled { "Backup cancelled and deleted" } else { "Backup deleted" }))
 }
 
 /// The archive, streamed; one `Range` of bytes honoured.
-pub async fn download(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
-    let (_, backup) = backups::find(app, ctx.param(0), ctx.param(1))?;
+pub async fn download(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
+    let (_, backup) = backups::find(app.backups(), ctx.param(0), ctx.param(1))?;
     if backup.state != BackupState::Ready {
         return Err(Error::Conflict("The backup is not ready".into()).into());
     }
-    let path = backups::archive_path(app, &backup);
-    let file =
-        std::fs::File::open(&path).map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let path = backups::archive_path(app.backups(), &backup);
+    // Opened and measured on the blocking pool, not on a runtime thread.
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            Ok::<_, std::io::Error>((file, size))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    let (file, size) = opened.map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
     let mut resp = ranged(&ctx, file, size, "archive", "application/gzip")?;
     resp.headers_mut().insert(CONTENT_DISPOSITION, super::files::attachment(&format!("{}.tar.gz", backup.name)));
     Ok(resp)
 }
 
+/// `POST .../restore` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RestoreBody {
@@ -69,24 +81,24 @@ struct RestoreBody {
     truncate: bool,
 }
 
-pub async fn restore(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn restore(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: Option<RestoreBody> = ctx.json_opt().await?;
     let truncate = b.is_some_and(|b| b.truncate);
-    backups::restore(app, ctx.param(0), ctx.param(1), truncate).await?;
+    backups::restore(app.backups(), app.sups(), ctx.param(0), ctx.param(1), truncate).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "message": "Backup restore started", "backup_id": ctx.param(1) })))
 }
 
 /// `DELETE .../restore`: `200` once the cancelled restore has ended, `202` if it is still
 /// ending after the wait.
-pub async fn cancel_restore(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
-    Ok(match backups::cancel_restore(app, ctx.param(0), ctx.param(1)).await? {
+pub async fn cancel_restore(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(match backups::cancel_restore(app.backups(), ctx.param(0), ctx.param(1)).await? {
         true => message(StatusCode::OK, "Restore cancelled"),
         false => message(StatusCode::ACCEPTED, "Restore cancelled; it is still ending"),
     })
 }
 
-pub async fn upload(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn upload(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let body = ctx.body.take().ok_or_else(|| ApiError::bad_request("request body already read"))?;
-    let backup = backups::upload(app, ctx.param(0), body).await?;
-    Ok(json(StatusCode::CREATED, &backups::view(app, backup)))
+    let backup = backups::upload(app.backups(), ctx.param(0), BodyReader::new(body)).await?;
+    Ok(json(StatusCode::CREATED, &backups::view(app.backups(), backup)))
 }

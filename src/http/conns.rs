@@ -265,7 +265,7 @@ impl Drop for Slot {
 
 /// Tells a refused client why, briefly, and closes.
 pub fn refuse(mut stream: TcpStream, why: &'static str) {
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         let body = format!("{{\"error\":\"{why}\"}}");
         let reply = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
@@ -371,6 +371,7 @@ mod tests {
 
     /// Whether `slot` was pushed out (polled once, as its connection would be).
     fn is_shed(slot: &Slot) -> bool {
+        /// Counts wake-ups.
         struct Count(AtomicUsize);
         impl Wake for Count {
             fn wake(self: Arc<Self>) {
@@ -457,6 +458,7 @@ mod tests {
 
     #[test]
     fn a_shed_connection_is_woken() {
+        /// Counts wake-ups.
         struct Count(AtomicUsize);
         impl Wake for Count {
             fn wake(self: Arc<Self>) {

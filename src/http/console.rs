@@ -8,11 +8,11 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
+use super::handles::Handles;
 use super::reply::{json_bytes, ok, ApiError, Reply};
 use super::request::Ctx;
 use super::stream::channel_body;
 use super::tokens::Access;
-use crate::app::App;
 use crate::console::line;
 use crate::console::{stats, Event, ViewerKind};
 use crate::journal::tail;
@@ -27,24 +27,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a console token no longer holds a session on `id` open: expired, revoked, or its
 /// container deleted.
-fn token_gone(app: &App, t: &crate::model::TempToken, id: &str) -> Option<&'static str> {
-    if t.expires_at <= crate::model::now() {
-        Some("token expired")
-    } else if t.remove_on_use {
-        None
-    } else {
-        tokens::revoked(app, &t.token, id).map(tokens::Revoked::reason)
-    }
+fn token_gone(app: &Handles, t: &crate::model::TempToken, id: &str) -> Option<&'static str> {
+    tokens::gone(app.tokens(), t, id).map(tokens::Revoked::reason)
 }
 
 /// `GET /containers/:id/logs?tail=N&before=L&source=console|install`: the newest `N` lines
 /// numbered below `L`, from memory and then the journal, for running and stopped servers.
-pub async fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
+pub async fn logs(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    record(app, id)?;
+    record(app.sups(), id)?;
     let q = ctx.query(&["tail", "before", "source"])?;
     let n = match q.get("tail") {
-        None => app.config.console.tail_lines,
+        None => app.config().console.tail_lines,
         Some(t) => t
             .parse::<usize>()
             .ok()
@@ -61,12 +55,12 @@ pub async fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
     };
     let literals: Vec<(u64, Vec<u8>)> = match q.get("source").map(String::as_str) {
         None | Some("console") => {
-            let hub = app.hubs.get(id);
+            let hub = app.hubs().get(id);
             hub.wait_filled(FILL_WAIT).await;
-            let (_, frames) = tail::console(&app.journals, &hub, n, before).await;
+            let (_, frames) = tail::console(app.journals(), &hub, n, before).await;
             frames.into_iter().map(|(num, f)| (num, line::literal(&f).to_vec())).collect()
         }
-        Some("install") => tail::install(&app.journals, id, n, before).await,
+        Some("install") => tail::install(app.journals(), id, n, before).await,
         Some(_) => return Err(ApiError::bad_request("source must be console or install")),
     };
     // The lines' JSON strings are copied as they are, not re-escaped.
@@ -87,20 +81,20 @@ pub async fn logs(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
 
 /// `GET /containers/:id/crashes`: the exits the daemon did not ask for, newest first, each
 /// with the console lines before it.
-pub async fn crashes(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
+pub async fn crashes(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    record(app, id)?;
-    let (journals, id) = (app.journals.clone(), id.to_string());
+    record(app.sups(), id)?;
+    let (journals, id) = (app.journals().clone(), id.to_string());
     let crashes = tokio::task::spawn_blocking(move || journals.crashes(&id)).await.unwrap_or_default();
     Ok(ok(&json!({ "crashes": crashes })))
 }
 
 /// How many tail lines a viewer asks for with `request_logs`: the configured tail when
 /// absent, at most [`tail::MAX_LINES`].
-pub fn tail_count(app: &App, name: &str, asked: Option<&str>) -> Result<usize, String> {
+pub fn tail_count(app: &Handles, name: &str, asked: Option<&str>) -> Result<usize, String> {
     let max = tail::MAX_LINES;
     match asked {
-        None => Ok(app.config.console.tail_lines),
+        None => Ok(app.config().console.tail_lines),
         Some(t) => {
             t.parse::<usize>().ok().filter(|n| *n <= max).ok_or(format!("{name} must be a number from 0 to {max}"))
         }
@@ -109,12 +103,12 @@ pub fn tail_count(app: &App, name: &str, asked: Option<&str>) -> Result<usize, S
 
 /// The latest sample; asking keeps the stats stream open a little while so the next answer
 /// is fresh, and waits briefly for a first sample.
-pub async fn stats(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
+pub async fn stats(app: &Arc<Handles>, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    let rec = record(app, id)?;
-    let hub = app.hubs.get(id);
+    let rec = record(app.sups(), id)?;
+    let hub = app.hubs().get(id);
     hub.lease_stats(Instant::now() + Duration::from_secs(30));
-    stats::ensure(app, &hub);
+    stats::ensure(app.store(), app.docker(), app.runtime(), &hub);
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut sample = hub.latest_stats();
     while sample.is_none() && hub.stats_open.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
@@ -131,8 +125,8 @@ pub async fn stats(app: &Arc<App>, ctx: &Ctx) -> Result<Reply, ApiError> {
 }
 
 /// Refuses a new console session on a container that has `console.max_sessions_per_container`.
-pub fn check_room(app: &App, hub: &crate::console::Hub) -> Result<(), ApiError> {
-    let max = app.config.console.max_sessions_per_container;
+pub fn check_room(app: &Handles, hub: &crate::console::Hub) -> Result<(), ApiError> {
+    let max = app.config().console.max_sessions_per_container;
     if hub.viewers(ViewerKind::Ws) + hub.viewers(ViewerKind::Attach) >= max {
         return Err(ApiError::new(
             hyper::StatusCode::TOO_MANY_REQUESTS,
@@ -142,22 +136,22 @@ pub fn check_room(app: &App, hub: &crate::console::Hub) -> Result<(), ApiError> 
     Ok(())
 }
 
-pub fn detach(app: &App, ctx: &Ctx) -> Result<Reply, ApiError> {
+pub fn detach(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    record(app, id)?;
-    let sessions = app.hubs.peek(id).map_or(0, |h| h.close_sessions("detached"));
+    record(app.sups(), id)?;
+    let sessions = app.hubs().peek(id).map_or(0, |h| h.close_sessions("detached"));
     Ok(ok(&json!({ "message": "Detached", "sessions": sessions })))
 }
 
 /// `text/plain` chunks: the tail, then live lines, plus `[lightd] ...` notes, until the
 /// client leaves, `detach` is called or the container is deleted.
-pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiError> {
+pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    record(app, id)?;
-    let hub = app.hubs.get(id);
+    record(app.sups(), id)?;
+    let hub = app.hubs().get(id);
     check_room(app, &hub)?;
     let token = match &access {
-        Access::Token(t) => Some((tokens::enter(app, &t.token)?, t.clone())),
+        Access::Token(t) => Some((tokens::enter(app.tokens(), &t.token)?, t.clone())),
         _ => None,
     };
     // A session granted: the connection is admitted for good (the master token's already was).
@@ -165,11 +159,11 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         slot.promote();
     }
     let (tx, body) = channel_body(16);
-    let tail_lines = app.config.console.tail_lines;
+    let tail_lines = app.config().console.tail_lines;
     let guard = hub.viewer(ViewerKind::Attach);
-    stats::ensure(app, &hub);
+    stats::ensure(app.store(), app.docker(), app.runtime(), &hub);
     let app = Arc::clone(app);
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         let _guard = guard;
         let (_session, token) = token.unzip();
         let mut closed = hub.closed();
@@ -177,7 +171,7 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
         hub.wait_filled(FILL_WAIT).await;
         // The tail's lines go once sent: a session lasts hours, and they would stay with it.
         let (mut cursor, first) = {
-            let (cursor, lines) = tail::console(&app.journals, &hub, tail_lines, u64::MAX).await;
+            let (cursor, lines) = tail::console(app.journals(), &hub, tail_lines, u64::MAX).await;
             let frames: Vec<Vec<u8>> = lines.into_iter().map(|l| l.1).collect();
             (cursor, (!frames.is_empty()).then(|| join(&frames)))
         };
@@ -238,7 +232,7 @@ pub fn attach(app: &Arc<App>, ctx: &Ctx, access: Access) -> Result<Reply, ApiErr
 }
 
 /// Records how long the lines pushed at `times` took to reach the client.
-pub fn observe(app: &App, local: &mut LocalHistogram, times: &[u64]) {
+pub fn observe(app: &Handles, local: &mut LocalHistogram, times: &[u64]) {
     if times.is_empty() {
         return;
     }
@@ -246,7 +240,7 @@ pub fn observe(app: &App, local: &mut LocalHistogram, times: &[u64]) {
     for &t in times {
         local.observe_nanos(now.saturating_sub(t));
     }
-    app.metrics.delivery.merge(local);
+    app.metrics().delivery.merge(local);
     local.clear();
 }
 

@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::handles::Handles;
 use super::reply::{json, ok, ApiError, Reply};
 use super::request::Ctx;
 use super::stream::{channel_body, ChannelWriter};
-use crate::app::App;
 use crate::error::Error;
 use crate::jobs::{self, Job, Source, State};
 use crate::model::Volume;
@@ -36,13 +36,13 @@ const CHUNK: usize = 64 * 1024;
 
 /// Runs `f` on the volume's open root, off the async threads.
 async fn with_root<T: Send + 'static>(
-    app: &Arc<App>,
+    app: &Arc<Handles>,
     key: &str,
     f: impl FnOnce(&Volume, &Root) -> Result<T, FsError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (app, key) = (Arc::clone(app), key.to_string());
     tokio::task::spawn_blocking(move || {
-        let (volume, root) = volumes::open_root(&app, &key)?;
+        let (volume, root) = volumes::open_root(app.volumes(), &key)?;
         f(&volume, &root).map_err(|e| volumes::fs_error(e, &volume))
     })
     .await
@@ -58,7 +58,7 @@ fn path_param(ctx: &Ctx, allowed: &[&str]) -> Result<(String, std::collections::
 
 /// `GET .../files`: a page of the directory (`limit` entries, default 1000, at most 10000)
 /// whose names sort after `after`; `next` is the `after` of the next page, `null` at the end.
-pub async fn list(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn list(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, q) = path_param(&ctx, &["path", "limit", "after"])?;
     let limit = match q.get("limit") {
         None => DEFAULT_PAGE,
@@ -72,13 +72,13 @@ pub async fn list(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(ok(&json!({ "path": shown, "entries": page.entries, "next": page.next })))
 }
 
-pub async fn stat(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn stat(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, _) = path_param(&ctx, &["path"])?;
     Ok(ok(&with_root(app, ctx.param(0), move |_, root| root.stat(&path)).await?))
 }
 
 /// `GET .../files/content`: the file's bytes, streamed; one `Range` of bytes honoured.
-pub async fn read(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn read(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, q) = path_param(&ctx, &["path", "download"])?;
     let download = match q.get("download").map(String::as_str) {
         None | Some("0") | Some("false") => false,
@@ -156,7 +156,7 @@ pub(super) fn ranged(
 /// A response streaming `len` bytes of `file` from `start`, a chunk at a time.
 pub(super) fn stream_file(file: std::fs::File, start: u64, len: u64) -> Reply {
     let (tx, body) = channel_body(4);
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         let mut file = tokio::fs::File::from_std(file);
         if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
             let _ = tx.send(Err(e)).await;
@@ -188,7 +188,7 @@ pub(super) fn stream_file(file: std::fs::File, start: u64, len: u64) -> Reply {
 }
 
 /// `PUT .../files/content`: the raw body, streamed into a temp file renamed over `path`.
-pub async fn write(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn write(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let q = ctx.query(&["path"])?;
     let path = q.get("path").cloned().ok_or_else(|| ApiError::bad_request("path is required"))?;
     let target = path.clone();
@@ -209,6 +209,7 @@ pub async fn write(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(json(status, &json!({ "path": path, "size": written.bytes })))
 }
 
+/// Why pouring a body into a file stopped: the client's side or the disk's.
 enum Pour {
     Read(String),
     Write(std::io::Error),
@@ -226,12 +227,14 @@ async fn pour(mut body: hyper::body::Incoming, mut file: tokio::fs::File) -> Res
     file.sync_all().await.map_err(Pour::Write)
 }
 
+/// A body naming one path.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PathBody {
     path: String,
 }
 
+/// A move's body: from, to, and whether to overwrite.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MoveBody {
@@ -241,12 +244,14 @@ struct MoveBody {
     overwrite: bool,
 }
 
+/// A delete's body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeleteBody {
     paths: Vec<String>,
 }
 
+/// A chmod's body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChmodBody {
@@ -254,28 +259,28 @@ struct ChmodBody {
     mode: String,
 }
 
-pub async fn mkdir(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn mkdir(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: PathBody = ctx.json().await?;
     let path = b.path.clone();
     with_root(app, ctx.param(0), move |_, root| root.mkdir(&path)).await?;
     Ok(json(StatusCode::CREATED, &json!({ "path": b.path })))
 }
 
-pub async fn rename(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn rename(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: MoveBody = ctx.json().await?;
     let to = b.to.clone();
     with_root(app, ctx.param(0), move |_, root| root.rename(&b.from, &b.to, b.overwrite)).await?;
     Ok(ok(&json!({ "path": to })))
 }
 
-pub async fn copy(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn copy(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: MoveBody = ctx.json().await?;
     let to = b.to.clone();
     with_root(app, ctx.param(0), move |_, root| root.copy(&b.from, &b.to, b.overwrite)).await?;
     Ok(ok(&json!({ "path": to })))
 }
 
-pub async fn delete(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn delete(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: DeleteBody = ctx.json().await?;
     if b.paths.is_empty() || b.paths.len() > 1000 {
         return Err(ApiError::bad_request("paths must list 1 to 1000 paths"));
@@ -284,7 +289,7 @@ pub async fn delete(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(ok(&json!({ "deleted": deleted })))
 }
 
-pub async fn chmod(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn chmod(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: ChmodBody = ctx.json().await?;
     let path = b.path.clone();
     let entry = with_root(app, ctx.param(0), move |_, root| root.chmod(&b.path, &b.mode)).await?;
@@ -294,9 +299,9 @@ pub async fn chmod(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
 /// `GET .../archive`: a `tar.gz` of a directory, made while it streams. It stops when the
 /// client goes away, and is cut off (the response aborted, never ended short) at
 /// `files.job_timeout`, however slowly the client reads.
-pub async fn archive(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn archive(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let (path, _) = path_param(&ctx, &["path"])?;
-    let deadline = Instant::now() + app.config.files.job_timeout();
+    let deadline = Instant::now() + app.config().files.job_timeout();
     let dir = path.clone();
     let (volume, root) = with_root(app, ctx.param(0), move |v, root| {
         let entry = root.stat(&dir)?;
@@ -311,7 +316,7 @@ pub async fn archive(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
         dir => format!("{}.tar.gz", dir.rsplit('/').next().unwrap_or("archive")),
     };
     let (tx, body) = channel_body(4);
-    let late = format!("the archive took longer than files.job_timeout ({})", app.config.files.job_timeout);
+    let late = format!("the archive took longer than files.job_timeout ({})", app.config().files.job_timeout);
     let mut out = ChannelWriter::new(tx, deadline, late);
     tokio::task::spawn_blocking(move || {
         let packed = vfs::pack(&root, &path, &vfs::Ignore::new::<&str>(&[]), &mut out, |_, _| {});
@@ -334,16 +339,16 @@ pub async fn archive(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
 /// missing). The archive is the body, spooled to an unnamed file on the volume (counted by its
 /// limit, at most its size limit, within `files.job_timeout`), or `from`, a file in the volume.
 /// `202 {"job_id"}`; a body that is no archive is a `400` at once.
-pub async fn extract(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn extract(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let q = ctx.query(&["path", "from"])?;
     let path = q.get("path").cloned().unwrap_or_else(|| "/".into());
     vfs::check_path(&path).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let volume = volumes::find(app, ctx.param(0))?;
-    if app.backups.is_restoring(&volume.volume_id) {
+    let volume = volumes::find(app.volumes(), ctx.param(0))?;
+    if app.backups().is_restoring(&volume.volume_id) {
         return Err(Error::Conflict("Cannot extract while a backup of this volume is being restored".into()).into());
     }
-    let deadline = Instant::now() + app.config.files.job_timeout();
-    let job = app.jobs.begin(&volume.volume_id, "extract", &path, deadline)?;
+    let deadline = Instant::now() + app.config().files.job_timeout();
+    let job = app.jobs().begin(&volume.volume_id, "extract", &path, deadline)?;
     let job = Unannounced { app: Arc::clone(app), job, announced: false };
     let body = ctx.body.take().ok_or_else(|| ApiError::bad_request("request body already read"))?;
     let source = match q.get("from").cloned() {
@@ -365,13 +370,13 @@ pub async fn extract(app: &Arc<App>, mut ctx: Ctx) -> Result<Reply, ApiError> {
         None => Source::Spooled(receive(app, &ctx, &volume, body, deadline).await?),
     };
     let job = job.announce();
-    jobs::start_extract(app, Arc::clone(&job), volume, source);
+    jobs::start_extract(app.reach(), Arc::clone(&job), volume, source);
     Ok(json(StatusCode::ACCEPTED, &json!({ "job_id": job.id, "state": "running" })))
 }
 
 /// A job recorded for a request that has not answered yet: forgotten unless announced.
 struct Unannounced {
-    app: Arc<App>,
+    app: Arc<Handles>,
     job: Arc<Job>,
     announced: bool,
 }
@@ -386,16 +391,16 @@ impl Unannounced {
 impl Drop for Unannounced {
     fn drop(&mut self) {
         if !self.announced {
-            self.app.jobs.forget(&self.job);
+            self.app.jobs().forget(&self.job);
         }
     }
 }
 
 /// `408`: the request body did not arrive within `files.job_timeout`.
-fn body_too_slow(app: &App) -> ApiError {
+fn body_too_slow(app: &Handles) -> ApiError {
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
-        format!("the archive did not arrive within files.job_timeout ({})", app.config.files.job_timeout),
+        format!("the archive did not arrive within files.job_timeout ({})", app.config().files.job_timeout),
     )
 }
 
@@ -415,7 +420,7 @@ async fn body_is_empty(mut body: hyper::body::Incoming) -> bool {
 /// (a longer one is a `507` at once when its length says so, else when it passes it), received
 /// before `deadline` (`408` after). A body that is no archive is a `400`.
 async fn receive(
-    app: &Arc<App>,
+    app: &Arc<Handles>,
     ctx: &Ctx,
     volume: &Volume,
     mut body: hyper::body::Incoming,
@@ -461,21 +466,21 @@ async fn receive(
 }
 
 /// The job `:job` of volume `:volume_id`.
-fn find_job(app: &App, ctx: &Ctx) -> Result<Arc<Job>, ApiError> {
-    let volume = volumes::find(app, ctx.param(0))?;
-    app.jobs
+fn find_job(app: &Handles, ctx: &Ctx) -> Result<Arc<Job>, ApiError> {
+    let volume = volumes::find(app.volumes(), ctx.param(0))?;
+    app.jobs()
         .find(&volume.volume_id, ctx.param(1))
         .ok_or_else(|| ApiError::from(Error::NotFound("Job not found".into())))
 }
 
 /// `GET .../jobs/:job`: its state and progress.
-pub async fn job(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn job(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(ok(&find_job(app, &ctx)?.view()))
 }
 
 /// `DELETE .../jobs/:job`: cancels a running job and waits (a while) for it to stop; nothing
 /// it was extracting is left. A job that already moves its files in place finishes (`done`).
-pub async fn cancel_job(app: &Arc<App>, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn cancel_job(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
     let job = find_job(app, &ctx)?;
     let state = job.state();
     if state != State::Running {

@@ -2,11 +2,13 @@
 
 mod auth;
 mod backups;
+mod body_reader;
 mod conns;
 mod console;
 mod containers;
 mod deadline;
 mod files;
+mod handles;
 mod ports;
 mod power;
 mod reply;
@@ -33,9 +35,8 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::app::App;
-pub use auth::bearer_matches;
 use conns::{Conns, Slot};
+pub use handles::{Handles, Parts};
 use reply::{ApiError, Reply};
 use request::Ctx;
 use router::{Miss, Route};
@@ -48,20 +49,20 @@ const MAX_HEAD: usize = 64 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` resolves, then lets open connections finish (bounded).
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(app: Handles, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     // The app lives as long as the process; requests borrow it for good instead of each
     // counting a reference on a shared counter (which two cores would pass back and forth).
-    let app: &'static Arc<App> = Box::leak(Box::new(app));
-    let server = &app.config.server;
+    let app: &'static Arc<Handles> = Box::leak(Box::new(Arc::new(app)));
+    let server = &app.config().server;
     let conns = Conns::new(conns::Limits {
         max: server.max_connections,
         anonymous: server.max_anonymous_connections,
         pending: server.max_pending_sockets,
         per_ip: server.max_connections_per_ip,
     });
-    let trimmer = tokio::spawn(Arc::clone(&conns).trim_after_bursts());
+    let trimmer = crate::shutdown::detach(Arc::clone(&conns).trim_after_bursts());
     let alarms = deadline::Alarms::new();
-    let ringer = tokio::spawn(Arc::clone(&alarms).ring());
+    let ringer = crate::shutdown::detach(Arc::clone(&alarms).ring());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -94,7 +95,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             .serve_connection(TokioIo::new(conns::Timed::new(stream)), service)
             .with_upgrades();
         let alarms = Arc::clone(&alarms);
-        tokio::spawn(async move {
+        crate::shutdown::detach(async move {
             // Asked to end at shutdown: the flag is one load per wake-up, and `stop` wakes
             // every connection (an idle one through its alarm) so each sees it. An anonymous
             // connection pushed out of its pool (`conns`) is dropped, closing it.
@@ -117,9 +118,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     trimmer.abort();
     // Console sessions never end by themselves: tell them why they end now, and give them a
     // moment to say goodbye to their peers.
-    app.hubs.close_all("daemon shutting down");
+    app.hubs().close_all("daemon shutting down");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while app.hubs.sessions() > 0 && tokio::time::Instant::now() < deadline {
+    while app.hubs().sessions() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Idle connections close now; a request under way gets its answer first.
@@ -154,7 +155,7 @@ impl Future for Answer {
 }
 
 /// Routes one request, counts it, and turns any error into its JSON reply.
-fn respond(app: &'static Arc<App>, req: Request<Incoming>, slot: &Arc<Slot>) -> Answer {
+fn respond(app: &'static Arc<Handles>, req: Request<Incoming>, slot: &Arc<Slot>) -> Answer {
     let started = Instant::now();
     let (index, route, params) = match router::resolve(req.method().as_str(), req.uri().path()) {
         Ok(found) => found,
@@ -192,20 +193,20 @@ fn logged(method: &hyper::Method, uri: &hyper::Uri) -> Option<(hyper::Method, St
     crate::log::enabled(crate::log::Level::Debug).then(|| (method.clone(), uri.path().to_owned()))
 }
 
-fn finish(app: &App, req: &Request<Incoming>, label: Option<usize>, reply: Reply, started: Instant) -> Reply {
+fn finish(app: &Handles, req: &Request<Incoming>, label: Option<usize>, reply: Reply, started: Instant) -> Reply {
     count(app, logged(req.method(), req.uri()), label, reply, started)
 }
 
 /// Counts an answered request (and logs it at debug level).
 fn count(
-    app: &App,
+    app: &Handles,
     line: Option<(hyper::Method, String)>,
     label: Option<usize>,
     reply: Reply,
     started: Instant,
 ) -> Reply {
     let took = started.elapsed();
-    app.metrics.record_request(label, reply.status().as_u16(), took);
+    app.metrics().record_request(label, reply.status().as_u16(), took);
     if let Some((method, path)) = line {
         crate::debug!("{method} {path} {} ({:.1} ms)", reply.status().as_u16(), took.as_secs_f64() * 1e3);
     }
@@ -214,8 +215,8 @@ fn count(
 
 /// The token (every route but the public ones) and the `Accept` header, for all but the
 /// console routes (they authorize in `answer`).
-fn checks(app: &App, route: Route, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
-    if !route.is_public() && !app.master.with(|t| auth::bearer_matches(headers, t)) {
+fn checks(app: &Handles, route: Route, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
+    if !route.is_public() && !auth::bearer(headers).is_some_and(|given| app.tokens().is_master(given)) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "Missing or invalid token (send Authorization: Bearer lightd_...; lightd --token what shows it)",
@@ -242,7 +243,7 @@ fn miss_error(miss: Miss) -> ApiError {
 
 /// The routes a panel polls, answered in the call from the borrowed request (`None`: any
 /// other route).
-fn quick(app: &App, route: Route, params: &[String], slot: &Slot) -> Option<Result<Reply, ApiError>> {
+fn quick(app: &Handles, route: Route, params: &[String], slot: &Slot) -> Option<Result<Reply, ApiError>> {
     let reply = match route {
         Route::Health => Ok(system::health(app)),
         Route::Ping => Ok(system::ping()),
@@ -277,7 +278,7 @@ fn acceptable(route: Route, headers: &hyper::HeaderMap) -> Result<(), ApiError> 
 
 /// Every route past the quick ones; consoles authorize here (the master token, or a console
 /// token, or the WebSocket's first frame).
-async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
+async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, ApiError> {
     let access = match route.is_console() {
         true => {
             let access = tokens::authorize_console(app, &ctx, route == Route::Ws).await?;

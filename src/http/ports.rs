@@ -4,13 +4,14 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::handles::Handles;
 use super::reply::{json, message, ok, ApiError, Reply};
 use super::request::Ctx;
-use crate::app::App;
 use crate::error::bad;
 use crate::model::PortKey;
 use crate::ports::{self, parse_ip, parse_port, parse_protocol, Filter};
 
+/// `POST /ports` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddBody {
@@ -21,7 +22,7 @@ struct AddBody {
     protocol: Option<String>,
 }
 
-pub async fn add(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn add(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: AddBody = ctx.json().await?;
     let ip = parse_ip(&b.ip)?;
     let protocol = parse_protocol(b.protocol.as_deref())?;
@@ -33,11 +34,11 @@ pub async fn add(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
         (None, Some(s), Some(e)) => (parse_port(s, "port_start")?, parse_port(e, "port_end")?),
         _ => return Err(bad("give either port, or both port_start and port_end").into()),
     };
-    let added = ports::add(app, ip, first, last, protocol).await?;
+    let added = ports::add(app.store(), ip, first, last, protocol).await?;
     Ok(json(StatusCode::CREATED, &json!({ "message": "Port added to pool", "ports": added })))
 }
 
-pub async fn list(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn list(app: &Handles, ctx: Ctx) -> Result<Reply, ApiError> {
     let q = ctx.query(&["available", "protocol", "ip"])?;
     let available = match q.get("available").map(String::as_str) {
         None => None,
@@ -48,21 +49,21 @@ pub async fn list(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
     let protocol = q.get("protocol").map(|p| parse_protocol(Some(p))).transpose()?;
     let ip = q.get("ip").map(|i| parse_ip(i)).transpose()?;
     let filter = Filter { available, protocol, ip };
-    Ok(ok(&json!({ "ports": ports::list(app, &filter) })))
+    Ok(ok(&json!({ "ports": ports::list(app.store(), &filter) })))
 }
 
-pub async fn random(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn random(app: &Handles, ctx: Ctx) -> Result<Reply, ApiError> {
     let q = ctx.query(&["protocol"])?;
     let protocol = q.get("protocol").map(|p| parse_protocol(Some(p))).transpose()?;
-    Ok(ok(&ports::random(app, protocol)?))
+    Ok(ok(&ports::random(app.store(), protocol)?))
 }
 
-pub async fn delete(app: &App, ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn delete(app: &Handles, ctx: Ctx) -> Result<Reply, ApiError> {
     let q = ctx.query(&["protocol"])?;
     let ip = parse_ip(ctx.param(0))?;
     let port: u64 = ctx.param(1).parse().map_err(|_| bad("port must be a number"))?;
     let port = parse_port(port, "port")?;
     let protocol = parse_protocol(q.get("protocol").map(String::as_str))?;
-    ports::remove(app, PortKey { ip, port, protocol }).await?;
+    ports::remove(app.store(), PortKey { ip, port, protocol }).await?;
     Ok(message(StatusCode::OK, "Port removed from pool"))
 }

@@ -6,76 +6,31 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::handles::Handles;
 use super::reply::{json, ApiError, Reply};
 use super::request::Ctx;
-use crate::app::App;
 use crate::lifecycle;
 
-/// The power actions reachable by URL (and by the WebSocket `power` message).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Start,
-    Stop,
-    Kill,
-    Restart,
-    Suspend,
-    Resume,
-}
-
-impl Action {
-    pub fn parse(s: &str) -> Option<Action> {
-        Some(match s {
-            "start" => Action::Start,
-            "stop" => Action::Stop,
-            "kill" => Action::Kill,
-            "restart" => Action::Restart,
-            "suspend" => Action::Suspend,
-            "resume" => Action::Resume,
-            _ => return None,
-        })
-    }
-
-    fn message(self) -> &'static str {
-        match self {
-            Action::Start => "Container start initiated",
-            Action::Stop => "Container stop initiated",
-            Action::Kill => "Container kill initiated",
-            Action::Restart => "Container restart initiated",
-            Action::Suspend => "Container suspend initiated",
-            Action::Resume => "Container resume initiated",
-        }
-    }
-}
-
-impl Action {
-    /// The supervisor's action for it.
-    pub fn lifecycle(self) -> lifecycle::Action {
-        match self {
-            Action::Start => lifecycle::Action::Start,
-            Action::Stop => lifecycle::Action::Stop,
-            Action::Kill => lifecycle::Action::Kill,
-            Action::Restart => lifecycle::Action::Restart,
-            Action::Suspend => lifecycle::Action::Suspend,
-            Action::Resume => lifecycle::Action::Resume,
-        }
-    }
-}
-
-pub async fn action(app: &Arc<App>, ctx: Ctx, action: Action) -> Result<Reply, ApiError> {
+/// `POST /containers/:id/<name>` for a power action `name` (the router's table names them).
+pub async fn action(app: &Arc<Handles>, ctx: Ctx, name: &'static str) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
-    lifecycle::act(app, id, action.lifecycle()).await?;
-    Ok(json(StatusCode::ACCEPTED, &json!({ "message": action.message(), "internal_id": id })))
+    let action = lifecycle::Action::power(name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no power action {name:?}")))?;
+    lifecycle::act(app.sups(), id, action).await?;
+    let message = format!("Container {name} initiated");
+    Ok(json(StatusCode::ACCEPTED, &json!({ "message": message, "internal_id": id })))
 }
 
+/// `POST /containers/:id/command` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommandBody {
     command: String,
 }
 
-pub async fn command(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn command(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let body: CommandBody = ctx.json().await?;
     let id = ctx.param(0);
-    lifecycle::act(app, id, lifecycle::Action::Command(body.command)).await?;
+    lifecycle::act(app.sups(), id, lifecycle::Action::Command(body.command)).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "message": "Command sent", "internal_id": id })))
 }

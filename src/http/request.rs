@@ -16,6 +16,8 @@ use super::router::percent_decode;
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1 << 20;
 
+/// One request as a handler sees it: the head, the body not read yet, the path parameters
+/// and the connection's slot.
 pub struct Ctx {
     pub head: Parts,
     pub body: Option<Incoming>,

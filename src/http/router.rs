@@ -2,8 +2,6 @@
 //! Patterns are `/`-separated literals and `:name` captures; captured segments are
 //! percent-decoded and must be valid UTF-8 without NUL.
 
-use super::power::Action;
-
 /// Every endpoint lightd serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -47,7 +45,8 @@ pub enum Route {
     ContainerDelete,
     ContainerReinstall,
     ContainerRebind,
-    ContainerPower(Action),
+    /// A power action, by its name in the URL (`lifecycle::Action::power` parses it).
+    ContainerPower(&'static str),
     ContainerCommand,
     ContainerLogs,
     ContainerCrashes,
@@ -100,12 +99,12 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("DELETE", "/containers/:id", Route::ContainerDelete),
     ("POST", "/containers/:id/reinstall", Route::ContainerReinstall),
     ("POST", "/containers/:id/rebind-network", Route::ContainerRebind),
-    ("POST", "/containers/:id/start", Route::ContainerPower(Action::Start)),
-    ("POST", "/containers/:id/stop", Route::ContainerPower(Action::Stop)),
-    ("POST", "/containers/:id/kill", Route::ContainerPower(Action::Kill)),
-    ("POST", "/containers/:id/restart", Route::ContainerPower(Action::Restart)),
-    ("POST", "/containers/:id/suspend", Route::ContainerPower(Action::Suspend)),
-    ("POST", "/containers/:id/resume", Route::ContainerPower(Action::Resume)),
+    ("POST", "/containers/:id/start", Route::ContainerPower("start")),
+    ("POST", "/containers/:id/stop", Route::ContainerPower("stop")),
+    ("POST", "/containers/:id/kill", Route::ContainerPower("kill")),
+    ("POST", "/containers/:id/restart", Route::ContainerPower("restart")),
+    ("POST", "/containers/:id/suspend", Route::ContainerPower("suspend")),
+    ("POST", "/containers/:id/resume", Route::ContainerPower("resume")),
     ("POST", "/containers/:id/command", Route::ContainerCommand),
     ("GET", "/containers/:id/logs", Route::ContainerLogs),
     ("GET", "/containers/:id/crashes", Route::ContainerCrashes),

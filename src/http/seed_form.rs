@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{bad, conflict, Result};
-use crate::lifecycle::spec::CreateRequest;
+use crate::lifecycle::request::CreateRequest;
 use crate::model::{Port, PortBinding, Protocol};
 
 /// A create body, in the form it came in.

@@ -4,8 +4,8 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
 use serde_json::json;
 
+use super::handles::Handles;
 use super::reply::{full, json_bytes, ok, Reply};
-use crate::app::App;
 use crate::console::ViewerKind;
 use crate::metrics::{escape, gauge, resident_bytes};
 use crate::model::PowerState;
@@ -15,11 +15,11 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Acquire;
 
 /// `GET /health`: answered from bytes made at compile time (the busiest public route).
-pub fn health(app: &App) -> Reply {
+pub fn health(app: &Handles) -> Reply {
     const UP: &str = concat!(r#"{"status":"ok","version":""#, env!("CARGO_PKG_VERSION"), r#"","docker":"reachable"}"#);
     const DOWN: &str =
         concat!(r#"{"status":"ok","version":""#, env!("CARGO_PKG_VERSION"), r#"","docker":"unreachable"}"#);
-    let body = if app.docker.reachable() { UP } else { DOWN };
+    let body = if app.docker().reachable() { UP } else { DOWN };
     json_bytes(StatusCode::OK, Bytes::from_static(body.as_bytes()))
 }
 
@@ -34,10 +34,10 @@ pub fn openapi() -> Reply {
     json_bytes(hyper::StatusCode::OK, hyper::body::Bytes::from_static(OPENAPI))
 }
 
-pub fn metrics(app: &App, connections: Option<usize>) -> Reply {
+pub fn metrics(app: &Handles, connections: Option<usize>) -> Reply {
     let mut out = String::with_capacity(4096);
-    app.metrics.render_http(&mut out);
-    let (volumes, ports, ports_in_use, by_state) = app.store.read(|s| {
+    app.metrics().render_http(&mut out);
+    let (volumes, ports, ports_in_use, by_state) = app.store().read(|s| {
         let by_state = PowerState::ALL.map(|p| (p, s.containers.values().filter(|c| c.state == p).count()));
         (s.volumes.len(), s.ports.len(), s.ports.values().filter(|p| p.in_use).count(), by_state)
     });
@@ -49,8 +49,8 @@ pub fn metrics(app: &App, connections: Option<usize>) -> Reply {
     gauge(&mut out, "lightd_volumes", "Volumes on record.", volumes as u64);
     gauge(&mut out, "lightd_pool_ports", "Ports in the network pool.", ports as u64);
     gauge(&mut out, "lightd_pool_ports_in_use", "Pool ports taken by containers.", ports_in_use as u64);
-    gauge(&mut out, "lightd_docker_reachable", "1 when the Docker engine answers.", app.docker.reachable().into());
-    gauge(&mut out, "lightd_uptime_seconds", "Seconds since start.", app.started.elapsed().as_secs());
+    gauge(&mut out, "lightd_docker_reachable", "1 when the Docker engine answers.", app.docker().reachable().into());
+    gauge(&mut out, "lightd_uptime_seconds", "Seconds since start.", app.started().elapsed().as_secs());
     gauge(&mut out, "lightd_process_resident_bytes", "Resident memory of the daemon.", resident_bytes());
     gauge(
         &mut out,
@@ -64,13 +64,13 @@ pub fn metrics(app: &App, connections: Option<usize>) -> Reply {
 }
 
 /// Docker streams, viewers and console lines per container: the O(1) claim, checkable.
-fn console_metrics(app: &App, out: &mut String) {
-    let ids: Vec<String> = app.store.read(|s| s.containers.keys().cloned().collect());
+fn console_metrics(app: &Handles, out: &mut String) {
+    let ids: Vec<String> = app.store().read(|s| s.containers.keys().cloned().collect());
     let hubs: Vec<(String, Option<std::sync::Arc<crate::console::Hub>>)> =
-        ids.into_iter().map(|id| (escape(&id), app.hubs.peek(&id))).collect();
+        ids.into_iter().map(|id| (escape(&id), app.hubs().peek(&id))).collect();
     out.push_str("# HELP lightd_docker_streams Open Docker streams by kind and container.\n");
     out.push_str("# TYPE lightd_docker_streams gauge\n");
-    let events = u8::from(app.metrics.events_stream());
+    let events = u8::from(app.metrics().events_stream());
     let _ = writeln!(out, "lightd_docker_streams{{kind=\"events\",container=\"\"}} {events}");
     for (id, hub) in &hubs {
         let (attach, stats) =

@@ -4,13 +4,13 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::bearer_matches;
+use super::auth::bearer;
+use super::handles::Handles;
 use super::reply::{json, ApiError, Reply};
 use super::request::Ctx;
-use crate::app::App;
-use crate::ids::constant_time_eq;
 use crate::tokens::{self, Denied};
 
+/// `POST /auth/tokens` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
@@ -43,7 +43,7 @@ fn bound_to(scope: Option<&str>, internal_id: Option<String>) -> Result<Option<S
     }
 }
 
-pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
+pub async fn create(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: Body =
         ctx.json_opt().await?.unwrap_or(Body { ttl: None, internal_id: None, remove_on_use: false, scope: None });
     let ttl = match b.ttl.as_deref() {
@@ -51,7 +51,8 @@ pub async fn create(app: &App, mut ctx: Ctx) -> Result<Reply, ApiError> {
         None => tokens::DEFAULT_TTL,
     };
     let bound = bound_to(b.scope.as_deref(), b.internal_id)?;
-    let t = tokens::issue(app, &ctx.head.headers, ttl, bound, b.remove_on_use).await?;
+    let t =
+        tokens::issue(app.tokens(), bearer(&ctx.head.headers).unwrap_or_default(), ttl, bound, b.remove_on_use).await?;
     Ok(json(StatusCode::CREATED, &json!({ "token": t.token, "expires_at": t.expires_at })))
 }
 
@@ -67,8 +68,8 @@ pub enum Access {
 /// A console may be opened with the master token (header or `?token=`), or with a console
 /// token in `?token=` (403 when it is bound to another container). A WebSocket opened with
 /// no credentials at all may authenticate with its first frame (`pending_ok`).
-pub async fn authorize_console(app: &App, ctx: &Ctx, pending_ok: bool) -> Result<Access, ApiError> {
-    if app.master.with(|t| bearer_matches(&ctx.head.headers, t)) {
+pub async fn authorize_console(app: &Handles, ctx: &Ctx, pending_ok: bool) -> Result<Access, ApiError> {
+    if bearer(&ctx.head.headers).is_some_and(|given| app.tokens().is_master(given)) {
         return Ok(Access::Master);
     }
     let q = ctx.query(&["token"])?;
@@ -95,11 +96,11 @@ fn is_upgrade(ctx: &Ctx) -> bool {
 }
 
 /// What a presented token opens on container `id`.
-pub async fn check(app: &App, presented: &str, id: &str) -> Result<Access, ApiError> {
-    if app.master.with(|t| constant_time_eq(presented.as_bytes(), t.as_bytes())) {
+pub async fn check(app: &Handles, presented: &str, id: &str) -> Result<Access, ApiError> {
+    if app.tokens().is_master(presented.as_bytes()) {
         return Ok(Access::Master);
     }
-    match tokens::redeem(app, presented, id).await {
+    match tokens::redeem(app.tokens(), presented, id).await {
         Ok(t) => Ok(Access::Token(t)),
         Err(Denied::Invalid(why)) => Err(ApiError::new(StatusCode::UNAUTHORIZED, why)),
         Err(Denied::OtherContainer) => {
@@ -109,7 +110,7 @@ pub async fn check(app: &App, presented: &str, id: &str) -> Result<Access, ApiEr
 }
 
 /// `DELETE /auth/tokens`: every console token goes.
-pub async fn revoke(app: &App) -> Result<Reply, ApiError> {
-    let revoked = tokens::revoke_all(app).await?;
+pub async fn revoke(app: &Handles) -> Result<Reply, ApiError> {
+    let revoked = tokens::revoke_all(app.tokens()).await?;
     Ok(json(StatusCode::OK, &json!({ "message": "Tokens revoked", "revoked": revoked })))
 }

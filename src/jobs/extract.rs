@@ -6,9 +6,12 @@ use std::fs::File;
 use std::sync::Arc;
 
 use super::{tell, Job, State};
-use crate::app::App;
+use crate::config::Config;
+use crate::console::Hubs;
 use crate::model::Volume;
+use crate::store::Store;
 use crate::vfs::{self, FsError};
+use crate::volumes::Volumes;
 
 /// Where the archive comes from.
 pub enum Source {
@@ -19,15 +22,26 @@ pub enum Source {
     InVolume(String),
 }
 
-/// Runs `job` in the background: extracts `source` into the job's path of `volume`.
-pub fn start(app: &Arc<App>, job: Arc<Job>, volume: Volume, source: Source) {
-    tokio::spawn(run(Arc::clone(app), job, volume, source));
+/// What an extract job reaches: the volumes it writes, and the consoles (found through the
+/// store) it reports to. Cheap to clone.
+#[derive(Clone)]
+pub struct Reach {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub hubs: Arc<Hubs>,
+    pub volumes: Volumes,
 }
 
-async fn run(app: Arc<App>, job: Arc<Job>, volume: Volume, source: Source) {
+/// Runs `job` in the background: extracts `source` into the job's path of `volume`. The job
+/// is bounded by its dial (`files.job_timeout`, or a cancel).
+pub fn start(reach: &Reach, job: Arc<Job>, volume: Volume, source: Source) {
+    crate::shutdown::detach(run(reach.clone(), job, volume, source));
+}
+
+async fn run(app: Reach, job: Arc<Job>, volume: Volume, source: Source) {
     let into = format!("/{}", job.path.trim_start_matches('/'));
     tell(&app, &volume.volume_id, "extract started", &format!("Extracting an archive into {into}"));
-    let (a, j, key) = (Arc::clone(&app), Arc::clone(&job), volume.volume_id.clone());
+    let (a, j, key) = (app.volumes.clone(), Arc::clone(&job), volume.volume_id.clone());
     let outcome = tokio::task::spawn_blocking(move || work(&a, &j, &key, source))
         .await
         .unwrap_or_else(|e| Err(FsError::Io(std::io::Error::other(format!("extract task failed: {e}")))));
@@ -62,8 +76,8 @@ async fn run(app: Arc<App>, job: Arc<Job>, volume: Volume, source: Source) {
     }
 }
 
-fn work(app: &App, job: &Job, volume_key: &str, source: Source) -> Result<usize, FsError> {
-    let (_, root) = crate::volumes::open_root(app, volume_key).map_err(|e| FsError::Invalid(e.to_string()))?;
+fn work(volumes: &Volumes, job: &Job, volume_key: &str, source: Source) -> Result<usize, FsError> {
+    let (_, root) = crate::volumes::open_root(volumes, volume_key).map_err(|e| FsError::Invalid(e.to_string()))?;
     match source {
         Source::Spooled(file) => vfs::extract_with(&root, &job.path, file, &job.dial),
         Source::InVolume(from) => vfs::extract_from(&root, &job.path, &from, &job.dial),

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
-pub use extract::{start as start_extract, Source};
+pub use extract::{start as start_extract, Reach, Source};
 
-use crate::app::App;
 use crate::console::Event;
 use crate::error::{Error, Result};
 use crate::model::now;
@@ -222,7 +221,7 @@ impl Job {
 }
 
 /// Tells the viewers of every server using the volume: an `event` and a note.
-fn tell(app: &App, volume_id: &str, event: &'static str, note: &str) {
+fn tell(app: &Reach, volume_id: &str, event: &'static str, note: &str) {
     for id in app.store.read(|s| crate::volumes::used_by(s, volume_id)) {
         let hub = app.hubs.get(&id);
         hub.publish(Event::Named(event));

@@ -45,6 +45,7 @@ pub struct Journals {
     inner: Arc<Inner>,
 }
 
+/// What a [`Journals`] handle shares.
 struct Inner {
     root: PathBuf,
     /// Bytes each of a server's journals may hold (0: no journal).

@@ -66,11 +66,20 @@ fn flush_one(journals: &Journals, hub: &Hub, install: &[String], cursors: &mut C
 }
 
 /// Runs [`flush`] every `every` until the process ends; [`final_flush`] does the last round.
-pub async fn run(journals: Journals, hubs: Arc<Hubs>, every: Duration, cursors: Arc<Mutex<Cursors>>) {
+pub async fn run(
+    journals: Journals,
+    hubs: Arc<Hubs>,
+    every: Duration,
+    cursors: Arc<Mutex<Cursors>>,
+    mut shutdown: crate::shutdown::Shutdown,
+) {
     loop {
+        // A round runs to its end; the shutdown signal is heard between rounds (the last
+        // one is `final_flush`'s).
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = crate::console::JOURNAL_DUE.notified() => {}
+            () = shutdown.wait() => return,
         }
         round(&journals, &hubs, &cursors).await;
     }

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{fchown, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::app::App;
+use super::Supervisors;
 use crate::model::ContainerRecord;
 
 /// The directory: root's, in the server's group, which may enter it (`rwxr-x---`).
@@ -21,8 +21,8 @@ const INSTALL_MODE: u32 = 0o700;
 const ENTRYPOINT_MODE: u32 = 0o640;
 
 /// The data directory of container `id`.
-pub fn data_dir(app: &App, id: &str) -> PathBuf {
-    app.config.storage.data_path.join(id)
+pub fn data_dir(sups: &Supervisors, id: &str) -> PathBuf {
+    sups.config.storage.data_path.join(id)
 }
 
 /// The group of the user `rec` runs as (root's for one that cannot be read, which `check_create`
@@ -33,8 +33,8 @@ fn group(rec: &ContainerRecord) -> u32 {
 
 /// Makes (or takes over) the data directory of `rec`, root's in the server's group, mode
 /// 0750, and writes `install.sh` into it when there is a script.
-pub fn prepare(app: &App, rec: &ContainerRecord) -> io::Result<PathBuf> {
-    let dir = data_dir(app, &rec.internal_id);
+pub fn prepare(sups: &Supervisors, rec: &ContainerRecord) -> io::Result<PathBuf> {
+    let dir = data_dir(sups, &rec.internal_id);
     fs::create_dir_all(&dir)?;
     // Through a descriptor of the directory itself, never through a symlink in its place.
     let handle = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(&dir)?;

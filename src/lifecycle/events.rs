@@ -2,40 +2,39 @@
 //! managed containers go to their supervisors as facts. Each time the stream (re)connects,
 //! everything is reconciled, since anything may have happened while nobody listened.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::action::{EngineEvent, Fact};
 use super::recover::{fix_port_pool, sweep_orphans};
-use crate::app::App;
+use super::Supervisors;
 use crate::console::Event;
 use crate::docker::stream::LineSplitter;
 
 /// Follows the engine's events until the daemon stops; reconnects with backoff.
-pub async fn watch(app: Arc<App>) {
+pub async fn watch(sups: Supervisors) {
     let mut delay = Duration::from_millis(500);
     let mut lost = false;
     loop {
-        if let Ok(mut chunks) = app.docker.container_events("lightd.managed=true").await {
-            app.metrics.set_events_stream(true);
+        if let Ok(mut chunks) = sups.docker.container_events("lightd.managed=true").await {
+            sups.metrics.set_events_stream(true);
             delay = Duration::from_millis(500);
             if std::mem::take(&mut lost) {
-                app.hubs.broadcast(Event::DaemonMessage("Docker engine reachable again".into()));
+                sups.hubs.broadcast(Event::DaemonMessage("Docker engine reachable again".into()));
             }
-            reconcile_all(&app).await;
+            reconcile_all(&sups).await;
             let mut lines = LineSplitter::new(1 << 20);
             while let Some(Ok(chunk)) = chunks.next().await {
                 let mut seen = Vec::new();
                 lines.push(&chunk, |l| seen.extend(serde_json::from_str::<Value>(&l).ok()));
                 for ev in seen {
-                    route(&app, &ev);
+                    route(&sups, &ev);
                 }
             }
-            app.metrics.set_events_stream(false);
+            sups.metrics.set_events_stream(false);
             lost = true;
-            app.hubs.broadcast(Event::DaemonMessage("Docker engine connection lost; reconnecting".into()));
+            sups.hubs.broadcast(Event::DaemonMessage("Docker engine connection lost; reconnecting".into()));
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
@@ -43,34 +42,34 @@ pub async fn watch(app: Arc<App>) {
 }
 
 /// Asks every supervisor to reconcile, removes orphans, repairs the pool.
-pub async fn reconcile_all(app: &Arc<App>) {
-    app.sups.tell_all(|| Fact::Reconcile);
-    sweep_orphans(app).await;
-    if let Err(e) = fix_port_pool(app).await {
+pub async fn reconcile_all(sups: &Supervisors) {
+    sups.tell_all(|| Fact::Reconcile);
+    sweep_orphans(sups).await;
+    if let Err(e) = fix_port_pool(sups).await {
         crate::error!("reconcile of the port pool: {e}");
     }
 }
 
 /// Hands one engine event to the supervisor of the container it is about.
-fn route(app: &Arc<App>, ev: &Value) {
+fn route(sups: &Supervisors, ev: &Value) {
     let attrs = &ev["Actor"]["Attributes"];
     let Some(id) = attrs["lightd.internal_id"].as_str() else { return };
     let Some(event) = ev["Action"].as_str().and_then(EngineEvent::parse) else { return };
     // Another daemon's container on the same engine is none of our business.
-    let ours = attrs["lightd.instance"].as_str().is_none_or(|i| i == app.instance);
+    let ours = attrs["lightd.instance"].as_str().is_none_or(|i| i == sups.instance);
     let server = attrs["lightd.role"].as_str() == Some("server");
     if !ours || !(server || event == EngineEvent::Create) {
         return;
     }
     // A container of ours made for a record already gone (a create that landed after the
     // install that asked for it was cancelled) is removed at once.
-    let mine = attrs["lightd.instance"].as_str() == Some(app.instance.as_str());
-    if event == EngineEvent::Create && mine && !app.store.read(|s| s.containers.contains_key(id)) {
+    let mine = attrs["lightd.instance"].as_str() == Some(sups.instance.as_str());
+    if event == EngineEvent::Create && mine && !sups.store.read(|s| s.containers.contains_key(id)) {
         if let Some(cid) = ev["Actor"]["ID"].as_str().or(ev["id"].as_str()).map(String::from) {
-            let (app, id) = (Arc::clone(app), id.to_string());
-            tokio::spawn(async move { super::recover::remove_orphan(&app, &cid, &id).await });
+            let (sups, id) = (sups.clone(), id.to_string());
+            crate::shutdown::detach(async move { super::recover::remove_orphan(&sups, &cid, &id).await });
         }
         return;
     }
-    app.sups.tell(id, Fact::Docker(event));
+    sups.tell(id, Fact::Docker(event));
 }

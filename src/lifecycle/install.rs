@@ -4,14 +4,13 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::datadir;
 use super::spec::{self, container_spec, RunSpec};
 use super::supervisor::{Intent, JobKind, Rollback, Supervisor, Then};
+use super::Supervisors;
 use super::{bounded, JobResult, CREATE_TIMEOUT, REMOVE_TIMEOUT};
-use crate::app::App;
 use crate::console::{Event, Hub, Lifecycle};
 use crate::docker::stream::OutputLines;
 use crate::docker::DockerError;
@@ -26,7 +25,7 @@ impl Supervisor {
     /// `POST /containers/:id/reinstall`: back to `installing` with the new image and script.
     pub(super) async fn reinstall(&mut self, image: Option<String>, script: Option<String>) -> Result<()> {
         if let Some(i) = &image {
-            spec::check_image(i, &self.app.config.docker.allowed_registries)?;
+            super::request::check_image(i, &self.sups.config.docker.allowed_registries)?;
         }
         let rec = self.record().ok_or_else(super::not_found)?;
         let rollback = Rollback {
@@ -52,9 +51,9 @@ impl Supervisor {
     /// Step one of an install: the image (pulled when missing).
     pub(super) fn begin_install(&mut self, rollback: Option<Rollback>) {
         self.hub.lifecycle(Lifecycle::Started);
-        let (app, hub, id) = (self.app.clone(), self.hub.clone(), self.id.clone());
+        let (sups, hub, id) = (self.sups.clone(), self.hub.clone(), self.id.clone());
         self.start_job(JobKind::Pull { rollback }, async move {
-            JobResult::Pulled(super::pull::pull(&app, &hub, &id).await)
+            JobResult::Pulled(super::pull::pull(&sups, &hub, &id).await)
         });
     }
 
@@ -75,10 +74,10 @@ impl Supervisor {
 
     /// Step two: the container, the script, the entrypoint.
     pub(super) fn begin_install_steps(&mut self, start_after: bool) {
-        let (app, hub, id) = (self.app.clone(), self.hub.clone(), self.id.clone());
+        let (sups, hub, id) = (self.sups.clone(), self.hub.clone(), self.id.clone());
         self.start_job(
             JobKind::Install { start_after },
-            async move { JobResult::Installed(steps(&app, &id, &hub).await) },
+            async move { JobResult::Installed(steps(&sups, &id, &hub).await) },
         );
     }
 
@@ -157,19 +156,26 @@ impl Supervisor {
 }
 
 /// The point of no return: the old container goes, the new one is made and installed.
-async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<String, (String, Option<String>)> {
+async fn steps(sups: &Supervisors, id: &str, hub: &Hub) -> std::result::Result<String, (String, Option<String>)> {
     let fail = |e: String| (e, None);
-    let rec = app.store.read(|s| s.containers.get(id).cloned()).ok_or_else(|| fail("the record is gone".into()))?;
-    let docker = &app.docker;
-    let net = &app.config.containers.default_network;
+    let rec = sups.store.read(|s| s.containers.get(id).cloned()).ok_or_else(|| fail("the record is gone".into()))?;
+    let docker = &sups.docker;
+    let net = &sups.config.containers.default_network;
     let network = docker
-        .ensure_network(net, &super::spec::network_options())
+        .ensure_network(net, &super::network::network_options())
         .await
         .map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
     hub.lifecycle(Lifecycle::CreatingContainer);
-    let volume_path = crate::volumes::mount_path(app, &rec.volume_id).map_err(fail)?;
-    let binds = super::mounts::verify(app, &rec).await.map_err(fail)?;
-    let data_dir = datadir::prepare(app, &rec).map_err(|e| fail(format!("cannot write the data directory: {e}")))?;
+    let volume_path = crate::volumes::mount_path_off(&sups.volumes, &rec.volume_id).await.map_err(fail)?;
+    let binds = super::mounts::verify(sups, &rec).await.map_err(fail)?;
+    // Written and fsynced on the blocking pool.
+    let data_dir = {
+        let (sups, rec) = (sups.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || datadir::prepare(&sups, &rec))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| fail(format!("cannot write the data directory: {e}")))?
+    };
     let name = rec.docker_name();
     let old = rec.container_id.iter().chain(std::iter::once(&name));
     for leftover in old {
@@ -177,8 +183,8 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
             .await
             .map_err(|e| fail(e.to_string()))?;
     }
-    let run = RunSpec::server(&rec, &volume_path, &data_dir, &binds, &network, &app.instance);
-    let body = container_spec(&rec, &app.config, &run);
+    let run = RunSpec::server(&rec, &volume_path, &data_dir, &binds, &network, &sups.instance);
+    let body = container_spec(&rec, &sups.config, &run);
     let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(Some(&name), &body))
         .await
         .map_err(|e| fail(format!("cannot create container: {}", message(&e))))?;
@@ -186,8 +192,8 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
     hub.lifecycle(Lifecycle::ContainerCreated);
     if rec.install_script.is_some() {
         hub.lifecycle(Lifecycle::RunningInstallScript);
-        let run = RunSpec::install(&volume_path, &data_dir, &binds, &network, &app.instance);
-        run_script(app, &rec, hub, &run).await.map_err(made)?;
+        let run = RunSpec::install(&volume_path, &data_dir, &binds, &network, &sups.instance);
+        run_script(sups, &rec, hub, &run).await.map_err(made)?;
         hub.lifecycle(Lifecycle::InstallScriptComplete);
     }
     hand_over(&volume_path, &rec.user).await.map_err(made)?;
@@ -202,7 +208,10 @@ async fn steps(app: &Arc<App>, id: &str, hub: &Hub) -> std::result::Result<Strin
         }
         given => given.to_string(),
     };
-    datadir::write_entrypoint(&data_dir, &rec, &spec::entrypoint_script(&command))
+    let (dir, script) = (data_dir.clone(), spec::entrypoint_script(&command));
+    tokio::task::spawn_blocking(move || datadir::write_entrypoint(&dir, &rec, &script))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         .map_err(|e| made(format!("cannot write entrypoint.sh: {e}")))?;
     Ok(cid)
 }
@@ -233,19 +242,18 @@ pub(super) fn message(e: &DockerError) -> String {
 /// non-zero exit fails with the code and the last lines. Bounded by
 /// `containers.install_timeout`.
 async fn run_script(
-    app: &Arc<App>,
+    sups: &Supervisors,
     rec: &ContainerRecord,
     hub: &Hub,
     run: &RunSpec<'_>,
 ) -> std::result::Result<(), String> {
-    let docker = &app.docker;
-    let body = container_spec(rec, &app.config, run);
+    let docker = &sups.docker;
+    let body = container_spec(rec, &sups.config, run);
     let cid = bounded(CREATE_TIMEOUT, "creating the install container", docker.create_container(None, &body))
         .await
         .map_err(|e| format!("cannot create the install container: {}", message(&e)))?;
-    let guard = Helper { app: Arc::clone(app), cid: cid.clone() };
     let mut last = VecDeque::with_capacity(LAST_LINES);
-    let limit = Duration::from_secs(app.config.containers.install_timeout);
+    let limit = Duration::from_secs(sups.config.containers.install_timeout);
     let outcome = tokio::time::timeout(limit, async {
         docker.start_container(&cid).await?;
         let mut chunks = docker.follow_logs(&cid).await?;
@@ -264,31 +272,17 @@ async fn run_script(
         bounded(REMOVE_TIMEOUT, "waiting for the install script", docker.wait_container(&cid)).await
     })
     .await;
-    drop(guard);
+    // Removed here, awaited, when the script ends however it ends; a job cut short (the
+    // server deleted, the daemon stopping) leaves it to the label sweeps of the deletion and
+    // of the next start.
+    if let Err(e) = bounded(REMOVE_TIMEOUT, "removing the install container", docker.remove_container(&cid)).await {
+        crate::warn!("install container {cid}: {e}");
+    }
     let tail = || Vec::from(last.clone()).join(" | ");
     match outcome {
         Err(_) => Err(format!("Install script timed out after {} s (containers.install_timeout)", limit.as_secs())),
         Ok(Err(e)) => Err(format!("Install script could not run: {}", message(&e))),
         Ok(Ok(0)) => Ok(()),
         Ok(Ok(code)) => Err(format!("Install script exited with code {code}; last output: {}", tail())),
-    }
-}
-
-/// Removes a one-shot container however its job ends (finished, failed, or cancelled).
-struct Helper {
-    app: Arc<App>,
-    cid: String,
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let (app, cid) = (Arc::clone(&self.app), std::mem::take(&mut self.cid));
-        tokio::spawn(async move {
-            if let Err(e) =
-                bounded(REMOVE_TIMEOUT, "removing the install container", app.docker.remove_container(&cid)).await
-            {
-                crate::warn!("install container {cid}: {e}");
-            }
-        });
     }
 }

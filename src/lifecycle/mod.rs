@@ -8,12 +8,14 @@ pub mod events;
 mod image;
 mod install;
 mod mounts;
+pub mod network;
 mod power;
 mod progress;
 mod pull;
 mod rebind;
 mod recover;
 mod remove;
+pub mod request;
 pub mod spec;
 pub mod supervisor;
 
@@ -30,11 +32,18 @@ pub use datadir::data_dir;
 pub use power::MAX_COMMAND;
 use supervisor::Supervisor;
 
-use crate::app::App;
-use crate::docker::DockerError;
+use crate::backups::Backups;
+use crate::config::Config;
+use crate::console::Hubs;
+use crate::docker::{Docker, DockerError};
 use crate::error::{Error, Result};
+use crate::journal::Journals;
+use crate::metrics::Metrics;
 use crate::model::{now, ContainerRecord, InstallState, PortBinding, PortKey};
+use crate::shutdown::Tasks;
 use crate::store::State;
+use crate::store::Store;
+use crate::volumes::Volumes;
 
 /// The seed's timeouts.
 pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,13 +53,72 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// How long a tail waits for the console of a server that was running at boot to be refilled.
 pub const FILL_WAIT: Duration = Duration::from_secs(5);
 
-/// The mailboxes of all supervisors, by internal id.
-#[derive(Default)]
-pub struct Supervisors {
+/// The lifecycle room's handle: the mailbox of every container's supervisor, and what the
+/// supervisors reach (handed to each when it is spawned). Cheap to clone (one `Arc`); its
+/// fields are private to `lifecycle`, reached from outside only through its functions.
+#[derive(Clone)]
+pub struct Supervisors(Arc<Shared>);
+
+/// What a [`Supervisors`] handle shares: the mailboxes, and the handles of the rooms a
+/// supervisor works with.
+pub struct Shared {
     map: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    config: Arc<Config>,
+    store: Arc<Store>,
+    docker: Arc<Docker>,
+    hubs: Arc<Hubs>,
+    journals: Journals,
+    backups: Backups,
+    volumes: Volumes,
+    metrics: Arc<Metrics>,
+    tasks: Tasks,
+    /// This daemon's identity on the engine (a label on every container it makes).
+    instance: String,
+    /// The daemon's multi-threaded runtime: where a stats stream asked for on the console
+    /// thread runs.
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::ops::Deref for Supervisors {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The handles a [`Supervisors`] is built from (see [`Supervisors::new`]).
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub docker: Arc<Docker>,
+    pub hubs: Arc<Hubs>,
+    pub journals: Journals,
+    pub backups: Backups,
+    pub volumes: Volumes,
+    pub metrics: Arc<Metrics>,
+    pub tasks: Tasks,
 }
 
 impl Supervisors {
+    /// Called on the daemon's runtime (it keeps its handle).
+    pub fn new(p: Parts) -> Supervisors {
+        let instance = p.store.read(|s| s.instance.clone());
+        Supervisors(Arc::new(Shared {
+            map: Mutex::default(),
+            config: p.config,
+            store: p.store,
+            docker: p.docker,
+            hubs: p.hubs,
+            journals: p.journals,
+            backups: p.backups,
+            volumes: p.volumes,
+            metrics: p.metrics,
+            tasks: p.tasks,
+            instance,
+            runtime: tokio::runtime::Handle::current(),
+        }))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Msg>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -101,11 +169,11 @@ impl Supervisors {
 }
 
 /// Starts a supervisor for every record (at boot, before the reconcile).
-pub async fn boot(app: &Arc<App>) {
+pub async fn boot(sups: &Supervisors) {
     // An install the last run did not finish never will: say so before anyone can ask.
-    let cut_short = app.store.read(|s| s.containers.values().any(|r| r.install_state == InstallState::Installing));
+    let cut_short = sups.store.read(|s| s.containers.values().any(|r| r.install_state == InstallState::Installing));
     if cut_short {
-        let cut = app
+        let cut = sups
             .store
             .update(|s| {
                 for r in s.containers.values_mut().filter(|r| r.install_state == InstallState::Installing) {
@@ -120,17 +188,17 @@ pub async fn boot(app: &Arc<App>) {
             crate::warn!("cannot mark interrupted installs as failed: {e}");
         }
     }
-    let ids: Vec<String> = app.store.read(|s| s.containers.keys().cloned().collect());
-    let mut map = app.sups.lock();
+    let ids: Vec<String> = sups.store.read(|s| s.containers.keys().cloned().collect());
+    let mut map = sups.lock();
     for id in ids {
-        map.insert(id.clone(), Supervisor::spawn(app, &id, false));
+        map.insert(id.clone(), Supervisor::spawn(sups, &id, false));
     }
 }
 
 /// Asks the supervisor of `id` for `action` and waits for its answer.
-pub async fn act(app: &App, id: &str, action: Action) -> Result<()> {
+pub async fn act(sups: &Supervisors, id: &str, action: Action) -> Result<()> {
     check_id(id)?;
-    let tx = app.sups.get(id).ok_or_else(not_found)?;
+    let tx = sups.get(id).ok_or_else(not_found)?;
     let (reply, answer) = oneshot::channel();
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     tx.send(Msg::Ask(Ask { action, reply, deadline })).map_err(|_| not_found())?;
@@ -139,24 +207,24 @@ pub async fn act(app: &App, id: &str, action: Action) -> Result<()> {
 
 /// Validates a create, reserves its ports, records it as `installing` and hands it to a new
 /// supervisor. Everything a user can get wrong fails here, before the `202`.
-pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
-    let mut rec = spec::check_create(req, &app.config)?;
+pub async fn create(sups: &Supervisors, req: request::CreateRequest) -> Result<()> {
+    let mut rec = request::check_create(req, &sups.config)?;
     let id = rec.internal_id.clone();
-    if app.store.read(|s| s.containers.contains_key(&id)) {
+    if sups.store.read(|s| s.containers.contains_key(&id)) {
         return Err(exists(&id));
     }
     // Mount sources resolved (symlinks and all) off the runtime's threads; what is recorded
     // is what gets mounted.
-    rec.mount = mounts::resolve(app, &rec.mount).await?;
-    app.docker.ping().await?;
+    rec.mount = mounts::resolve(sups, &rec.mount).await?;
+    sups.docker.ping().await?;
     // The mailbox is listed before the record is saved, so an action that finds the record
     // also finds its supervisor (it waits in the mailbox until the supervisor starts).
     let (tx, rx) = mpsc::unbounded_channel();
-    if !app.sups.reserve(&id, &tx) {
+    if !sups.reserve(&id, &tx) {
         return Err(exists(&id));
     }
-    let max = app.config.containers.max_containers;
-    let saved = app
+    let max = sups.config.containers.max_containers;
+    let saved = sups
         .store
         .update(|s| {
             if s.containers.contains_key(&id) {
@@ -176,11 +244,11 @@ pub async fn create(app: &Arc<App>, req: spec::CreateRequest) -> Result<()> {
         })
         .await;
     if let Err(e) = saved {
-        app.sups.forget(&id, &tx);
+        sups.forget(&id, &tx);
         return Err(e);
     }
-    app.journals.revive(&id);
-    Supervisor::run(app, &id, tx, rx, true);
+    sups.journals.revive(&id);
+    Supervisor::run(sups, &id, tx, rx, true);
     Ok(())
 }
 
@@ -201,14 +269,14 @@ pub fn check_id(id: &str) -> Result<()> {
 }
 
 /// The record of `id`, or 404.
-pub fn record(app: &App, id: &str) -> Result<ContainerRecord> {
+pub fn record(sups: &Supervisors, id: &str) -> Result<ContainerRecord> {
     check_id(id)?;
-    app.store.read(|s| s.containers.get(id).cloned()).ok_or_else(not_found)
+    sups.store.read(|s| s.containers.get(id).cloned()).ok_or_else(not_found)
 }
 
 /// Changes the record of `id` (stamping `updated_at`) and waits until it is saved.
-pub async fn edit(app: &App, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Result<()> {
-    app.store
+pub async fn edit(sups: &Supervisors, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Result<()> {
+    sups.store
         .update(|s| {
             let rec = s.containers.get_mut(id).ok_or_else(not_found)?;
             f(rec);

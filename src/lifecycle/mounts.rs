@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use super::spec::{DATA, HOME};
-use crate::app::App;
+use super::Supervisors;
 use crate::config::Config;
 use crate::error::{bad, Error, Result};
 use crate::model::ContainerRecord;
@@ -155,12 +154,12 @@ pub fn resolve_blocking(mount: &BTreeMap<String, String>, places: &Places) -> Re
 }
 
 /// [`resolve_blocking`] with the config's places, on a blocking thread.
-pub async fn resolve(app: &Arc<App>, mount: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+pub async fn resolve(sups: &Supervisors, mount: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
     if mount.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let (app, mount) = (Arc::clone(app), mount.clone());
-    tokio::task::spawn_blocking(move || resolve_blocking(&mount, &Places::resolve(&app.config)))
+    let (sups, mount) = (sups.clone(), mount.clone());
+    tokio::task::spawn_blocking(move || resolve_blocking(&mount, &Places::resolve(&sups.config)))
         .await
         .unwrap_or_else(|e| Err(Error::Internal(format!("mount check failed: {e}"))))
 }
@@ -207,12 +206,12 @@ pub fn verify_blocking(mount: &BTreeMap<String, String>, places: &Places) -> std
 }
 
 /// [`verify_blocking`] for a record, on a blocking thread.
-pub async fn verify(app: &Arc<App>, rec: &ContainerRecord) -> std::result::Result<Vec<Bind>, String> {
+pub async fn verify(sups: &Supervisors, rec: &ContainerRecord) -> std::result::Result<Vec<Bind>, String> {
     if rec.mount.is_empty() {
         return Ok(Vec::new());
     }
-    let (app, mount) = (Arc::clone(app), rec.mount.clone());
-    tokio::task::spawn_blocking(move || verify_blocking(&mount, &Places::resolve(&app.config)))
+    let (sups, mount) = (sups.clone(), rec.mount.clone());
+    tokio::task::spawn_blocking(move || verify_blocking(&mount, &Places::resolve(&sups.config)))
         .await
         .unwrap_or_else(|e| Err(format!("mount check failed: {e}")))
 }

@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
-use super::{bounded, spec, JobResult, REMOVE_TIMEOUT};
+use super::{bounded, JobResult, REMOVE_TIMEOUT};
 use crate::console::{pump, stats, Event};
 use crate::docker::{Docker, DockerError};
 use crate::error::{conflict, Error, Result};
@@ -26,7 +26,7 @@ impl Supervisor {
     /// Records the power state and tells the viewers (only when it changes).
     pub(super) async fn set_state(&self, to: PowerState) -> Result<()> {
         let moved = self
-            .app
+            .sups
             .store
             .update(|s| {
                 let Some(r) = s.containers.get_mut(&self.id) else { return Ok(false) };
@@ -55,18 +55,20 @@ impl Supervisor {
     pub(super) async fn start(&mut self) -> Result<()> {
         let rec = self.record().ok_or_else(super::not_found)?;
         let cid = self.container()?;
-        super::mounts::verify(&self.app, &rec).await.map_err(Error::Conflict)?;
-        crate::volumes::mount_path(&self.app, &rec.volume_id).map_err(Error::Conflict)?;
+        super::mounts::verify(&self.sups, &rec).await.map_err(Error::Conflict)?;
+        crate::volumes::mount_path_off(&self.sups.volumes, &rec.volume_id).await.map_err(Error::Conflict)?;
         let pattern = match rec.start_pattern.as_deref() {
-            Some(p) => Some(spec::compile_pattern(p)?),
+            Some(p) => Some(super::request::compile_pattern(p)?),
             None => None,
         };
         self.run += 1;
         self.intent = Intent::None;
         self.pattern_pending = pattern.is_some();
-        pump::open(&self.app, &self.hub, &cid, self.run, pattern, 0, self.report()).await?;
+        pump::open(&self.sups.docker, &self.sups.journals, &self.hub, &cid, self.run, pattern, 0, self.report())
+            .await?;
         self.set_state(PowerState::Starting).await?;
-        if let Err(e) = bounded(REMOVE_TIMEOUT, "starting the container", self.app.docker.start_container(&cid)).await {
+        if let Err(e) = bounded(REMOVE_TIMEOUT, "starting the container", self.sups.docker.start_container(&cid)).await
+        {
             if let Some(p) = self.hub.take_pump() {
                 p.abort();
             }
@@ -79,7 +81,7 @@ impl Supervisor {
         if !self.pattern_pending {
             self.set_state(PowerState::Running).await?;
         }
-        stats::ensure(&self.app, &self.hub);
+        stats::ensure(&self.sups.store, &self.sups.docker, &self.sups.runtime, &self.hub);
         Ok(())
     }
 
@@ -111,7 +113,7 @@ impl Supervisor {
         if let Intent::For(what) = intent {
             self.say(format!("Stopping the server for {what}"));
         }
-        let (app, grace) = (self.app.clone(), self.app.config.containers.cleanup_timeout);
+        let (sups, grace) = (self.sups.clone(), self.sups.config.containers.cleanup_timeout);
         let (hub, stop_command) = (self.hub.clone(), self.record().and_then(|r| r.stop_command));
         self.start_job(JobKind::Stop { then }, async move {
             let stopped = match stop_command {
@@ -119,16 +121,16 @@ impl Supervisor {
                 // it has not within the timeout. A command it cannot take falls back to SIGTERM.
                 Some(cmd) if write_stdin(&hub, &cmd).await.is_ok() => {
                     let waited =
-                        tokio::time::timeout(Duration::from_secs(grace), app.docker.wait_container(&cid)).await;
+                        tokio::time::timeout(Duration::from_secs(grace), sups.docker.wait_container(&cid)).await;
                     match waited {
                         Ok(done) => done.map(drop),
-                        Err(_) => match sigkill(&app.docker, &cid).await {
-                            Ok(()) => wait_killed(&app.docker, &cid).await,
+                        Err(_) => match sigkill(&sups.docker, &cid).await {
+                            Ok(()) => wait_killed(&sups.docker, &cid).await,
                             Err(e) => Err(e),
                         },
                     }
                 }
-                _ => app.docker.stop_container(&cid, grace).await,
+                _ => sups.docker.stop_container(&cid, grace).await,
             };
             JobResult::Stopped(stopped.map_err(|e| e.to_string()))
         });
@@ -143,11 +145,11 @@ impl Supervisor {
             self.set_state(PowerState::Stopping).await?;
         }
         self.intent = Intent::Kill;
-        sigkill(&self.app.docker, &cid).await?;
+        sigkill(&self.sups.docker, &cid).await?;
         if self.job.is_none() {
-            let app = self.app.clone();
+            let sups = self.sups.clone();
             self.start_job(JobKind::Stop { then: Then::Nothing }, async move {
-                JobResult::Stopped(wait_killed(&app.docker, &cid).await.map_err(|e| e.to_string()))
+                JobResult::Stopped(wait_killed(&sups.docker, &cid).await.map_err(|e| e.to_string()))
             });
         }
         Ok(())
@@ -168,7 +170,7 @@ impl Supervisor {
     /// A paused container cannot take a signal: unpause it first.
     async fn unfreeze(&self, cid: &str) -> Result<()> {
         if self.record().map(|r| r.state) == Some(PowerState::Suspended) {
-            self.app.docker.unpause_container(cid).await?;
+            self.sups.docker.unpause_container(cid).await?;
         }
         Ok(())
     }
@@ -176,13 +178,13 @@ impl Supervisor {
     /// Docker pause: the processes freeze, memory stays.
     pub(super) async fn suspend(&mut self) -> Result<()> {
         let cid = self.container()?;
-        self.app.docker.pause_container(&cid).await?;
+        self.sups.docker.pause_container(&cid).await?;
         self.set_state(PowerState::Suspended).await
     }
 
     pub(super) async fn resume(&mut self) -> Result<()> {
         let cid = self.container()?;
-        self.app.docker.unpause_container(&cid).await?;
+        self.sups.docker.unpause_container(&cid).await?;
         self.set_state(self.up_state()).await
     }
 
@@ -209,7 +211,7 @@ impl Supervisor {
             _ => return,
         };
         let Some(cid) = rec.container_id.as_deref() else { return };
-        match self.app.docker.inspect_container(cid).await {
+        match self.sups.docker.inspect_container(cid).await {
             Ok(info) if info["State"]["Paused"].as_bool() == Some(paused) => {
                 let _ = self.set_state(to).await;
             }
@@ -225,7 +227,7 @@ impl Supervisor {
             return;
         }
         let hub = self.hub.clone();
-        tokio::spawn(async move {
+        crate::shutdown::detach(async move {
             let _ = reply.send(write_stdin(&hub, &text).await);
         });
     }
@@ -244,7 +246,7 @@ impl Supervisor {
             return;
         }
         let Some(cid) = rec.container_id.clone() else { return };
-        let info = match self.app.docker.inspect_container(&cid).await {
+        let info = match self.sups.docker.inspect_container(&cid).await {
             Ok(info) => info,
             Err(e) if e.is_not_found() => return self.vanished().await,
             Err(e) => {
@@ -333,7 +335,7 @@ impl Supervisor {
 
     /// Whether Docker says container `cid` no longer exists (`false` when it cannot tell).
     pub(super) async fn is_gone(&self, cid: &str) -> bool {
-        matches!(self.app.docker.inspect_container(cid).await, Err(e) if e.is_not_found())
+        matches!(self.sups.docker.inspect_container(cid).await, Err(e) if e.is_not_found())
     }
 
     /// A stop that did not stop the server: it runs on, and what was to follow does not.
@@ -352,7 +354,7 @@ impl Supervisor {
     /// The crash policy: start again, unless it crashed within `containers.crash_window`.
     /// Whether it was started again.
     async fn crashed(&mut self, restart: bool) -> bool {
-        let window = Duration::from_secs(self.app.config.containers.crash_window);
+        let window = Duration::from_secs(self.sups.config.containers.crash_window);
         let again = self.last_crash.is_some_and(|t| t.elapsed() < window);
         self.last_crash = Some(std::time::Instant::now());
         if !restart {
@@ -377,7 +379,7 @@ impl Supervisor {
 
     /// The newest `n` console lines, as text (from memory, then the journal).
     async fn last_lines(&self, n: usize) -> Vec<String> {
-        let (_, frames) = crate::journal::tail::console(&self.app.journals, &self.hub, n, u64::MAX).await;
+        let (_, frames) = crate::journal::tail::console(&self.sups.journals, &self.hub, n, u64::MAX).await;
         frames.iter().map(|(_, f)| crate::console::line::text(f)).collect()
     }
 
@@ -391,7 +393,7 @@ impl Supervisor {
             restarted,
             lines,
         };
-        let (journals, id) = (self.app.journals.clone(), self.id.clone());
+        let (journals, id) = (self.sups.journals.clone(), self.id.clone());
         match tokio::task::spawn_blocking(move || journals.add_crash(&id, crash)).await {
             Ok(Ok(())) => self.say(format!("Crash recorded: GET /containers/{}/crashes", self.id)),
             Ok(Err(e)) => crate::warn!("{}: cannot record the crash: {e}", self.id),

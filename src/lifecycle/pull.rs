@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::bounded;
 use super::install::message;
 use super::progress::{Progress, MIN_GAP};
-use crate::app::App;
+use super::Supervisors;
 use crate::config::DockerConfig;
 use crate::console::{Event, Hub};
 use crate::docker::auth::RegistryAuth;
@@ -14,18 +14,18 @@ use crate::docker::DockerError;
 
 /// The image, pulled when the engine does not have it (with the registry's credentials from
 /// `docker.registry_auth`); progress goes to the viewers, at most 4 lines a second.
-pub(super) async fn pull(app: &App, hub: &Hub, id: &str) -> std::result::Result<(), String> {
-    let image = app.store.read(|s| s.containers.get(id).map(|r| r.image.clone())).ok_or("the record is gone")?;
-    if app.docker.image_exists(&image).await.map_err(|e| e.to_string())? {
+pub(super) async fn pull(sups: &Supervisors, hub: &Hub, id: &str) -> std::result::Result<(), String> {
+    let image = sups.store.read(|s| s.containers.get(id).map(|r| r.image.clone())).ok_or("the record is gone")?;
+    if sups.docker.image_exists(&image).await.map_err(|e| e.to_string())? {
         return Ok(());
     }
     let registry = super::image::check(&image).unwrap_or_default();
-    let auth = registry_auth(&app.config.docker, &registry);
+    let auth = registry_auth(&sups.config.docker, &registry);
     hub.publish(Event::InstallOutput(format!("Pulling image {image}")));
     let progress = std::sync::Mutex::new(Progress::new(Instant::now()));
     let show = |line: Option<String>| line.into_iter().for_each(|l| hub.publish(Event::InstallOutput(l)));
     let lock = || progress.lock().unwrap_or_else(|p| p.into_inner());
-    let pulling = app.docker.pull(&image, auth.as_ref(), |m| {
+    let pulling = sups.docker.pull(&image, auth.as_ref(), |m| {
         let mut p = lock();
         p.update(&m);
         show(p.line(Instant::now()));
@@ -42,7 +42,7 @@ pub(super) async fn pull(app: &App, hub: &Hub, id: &str) -> std::result::Result<
             }
         }
     };
-    let limit = Duration::from_secs(app.config.containers.install_timeout);
+    let limit = Duration::from_secs(sups.config.containers.install_timeout);
     bounded(limit, "pulling the image", watched)
         .await
         .map_err(|e| pull_error(&image, &registry, auth.is_some(), &e))?;

@@ -3,12 +3,11 @@
 //! goes, so any failure leaves the old container and ports as they were; the server is
 //! started again (on the new ports, or on the old ones after a failure).
 
-use std::sync::Arc;
-
-use super::spec::{check_ports, container_spec, RunSpec};
+use super::request::check_ports;
+use super::spec::{container_spec, RunSpec};
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
+use super::Supervisors;
 use super::{bounded, claim_ports, datadir::data_dir, release_ports, JobResult, CREATE_TIMEOUT, REMOVE_TIMEOUT};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::model::{now, PortBinding, PortKey, PowerState};
 
@@ -17,7 +16,7 @@ impl Supervisor {
     pub(super) async fn rebind(&mut self, ports: Vec<PortBinding>) -> Result<()> {
         check_ports(&ports)?;
         let id = self.id.clone();
-        self.app.store.update(|s| claim_ports(s, &id, &ports)).await?;
+        self.sups.store.update(|s| claim_ports(s, &id, &ports)).await?;
         let rec = self.record().ok_or_else(super::not_found)?;
         if rec.container_id.is_none() {
             // No container to move: only the record and the pool change.
@@ -30,7 +29,7 @@ impl Supervisor {
         }
         let keep: Vec<PortKey> = rec.ports.iter().map(PortBinding::key).collect();
         if let Err(e) = self.stop(Intent::For("rebind-network"), Then::Rebind { ports, start_after: true }).await {
-            let undo = self.app.store.update(|s| {
+            let undo = self.sups.store.update(|s| {
                 release_ports(s, &id, &keep);
                 Ok::<_, Error>(())
             });
@@ -42,9 +41,9 @@ impl Supervisor {
 
     /// Steps 2-3 in the background: the new container beside the old, then the old one goes.
     pub(super) fn begin_rebind(&mut self, ports: Vec<PortBinding>, start_after: bool) {
-        let (app, id, wanted) = (self.app.clone(), self.id.clone(), ports.clone());
+        let (sups, id, wanted) = (self.sups.clone(), self.id.clone(), ports.clone());
         self.start_job(JobKind::Rebind { ports, start_after }, async move {
-            JobResult::Rebound(swap(&app, &id, &wanted).await)
+            JobResult::Rebound(swap(&sups, &id, &wanted).await)
         });
     }
 
@@ -58,7 +57,7 @@ impl Supervisor {
             Err(why) => {
                 // Give back the ports this rebind took; the old ones were never let go.
                 let id = self.id.clone();
-                let undo = self.app.store.update(|s| {
+                let undo = self.sups.store.update(|s| {
                     let rec = s.containers.get_mut(&id).ok_or_else(super::not_found)?;
                     rec.error = Some(format!("rebind-network failed: {why}"));
                     let old: Vec<PortKey> = rec.ports.iter().map(PortBinding::key).collect();
@@ -84,7 +83,7 @@ impl Supervisor {
         let id = self.id.clone();
         let keep: Vec<PortKey> = ports.iter().map(PortBinding::key).collect();
         let saved = self
-            .app
+            .sups
             .store
             .update(|s| {
                 let rec = s.containers.get_mut(&id).ok_or_else(super::not_found)?;
@@ -106,21 +105,21 @@ impl Supervisor {
 }
 
 /// The new container (anonymous until the old one is gone), then the swap of names.
-async fn swap(app: &Arc<App>, id: &str, ports: &[PortBinding]) -> std::result::Result<String, String> {
-    let mut next = app.store.read(|s| s.containers.get(id).cloned()).ok_or("the record is gone")?;
+async fn swap(sups: &Supervisors, id: &str, ports: &[PortBinding]) -> std::result::Result<String, String> {
+    let mut next = sups.store.read(|s| s.containers.get(id).cloned()).ok_or("the record is gone")?;
     next.ports = ports.to_vec();
     let old_cid = next.container_id.clone().ok_or("no container to rebind")?;
-    let docker = &app.docker;
-    let volume_path = crate::volumes::mount_path(app, &next.volume_id)?;
-    let binds = super::mounts::verify(app, &next).await?;
-    let data = data_dir(app, id);
-    let net = &app.config.containers.default_network;
+    let docker = &sups.docker;
+    let volume_path = crate::volumes::mount_path_off(&sups.volumes, &next.volume_id).await?;
+    let binds = super::mounts::verify(sups, &next).await?;
+    let data = data_dir(sups, id);
+    let net = &sups.config.containers.default_network;
     let network = docker
-        .ensure_network(net, &super::spec::network_options())
+        .ensure_network(net, &super::network::network_options())
         .await
         .map_err(|e| format!("cannot prepare network {net}: {e}"))?;
-    let run = RunSpec::server(&next, &volume_path, &data, &binds, &network, &app.instance);
-    let body = container_spec(&next, &app.config, &run);
+    let run = RunSpec::server(&next, &volume_path, &data, &binds, &network, &sups.instance);
+    let body = container_spec(&next, &sups.config, &run);
     let cid = bounded(CREATE_TIMEOUT, "creating the container", docker.create_container(None, &body))
         .await
         .map_err(|e| e.to_string())?;

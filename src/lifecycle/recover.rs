@@ -5,11 +5,10 @@
 //! removed, and the port pool is made to match.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use super::spec::compile_pattern;
+use super::request::compile_pattern;
 use super::supervisor::{Intent, Supervisor, Then};
-use crate::app::App;
+use super::Supervisors;
 use crate::console::{pump, stats};
 use crate::error::Error;
 use crate::model::{now, PortKey, PowerState};
@@ -32,9 +31,9 @@ impl Supervisor {
         self.sweep().await;
         // A container under the server's name that the record does not point at was made by
         // an install cut short before it was recorded: it goes (a reinstall makes a fresh one).
-        match self.app.docker.inspect_container(&rec.docker_name()).await {
+        match self.sups.docker.inspect_container(&rec.docker_name()).await {
             Ok(named) if named["Id"].as_str() != rec.container_id.as_deref() => {
-                self.app.docker.remove_container(&rec.docker_name()).await?;
+                self.sups.docker.remove_container(&rec.docker_name()).await?;
             }
             Err(e) if !e.is_not_found() => return Err(e.into()),
             _ => {}
@@ -43,7 +42,7 @@ impl Supervisor {
             self.hub.set_filled(true);
             return Ok(());
         };
-        let info = match self.app.docker.inspect_container(&cid).await {
+        let info = match self.sups.docker.inspect_container(&cid).await {
             Ok(info) => info,
             Err(e) if e.is_not_found() => {
                 self.hub.set_filled(true);
@@ -70,16 +69,26 @@ impl Supervisor {
                 _ => None,
             };
             // The console of a server that ran while nobody listened comes from Docker's log.
-            let backfill = if self.hub.lines_total() == 0 { self.app.config.console.ring_lines } else { 0 };
+            let backfill = if self.hub.lines_total() == 0 { self.sups.config.console.ring_lines } else { 0 };
             self.run += 1;
             self.pattern_pending = pattern.is_some();
             // The engine attaches to no paused container: it thaws for the moment it takes.
             if paused {
-                self.app.docker.unpause_container(&cid).await?;
+                self.sups.docker.unpause_container(&cid).await?;
             }
-            let opened = pump::open(&self.app, &self.hub, &cid, self.run, pattern, backfill, self.report()).await;
+            let opened = pump::open(
+                &self.sups.docker,
+                &self.sups.journals,
+                &self.hub,
+                &cid,
+                self.run,
+                pattern,
+                backfill,
+                self.report(),
+            )
+            .await;
             if paused {
-                self.app.docker.pause_container(&cid).await?;
+                self.sups.docker.pause_container(&cid).await?;
             }
             self.hub.set_filled(true);
             opened?;
@@ -99,7 +108,7 @@ impl Supervisor {
             _ => PowerState::Running,
         };
         self.set_state(to).await?;
-        stats::ensure(&self.app, &self.hub);
+        stats::ensure(&self.sups.store, &self.sups.docker, &self.sups.runtime, &self.hub);
         Ok(())
     }
 }
@@ -122,10 +131,10 @@ impl Supervisor {
                 })
                 .collect()
         };
-        if self.app.store.read(|s| wrong(s).is_empty()) {
+        if self.sups.store.read(|s| wrong(s).is_empty()) {
             return Ok(());
         }
-        self.app
+        self.sups
             .store
             .update(|s| {
                 for (key, mine) in wrong(s) {
@@ -147,25 +156,25 @@ impl Supervisor {
 
 /// Removes containers this daemon made whose record is gone (a delete or create cut short by
 /// a crash or an engine outage).
-pub async fn sweep_orphans(app: &App) {
-    let mine = vec![format!("lightd.instance={}", app.instance)];
-    let Ok(found) = app.docker.list_containers(&mine).await else { return };
+pub async fn sweep_orphans(sups: &Supervisors) {
+    let mine = vec![format!("lightd.instance={}", sups.instance)];
+    let Ok(found) = sups.docker.list_containers(&mine).await else { return };
     for c in found {
         let id = c.labels.get("lightd.internal_id").and_then(|v| v.as_str()).unwrap_or_default();
-        if !app.store.read(|s| s.containers.contains_key(id)) {
-            remove_orphan(app, &c.id, id).await;
+        if !sups.store.read(|s| s.containers.contains_key(id)) {
+            remove_orphan(sups, &c.id, id).await;
         }
     }
 }
 
 /// Removes container `cid`, made for `id`, which has no record.
-pub(super) async fn remove_orphan(app: &App, cid: &str, id: &str) {
+pub(super) async fn remove_orphan(sups: &Supervisors, cid: &str, id: &str) {
     crate::info!("removing container {} of {id:?}, which has no record", &cid[..12.min(cid.len())]);
-    let _ = app.docker.remove_container(cid).await;
+    let _ = sups.docker.remove_container(cid).await;
 }
 
 /// Frees pool ports held for containers that have no record (each supervisor repairs its own).
-pub async fn fix_port_pool(app: &Arc<App>) -> Result<(), Error> {
+pub async fn fix_port_pool(sups: &Supervisors) -> Result<(), Error> {
     let stray = |s: &State| -> Vec<PortKey> {
         s.ports
             .values()
@@ -176,10 +185,10 @@ pub async fn fix_port_pool(app: &Arc<App>) -> Result<(), Error> {
             .map(|p| p.key())
             .collect()
     };
-    if app.store.read(|s| stray(s).is_empty()) {
+    if sups.store.read(|s| stray(s).is_empty()) {
         return Ok(());
     }
-    app.store
+    sups.store
         .update(|s| {
             for key in stray(s) {
                 if let Some(port) = s.ports.get_mut(&key) {

@@ -18,7 +18,7 @@ impl Supervisor {
         let rec = self.record();
         let up = rec.as_ref().is_some_and(|r| r.state != PowerState::Offline && r.container_id.is_some());
         if up && self.job.is_none() {
-            if let Err(e) = self.app.docker.ping().await {
+            if let Err(e) = self.sups.docker.ping().await {
                 let _ = reply.send(Err(e.into()));
                 return;
             }
@@ -41,7 +41,7 @@ impl Supervisor {
     /// install left behind is swept when the engine answers again.
     pub(super) async fn remove(&mut self) -> Result<()> {
         let rec = self.record().ok_or_else(super::not_found)?;
-        let docker = &self.app.docker;
+        let docker = &self.sups.docker;
         let mut ids: Vec<String> = rec.container_id.iter().cloned().chain([rec.docker_name()]).collect();
         match docker.list_containers(&self.labels()).await {
             Ok(found) => ids.extend(found.into_iter().map(|c| c.id)),
@@ -54,22 +54,26 @@ impl Supervisor {
         if let Some(p) = self.hub.take_pump() {
             p.abort();
         }
-        let dir = data_dir(&self.app, &self.id);
-        match std::fs::remove_dir_all(&dir) {
+        let dir = data_dir(&self.sups, &self.id);
+        let removing = dir.clone();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&removing))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())));
             }
             _ => {}
         }
         // Its console history and crash records go with it.
-        let (journals, id) = (self.app.journals.clone(), self.id.clone());
+        let (journals, id) = (self.sups.journals.clone(), self.id.clone());
         match tokio::task::spawn_blocking(move || journals.remove(&id)).await {
             Ok(Err(e)) => crate::warn!("{}: cannot remove the console journal: {e}", self.id),
             Err(e) => crate::warn!("{}: cannot remove the console journal: {e}", self.id),
             Ok(Ok(())) => {}
         }
         let id = self.id.clone();
-        self.app
+        self.sups
             .store
             .update(|s| {
                 release_ports(s, &id, &[]);
@@ -80,20 +84,20 @@ impl Supervisor {
             .await?;
         // The hub goes before the id is free again: a new record's supervisor and viewers
         // meet on a new hub, never on this one.
-        self.app.hubs.remove(&self.id);
-        self.app.sups.forget(&self.id, &self.tx);
+        self.sups.hubs.remove(&self.id);
+        self.sups.forget(&self.id, &self.tx);
         self.deleted = true;
         // A create the engine was still working on when a cancelled install let go of it
         // lands after the removal above: look again a little later.
         // Only this record's containers (a new record of the same id has other labels).
         let mut labels = self.labels();
         labels.push(format!("lightd.record={}", rec.record_id));
-        let app = self.app.clone();
-        tokio::spawn(async move {
+        let sups = self.sups.clone();
+        crate::shutdown::detach(async move {
             for wait in [1, 4, 10] {
                 tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-                for c in app.docker.list_containers(&labels).await.unwrap_or_default() {
-                    let _ = app.docker.remove_container(&c.id).await;
+                for c in sups.docker.list_containers(&labels).await.unwrap_or_default() {
+                    let _ = sups.docker.remove_container(&c.id).await;
                 }
             }
         });
@@ -102,7 +106,7 @@ impl Supervisor {
 
     /// The labels that find every container this daemon made for this server.
     pub(super) fn labels(&self) -> Vec<String> {
-        vec![format!("lightd.instance={}", self.app.instance), format!("lightd.internal_id={}", self.id)]
+        vec![format!("lightd.instance={}", self.sups.instance), format!("lightd.internal_id={}", self.id)]
     }
 
     /// Removes this server's containers that nothing refers to (helpers of a job that was
@@ -113,11 +117,11 @@ impl Supervisor {
             return;
         }
         let current = self.record().and_then(|r| r.container_id);
-        let Ok(found) = self.app.docker.list_containers(&self.labels()).await else { return };
+        let Ok(found) = self.sups.docker.list_containers(&self.labels()).await else { return };
         for c in found.into_iter().filter(|c| Some(&c.id) != current.as_ref()) {
             crate::info!("{}: removing leftover container {}", self.id, &c.id[..12.min(c.id.len())]);
-            let _ =
-                bounded(REMOVE_TIMEOUT, "removing a leftover container", self.app.docker.remove_container(&c.id)).await;
+            let _ = bounded(REMOVE_TIMEOUT, "removing a leftover container", self.sups.docker.remove_container(&c.id))
+                .await;
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::action::{Action, Ask, EngineEvent, Fact, JobResult, Msg};
-use crate::app::App;
+use super::Supervisors;
 use crate::console::pump::Signal;
 use crate::console::Hub;
 use crate::error::{conflict, Error, Result};
@@ -20,7 +20,7 @@ use crate::model::{ContainerRecord, InstallState, PortBinding, PowerState};
 
 /// The supervisor of one container.
 pub struct Supervisor {
-    pub(super) app: Arc<App>,
+    pub(super) sups: Supervisors,
     pub(super) id: String,
     pub(super) hub: Arc<Hub>,
     /// Its own mailbox, for jobs and the pump to report to.
@@ -47,6 +47,7 @@ pub struct Job {
     pub task: JoinHandle<()>,
 }
 
+/// What the supervisor's one running job does.
 pub enum JobKind {
     /// Pulling the image of a create or reinstall (the server, if any, still runs).
     Pull { rollback: Option<Rollback> },
@@ -97,24 +98,24 @@ enum Decision {
 impl Supervisor {
     /// Starts the supervisor of `id` (whose record exists) and returns its mailbox.
     /// `fresh`: the record was just created and its install begins now.
-    pub fn spawn(app: &Arc<App>, id: &str, fresh: bool) -> mpsc::UnboundedSender<Msg> {
+    pub fn spawn(sups: &Supervisors, id: &str, fresh: bool) -> mpsc::UnboundedSender<Msg> {
         let (tx, rx) = mpsc::unbounded_channel();
-        Self::run(app, id, tx.clone(), rx, fresh);
+        Self::run(sups, id, tx.clone(), rx, fresh);
         tx
     }
 
     /// Starts the supervisor of `id` on a mailbox made (and maybe already written to) earlier.
     pub fn run(
-        app: &Arc<App>,
+        sups: &Supervisors,
         id: &str,
         tx: mpsc::UnboundedSender<Msg>,
         rx: mpsc::UnboundedReceiver<Msg>,
         fresh: bool,
     ) {
         let sup = Supervisor {
-            app: Arc::clone(app),
+            sups: sups.clone(),
             id: id.to_string(),
-            hub: app.hubs.get(id),
+            hub: sups.hubs.get(id),
             tx,
             job: None,
             deferred: Vec::new(),
@@ -125,7 +126,7 @@ impl Supervisor {
             deleted: false,
             gone_pending: false,
         };
-        app.tasks.spawn(sup.serve(rx, fresh));
+        sups.tasks.spawn(sup.serve(rx, fresh));
     }
 
     async fn serve(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, fresh: bool) {
@@ -163,7 +164,7 @@ impl Supervisor {
         if rec.state != PowerState::Offline {
             self.hub.set_filled(false);
             let hub = Arc::clone(&self.hub);
-            tokio::spawn(async move {
+            crate::shutdown::detach(async move {
                 tokio::time::sleep(super::FILL_WAIT * 2).await;
                 hub.set_filled(true);
             });
@@ -185,17 +186,17 @@ impl Supervisor {
         for ask in std::mem::take(&mut self.deferred) {
             let _ = ask.reply.send(Err(why()));
         }
-        self.app.sups.forget(&self.id, &self.tx);
+        self.sups.forget(&self.id, &self.tx);
     }
 
     /// The record as saved now (`None` once deleted).
     pub(super) fn record(&self) -> Option<ContainerRecord> {
-        self.app.store.read(|s| s.containers.get(&self.id).cloned())
+        self.sups.store.read(|s| s.containers.get(&self.id).cloned())
     }
 
     /// Changes the record (stamping `updated_at`) and waits until it is saved.
     pub(super) async fn edit(&self, f: impl FnOnce(&mut ContainerRecord)) -> Result<()> {
-        super::edit(&self.app, &self.id, f).await
+        super::edit(&self.sups, &self.id, f).await
     }
 
     /// Where the pump reports: into this mailbox.
@@ -213,7 +214,7 @@ impl Supervisor {
         work: impl std::future::Future<Output = JobResult> + Send + 'static,
     ) {
         let tx = self.tx.clone();
-        let task = tokio::spawn(async move {
+        let task = crate::shutdown::detach(async move {
             let result = work.await;
             let _ = tx.send(Msg::Fact(Fact::Done(result)));
         });
@@ -232,7 +233,7 @@ impl Supervisor {
             }
             Decision::Run => {
                 if ask.action.needs_engine() {
-                    if let Err(e) = self.app.docker.ping().await {
+                    if let Err(e) = self.sups.docker.ping().await {
                         let _ = ask.reply.send(Err(e.into()));
                         return;
                     }
@@ -254,7 +255,7 @@ impl Supervisor {
                 _ => Refuse(conflict(format!("Cannot {verb} while container is installing"))),
             };
         }
-        if matches!(action, Action::Start | Action::Restart) && self.app.backups.is_restoring(&rec.volume_id) {
+        if matches!(action, Action::Start | Action::Restart) && self.sups.backups.is_restoring(&rec.volume_id) {
             return Refuse(conflict(format!("Cannot {verb} while a backup is being restored into its volume")));
         }
         match (&self.job, action) {

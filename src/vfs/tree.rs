@@ -13,6 +13,7 @@ use super::{ids, FsError, Root};
 impl Root {
     /// Bytes of regular files in the volume: symlinks not followed, other file systems not entered.
     pub fn usage(&self) -> Result<u64, FsError> {
+        /// Sums the bytes of regular files.
         struct Usage(u64);
         impl Visitor for Usage {
             fn entry(&mut self, _: BorrowedFd<'_>, _: &CStr, stat: &Stat) -> Result<(), FsError> {
@@ -30,6 +31,7 @@ impl Root {
     /// Gives the whole volume, the root included, to `uid:gid` (after an install script ran as
     /// root for a server that does not). Each name is changed itself, never a symlink's target.
     pub fn chown_tree(&self, uid: u32, gid: u32) -> Result<(), FsError> {
+        /// Gives each entry to one owner.
         struct Chown(Uid, Gid);
         impl Visitor for Chown {
             fn entry(&mut self, dir: BorrowedFd<'_>, name: &CStr, _: &Stat) -> Result<(), FsError> {

@@ -1,17 +1,17 @@
 //! What the files API needs from a volume: its root opened for `crate::vfs` (which does every
 //! path fd-relative beneath it), and the vfs layer's errors as the API's.
 
-use crate::app::App;
+use super::Volumes;
 use crate::error::Error;
 use crate::model::Volume;
 use crate::vfs::{FsError, Root};
 
 /// The volume a user's key names, with its root open (blocking: call off the async threads).
 /// What the API writes there belongs to the user its server runs as.
-pub fn open_root(app: &App, key: &str) -> Result<(Volume, Root), Error> {
-    let volume = super::find(app, key)?;
-    let (uid, gid) = owner(app, &volume.volume_id);
-    let root = super::mount_path(app, &volume.volume_id)
+pub fn open_root(volumes: &Volumes, key: &str) -> Result<(Volume, Root), Error> {
+    let volume = super::find(volumes, key)?;
+    let (uid, gid) = owner(volumes, &volume.volume_id);
+    let root = super::mount_path(volumes, &volume.volume_id)
         .map_err(Error::Conflict)
         .and_then(|path| Root::open(&path).and_then(|r| r.owned_by(uid, gid)).map_err(|e| fs_error(e, &volume)))?;
     Ok((volume, root))
@@ -19,11 +19,11 @@ pub fn open_root(app: &App, key: &str) -> Result<(Volume, Root), Error> {
 
 /// The user files of a volume belong to: that of the (oldest) server using it, else
 /// `containers.user`.
-pub fn owner(app: &App, volume_id: &str) -> (u32, u32) {
-    let user = app.store.read(|s| {
+pub fn owner(volumes: &Volumes, volume_id: &str) -> (u32, u32) {
+    let user = volumes.store.read(|s| {
         s.containers.values().filter(|c| c.volume_id == volume_id).min_by_key(|c| c.created_at).map(|c| c.user.clone())
     });
-    let user = user.unwrap_or_else(|| app.config.containers.user.clone());
+    let user = user.unwrap_or_else(|| volumes.config.containers.user.clone());
     crate::model::parse_user(&user).unwrap_or((1000, 1000))
 }
 

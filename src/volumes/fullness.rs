@@ -5,18 +5,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::App;
-use crate::console::Event;
+use crate::console::{Event, Hubs};
 use crate::model::Quota;
 use crate::quota;
 
 const EVERY: Duration = Duration::from_secs(10);
 
-pub async fn watch(app: Arc<App>) {
+/// Checks every loop volume every few seconds, for the daemon's lifetime.
+pub async fn watch(volumes: super::Volumes, hubs: Arc<Hubs>) {
     let mut warned: HashSet<String> = HashSet::new();
     loop {
         tokio::time::sleep(EVERY).await;
-        let loops: Vec<(String, std::path::PathBuf, u64, Vec<String>)> = app.store.read(|s| {
+        let loops: Vec<(String, std::path::PathBuf, u64, Vec<String>)> = volumes.store.read(|s| {
             s.volumes
                 .values()
                 .filter(|v| v.quota == Quota::Loop)
@@ -34,7 +34,7 @@ pub async fn watch(app: Arc<App>) {
                     super::files::human(limit)
                 );
                 for c in users {
-                    app.hubs.get(&c).publish(Event::DaemonMessage(note.clone()));
+                    hubs.get(&c).publish(Event::DaemonMessage(note.clone()));
                 }
             } else if share < 0.90 {
                 warned.remove(&id);

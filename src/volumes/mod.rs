@@ -15,13 +15,33 @@ use serde::Serialize;
 pub use files::{fs_error, human, open_root, owner};
 pub use fullness::watch as watch_fullness;
 
-use crate::app::App;
-use crate::config::parse_size;
+use crate::config::{parse_size, Config};
 use crate::error::{bad, conflict, Error, Result};
 use crate::ids;
 use crate::model::{now, InstallState, PowerState, Quota, Volume};
 use crate::quota;
-use crate::store::State;
+use crate::store::{State, Store};
+
+/// The volumes room's handle: the config, how size limits are enforced here, and the store.
+/// Cheap to clone; its fields are reached only through this room's functions.
+#[derive(Clone)]
+pub struct Volumes {
+    config: Arc<Config>,
+    /// How volume size limits are enforced here (`volumes.quota` resolved at start).
+    quota: Quota,
+    store: Arc<Store>,
+}
+
+impl Volumes {
+    pub fn new(config: Arc<Config>, quota: Quota, store: Arc<Store>) -> Volumes {
+        Volumes { config, quota, store }
+    }
+
+    /// How volume size limits are enforced here.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+}
 
 /// A volume as the API shows it: the record plus what is measured on demand.
 #[derive(Debug, Serialize)]
@@ -62,17 +82,17 @@ pub fn resolve(state: &State, key: &str) -> Option<String> {
 }
 
 /// The record a user's key names: 400 for a malformed key, 404 for none.
-pub fn find(app: &App, key: &str) -> Result<Volume> {
+pub fn find(volumes: &Volumes, key: &str) -> Result<Volume> {
     let key = parse_key(key)?;
-    app.store.read(|s| resolve(s, &key).and_then(|id| s.volumes.get(&id).cloned())).ok_or_else(not_found)
+    volumes.store.read(|s| resolve(s, &key).and_then(|id| s.volumes.get(&id).cloned())).ok_or_else(not_found)
 }
 
 /// Creates the directory (mode 0700; with `quota: loop` an image mounted there) and the
 /// record; a failed save removes what was made.
-pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -> Result<Volume> {
+pub async fn create(volumes: &Volumes, size_limit: Option<&str>, name: Option<String>) -> Result<Volume> {
     let size_limit_bytes = match size_limit {
         Some(s) => parse_size(s).map_err(|e| bad(format!("size_limit: {e}")))?,
-        None => app.config.default_size_limit(),
+        None => volumes.config.default_size_limit(),
     };
     if let Some(n) = &name {
         if !valid_name(n) {
@@ -80,19 +100,19 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
                 "name must be 1-64 characters of A-Z a-z 0-9 _ . -, not start with . and not be shaped like a UUID",
             ));
         }
-        if app.store.read(|s| resolve(s, n).is_some()) {
+        if volumes.store.read(|s| resolve(s, n).is_some()) {
             return Err(conflict(format!("A volume named {n} already exists")));
         }
     }
-    let quota = app.quota;
+    let quota = volumes.quota;
     if quota == Quota::Loop && size_limit_bytes < quota::MIN_BYTES {
         return Err(bad(format!("size_limit must be at least {} MiB for a loop volume", quota::MIN_BYTES >> 20)));
     }
     let volume_id = ids::new_uuid().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
-    let path = app.config.volumes.base_path.join(&volume_id);
-    let image = quota::image_path(&app.config.volumes.base_path, &volume_id);
+    let path = volumes.config.volumes.base_path.join(&volume_id);
+    let image = quota::image_path(&volumes.config.volumes.base_path, &volume_id);
     let (dir, img) = (path.clone(), image.clone());
-    let disk = disk_rule(app);
+    let disk = disk_rule(volumes);
     let made = blocking(move || {
         DirBuilder::new().recursive(true).mode(0o711).create(dir.parent().unwrap_or(&dir))?;
         DirBuilder::new().mode(0o700).create(&dir)?;
@@ -114,7 +134,7 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
     }
     let volume = Volume { volume_id, name, path, size_limit_bytes, quota, created_at: now() };
     let record = volume.clone();
-    let saved = app
+    let saved = volumes
         .store
         .update(|s| {
             if let Some(n) = &record.name {
@@ -135,8 +155,8 @@ pub async fn create(app: &App, size_limit: Option<&str>, name: Option<String>) -
 }
 
 /// How a loop volume's image must fit on the host's disk (`volumes.overcommit`).
-fn disk_rule(app: &App) -> quota::Disk {
-    if app.config.volumes.overcommit {
+fn disk_rule(volumes: &Volumes) -> quota::Disk {
+    if volumes.config.volumes.overcommit {
         quota::Disk::Overcommit
     } else {
         quota::Disk::Reserve
@@ -175,9 +195,9 @@ pub fn used_by(state: &State, volume_id: &str) -> Vec<String> {
     state.containers.values().filter(|c| c.volume_id == volume_id).map(|c| c.internal_id.clone()).collect()
 }
 
-pub async fn list(app: &App) -> Vec<VolumeView> {
+pub async fn list(volumes: &Volumes) -> Vec<VolumeView> {
     let volumes: Vec<(Volume, Vec<String>)> =
-        app.store.read(|s| s.volumes.values().map(|v| (v.clone(), used_by(s, &v.volume_id))).collect());
+        volumes.store.read(|s| s.volumes.values().map(|v| (v.clone(), used_by(s, &v.volume_id))).collect());
     let mut out = Vec::with_capacity(volumes.len());
     for (volume, users) in volumes {
         out.push(view(volume, users).await);
@@ -185,17 +205,17 @@ pub async fn list(app: &App) -> Vec<VolumeView> {
     out
 }
 
-pub async fn get(app: &App, key: &str) -> Result<VolumeView> {
-    let volume = find(app, key)?;
-    let users = app.store.read(|s| used_by(s, &volume.volume_id));
+pub async fn get(volumes: &Volumes, key: &str) -> Result<VolumeView> {
+    let volume = find(volumes, key)?;
+    let users = volumes.store.read(|s| used_by(s, &volume.volume_id));
     Ok(view(volume, users).await)
 }
 
 /// `PATCH /volumes/:id`: a new size limit. A loop volume grows in place (online where the
 /// kernel lets lightd, else while no server runs on it); a limit below what is used is refused.
-pub async fn resize(app: &App, key: &str, size_limit: &str) -> Result<VolumeView> {
+pub async fn resize(volumes: &Volumes, key: &str, size_limit: &str) -> Result<VolumeView> {
     let bytes = parse_size(size_limit).map_err(|e| bad(format!("size_limit: {e}")))?;
-    let volume = find(app, key)?;
+    let volume = find(volumes, key)?;
     let used = usage(&volume).await;
     if bytes < used {
         return Err(conflict(format!("size_limit {bytes} is below the {used} bytes the volume uses")));
@@ -206,7 +226,7 @@ pub async fn resize(app: &App, key: &str, size_limit: &str) -> Result<VolumeView
         }
         // A server's container keeps its own hold on the mount: unmounting to grow offline
         // would resize a file system it still writes to.
-        let busy: Vec<String> = app.store.read(|s| {
+        let busy: Vec<String> = volumes.store.read(|s| {
             s.containers
                 .values()
                 .filter(|c| c.volume_id == volume.volume_id)
@@ -221,8 +241,9 @@ pub async fn resize(app: &App, key: &str, size_limit: &str) -> Result<VolumeView
                 busy.join(", ")
             )));
         }
-        let (image, dir) = (quota::image_path(&app.config.volumes.base_path, &volume.volume_id), volume.path.clone());
-        let disk = disk_rule(app);
+        let (image, dir) =
+            (quota::image_path(&volumes.config.volumes.base_path, &volume.volume_id), volume.path.clone());
+        let disk = disk_rule(volumes);
         match tokio::task::spawn_blocking(move || quota::grow(&image, &dir, bytes, disk)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) if e.kind == quota::Kind::NoRoom => return Err(no_room(bytes, &e)),
@@ -233,23 +254,24 @@ pub async fn resize(app: &App, key: &str, size_limit: &str) -> Result<VolumeView
         }
     }
     let id = volume.volume_id.clone();
-    app.store
+    volumes
+        .store
         .update(|s| {
             let v = s.volumes.get_mut(&id).ok_or_else(not_found)?;
             v.size_limit_bytes = bytes;
             Ok::<_, Error>(())
         })
         .await?;
-    get(app, &id).await
+    get(volumes, &id).await
 }
 
 /// Drops the record, then the image and directory (a crash in between leaves only an orphan
 /// directory, never a record without its data). Refused while a container uses the volume.
-pub async fn delete(app: &Arc<App>, key: &str) -> Result<()> {
-    let id = find(app, key)?.volume_id;
+pub async fn delete(volumes: &Volumes, backups: &crate::backups::Backups, key: &str) -> Result<()> {
+    let id = find(volumes, key)?.volume_id;
     // No backup or restore of it runs, or starts, until its backups went with it.
-    let _hold = crate::backups::hold_for_delete(app, &id)?;
-    let volume = app
+    let _hold = crate::backups::hold_for_delete(backups, &id)?;
+    let volume = volumes
         .store
         .update(|s| {
             let users = used_by(s, &id);
@@ -259,8 +281,8 @@ pub async fn delete(app: &Arc<App>, key: &str) -> Result<()> {
             s.volumes.remove(&id).ok_or_else(not_found)
         })
         .await?;
-    crate::backups::volume_deleted(app, &id).await;
-    let (image, dir) = (quota::image_path(&app.config.volumes.base_path, &id), volume.path.clone());
+    crate::backups::volume_deleted(backups, &id).await;
+    let (image, dir) = (quota::image_path(&volumes.config.volumes.base_path, &id), volume.path.clone());
     // remove_dir_all never follows symlinks: a volume dir swapped for a link only loses the link.
     blocking(move || discard(&image, &dir)).await.map_err(|e| {
         Error::Internal(format!("volume record removed but its data {} could not be: {e}", volume.path.display()))
@@ -289,8 +311,8 @@ pub async fn usage(volume: &Volume) -> u64 {
 /// The directory to mount for `volume_id`: still on record, a plain directory (never a
 /// symlink someone swapped in: that would mount its target), and, for a loop volume, with
 /// its image mounted (or a server would write, unlimited, into the directory beneath).
-pub fn mount_path(app: &App, volume_id: &str) -> std::result::Result<PathBuf, String> {
-    let volume = app
+pub fn mount_path(volumes: &Volumes, volume_id: &str) -> std::result::Result<PathBuf, String> {
+    let volume = volumes
         .store
         .read(|s| s.volumes.get(volume_id).cloned())
         .ok_or_else(|| format!("volume {volume_id} no longer exists"))?;
@@ -309,11 +331,18 @@ pub fn mount_path(app: &App, volume_id: &str) -> std::result::Result<PathBuf, St
     Ok(volume.path)
 }
 
+/// [`mount_path`] on the blocking pool (it reads `/proc/self/mountinfo` and resolves paths):
+/// for async callers (a server's start, install and rebind).
+pub async fn mount_path_off(volumes: &Volumes, volume_id: &str) -> std::result::Result<PathBuf, String> {
+    let (volumes, id) = (volumes.clone(), volume_id.to_string());
+    tokio::task::spawn_blocking(move || mount_path(&volumes, &id)).await.unwrap_or_else(|e| Err(e.to_string()))
+}
+
 /// At start, before any server is reconciled: every loop volume's image mounted again.
-pub async fn mount_all(app: &App) {
+pub async fn mount_all(volumes: &Volumes) {
     let loops: Vec<Volume> =
-        app.store.read(|s| s.volumes.values().filter(|v| v.quota == Quota::Loop).cloned().collect());
-    let base = app.config.volumes.base_path.clone();
+        volumes.store.read(|s| s.volumes.values().filter(|v| v.quota == Quota::Loop).cloned().collect());
+    let base = volumes.config.volumes.base_path.clone();
     let _ = blocking(move || {
         for v in loops {
             if let Err(e) = quota::mount(&quota::image_path(&base, &v.volume_id), &v.path) {

@@ -577,14 +577,7 @@ pub fn signal(pid: u32, sig: &str) {
 pub fn raise_nofile() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-        }
+        let _ = lightd::rlimit::raise_nofile();
     });
 }
 

@@ -23,12 +23,11 @@ use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::conns::Slot;
-use super::power::Action;
 use super::reply::{ApiError, Reply};
 use super::tokens::Access;
-use crate::app::App;
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, Hub};
+use crate::http::Handles;
 use crate::journal::tail;
 use crate::lifecycle::{self, record, FILL_WAIT};
 use crate::metrics::{LocalHistogram, DELIVERY_BUCKETS};
@@ -58,7 +57,7 @@ const UNAUTHORIZED: u16 = 4001;
 /// the session. A socket with credentials takes its place among the container's viewers here;
 /// one without waits for its `auth` frame holding nothing but a pending slot (`pending.rs`).
 pub fn upgrade(
-    app: &Arc<App>,
+    app: &Arc<Handles>,
     req: Request<Incoming>,
     id: &str,
     access: Access,
@@ -69,7 +68,7 @@ pub fn upgrade(
     // Before it authenticates, a socket learns nothing, not even whether the container exists.
     match waits {
         true => lifecycle::check_id(id)?,
-        false => drop(record(app, id)?),
+        false => drop(record(app.sups(), id)?),
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return Err(ApiError::new(hyper::StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"));
@@ -89,7 +88,7 @@ pub fn upgrade(
     // The connection's slot stays taken while the session runs.
     let app = Arc::clone(app);
     let id = id.to_string();
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         match tokio::time::timeout(UPGRADE_TIMEOUT, fut).await {
             Ok(Ok(ws)) => Session::run(app, id, entry, ws.into_inner(), asked, slot).await,
             Ok(Err(e)) => crate::info!("websocket upgrade failed: {e}"),
@@ -105,7 +104,7 @@ type Close = Option<(u16, String)>;
 
 /// One console session.
 struct Session {
-    app: Arc<App>,
+    app: Arc<Handles>,
     hub: Arc<Hub>,
     wr: WriteHalf<TokioIo<Upgraded>>,
     /// Bytes waiting for the next write.
@@ -135,7 +134,7 @@ impl Session {
     /// thousand panels reconnecting at once get their tails on every core); the live phase
     /// then moves to the console thread, where the pump that feeds it runs.
     async fn run(
-        app: Arc<App>,
+        app: Arc<Handles>,
         id: String,
         entry: Option<Entry>,
         io: TokioIo<Upgraded>,
@@ -203,16 +202,16 @@ impl Session {
     /// Status and tail, written; `None` if the peer went.
     async fn begin(&mut self, asked: Option<Instant>) -> Option<Live> {
         let (app, hub) = (Arc::clone(&self.app), Arc::clone(&self.hub));
-        stats::ensure(&app, &hub);
+        stats::ensure(app.store(), app.docker(), app.runtime(), &hub);
         let closed = hub.closed();
         let events = hub.subscribe();
         hub.wait_filled(FILL_WAIT).await;
-        let state = record(&app, &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
+        let state = record(app.sups(), &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
         frames::event(&mut self.out, "status", &[state]);
         // The tail's copies of the lines go once framed: they would otherwise stay with the
         // session for as long as it lasts.
         let cursor = {
-            let (cursor, lines) = tail::console(&app.journals, &hub, app.config.console.tail_lines, u64::MAX).await;
+            let (cursor, lines) = tail::console(app.journals(), &hub, app.config().console.tail_lines, u64::MAX).await;
             let lines: Vec<Vec<u8>> = lines.into_iter().map(|l| l.1).collect();
             frames::logs(&mut self.out, &lines);
             cursor
@@ -221,7 +220,7 @@ impl Session {
             return None;
         }
         if let Some(t) = asked {
-            app.metrics.tail.observe(t.elapsed());
+            app.metrics().tail.observe(t.elapsed());
         }
         Some(Live { cursor, closed, events })
     }
@@ -314,20 +313,16 @@ impl Session {
     fn check_token(&mut self) -> Close {
         let t = self.token.as_ref()?;
         let left = t.expires_at.saturating_sub(now());
-        if left == 0 {
-            frames::event::<&str>(&mut self.out, "token expired", &[]);
-            return Some((UNAUTHORIZED, "token expired".into()));
-        }
-        if left <= EXPIRY_WARNING && !self.warned {
+        if left > 0 && left <= EXPIRY_WARNING && !self.warned {
             self.warned = true;
             frames::event::<&str>(&mut self.out, "token expiring", &[]);
         }
-        // A single-use token was consumed when the session opened; it cannot be revoked.
-        if t.remove_on_use {
-            return None;
-        }
         // The container's deletion closes its sessions too; whichever comes first says so.
-        tokens::revoked(&self.app, &t.token, &self.hub.id).map(|why| match why {
+        tokens::gone(self.app.tokens(), t, &self.hub.id).map(|why| match why {
+            tokens::Revoked::Expired => {
+                frames::event::<&str>(&mut self.out, "token expired", &[]);
+                (UNAUTHORIZED, why.reason().to_string())
+            }
             tokens::Revoked::ContainerDeleted => (1001, why.reason().to_string()),
             tokens::Revoked::Revoked => (UNAUTHORIZED, why.reason().to_string()),
         })
@@ -369,7 +364,7 @@ impl Session {
             "request_logs" | "logs" => {
                 match super::console::tail_count(&self.app, "request_logs", first.as_deref()) {
                     Ok(n) => {
-                        let (_, lines) = tail::console(&self.app.journals, &self.hub, n, u64::MAX).await;
+                        let (_, lines) = tail::console(self.app.journals(), &self.hub, n, u64::MAX).await;
                         let lines: Vec<Vec<u8>> = lines.into_iter().map(|l| l.1).collect();
                         frames::logs(&mut self.out, &lines);
                     }
@@ -384,8 +379,7 @@ impl Session {
             "power" => first
                 .as_deref()
                 .filter(|a| ["start", "stop", "kill", "restart"].contains(a))
-                .and_then(Action::parse)
-                .map(Action::lifecycle)
+                .and_then(lifecycle::Action::power)
                 .ok_or("power takes start, stop, kill or restart".to_string()),
             other => Err(format!("unknown event {other:?}")),
         };
@@ -398,8 +392,8 @@ impl Session {
         };
         let (app, id, replies) = (Arc::clone(&self.app), self.hub.id.clone(), replies.clone());
         // The supervisor's work runs on the daemon's runtime, not the console thread.
-        self.app.runtime.spawn(async move {
-            if let Err(e) = lifecycle::act(&app, &id, action).await {
+        crate::shutdown::detach_on(self.app.runtime(), async move {
+            if let Err(e) = lifecycle::act(app.sups(), &id, action).await {
                 let mut frame = Vec::new();
                 frames::event(&mut frame, "error", &[e.to_string()]);
                 let _ = replies.send(Inbound::Reply(frame)).await;

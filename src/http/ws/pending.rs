@@ -19,8 +19,8 @@ use super::super::reply::ApiError;
 use super::super::tokens::{self as auth, Access};
 use super::inbound::{self, Inbound};
 use super::{frames, Close, UNAUTHORIZED, WRITE_TIMEOUT};
-use crate::app::App;
 use crate::console::{Hub, ViewerGuard, ViewerKind};
+use crate::http::Handles;
 use crate::lifecycle::record;
 use crate::model::TempToken;
 use crate::tokens::{self, SessionGuard};
@@ -62,10 +62,10 @@ impl Ending {
 }
 
 /// The place of a socket that came with credentials, on container `id` (on record).
-pub fn enter(app: &Arc<App>, id: &str, access: Access, slot: Option<&Slot>) -> Result<Entry, ApiError> {
+pub fn enter(app: &Arc<Handles>, id: &str, access: Access, slot: Option<&Slot>) -> Result<Entry, ApiError> {
     let (token, guard) = match access {
         Access::Token(t) => {
-            let guard = tokens::enter(app, &t.token).map_err(ApiError::from)?;
+            let guard = tokens::enter(app.tokens(), &t.token).map_err(ApiError::from)?;
             (Some(t), Some(guard))
         }
         _ => (None, None),
@@ -76,13 +76,13 @@ pub fn enter(app: &Arc<App>, id: &str, access: Access, slot: Option<&Slot>) -> R
 /// Takes a viewer's place on container `id` (on record): `429` when it has
 /// `console.max_sessions_per_container`. The connection is then admitted for good.
 fn place(
-    app: &Arc<App>,
+    app: &Arc<Handles>,
     id: &str,
     token: Option<TempToken>,
     guard: Option<SessionGuard>,
     slot: Option<&Slot>,
 ) -> Result<Entry, ApiError> {
-    let hub = app.hubs.get(id);
+    let hub = app.hubs().get(id);
     super::super::console::check_room(app, &hub)?;
     let viewer = hub.viewer(ViewerKind::Ws);
     if let Some(slot) = slot {
@@ -94,7 +94,7 @@ fn place(
 /// A socket opened without a token: its first frame must be `auth` with a valid token, within
 /// [`AUTH_WAIT`], before it is pushed out of the pending pool; then it takes its place.
 pub async fn first_auth(
-    app: &Arc<App>,
+    app: &Arc<Handles>,
     id: &str,
     inbound: &mut mpsc::Receiver<Inbound>,
     slot: Option<&Slot>,
@@ -133,7 +133,7 @@ pub async fn first_auth(
     };
     let mut guard = None;
     let token = check_auth(app, id, args.first(), &mut guard).await.map_err(|why| refused(&why))?;
-    if record(app, id).is_err() {
+    if record(app.sups(), id).is_err() {
         return Err(Ending::with(4004, "Container not found").after_auth());
     }
     place(app, id, token, guard, slot).map_err(|e| Ending::with(TRY_AGAIN, e.message).after_auth())
@@ -142,7 +142,7 @@ pub async fn first_auth(
 /// What an `auth` frame's token opens on container `id`: the console token (`None`: the
 /// master token); a console token's session is counted under it once (`guard`).
 pub async fn check_auth(
-    app: &Arc<App>,
+    app: &Arc<Handles>,
     id: &str,
     presented: Option<&String>,
     guard: &mut Option<SessionGuard>,
@@ -151,7 +151,7 @@ pub async fn check_auth(
     match auth::check(app, presented, id).await {
         Ok(Access::Token(t)) => {
             if guard.is_none() {
-                *guard = Some(tokens::enter(app, &t.token).map_err(|e| e.to_string())?);
+                *guard = Some(tokens::enter(app.tokens(), &t.token).map_err(|e| e.to_string())?);
             }
             Ok(Some(t))
         }
