@@ -424,6 +424,110 @@ mod tests {
     }
 
     #[test]
+    fn verdicts_of_versions() {
+        let v = Verdict { saved: 5, failed: vec![(7, 9, StoreError::Timeout), (2, 2, StoreError::Closed)] };
+        let of = |n| v.of(n).map(|r| r.map_err(|e| e.to_string()));
+        assert_eq!(of(1), Some(Ok(())));
+        assert_eq!(of(5), Some(Ok(())), "the newest saved");
+        assert!(matches!(v.of(2), Some(Err(StoreError::Closed))), "rolled back, though older than saved");
+        assert_eq!(of(6), None, "not decided yet");
+        for n in 7..=9 {
+            assert!(matches!(v.of(n), Some(Err(StoreError::Timeout))), "{n}");
+        }
+        assert_eq!(of(10), None);
+        let later = Verdict { saved: 9, ..v.clone() };
+        assert!(matches!(later.of(8), Some(Err(StoreError::Timeout))), "a rollback stands once later ones are saved");
+    }
+
+    #[test]
+    fn errors_say_the_change_was_not_applied() {
+        let p = PathBuf::from("/x/state.json");
+        let msgs = [
+            (
+                StoreError::Io(p.clone(), "disk full".into()),
+                "state file /x/state.json: disk full; the change was not applied",
+            ),
+            (
+                StoreError::Corrupt(p, "eof".into()),
+                "state file /x/state.json is corrupt (eof); fix or move it away, lightd will not overwrite it",
+            ),
+            (StoreError::Timeout, "state could not be saved within 5 seconds; the change was not applied"),
+            (StoreError::Closed, "the daemon is shutting down; the change was not applied"),
+        ];
+        for (e, want) in msgs {
+            assert_eq!(e.to_string(), want);
+        }
+    }
+
+    /// Every saved change bumps the version readers see; once it is saved nothing is left
+    /// pending, and ports and tokens come back from the file as they went in.
+    #[tokio::test]
+    async fn versions_count_saved_changes_and_nothing_stays_pending() {
+        let path = temp_file("versions");
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        assert_eq!(store.version(), 0);
+        add(&store, 1).await.unwrap();
+        assert!(store.lock().pending.is_none(), "saved: nothing pending");
+        add(&store, 2).await.unwrap();
+        assert_eq!(store.version(), 2);
+        assert_eq!(store.read_versioned(|s| s.ports.len()), (2, 2));
+        let token =
+            TempToken { token: "t".into(), internal_id: Some("srv".into()), expires_at: 9, remove_on_use: true };
+        let value = store.update(|s| Ok::<_, StoreError>(s.tokens.insert("t".into(), token.clone()).is_none())).await;
+        assert!(value.unwrap(), "update returns what the change returned");
+        assert_eq!(store.read_latest(|s| s.ports.len()), 2, "latest is saved when nothing is pending");
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.read(|s| s.tokens.get("t").cloned()), Some(token));
+        assert_eq!(again.read(|s| s.ports.keys().copied().collect::<Vec<_>>()), [key(1), key(2)]);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A refused change (`f` returns an error) is not a change: no version, nothing pending.
+    #[tokio::test]
+    async fn a_refused_change_is_no_change() {
+        let path = temp_file("refused");
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        let r = store.update(|_| Err::<(), _>(StoreError::Closed)).await;
+        assert!(matches!(r, Err(StoreError::Closed)));
+        add(&store, 1).await.unwrap();
+        assert_eq!(store.version(), 1);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// Failures in a row: each caller hears its own, versions saved before keep their `Ok`,
+    /// and only the latest [`FAILED_KEPT`] ranges are remembered.
+    #[tokio::test]
+    async fn failures_are_remembered_per_version_and_bounded() {
+        let path = temp_file("failures");
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        add(&store, 1).await.unwrap();
+        let dir = path.parent().unwrap().to_path_buf();
+        std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        let bounded = |f| tokio::time::timeout(Duration::from_secs(20), f);
+        for i in 0..FAILED_KEPT + 6 {
+            let r = bounded(add(&store, 100 + i as u16)).await.expect("the writer answers every failure");
+            assert!(matches!(r, Err(StoreError::Io(..))), "{r:?}");
+            assert!(store.lock().pending.is_none(), "rolled back");
+        }
+        let v = store.verdict.borrow().clone();
+        assert_eq!(v.failed.len(), FAILED_KEPT);
+        // Each range runs from the first version after the saved one to the failed one.
+        let last = 1 + (FAILED_KEPT + 6) as u64;
+        let newest: Vec<_> = v.failed.iter().map(|(lo, hi, _)| (*lo, *hi)).collect();
+        let want: Vec<_> = (last + 1 - FAILED_KEPT as u64..=last).map(|hi| (2, hi)).collect();
+        assert_eq!(newest, want, "the newest kept, oldest first");
+        assert!(matches!(v.of(1), Some(Ok(()))), "the saved version is still saved");
+        assert_eq!(store.version(), 1);
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(dir.with_extension("moved"), &dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn corrupt_file_is_an_error_and_is_kept() {
         let path = temp_file("corrupt");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

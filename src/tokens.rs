@@ -214,5 +214,168 @@ mod tests {
         assert!(parse_ttl("ten").is_err());
         assert!(parse_ttl("").is_err());
         assert!(parse_ttl("99999999999999999999d").is_err());
+        // The bounds are inclusive, and the unit is the last character only.
+        assert_eq!(parse_ttl("1s").unwrap(), 1);
+        assert_eq!(parse_ttl("7d").unwrap(), MAX_TTL);
+        assert_eq!(parse_ttl(&MAX_TTL.to_string()).unwrap(), MAX_TTL);
+        assert!(parse_ttl(&(MAX_TTL + 1).to_string()).is_err());
+        assert_eq!(parse_ttl(" 5m ").unwrap(), 300);
+        for bad in ["m", "5x", "5mm", "-5", "1.5h", "5 m"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// An app with a fresh store (and its writer) in a temp directory; no engine is asked.
+    async fn app(name: &str, max_tokens: usize, max_sessions: usize) -> Arc<App> {
+        let dir = std::env::temp_dir().join(format!("lightd-tokens-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = crate::store::Store::open(&dir.join("state.json")).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        let mut config = crate::config::Config::default();
+        config.authorization.max_console_tokens = max_tokens;
+        config.console.max_sessions_per_token = max_sessions;
+        let routes = crate::http::router::routes();
+        App::new(config, None, "master".into(), Default::default(), store, routes)
+    }
+
+    fn cleanup(app: &App, name: &str) {
+        app.store.close();
+        let dir = std::env::temp_dir().join(format!("lightd-tokens-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn bearer(token: &str) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(hyper::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        h
+    }
+
+    /// Puts a container record `id` in the state.
+    async fn add_container(app: &App, id: &str) {
+        let rec: crate::model::ContainerRecord = serde_json::from_value(serde_json::json!({
+            "internal_id": id, "volume_id": "v", "image": "i", "startup_command": "c",
+            "install_state": "ready", "state": "offline", "ports": [], "limits": {},
+            "mount": {}, "env": {}, "created_at": 0, "updated_at": 0
+        }))
+        .unwrap();
+        app.store.update(|s| Ok::<_, Error>(s.containers.insert(id.into(), rec))).await.unwrap();
+    }
+
+    /// Puts a token in the state as it is, expired or not.
+    async fn plant(app: &App, token: &str, internal_id: Option<&str>, expires_at: u64, remove_on_use: bool) {
+        let t = TempToken { token: token.into(), internal_id: internal_id.map(Into::into), expires_at, remove_on_use };
+        app.store.update(|s| Ok::<_, Error>(s.tokens.insert(token.into(), t))).await.unwrap();
+    }
+
+    fn live(app: &App) -> Vec<String> {
+        let mut v: Vec<String> = app.store.read_latest(|s| s.tokens.keys().cloned().collect());
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn sessions_are_counted_per_token_and_given_back() {
+        let app = app("sessions", 10, 2).await;
+        let a1 = enter(&app, "a").unwrap();
+        let a2 = enter(&app, "a").unwrap();
+        assert!(matches!(enter(&app, "a"), Err(Error::TooMany(_))), "a third session of one token");
+        let b = enter(&app, "b").unwrap();
+        drop(a1);
+        let a3 = enter(&app, "a").expect("a closed session gives its place back");
+        assert!(matches!(enter(&app, "a"), Err(Error::TooMany(_))));
+        drop((a2, a3, b));
+        assert!(app.console_sessions.open.lock().unwrap().is_empty(), "no entry outlives its sessions");
+        let _again: Vec<_> = (0..2).map(|_| enter(&app, "a").unwrap()).collect();
+        cleanup(&app, "sessions");
+    }
+
+    #[tokio::test]
+    async fn issue_checks_the_master_token_the_id_and_the_container() {
+        let app = app("issue", 10, 2).await;
+        add_container(&app, "srv").await;
+        let before = now();
+        let t = issue(&app, &bearer("master"), 600, Some("srv".into()), true).await.unwrap();
+        let after = now();
+        assert!((before + 601..=after + 601).contains(&t.expires_at), "ttl + 1 from now: {}", t.expires_at);
+        assert_eq!((t.internal_id.as_deref(), t.remove_on_use), (Some("srv"), true));
+        assert_eq!(live(&app), std::slice::from_ref(&t.token), "recorded");
+        let wrong = issue(&app, &bearer("not-master"), 600, None, false).await;
+        assert!(matches!(wrong, Err(Error::Unauthorized(_))), "{wrong:?}");
+        let none = issue(&app, &hyper::HeaderMap::new(), 600, None, false).await;
+        assert!(matches!(none, Err(Error::Unauthorized(_))), "{none:?}");
+        let gone = issue(&app, &bearer("master"), 600, Some("nope".into()), false).await;
+        assert!(matches!(gone, Err(Error::NotFound(_))), "{gone:?}");
+        let bad_id = issue(&app, &bearer("master"), 600, Some(".x".into()), false).await;
+        assert!(matches!(bad_id, Err(Error::BadRequest(_))), "{bad_id:?}");
+        assert_eq!(live(&app), [t.token], "no refusal recorded anything");
+        cleanup(&app, "issue");
+    }
+
+    #[tokio::test]
+    async fn a_full_table_purges_expired_tokens_then_refuses() {
+        let app = app("full", 2, 2).await;
+        let t = now();
+        plant(&app, "old", None, t - 5, false).await;
+        plant(&app, "just-expired", None, t, false).await;
+        // Two expired tokens make room for two live ones.
+        let a = issue(&app, &bearer("master"), 60, None, false).await.unwrap();
+        let b = issue(&app, &bearer("master"), 60, None, false).await.unwrap();
+        let mut want = vec![a.token, b.token];
+        want.sort();
+        assert_eq!(live(&app), want);
+        let full = issue(&app, &bearer("master"), 60, None, false).await;
+        assert!(matches!(full, Err(Error::TooMany(_))), "{full:?}");
+        assert_eq!(live(&app), want, "the refusal changed nothing");
+        cleanup(&app, "full");
+    }
+
+    #[tokio::test]
+    async fn redeem_checks_expiry_binding_and_single_use() {
+        let app = app("redeem", 10, 2).await;
+        let far = now() + 600;
+        plant(&app, "open", None, far, false).await;
+        plant(&app, "bound", Some("srv"), far, false).await;
+        plant(&app, "once", Some("srv"), far, true).await;
+        plant(&app, "expired", None, now() - 1, false).await;
+        plant(&app, "expiring", None, now(), false).await;
+        assert_eq!(redeem(&app, "nope", "srv").await.err(), Some(Denied::Invalid("Invalid token")));
+        assert_eq!(redeem(&app, "expired", "srv").await.err(), Some(Denied::Invalid("Token expired")));
+        assert_eq!(redeem(&app, "expiring", "srv").await.err(), Some(Denied::Invalid("Token expired")));
+        assert_eq!(redeem(&app, "bound", "other").await.err(), Some(Denied::OtherContainer));
+        assert_eq!(redeem(&app, "bound", "srv").await.unwrap().token, "bound");
+        for id in ["srv", "other"] {
+            assert_eq!(redeem(&app, "open", id).await.unwrap().token, "open", "an unbound token opens {id}");
+        }
+        assert_eq!(redeem(&app, "once", "other").await.err(), Some(Denied::OtherContainer), "not used up by a miss");
+        assert_eq!(redeem(&app, "once", "srv").await.unwrap().token, "once");
+        assert_eq!(redeem(&app, "once", "srv").await.err(), Some(Denied::Invalid("Invalid token")), "used up");
+        assert_eq!(live(&app), ["bound", "expired", "expiring", "open"], "only the single-use token went");
+        cleanup(&app, "redeem");
+    }
+
+    #[tokio::test]
+    async fn revocation_and_a_new_master_token() {
+        let app = app("revoke", 10, 2).await;
+        add_container(&app, "srv").await;
+        plant(&app, "live", Some("srv"), now() + 600, false).await;
+        plant(&app, "stale", Some("srv"), now(), false).await;
+        assert_eq!(revoked(&app, "live", "srv"), None);
+        assert_eq!(revoked(&app, "stale", "srv"), Some(Revoked::Revoked), "expired counts as revoked");
+        assert_eq!(revoked(&app, "unknown", "srv"), Some(Revoked::Revoked));
+        assert_eq!(revoked(&app, "unknown", "deleted"), Some(Revoked::ContainerDeleted));
+        assert_eq!(Revoked::Revoked.reason(), "token revoked");
+        assert_eq!(Revoked::ContainerDeleted.reason(), "container deleted");
+        assert_eq!(revoke_all(&app).await.unwrap(), 2);
+        assert!(live(&app).is_empty());
+        assert_eq!(revoked(&app, "live", "srv"), Some(Revoked::Revoked));
+        plant(&app, "a", None, now() + 600, false).await;
+        plant(&app, "b", None, now() + 600, false).await;
+        assert_eq!(replace_master(&app, "master".into()).await.unwrap(), None, "the same token changes nothing");
+        assert_eq!(live(&app), ["a", "b"]);
+        assert_eq!(replace_master(&app, "new".into()).await.unwrap(), Some(2));
+        assert!(live(&app).is_empty());
+        assert_eq!(&*app.master.get(), "new");
+        assert_eq!(revoke_all(&app).await.unwrap(), 0);
+        cleanup(&app, "revoke");
     }
 }
