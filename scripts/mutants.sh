@@ -5,6 +5,8 @@
 #   scripts/mutants.sh [slice...]     slices: lifecycle tokens store router vfs console (default: all)
 #
 # Each slice mutates its files only and runs only the unit tests that cover them (no Docker).
+# What is measured is the committed tree at HEAD (exported once, so edits made while it runs
+# change nothing); uncommitted changes are not part of it.
 # One job at a time (-j 1): a mutant builds in ~20-40 s, and the console slice's ring stress
 # tests take ~30 s a mutant; all slices take some hours on 2 cores, so run it in the background:
 #   nohup scripts/mutants.sh > target/mutants.log 2>&1 &
@@ -12,17 +14,27 @@
 # Needs cargo-mutants 27 (`cargo install cargo-mutants --locked`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+out="$PWD/target/mutants"
+commit=$(git rev-parse HEAD)
+snapshot="$out/tree-$commit"
+if [[ ! -d $snapshot ]]; then
+    mkdir -p "$snapshot.tmp"
+    git archive HEAD | tar -x -C "$snapshot.tmp"
+    mv "$snapshot.tmp" "$snapshot"
+fi
+echo "measuring $commit"
 
-# The slices build in copies of the tree; one target directory shared by all of them means
-# the dependencies build once (each copy rebuilds only lightd).
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/mutants/build}"
+# The slices build in copies of the snapshot; one target directory shared by all of them
+# means the dependencies build once (each copy rebuilds only lightd).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$out/build}"
 
 # slice name, regex for its files, and the unit tests (a `cargo test --lib` filter) that cover them.
 slice() {
     local name=$1 files=$2 tests=$3
     echo "== $name: $files, tests $tests"
     # Exit code 2 means some mutants were missed and 3 that some timed out: both are results.
-    cargo mutants -j 1 --no-shuffle --output "target/mutants/$name" --re "^src/($files)\.rs:" -- "$tests" || {
+    cargo mutants --dir "$snapshot" -j 1 --no-shuffle --output "$out/$name" --re "^src/($files)\.rs:" \
+        -- "$tests" || {
         rc=$?
         [[ $rc == 2 || $rc == 3 ]] || exit $rc
     }

@@ -507,7 +507,8 @@ mod tests {
         let dir = path.parent().unwrap().to_path_buf();
         std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
         std::fs::write(&dir, b"not a directory").unwrap();
-        let bounded = |f| tokio::time::timeout(Duration::from_secs(20), f);
+        // A bound on a hang (a writer that died), not a timing: each failure takes a millisecond.
+        let bounded = |f| tokio::time::timeout(Duration::from_secs(10), f);
         for i in 0..FAILED_KEPT + 6 {
             let r = bounded(add(&store, 100 + i as u16)).await.expect("the writer answers every failure");
             assert!(matches!(r, Err(StoreError::Io(..))), "{r:?}");
@@ -525,6 +526,19 @@ mod tests {
         std::fs::remove_file(&dir).unwrap();
         std::fs::rename(dir.with_extension("moved"), &dir).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Only a missing file means an empty state: a file that cannot be read is an error and
+    /// is left as it is (here a symlink loop, which a blind write would replace).
+    #[test]
+    fn an_unreadable_file_is_an_error_and_is_kept() {
+        let path = temp_file("unreadable");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("state.json", &path).unwrap();
+        let err = Store::open(&path).err().expect("a state file that cannot be read");
+        assert!(matches!(err, StoreError::Io(..)), "{err}");
+        assert_eq!(std::fs::read_link(&path).unwrap(), PathBuf::from("state.json"), "left as it was");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
