@@ -332,13 +332,19 @@ mod tests {
         PortKey { ip: "127.0.0.1".parse().unwrap(), port, protocol: Protocol::Udp }
     }
 
+    /// Awaits `f`, or fails the test once it has waited 10 s: a store that never answers (a
+    /// writer that died or never wrote) is a failure, not a hang. A bound, not a timing: each
+    /// answer here takes milliseconds.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f).await.expect("the store did not answer within 10 s")
+    }
+
     async fn add(store: &Store, port: u16) -> Result<(), StoreError> {
-        store
-            .update(|s| {
-                s.ports.insert(key(port), Port::free(key(port)));
-                Ok::<_, StoreError>(())
-            })
-            .await
+        within(store.update(|s| {
+            s.ports.insert(key(port), Port::free(key(port)));
+            Ok::<_, StoreError>(())
+        }))
+        .await
     }
 
     #[tokio::test]
@@ -350,7 +356,7 @@ mod tests {
         let instance = store.read(|s| s.instance.clone());
         assert_eq!(instance.len(), 36);
         store.close();
-        writer.await.unwrap();
+        within(writer).await.unwrap();
         assert!(matches!(add(&store, 1).await, Err(StoreError::Closed)));
         let again = Store::open(&path).unwrap();
         assert_eq!(again.read(|s| s.ports.get(&key(25565)).cloned()), Some(Port::free(key(25565))));
@@ -373,7 +379,7 @@ mod tests {
         }
         assert!(!store.read(seen), "not saved yet");
         tokio::spawn(Arc::clone(&store).run_writer());
-        pending.await.unwrap().unwrap();
+        within(pending).await.unwrap().unwrap();
         assert!(store.read(seen) && store.read_latest(seen));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
@@ -392,7 +398,7 @@ mod tests {
             })
             .collect();
         for t in tasks {
-            t.await.unwrap().unwrap();
+            within(t).await.unwrap().unwrap();
         }
         assert_eq!(store.read(|s| s.ports.len()), 200);
         assert_eq!(Store::open(&path).unwrap().read(|s| s.ports.len()), 200);
@@ -474,7 +480,8 @@ mod tests {
         assert_eq!(store.read_versioned(|s| s.ports.len()), (2, 2));
         let token =
             TempToken { token: "t".into(), internal_id: Some("srv".into()), expires_at: 9, remove_on_use: true };
-        let value = store.update(|s| Ok::<_, StoreError>(s.tokens.insert("t".into(), token.clone()).is_none())).await;
+        let value =
+            within(store.update(|s| Ok::<_, StoreError>(s.tokens.insert("t".into(), token.clone()).is_none()))).await;
         assert!(value.unwrap(), "update returns what the change returned");
         assert_eq!(store.read_latest(|s| s.ports.len()), 2, "latest is saved when nothing is pending");
         let again = Store::open(&path).unwrap();
@@ -489,7 +496,7 @@ mod tests {
         let path = temp_file("refused");
         let store = Store::open(&path).unwrap();
         tokio::spawn(Arc::clone(&store).run_writer());
-        let r = store.update(|_| Err::<(), _>(StoreError::Closed)).await;
+        let r = within(store.update(|_| Err::<(), _>(StoreError::Closed))).await;
         assert!(matches!(r, Err(StoreError::Closed)));
         add(&store, 1).await.unwrap();
         assert_eq!(store.version(), 1);
@@ -507,10 +514,8 @@ mod tests {
         let dir = path.parent().unwrap().to_path_buf();
         std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
         std::fs::write(&dir, b"not a directory").unwrap();
-        // A bound on a hang (a writer that died), not a timing: each failure takes a millisecond.
-        let bounded = |f| tokio::time::timeout(Duration::from_secs(10), f);
         for i in 0..FAILED_KEPT + 6 {
-            let r = bounded(add(&store, 100 + i as u16)).await.expect("the writer answers every failure");
+            let r = add(&store, 100 + i as u16).await;
             assert!(matches!(r, Err(StoreError::Io(..))), "{r:?}");
             assert!(store.lock().pending.is_none(), "rolled back");
         }
