@@ -178,6 +178,8 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
 
     #[test]
@@ -291,14 +293,19 @@ mod tests {
         const CAP: u64 = 1024;
         // Room for every slot at the longest line, so only the slot count bounds the window.
         let (ring, mut w) = Ring::new(CAP as usize, CAP as usize * 64);
+        let done = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..8)
             .map(|r| {
-                let ring = Arc::clone(&ring);
+                let (ring, done) = (Arc::clone(&ring), Arc::clone(&done));
                 std::thread::spawn(move || {
                     let (mut next, mut got, mut missed) = (1u64, 0u64, 0u64);
                     let mut last = 0;
                     while next <= LINES {
+                        // Once the writer is done every line is written: not yet is then a
+                        // failure, not a reason to wait forever.
+                        let finished = done.load(Acquire);
                         match ring.read(next) {
+                            Read::NotYet if finished => panic!("reader {r}: line {next} never came"),
                             Read::NotYet => std::hint::spin_loop(),
                             Read::Line(l, at) => {
                                 assert_eq!(l, line(next).into_bytes(), "reader {r}: torn line {next}");
@@ -328,6 +335,7 @@ mod tests {
         for i in 1..=LINES {
             w.push(line(i).as_bytes(), i);
         }
+        done.store(true, Release);
         for r in readers {
             let (got, missed) = r.join().unwrap();
             assert_eq!(got + missed, LINES);
@@ -342,12 +350,17 @@ mod tests {
     fn stress_byte_laps_never_return_stale_bytes() {
         const LINES: u64 = 1_000_000;
         let (ring, mut w) = Ring::new(1024, 2048);
+        let done = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..8)
             .map(|r| {
-                let ring = Arc::clone(&ring);
+                let (ring, done) = (Arc::clone(&ring), Arc::clone(&done));
                 std::thread::spawn(move || {
                     let mut got = 0u64;
-                    while ring.head() < LINES {
+                    // Until the writer is done (not until the head says so: a head that never
+                    // gets there would keep the readers forever), then once more.
+                    let mut finished = false;
+                    while !finished {
+                        finished = done.load(Acquire);
                         // The newest line, as a tail of one reads it.
                         let head = ring.head();
                         if let Read::Line(l, at) = ring.read(head) {
@@ -361,6 +374,7 @@ mod tests {
                             assert_eq!(l, line(back).into_bytes(), "reader {r}: line {back} has other bytes");
                         }
                     }
+                    assert_eq!(ring.head(), LINES, "reader {r}: the head once the writer is done");
                     got
                 })
             })
@@ -368,6 +382,7 @@ mod tests {
         for i in 1..=LINES {
             w.push(line(i).as_bytes(), i);
         }
+        done.store(true, Release);
         for r in readers {
             assert!(r.join().unwrap() > 0);
         }

@@ -85,6 +85,9 @@ impl Cursor {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering::*};
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -115,14 +118,22 @@ mod tests {
         let last = 200_000u64;
         // The cursor is placed before the writer starts: it waits for line 1, as `prev` says.
         let (mut c, _) = Cursor::tail(&ring, 0);
-        let writer = std::thread::spawn(move || {
-            for i in 1..=last {
-                w.push(i.to_string().as_bytes(), i);
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let done = Arc::clone(&done);
+            move || {
+                for i in 1..=last {
+                    w.push(i.to_string().as_bytes(), i);
+                }
+                done.store(true, Release);
             }
         });
         let (mut prev, mut skipped_total, mut read) = (0u64, 0u64, 0u64);
         while prev < last {
+            // Once the writer is done, a poll that finds nothing is a failure, not a wait.
+            let finished = done.load(Acquire);
             let b = c.poll(&ring, 16);
+            assert!(!(finished && b == Batch::default()), "nothing after line {prev} though all {last} are written");
             skipped_total += b.skipped;
             let mut expect = prev + b.skipped + 1;
             for l in &b.lines {
