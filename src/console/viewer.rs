@@ -85,9 +85,6 @@ impl Cursor {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering::*};
-    use std::sync::Arc;
-
     use super::*;
 
     #[test]
@@ -118,20 +115,23 @@ mod tests {
         let last = 200_000u64;
         // The cursor is placed before the writer starts: it waits for line 1, as `prev` says.
         let (mut c, _) = Cursor::tail(&ring, 0);
-        let done = Arc::new(AtomicBool::new(false));
-        let writer = std::thread::spawn({
-            let done = Arc::clone(&done);
-            move || {
-                for i in 1..=last {
-                    w.push(i.to_string().as_bytes(), i);
-                }
-                done.store(true, Release);
+        let writer = std::thread::spawn(move || {
+            for i in 1..=last {
+                w.push(i.to_string().as_bytes(), i);
             }
         });
+        let mut writer = Some(writer);
         let (mut prev, mut skipped_total, mut read) = (0u64, 0u64, 0u64);
         while prev < last {
-            // Once the writer is done, a poll that finds nothing is a failure, not a wait.
-            let finished = done.load(Acquire);
+            // Once the writer is done (joined: every line it wrote is seen), a poll that finds
+            // nothing is a failure, not a reason to wait forever; so is a writer that died.
+            let finished = match writer.take_if(|w| w.is_finished()) {
+                Some(w) => {
+                    w.join().expect("the writer died");
+                    true
+                }
+                None => writer.is_none(),
+            };
             let b = c.poll(&ring, 16);
             assert!(!(finished && b == Batch::default()), "nothing after line {prev} though all {last} are written");
             skipped_total += b.skipped;
@@ -146,7 +146,9 @@ mod tests {
                 prev = expect - 1;
             }
         }
-        writer.join().unwrap();
+        if let Some(w) = writer {
+            w.join().unwrap();
+        }
         assert_eq!(read + skipped_total, last);
     }
 
