@@ -3,6 +3,7 @@
 # .cargo/mutants.toml, the scores and every missed mutant are in tests/MUTANTS.md.
 #
 #   scripts/mutants.sh [slice...]     slices: lifecycle tokens store router vfs console (default: all)
+#   scripts/mutants.sh summary        the score per file of the slices run (tests/MUTANTS.md's table)
 #
 # Each slice mutates its files only and runs only the unit tests that cover them (no Docker).
 # What is measured is the committed tree at HEAD (exported once, so edits made while it runs
@@ -15,6 +16,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$PWD/target/mutants"
+
+# Caught / missed / timeout / unviable per file, from every slice's outcomes.json.
+summary() {
+    python3 - "$out"/*/mutants.out/outcomes.json <<'PY'
+import collections, json, sys
+rows = collections.defaultdict(collections.Counter)
+for path in sys.argv[1:]:
+    for o in json.load(open(path))["outcomes"]:
+        if isinstance(o["scenario"], dict):
+            rows[o["scenario"]["Mutant"]["name"].split(":")[0]][o["summary"]] += 1
+print("| file | caught | missed | timeout | unviable | detected of viable |")
+print("|---|---|---|---|---|---|")
+for f, c in sorted(rows.items()):
+    caught, missed, timeout = c["CaughtMutant"], c["MissedMutant"], c["Timeout"]
+    viable = caught + missed + timeout
+    print(f"| {f} | {caught} | {missed} | {timeout} | {c['Unviable']} | {(caught + timeout) / viable:.0%} of {viable} |")
+PY
+}
+if [[ ${1:-} == summary ]]; then
+    summary
+    exit
+fi
 commit=$(git rev-parse HEAD)
 snapshot="$out/tree-$commit"
 if [[ ! -d $snapshot ]]; then
