@@ -335,13 +335,19 @@ mod tests {
         PortKey { ip: "127.0.0.1".parse().unwrap(), port, protocol: Protocol::Udp }
     }
 
+    /// Awaits `f`, or fails the test once it has waited 10 s: a store that never answers (a
+    /// writer that died or never wrote) is a failure, not a hang. A bound, not a timing: each
+    /// answer here takes milliseconds.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f).await.expect("the store did not answer within 10 s")
+    }
+
     async fn add(store: &Store, port: u16) -> Result<(), StoreError> {
-        store
-            .update(|s| {
-                s.ports.insert(key(port), Port::free(key(port)));
-                Ok::<_, StoreError>(())
-            })
-            .await
+        within(store.update(|s| {
+            s.ports.insert(key(port), Port::free(key(port)));
+            Ok::<_, StoreError>(())
+        }))
+        .await
     }
 
     #[tokio::test]
@@ -353,7 +359,7 @@ mod tests {
         let instance = store.read(|s| s.instance.clone());
         assert_eq!(instance.len(), 36);
         store.close();
-        writer.await.unwrap();
+        within(writer).await.unwrap();
         assert!(matches!(add(&store, 1).await, Err(StoreError::Closed)));
         let again = Store::open(&path).unwrap();
         assert_eq!(again.read(|s| s.ports.get(&key(25565)).cloned()), Some(Port::free(key(25565))));
@@ -376,7 +382,7 @@ mod tests {
         }
         assert!(!store.read(seen), "not saved yet");
         tokio::spawn(Arc::clone(&store).run_writer());
-        pending.await.unwrap().unwrap();
+        within(pending).await.unwrap().unwrap();
         assert!(store.read(seen) && store.read_latest(seen));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
@@ -395,7 +401,7 @@ mod tests {
             })
             .collect();
         for t in tasks {
-            t.await.unwrap().unwrap();
+            within(t).await.unwrap().unwrap();
         }
         assert_eq!(store.read(|s| s.ports.len()), 200);
         assert_eq!(Store::open(&path).unwrap().read(|s| s.ports.len()), 200);
@@ -424,6 +430,123 @@ mod tests {
         assert!(disk.read(|s| s.ports.contains_key(&key(1)) && s.ports.contains_key(&key(3))));
         assert!(disk.read(|s| !s.ports.contains_key(&key(2))), "the failed change never reached the disk");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn verdicts_of_versions() {
+        let v = Verdict { saved: 5, failed: vec![(7, 9, StoreError::Timeout), (2, 2, StoreError::Closed)] };
+        let of = |n| v.of(n).map(|r| r.map_err(|e| e.to_string()));
+        assert_eq!(of(1), Some(Ok(())));
+        assert_eq!(of(5), Some(Ok(())), "the newest saved");
+        assert!(matches!(v.of(2), Some(Err(StoreError::Closed))), "rolled back, though older than saved");
+        assert_eq!(of(6), None, "not decided yet");
+        for n in 7..=9 {
+            assert!(matches!(v.of(n), Some(Err(StoreError::Timeout))), "{n}");
+        }
+        assert_eq!(of(10), None);
+        let later = Verdict { saved: 9, ..v.clone() };
+        assert!(matches!(later.of(8), Some(Err(StoreError::Timeout))), "a rollback stands once later ones are saved");
+    }
+
+    #[test]
+    fn errors_say_the_change_was_not_applied() {
+        let p = PathBuf::from("/x/state.json");
+        let msgs = [
+            (
+                StoreError::Io(p.clone(), "disk full".into()),
+                "state file /x/state.json: disk full; the change was not applied",
+            ),
+            (
+                StoreError::Corrupt(p, "eof".into()),
+                "state file /x/state.json is corrupt (eof); fix or move it away, lightd will not overwrite it",
+            ),
+            (StoreError::Timeout, "state could not be saved within 5 seconds; the change was not applied"),
+            (StoreError::Closed, "the daemon is shutting down; the change was not applied"),
+        ];
+        for (e, want) in msgs {
+            assert_eq!(e.to_string(), want);
+        }
+    }
+
+    /// Every saved change bumps the version readers see; once it is saved nothing is left
+    /// pending, and ports and tokens come back from the file as they went in.
+    #[tokio::test]
+    async fn versions_count_saved_changes_and_nothing_stays_pending() {
+        let path = temp_file("versions");
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        assert_eq!(store.version(), 0);
+        add(&store, 1).await.unwrap();
+        assert!(store.lock().pending.is_none(), "saved: nothing pending");
+        add(&store, 2).await.unwrap();
+        assert_eq!(store.version(), 2);
+        assert_eq!(store.read_versioned(|s| s.ports.len()), (2, 2));
+        let token =
+            TempToken { token: "t".into(), internal_id: Some("srv".into()), expires_at: 9, remove_on_use: true };
+        let value =
+            within(store.update(|s| Ok::<_, StoreError>(s.tokens.insert("t".into(), token.clone()).is_none()))).await;
+        assert!(value.unwrap(), "update returns what the change returned");
+        assert_eq!(store.read_latest(|s| s.ports.len()), 2, "latest is saved when nothing is pending");
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.read(|s| s.tokens.get("t").cloned()), Some(token));
+        assert_eq!(again.read(|s| s.ports.keys().copied().collect::<Vec<_>>()), [key(1), key(2)]);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A refused change (`f` returns an error) is not a change: no version, nothing pending.
+    #[tokio::test]
+    async fn a_refused_change_is_no_change() {
+        let path = temp_file("refused");
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        let r = within(store.update(|_| Err::<(), _>(StoreError::Closed))).await;
+        assert!(matches!(r, Err(StoreError::Closed)));
+        add(&store, 1).await.unwrap();
+        assert_eq!(store.version(), 1);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// Failures in a row: each caller hears its own, versions saved before keep their `Ok`,
+    /// and only the latest [`FAILED_KEPT`] ranges are remembered.
+    #[tokio::test]
+    async fn failures_are_remembered_per_version_and_bounded() {
+        let path = temp_file("failures");
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        add(&store, 1).await.unwrap();
+        let dir = path.parent().unwrap().to_path_buf();
+        std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        for i in 0..FAILED_KEPT + 6 {
+            let r = add(&store, 100 + i as u16).await;
+            assert!(matches!(r, Err(StoreError::Io(..))), "{r:?}");
+            assert!(store.lock().pending.is_none(), "rolled back");
+        }
+        let v = store.verdict.borrow().clone();
+        assert_eq!(v.failed.len(), FAILED_KEPT);
+        // Each range runs from the first version after the saved one to the failed one.
+        let last = 1 + (FAILED_KEPT + 6) as u64;
+        let newest: Vec<_> = v.failed.iter().map(|(lo, hi, _)| (*lo, *hi)).collect();
+        let want: Vec<_> = (last + 1 - FAILED_KEPT as u64..=last).map(|hi| (2, hi)).collect();
+        assert_eq!(newest, want, "the newest kept, oldest first");
+        assert!(matches!(v.of(1), Some(Ok(()))), "the saved version is still saved");
+        assert_eq!(store.version(), 1);
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(dir.with_extension("moved"), &dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Only a missing file means an empty state: a file that cannot be read is an error and
+    /// is left as it is (here a symlink loop, which a blind write would replace).
+    #[test]
+    fn an_unreadable_file_is_an_error_and_is_kept() {
+        let path = temp_file("unreadable");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("state.json", &path).unwrap();
+        let err = Store::open(&path).err().expect("a state file that cannot be read");
+        assert!(matches!(err, StoreError::Io(..)), "{err}");
+        assert_eq!(std::fs::read_link(&path).unwrap(), PathBuf::from("state.json"), "left as it was");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -186,6 +186,8 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
 
     #[test]
@@ -242,6 +244,70 @@ mod tests {
         assert_eq!(out, b"kept", "nothing appended on failure");
     }
 
+    #[test]
+    fn sizes_and_accounting() {
+        // 1000 bytes: 125 words, a quarter of them the longest line.
+        let (ring, mut w) = Ring::new(4, 1000);
+        assert_eq!((ring.capacity(), ring.max_line(), ring.bytes_reserved()), (4, 250, 1000));
+        assert_eq!(ring.bytes_held(), 0);
+        w.push(b"0123456789", 0);
+        assert_eq!(ring.bytes_held(), 16, "lines start on a word");
+        w.push(b"", 0);
+        assert_eq!(ring.bytes_held(), 16, "an empty line takes no bytes");
+        for _ in 0..10 {
+            w.push(&[1; 200], 0);
+        }
+        assert_eq!(ring.bytes_held(), 1000, "held never counts past the arena");
+        // At least 64 words and one slot, whatever is asked.
+        let (tiny, _) = Ring::new(0, 0);
+        assert_eq!((tiny.capacity(), tiny.max_line(), tiny.bytes_reserved()), (1, 128, 512));
+    }
+
+    #[test]
+    fn reads_below_one_and_above_the_head_are_not_yet() {
+        let (ring, mut w) = Ring::new(4, 4096);
+        for i in 1..=5 {
+            w.push(b"x", i);
+        }
+        assert_eq!(ring.read(0), Read::NotYet, "there is no line 0");
+        assert_eq!(ring.read(5), Read::Line(b"x".to_vec(), 5), "the head itself is readable");
+        assert_eq!(ring.read(6), Read::NotYet);
+    }
+
+    /// A line survives until the writer has claimed the arena bytes it starts on: one that
+    /// ends exactly an arena after its start leaves it whole; one byte more laps it.
+    #[test]
+    fn a_line_is_lapped_exactly_when_its_bytes_are_claimed_again() {
+        let (ring, mut w) = Ring::new(1000, 512);
+        w.push(b"first!!!", 1);
+        for i in 0..63 {
+            w.push(b"8 bytes.", 2 + i);
+        }
+        assert_eq!(ring.bytes_held(), 512);
+        assert_eq!(ring.read(1), Read::Line(b"first!!!".to_vec(), 1), "the arena is full, not lapped");
+        w.push(b"x", 99);
+        assert_eq!(ring.read(1), Read::Gone);
+        assert_eq!(ring.read(2), Read::Line(b"8 bytes.".to_vec(), 2));
+    }
+
+    /// A line that runs past the end of the arena continues at its start, and reads back whole.
+    #[test]
+    fn a_line_wraps_around_the_arena() {
+        let (ring, mut w) = Ring::new(1000, 512);
+        for i in 1..=63 {
+            w.push(b"padding!", i);
+        }
+        let long: Vec<u8> = (0..100).collect();
+        assert_eq!(w.push(&long, 64), 64);
+        assert_eq!(ring.read(64), Read::Line(long.clone(), 64));
+        // And the lines it overwrote at the start are gone, the rest are not.
+        assert_eq!(ring.read(1), Read::Gone);
+        assert_eq!(ring.read(60), Read::Line(b"padding!".to_vec(), 60));
+        let mut out = b"ab".to_vec();
+        assert_eq!(ring.read_into(64, &mut out), Ok(64));
+        assert_eq!((&out[..2], &out[2..]), (&b"ab"[..], &long[..]), "appended after what was there");
+    }
+
     /// One writer, 8 readers, 1M lines: every line a reader gets is whole and in order, and
     /// a line is only ever missed once the writer has really lapped it.
     #[test]
@@ -250,14 +316,19 @@ mod tests {
         const CAP: u64 = 1024;
         // Room for every slot at the longest line, so only the slot count bounds the window.
         let (ring, mut w) = Ring::new(CAP as usize, CAP as usize * 64);
+        let done = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..8)
             .map(|r| {
-                let ring = Arc::clone(&ring);
+                let (ring, done) = (Arc::clone(&ring), Arc::clone(&done));
                 std::thread::spawn(move || {
                     let (mut next, mut got, mut missed) = (1u64, 0u64, 0u64);
                     let mut last = 0;
                     while next <= LINES {
+                        // Once the writer is done every line is written: not yet is then a
+                        // failure, not a reason to wait forever.
+                        let finished = done.load(Acquire);
                         match ring.read(next) {
+                            Read::NotYet if finished => panic!("reader {r}: line {next} never came"),
                             Read::NotYet => std::hint::spin_loop(),
                             Read::Line(l, at) => {
                                 assert_eq!(l, line(next).into_bytes(), "reader {r}: torn line {next}");
@@ -287,6 +358,7 @@ mod tests {
         for i in 1..=LINES {
             w.push(line(i).as_bytes(), i);
         }
+        done.store(true, Release);
         for r in readers {
             let (got, missed) = r.join().unwrap();
             assert_eq!(got + missed, LINES);
@@ -301,12 +373,17 @@ mod tests {
     fn stress_byte_laps_never_return_stale_bytes() {
         const LINES: u64 = 1_000_000;
         let (ring, mut w) = Ring::new(1024, 2048);
+        let done = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..8)
             .map(|r| {
-                let ring = Arc::clone(&ring);
+                let (ring, done) = (Arc::clone(&ring), Arc::clone(&done));
                 std::thread::spawn(move || {
                     let mut got = 0u64;
-                    while ring.head() < LINES {
+                    // Until the writer is done (not until the head says so: a head that never
+                    // gets there would keep the readers forever), then once more.
+                    let mut finished = false;
+                    while !finished {
+                        finished = done.load(Acquire);
                         // The newest line, as a tail of one reads it.
                         let head = ring.head();
                         if let Read::Line(l, at) = ring.read(head) {
@@ -320,6 +397,7 @@ mod tests {
                             assert_eq!(l, line(back).into_bytes(), "reader {r}: line {back} has other bytes");
                         }
                     }
+                    assert_eq!(ring.head(), LINES, "reader {r}: the head once the writer is done");
                     got
                 })
             })
@@ -327,6 +405,7 @@ mod tests {
         for i in 1..=LINES {
             w.push(line(i).as_bytes(), i);
         }
+        done.store(true, Release);
         for r in readers {
             assert!(r.join().unwrap() > 0);
         }

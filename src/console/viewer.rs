@@ -129,15 +129,27 @@ mod tests {
     fn skips_are_reported_where_the_gap_is() {
         let (ring, mut w) = Ring::new(64, 4096);
         let last = 200_000u64;
+        // The cursor is placed before the writer starts: it waits for line 1, as `prev` says.
+        let (mut c, _) = Cursor::tail(&ring, 0);
         let writer = std::thread::spawn(move || {
             for i in 1..=last {
                 w.push(i.to_string().as_bytes(), i);
             }
         });
-        let (mut c, _) = Cursor::tail(&ring, 0);
+        let mut writer = Some(writer);
         let (mut prev, mut skipped_total, mut read) = (0u64, 0u64, 0u64);
         while prev < last {
+            // Once the writer is done (joined: every line it wrote is seen), a poll that finds
+            // nothing is a failure, not a reason to wait forever; so is a writer that died.
+            let finished = match writer.take_if(|w| w.is_finished()) {
+                Some(w) => {
+                    w.join().expect("the writer died");
+                    true
+                }
+                None => writer.is_none(),
+            };
             let b = c.poll(&ring, 16);
+            assert!(!(finished && b == Batch::default()), "nothing after line {prev} though all {last} are written");
             skipped_total += b.skipped;
             let mut expect = prev + b.skipped + 1;
             for l in &b.lines {
@@ -150,8 +162,60 @@ mod tests {
                 prev = expect - 1;
             }
         }
-        writer.join().unwrap();
+        if let Some(w) = writer {
+            w.join().unwrap();
+        }
         assert_eq!(read + skipped_total, last);
+    }
+
+    /// Lines lapped by bytes (their slots not yet reused) are counted as skipped, once.
+    #[test]
+    fn lines_lapped_by_bytes_are_skipped_and_counted() {
+        // 512 bytes, lines of 100 (104 with padding), slots for 100: after ten lines the
+        // writer has claimed 1040 bytes, so only lines starting at 528 or later are whole.
+        let (ring, mut w) = Ring::new(100, 512);
+        let (mut c, _) = Cursor::tail(&ring, 0);
+        for i in 0..10u8 {
+            w.push(&[b'a' + i; 100], u64::from(i) + 1);
+        }
+        let b = c.poll(&ring, 100);
+        assert_eq!(b.skipped, 6);
+        assert_eq!(b.times, [7, 8, 9, 10]);
+        assert_eq!(b.lines[0], [b'g'; 100]);
+        assert_eq!(c.poll(&ring, 100), Batch::default(), "nothing twice, no skip twice");
+    }
+
+    /// `poll_into` appends the lines back to back and tells where each starts.
+    #[test]
+    fn poll_into_appends_and_tells_each_start() {
+        let (ring, mut w) = Ring::new(8, 4096);
+        let (mut c, _) = Cursor::tail(&ring, 0);
+        for l in ["one", "three", "fifteen"] {
+            w.push(l.as_bytes(), l.len() as u64);
+        }
+        let (mut out, mut times, mut starts) = (b"head:".to_vec(), Vec::new(), Vec::new());
+        let skipped = c.poll_into(&ring, 2, &mut out, &mut times, |buf, from| starts.push((from, buf.len())));
+        assert_eq!((skipped, out.as_slice(), times.as_slice()), (0, &b"head:onethree"[..], &[3, 5][..]));
+        assert_eq!(starts, [(5, 8), (8, 13)], "each line's start, and the buffer once it is in");
+        let skipped = c.poll_into(&ring, 2, &mut out, &mut times, |_, _| {});
+        assert_eq!((skipped, out.as_slice()), (0, &b"head:onethreefifteen"[..]));
+    }
+
+    /// A cursor exactly at the oldest line held has skipped nothing; one before it, one line.
+    #[test]
+    fn skips_count_from_the_oldest_line_held() {
+        let (ring, mut w) = Ring::new(4, 4096);
+        let (mut behind, _) = Cursor::tail(&ring, 0);
+        w.push(b"1", 1);
+        let (mut at_oldest, _) = Cursor::tail(&ring, 0);
+        for i in 2..=5 {
+            w.push(i.to_string().as_bytes(), i);
+        }
+        // Lines 2-5 are held; `at_oldest` waits for line 2, `behind` for line 1.
+        let b = at_oldest.poll(&ring, 10);
+        assert_eq!((b.skipped, b.times), (0, vec![2, 3, 4, 5]));
+        let b = behind.poll(&ring, 10);
+        assert_eq!((b.skipped, b.times), (1, vec![2, 3, 4, 5]));
     }
 
     #[test]

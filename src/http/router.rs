@@ -369,6 +369,38 @@ mod tests {
         }
     }
 
+    /// Only health, ping and the OpenAPI document go without a token; only the WebSocket and
+    /// attach consoles take a console token.
+    #[test]
+    fn public_and_console_routes() {
+        let public: Vec<_> = TABLE.iter().filter(|e| e.2.is_public()).map(|e| e.1).collect();
+        assert_eq!(public, ["/health", "/api/v1/public/ping", "/openapi.json"]);
+        let console: Vec<_> = TABLE.iter().filter(|e| e.2.is_console()).map(|e| e.1).collect();
+        assert_eq!(console, ["/containers/:id/attach", "/ws/:internal_id"]);
+    }
+
+    /// Each row answers its own method and pattern, with its own position.
+    #[test]
+    fn every_row_resolves_to_itself() {
+        assert_eq!(routes().len(), TABLE.len());
+        for (i, &(method, pattern, route)) in TABLE.iter().enumerate() {
+            let path = pattern.replace(":volume_id", "v").replace(":backup_id", "b").replace(':', "x");
+            let (index, got, _) = resolve(method, &path).unwrap_or_else(|m| panic!("{method} {path}: {m:?}"));
+            assert_eq!((index, got), (i, route), "{method} {path}");
+            assert_eq!(routes()[i], (method, pattern));
+        }
+    }
+
+    #[test]
+    fn decoding_plain_and_raw_nul() {
+        assert_eq!(percent_decode("plain"), Some("plain".into()));
+        assert_eq!(percent_decode(""), Some(String::new()));
+        assert_eq!(percent_decode("a\0b"), None);
+        assert_eq!(percent_decode("%41%42c"), Some("ABc".into()));
+        assert_eq!(percent_decode("%C3%A9t%C3%A9"), Some("été".into()));
+        assert_eq!(resolve("GET", "/volumes/a\0b"), Err(Miss::BadPath));
+    }
+
     #[test]
     fn every_route_has_a_pattern() {
         for &(_, p, r) in TABLE {

@@ -125,3 +125,62 @@ pub enum Msg {
     /// The daemon stops: leave servers as they are and end.
     Shutdown,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_actions_by_name() {
+        let named = [
+            ("start", Action::Start),
+            ("stop", Action::Stop),
+            ("kill", Action::Kill),
+            ("restart", Action::Restart),
+            ("suspend", Action::Suspend),
+            ("resume", Action::Resume),
+        ];
+        for (name, action) in named {
+            assert_eq!(Action::power(name), Some(action.clone()));
+            // The name is the verb its refusals use.
+            assert_eq!(action.verb(), name);
+        }
+        for name in ["", "Start", "delete", "command", "reinstall", "rebind", "start "] {
+            assert_eq!(Action::power(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn verbs_and_engine_needs() {
+        let others = [
+            (Action::Command("x".into()), "send a command", false),
+            (Action::Reinstall { image: None, install_script: None }, "reinstall", true),
+            (Action::Rebind(Vec::new()), "rebind network", true),
+            (Action::Delete, "delete", false),
+        ];
+        for (action, verb, engine) in others {
+            assert_eq!((action.verb(), action.needs_engine()), (verb, engine), "{action:?}");
+        }
+        for name in ["start", "stop", "kill", "restart", "suspend", "resume"] {
+            assert!(Action::power(name).is_some_and(|a| a.needs_engine()), "{name}");
+        }
+    }
+
+    #[test]
+    fn engine_events_by_name() {
+        use EngineEvent::*;
+        for (name, event) in [
+            ("die", Die),
+            ("start", Start),
+            ("pause", Pause),
+            ("unpause", Unpause),
+            ("destroy", Destroy),
+            ("create", Create),
+        ] {
+            assert_eq!(EngineEvent::parse(name), Some(event));
+        }
+        for name in ["", "kill", "stop", "exec_start", "Die"] {
+            assert_eq!(EngineEvent::parse(name), None, "{name:?}");
+        }
+    }
+}

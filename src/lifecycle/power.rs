@@ -487,3 +487,26 @@ fn exit_message(intent: Intent, exit: &LastExit) -> String {
         Intent::None => format!("Server crashed with exit code {code}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_messages_say_who_ended_the_run() {
+        let exit = |code, oom_killed| LastExit { code, oom_killed, at: 0 };
+        let cases = [
+            (Intent::Stop, "Server stopped (exit code 0)"),
+            (Intent::Kill, "Server killed (exit code 0)"),
+            (Intent::Restart, "Server stopped for a restart (exit code 0)"),
+            (Intent::For("a reinstall"), "Server stopped for a reinstall (exit code 0)"),
+            (Intent::None, "Server crashed with exit code 0"),
+        ];
+        for (intent, want) in cases {
+            assert_eq!(exit_message(intent, &exit(0, false)), want);
+            // Out of memory wins over whatever lightd meant.
+            assert_eq!(exit_message(intent, &exit(137, true)), "Server was killed: out of memory (exit code 137)");
+        }
+        assert_eq!(exit_message(Intent::None, &exit(-1, false)), "Server crashed with exit code -1");
+    }
+}

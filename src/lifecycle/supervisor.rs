@@ -245,67 +245,14 @@ impl Supervisor {
 
     /// The state/action table (README): what `action` does in the current state.
     fn decide(&self, action: &Action) -> Decision {
-        use Decision::*;
-        use PowerState::*;
-        let Some(rec) = self.record() else { return Refuse(super::not_found()) };
-        let verb = action.verb();
-        if rec.install_state == InstallState::Installing {
-            return match action {
-                Action::Delete => Run,
-                _ => Refuse(conflict(format!("Cannot {verb} while container is installing"))),
-            };
-        }
-        if matches!(action, Action::Start | Action::Restart) && self.sups.backups.is_restoring(&rec.volume_id) {
-            return Refuse(conflict(format!("Cannot {verb} while a backup is being restored into its volume")));
-        }
-        match (&self.job, action) {
-            (Some(Job { kind: JobKind::Stop { then }, .. }), _) => {
-                let plain = matches!(then, Then::Nothing | Then::Start);
-                match action {
-                    Action::Stop | Action::Kill => Run,
-                    Action::Restart | Action::Delete if plain => Run,
-                    Action::Command(_) => Refuse(conflict("Cannot send a command while the server is stopping")),
-                    _ => Defer,
-                }
-            }
-            (Some(_), _) => Defer,
-            (None, Action::Reinstall { .. } | Action::Rebind(_) | Action::Delete) => Run,
-            (None, _) if rec.install_state == InstallState::Failed => Refuse(conflict(format!(
-                "Cannot {verb}: the install failed ({}); reinstall the container first",
-                rec.error.as_deref().unwrap_or("no reason recorded")
-            ))),
-            (None, Action::Start) => match rec.state {
-                Offline => Run,
-                Suspended => Refuse(conflict("Container is suspended; resume it instead")),
-                Stopping => Refuse(conflict("Cannot start while the server is stopping")),
-                Starting | Running => Refuse(conflict("Container is already running")),
-            },
-            (None, Action::Stop | Action::Kill) if rec.state == Offline => Refuse(conflict("Container is not running")),
-            (None, Action::Suspend) => match rec.state {
-                Starting | Running => Run,
-                Suspended => Refuse(conflict("Container is already suspended")),
-                _ => Refuse(conflict("Container is not running")),
-            },
-            (None, Action::Resume) if rec.state != Suspended => Refuse(conflict("Container is not suspended")),
-            (None, Action::Command(_)) => match rec.state {
-                Starting | Running => Run,
-                Suspended => Refuse(conflict("Container is suspended")),
-                _ => Refuse(conflict("Container is not running")),
-            },
-            (None, _) => Run,
-        }
+        let rec = self.record();
+        let restoring = |volume: &str| self.sups.backups.is_restoring(volume);
+        decide(rec.as_ref(), self.job.as_ref().map(|j| &j.kind), restoring, action)
     }
 
     /// The 409 for an action that waited its two seconds in vain.
     fn busy(&self, action: &Action) -> Error {
-        let what = match &self.job {
-            Some(Job { kind: JobKind::Stop { then: Then::Start }, .. }) => "the server is restarting",
-            Some(Job { kind: JobKind::Stop { .. }, .. }) => "the server is stopping",
-            Some(Job { kind: JobKind::Rebind { .. }, .. }) => "the network is being rebound",
-            Some(_) => "container is installing",
-            None => "another operation is running on this container",
-        };
-        conflict(format!("Cannot {} while {what}", action.verb()))
+        busy(self.job.as_ref().map(|j| &j.kind), action)
     }
 
     async fn perform(&mut self, action: Action, reply: oneshot::Sender<Result<()>>) {
@@ -396,9 +343,353 @@ impl Supervisor {
     }
 }
 
+/// The state/action table (README) as a pure function: what `action` does given the record
+/// (`None`: deleted), the job running (if any) and whether a backup is being restored into a
+/// volume. Kept apart from the supervisor so unit tests can walk the whole table.
+fn decide(
+    rec: Option<&ContainerRecord>,
+    job: Option<&JobKind>,
+    restoring: impl FnOnce(&str) -> bool,
+    action: &Action,
+) -> Decision {
+    use Decision::*;
+    use PowerState::*;
+    let Some(rec) = rec else { return Refuse(super::not_found()) };
+    let verb = action.verb();
+    if rec.install_state == InstallState::Installing {
+        return match action {
+            Action::Delete => Run,
+            _ => Refuse(conflict(format!("Cannot {verb} while container is installing"))),
+        };
+    }
+    if matches!(action, Action::Start | Action::Restart) && restoring(&rec.volume_id) {
+        return Refuse(conflict(format!("Cannot {verb} while a backup is being restored into its volume")));
+    }
+    match (job, action) {
+        (Some(JobKind::Stop { then }), _) => {
+            let plain = matches!(then, Then::Nothing | Then::Start);
+            match action {
+                Action::Stop | Action::Kill => Run,
+                Action::Restart | Action::Delete if plain => Run,
+                Action::Command(_) => Refuse(conflict("Cannot send a command while the server is stopping")),
+                _ => Defer,
+            }
+        }
+        (Some(_), _) => Defer,
+        (None, Action::Reinstall { .. } | Action::Rebind(_) | Action::Delete) => Run,
+        (None, _) if rec.install_state == InstallState::Failed => Refuse(conflict(format!(
+            "Cannot {verb}: the install failed ({}); reinstall the container first",
+            rec.error.as_deref().unwrap_or("no reason recorded")
+        ))),
+        (None, Action::Start) => match rec.state {
+            Offline => Run,
+            Suspended => Refuse(conflict("Container is suspended; resume it instead")),
+            Stopping => Refuse(conflict("Cannot start while the server is stopping")),
+            Starting | Running => Refuse(conflict("Container is already running")),
+        },
+        (None, Action::Stop | Action::Kill) if rec.state == Offline => Refuse(conflict("Container is not running")),
+        (None, Action::Suspend) => match rec.state {
+            Starting | Running => Run,
+            Suspended => Refuse(conflict("Container is already suspended")),
+            _ => Refuse(conflict("Container is not running")),
+        },
+        (None, Action::Resume) if rec.state != Suspended => Refuse(conflict("Container is not suspended")),
+        (None, Action::Command(_)) => match rec.state {
+            Starting | Running => Run,
+            Suspended => Refuse(conflict("Container is suspended")),
+            _ => Refuse(conflict("Container is not running")),
+        },
+        (None, _) => Run,
+    }
+}
+
+/// The 409 for an action that waited for `job` in vain.
+fn busy(job: Option<&JobKind>, action: &Action) -> Error {
+    let what = match job {
+        Some(JobKind::Stop { then: Then::Start }) => "the server is restarting",
+        Some(JobKind::Stop { .. }) => "the server is stopping",
+        Some(JobKind::Rebind { .. }) => "the network is being rebound",
+        Some(_) => "container is installing",
+        None => "another operation is running on this container",
+    };
+    conflict(format!("Cannot {} while {what}", action.verb()))
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Limits;
+
+    /// Every action, in the order of the rows below.
+    fn actions() -> [Action; 10] {
+        [
+            Action::Start,
+            Action::Stop,
+            Action::Kill,
+            Action::Restart,
+            Action::Suspend,
+            Action::Resume,
+            Action::Command("say hi".into()),
+            Action::Reinstall { image: None, install_script: None },
+            Action::Rebind(Vec::new()),
+            Action::Delete,
+        ]
+    }
+
+    fn record(state: PowerState, install: InstallState) -> ContainerRecord {
+        ContainerRecord {
+            internal_id: "srv".into(),
+            record_id: "r".into(),
+            container_id: Some("c".into()),
+            volume_id: "vol".into(),
+            image: "img".into(),
+            startup_command: "run".into(),
+            start_pattern: None,
+            install_state: install,
+            state,
+            ports: Vec::new(),
+            limits: Limits { memory: None, cpu: None },
+            mount: Default::default(),
+            env: Default::default(),
+            install_script: None,
+            crash_restart: true,
+            stop_command: None,
+            user: "0:0".into(),
+            last_exit: None,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    /// A decision as text: `run`, `defer`, or the status and message of a refusal.
+    fn show(d: Decision) -> String {
+        match d {
+            Decision::Run => "run".into(),
+            Decision::Defer => "defer".into(),
+            Decision::Refuse(Error::Conflict(m)) => format!("409 {m}"),
+            Decision::Refuse(Error::NotFound(m)) => format!("404 {m}"),
+            Decision::Refuse(e) => format!("other {e}"),
+        }
+    }
+
+    /// The table's answers for `rec` and `job` to every action, restoring or not.
+    fn row(rec: &ContainerRecord, job: Option<&JobKind>, restoring: bool) -> Vec<String> {
+        actions().iter().map(|a| show(decide(Some(rec), job, |_| restoring, a))).collect()
+    }
+
+    const NOT_RUNNING: &str = "409 Container is not running";
+    const NOT_SUSPENDED: &str = "409 Container is not suspended";
+
+    /// The README's table with no job running: every state against every action.
+    #[test]
+    fn idle_table_by_power_state() {
+        use PowerState::*;
+        let up = ["409 Container is already running", "run", "run", "run", "run", NOT_SUSPENDED, "run"];
+        let table: [(PowerState, [&str; 7]); 5] = [
+            (Offline, ["run", NOT_RUNNING, NOT_RUNNING, "run", NOT_RUNNING, NOT_SUSPENDED, NOT_RUNNING]),
+            (Starting, up),
+            (Running, up),
+            (
+                Stopping,
+                [
+                    "409 Cannot start while the server is stopping",
+                    "run",
+                    "run",
+                    "run",
+                    NOT_RUNNING,
+                    NOT_SUSPENDED,
+                    NOT_RUNNING,
+                ],
+            ),
+            (
+                Suspended,
+                [
+                    "409 Container is suspended; resume it instead",
+                    "run",
+                    "run",
+                    "run",
+                    "409 Container is already suspended",
+                    "run",
+                    "409 Container is suspended",
+                ],
+            ),
+        ];
+        for (state, want) in table {
+            let got = row(&record(state, InstallState::Ready), None, false);
+            let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            // Reinstall, rebind and delete run in every state.
+            want.extend(["run", "run", "run"].map(String::from));
+            assert_eq!(got, want, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_record_is_404_for_every_action() {
+        for a in actions() {
+            let d = decide(None, None, |_| false, &a);
+            assert_eq!(show(d), "404 Container not found", "{a:?}");
+        }
+    }
+
+    #[test]
+    fn installing_refuses_all_but_delete() {
+        for state in PowerState::ALL {
+            let rec = record(state, InstallState::Installing);
+            // Whatever else holds: a restore, a job.
+            for (job, restoring) in [(None, false), (Some(JobKind::Install { start_after: true }), true)] {
+                let got = row(&rec, job.as_ref(), restoring);
+                let want: Vec<String> = actions()
+                    .iter()
+                    .map(|a| match a {
+                        Action::Delete => "run".into(),
+                        a => format!("409 Cannot {} while container is installing", a.verb()),
+                    })
+                    .collect();
+                assert_eq!(got, want, "{state:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_install_allows_only_reinstall_rebind_and_delete() {
+        for state in PowerState::ALL {
+            let mut rec = record(state, InstallState::Failed);
+            for (error, reason) in [(None, "no reason recorded"), (Some("pull failed".to_string()), "pull failed")] {
+                rec.error = error;
+                let got = row(&rec, None, false);
+                let want: Vec<String> = actions()
+                    .iter()
+                    .map(|a| match a {
+                        Action::Reinstall { .. } | Action::Rebind(_) | Action::Delete => "run".into(),
+                        a => format!(
+                            "409 Cannot {}: the install failed ({reason}); reinstall the container first",
+                            a.verb()
+                        ),
+                    })
+                    .collect();
+                assert_eq!(got, want, "{state:?}");
+            }
+        }
+    }
+
+    /// A restore into the volume refuses start and restart only, and asks about this volume.
+    #[test]
+    fn a_restore_refuses_start_and_restart() {
+        for state in PowerState::ALL {
+            let rec = record(state, InstallState::Ready);
+            let plain = row(&rec, None, false);
+            let mut asked = Vec::new();
+            let got: Vec<String> = actions()
+                .iter()
+                .map(|a| {
+                    show(decide(
+                        Some(&rec),
+                        None,
+                        |v| {
+                            asked.push(v.to_string());
+                            true
+                        },
+                        a,
+                    ))
+                })
+                .collect();
+            for (i, a) in actions().iter().enumerate() {
+                match a {
+                    Action::Start | Action::Restart => assert_eq!(
+                        got[i],
+                        format!("409 Cannot {} while a backup is being restored into its volume", a.verb())
+                    ),
+                    _ => assert_eq!(got[i], plain[i], "{state:?} {a:?}"),
+                }
+            }
+            assert_eq!(asked, ["vol", "vol"], "asked for start and restart only, about the record's volume");
+        }
+        // Before a running stop job gets to say yes to a restart.
+        let rec = record(PowerState::Stopping, InstallState::Ready);
+        let stop = JobKind::Stop { then: Then::Nothing };
+        assert!(show(decide(Some(&rec), Some(&stop), |_| true, &Action::Restart)).starts_with("409 Cannot restart"));
+    }
+
+    /// During a stop: stop and kill run (kill escalates), restart and delete join a plain stop,
+    /// a command is refused, the rest waits.
+    #[test]
+    fn during_a_stop() {
+        let (tx, _rx) = oneshot::channel();
+        let thens = [
+            (Then::Nothing, true),
+            (Then::Start, true),
+            (Then::Install { start_after: false }, false),
+            (Then::Rebind { ports: Vec::new(), start_after: true }, false),
+            (Then::Delete(tx), false),
+        ];
+        for (then, plain) in thens {
+            let join = if plain { "run" } else { "defer" };
+            let want = [
+                "defer",
+                "run",
+                "run",
+                join,
+                "defer",
+                "defer",
+                "409 Cannot send a command while the server is stopping",
+                "defer",
+                "defer",
+                join,
+            ];
+            let job = JobKind::Stop { then };
+            // The job decides, whatever the record says (a failed install included).
+            for install in [InstallState::Ready, InstallState::Failed] {
+                for state in [PowerState::Stopping, PowerState::Offline] {
+                    assert_eq!(row(&record(state, install), Some(&job), false), want, "{install:?} {state:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn during_any_other_job_everything_waits() {
+        let jobs = [
+            JobKind::Pull { rollback: None },
+            JobKind::Install { start_after: false },
+            JobKind::Rebind { ports: Vec::new(), start_after: false },
+        ];
+        for job in jobs {
+            for install in [InstallState::Ready, InstallState::Failed] {
+                assert_eq!(row(&record(PowerState::Running, install), Some(&job), false), ["defer"; 10]);
+            }
+        }
+    }
+
+    #[test]
+    fn busy_says_what_holds_the_action_up() {
+        let (tx, _rx) = oneshot::channel();
+        let cases = [
+            (Some(JobKind::Stop { then: Then::Start }), "Cannot start while the server is restarting"),
+            (Some(JobKind::Stop { then: Then::Nothing }), "Cannot start while the server is stopping"),
+            (Some(JobKind::Stop { then: Then::Delete(tx) }), "Cannot start while the server is stopping"),
+            (
+                Some(JobKind::Rebind { ports: Vec::new(), start_after: false }),
+                "Cannot start while the network is being rebound",
+            ),
+            (Some(JobKind::Install { start_after: true }), "Cannot start while container is installing"),
+            (Some(JobKind::Pull { rollback: None }), "Cannot start while container is installing"),
+            (None, "Cannot start while another operation is running on this container"),
+        ];
+        for (job, want) in cases {
+            match busy(job.as_ref(), &Action::Start) {
+                Error::Conflict(m) => assert_eq!(m, want),
+                e => panic!("not a 409: {e}"),
+            }
+        }
+        let e = busy(None, &Action::Command("x".into()));
+        assert!(e.to_string().starts_with("Cannot send a command while"), "{e}");
     }
 }

@@ -116,5 +116,15 @@ mod tests {
         assert!(RelPath::parse("/").unwrap().split_last().is_none());
         assert_eq!(p.prefixes().collect::<Vec<_>>(), [("a", "a"), ("a/b", "b"), ("a/b/c", "c")]);
         assert_eq!(RelPath::parse("").unwrap().prefixes().count(), 0);
+        assert_eq!(one.prefixes().collect::<Vec<_>>(), [("x", "x")]);
+    }
+
+    #[test]
+    fn the_root() {
+        let root = RelPath::root();
+        assert!(root.is_root() && RelPath::parse("/./").unwrap().is_root());
+        assert_eq!(root.as_str(), ".");
+        assert!(!RelPath::parse("a").unwrap().is_root());
+        assert_eq!(RelPath::parse("a/b").unwrap().as_str(), "a/b");
     }
 }

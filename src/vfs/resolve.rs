@@ -40,10 +40,18 @@ pub(crate) fn openat2_raw(
     flags: OFlags,
     how: ResolveFlags,
 ) -> rustix::io::Result<OwnedFd> {
+    retry_eagain(|| rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, Mode::empty(), how))
+}
+
+/// How many times an `openat2` that failed with EAGAIN is tried again.
+const EAGAIN_RETRIES: u32 = 100;
+
+/// Calls `op` until it answers something other than EAGAIN, at most [`EAGAIN_RETRIES`] times more.
+fn retry_eagain<T>(mut op: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
     let mut retries = 0;
     loop {
-        match rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, Mode::empty(), how) {
-            Err(Errno::AGAIN) if retries < 100 => retries += 1,
+        match op() {
+            Err(Errno::AGAIN) if retries < EAGAIN_RETRIES => retries += 1,
             result => return result,
         }
     }
@@ -158,5 +166,119 @@ pub(crate) fn place(
             Ok(false)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+    use crate::vfs::testbed::Bed;
+
+    /// Whether `fd` is closed on exec (no server or child process inherits it).
+    fn cloexec(fd: BorrowedFd<'_>) -> bool {
+        rustix::io::fcntl_getfd(fd).unwrap().contains(rustix::io::FdFlags::CLOEXEC)
+    }
+
+    #[test]
+    fn eagain_is_retried_a_bounded_number_of_times() {
+        // Answers EAGAIN `fails` times, then 7; never called past a sane bound.
+        let run = |fails: u32| {
+            let mut calls = 0u32;
+            let r = retry_eagain(|| {
+                calls += 1;
+                assert!(calls <= 1000, "retried without bound");
+                if calls <= fails {
+                    Err(Errno::AGAIN)
+                } else {
+                    Ok(7)
+                }
+            });
+            (r, calls)
+        };
+        assert_eq!(run(0), (Ok(7), 1));
+        assert_eq!(run(3), (Ok(7), 4));
+        assert_eq!(run(EAGAIN_RETRIES), (Ok(7), EAGAIN_RETRIES + 1), "the last retry gets through");
+        assert_eq!(run(u32::MAX), (Err(Errno::AGAIN), EAGAIN_RETRIES + 1), "then EAGAIN is the answer");
+        // Any other error is returned at once.
+        let mut calls = 0;
+        let r: rustix::io::Result<()> = retry_eagain(|| {
+            calls += 1;
+            Err(Errno::NOENT)
+        });
+        assert_eq!((r, calls), (Err(Errno::NOENT), 1));
+    }
+
+    #[test]
+    fn errors_in_this_layers_terms() {
+        let e = resolve_error(Errno::NOSYS);
+        assert!(matches!(&e, FsError::Io(io) if io.kind() == io::ErrorKind::Unsupported), "{e:?}");
+        assert!(e.to_string().contains("Linux >= 5.6"), "{e}");
+        assert!(matches!(resolve_error(Errno::NOENT), FsError::NotFound));
+        assert!(matches!(resolve_error(Errno::XDEV), FsError::Escapes));
+    }
+
+    /// What `openat2` opens keeps its flags (a directory is required where asked) and is
+    /// always close-on-exec.
+    #[test]
+    fn opens_are_close_on_exec_and_keep_their_flags() {
+        let bed = Bed::new("resolve-open");
+        let root = &bed.root;
+        let dir = root.dir(&RelPath::parse("data").unwrap()).unwrap();
+        assert!(cloexec(dir.as_fd()));
+        let plain = OFlags::RDONLY;
+        let file = root.open_in(&RelPath::parse("data/file.txt").unwrap(), plain).unwrap();
+        assert!(cloexec(file.as_fd()), "CLOEXEC is added to flags without it");
+        assert!(matches!(root.dir(&RelPath::parse("data/file.txt").unwrap()), Err(FsError::NotADirectory)));
+        assert!(matches!(root.dir(&RelPath::parse("nope").unwrap()), Err(FsError::NotFound)));
+        let deep = RelPath::parse("data/nested/deep.txt").unwrap();
+        let (parent, name) = root.parent(&deep).unwrap();
+        assert_eq!(name, "deep.txt");
+        let st = rustix::fs::statat(&parent, "deep.txt", rustix::fs::AtFlags::empty()).unwrap();
+        assert_eq!(st.st_size, 4, "the parent is data/nested");
+        assert!(matches!(root.parent(&RelPath::root()), Err(FsError::Invalid(_))));
+    }
+
+    /// A handle is on the name itself (a symlink is not followed) and opens nothing for I/O;
+    /// only a regular file is then opened for reading, close-on-exec.
+    #[test]
+    fn handles_stay_on_the_name_and_only_regular_files_open() {
+        let bed = Bed::new("resolve-handle");
+        let data = bed.root.dir(&RelPath::parse("data").unwrap()).unwrap();
+        symlink("file.txt", bed.base.join("root/data/link")).unwrap();
+        let link = handle(data.as_fd(), "link").unwrap();
+        let st = rustix::fs::fstat(&link).unwrap();
+        assert_eq!(FileType::from_raw_mode(st.st_mode), FileType::Symlink);
+        assert!(cloexec(link.as_fd()));
+        assert!(matches!(open_regular(link), Err(FsError::Invalid(_))), "a symlink is not a regular file");
+        assert!(matches!(open_regular(handle(data.as_fd(), "nested").unwrap()), Err(FsError::IsADirectory)));
+        let (mut file, st) = open_regular(handle(data.as_fd(), "file.txt").unwrap()).unwrap();
+        assert_eq!(st.st_size, 5);
+        assert!(cloexec(file.as_fd()));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+        assert_eq!(text, "hello");
+        assert_eq!(proc_path(file.as_fd()), format!("/proc/self/fd/{}", file.as_raw_fd()));
+    }
+
+    /// `place` never replaces a name unless told to, and says whether the name is new.
+    #[test]
+    fn place_replaces_only_when_asked() {
+        let bed = Bed::new("resolve-place");
+        let base = bed.base.join("root/data");
+        let data = bed.root.dir(&RelPath::parse("data").unwrap()).unwrap();
+        std::fs::write(base.join("a"), b"A").unwrap();
+        assert!(place(data.as_fd(), "a", data.as_fd(), "b", false).unwrap(), "a new name");
+        assert_eq!(std::fs::read(base.join("b")).unwrap(), b"A");
+        std::fs::write(base.join("c"), b"C").unwrap();
+        assert!(matches!(place(data.as_fd(), "c", data.as_fd(), "b", false), Err(FsError::Exists)));
+        assert_eq!(
+            (std::fs::read(base.join("b")).unwrap(), std::fs::read(base.join("c")).unwrap()),
+            (b"A".to_vec(), b"C".to_vec())
+        );
+        assert!(!place(data.as_fd(), "c", data.as_fd(), "b", true).unwrap(), "replaced, not new");
+        assert_eq!(std::fs::read(base.join("b")).unwrap(), b"C");
+        assert!(!base.join("c").exists());
     }
 }
