@@ -29,6 +29,8 @@ pub struct App {
     pub hubs: Arc<Hubs>,
     /// Console history and crash records on disk.
     pub journals: crate::journal::Journals,
+    /// The node report and every server's usage meters.
+    pub node: crate::node::Node,
     /// The mailbox of every container's supervisor.
     pub sups: Supervisors,
     /// How volume size limits are enforced here (`volumes.quota` resolved at start).
@@ -65,6 +67,7 @@ impl App {
         let journals = crate::journal::Journals::new(config.storage.journal_dir(), config.console.journal_bytes);
         let instance = store.read(|s| s.instance.clone());
         let backups = crate::backups::Backups::new(config.backups.max_parallel);
+        let node = crate::node::Node::new(crate::node::Settings::from_config(&config));
         Arc::new(App {
             config,
             config_path,
@@ -74,6 +77,7 @@ impl App {
             metrics: Metrics::new(routes),
             hubs,
             journals,
+            node,
             sups: Supervisors::default(),
             quota,
             instance,

@@ -312,6 +312,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     tokio::spawn(Arc::clone(&app).watch_docker());
     tokio::spawn(lifecycle::events::watch(Arc::clone(&app)));
     tokio::spawn(volumes::watch_fullness(Arc::clone(&app)));
+    let metered = Arc::clone(&app);
+    tokio::spawn(
+        async move { lightd::node::run(metered.node.clone(), Arc::clone(&metered.store), &metered.docker).await },
+    );
     // Before the daemon says it listens: from then on a SIGTERM must mean a clean stop.
     let signalled = shutdown::signalled();
     lightd::info!(
@@ -336,6 +340,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     }
     // What the consoles printed last goes to the journals, and to disk.
     lightd::journal::writer::final_flush(&app.journals, &app.hubs, &journal_cursors).await;
+    // The meters as they stand (starts and crashes told since the last reading included).
+    if let Err(e) = app.node.save() {
+        lightd::warn!("cannot save the usage meters: {e}");
+    }
     store.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     lightd::info!("stopped");

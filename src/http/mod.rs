@@ -248,6 +248,8 @@ fn quick(app: &App, route: Route, params: &[String], slot: &Slot) -> Option<Resu
         Route::Ping => Ok(system::ping()),
         Route::OpenApi => Ok(system::openapi()),
         Route::Metrics => Ok(system::metrics(app, Some(slot.open_connections()))),
+        Route::System => Ok(system::system(app)),
+        Route::ContainerUsage => system::usage(app, params.first().map_or("", String::as_str)),
         Route::ContainerList => Ok(containers::list(app)),
         Route::ContainerGet => containers::get(app, params.first().map_or("", String::as_str)),
         _ => return None,
@@ -338,7 +340,14 @@ async fn answer(app: &Arc<App>, route: Route, ctx: Ctx) -> Result<Reply, ApiErro
             ws::upgrade(app, Request::from_parts(head, body), &id, access, slot)
         }
         // Answered by `quick` before the request was taken apart.
-        Route::Health | Route::Ping | Route::OpenApi | Route::Metrics | Route::ContainerList | Route::ContainerGet => {
+        Route::Health
+        | Route::Ping
+        | Route::OpenApi
+        | Route::Metrics
+        | Route::System
+        | Route::ContainerList
+        | Route::ContainerGet
+        | Route::ContainerUsage => {
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "this route is answered before dispatch"))
         }
     }

@@ -1,10 +1,12 @@
-//! `GET /health`, `GET /api/v1/public/ping`, `GET /openapi.json`, `GET /metrics`.
+//! `GET /health`, `GET /api/v1/public/ping`, `GET /openapi.json`, `GET /metrics`, and the node
+//! room's answers: `GET /system` and `GET /containers/:id/usage` (no Docker call: read in the
+//! background).
 
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
 use serde_json::json;
 
-use super::reply::{full, json_bytes, ok, Reply};
+use super::reply::{full, json_bytes, ok, ApiError, Reply};
 use crate::app::App;
 use crate::console::ViewerKind;
 use crate::metrics::{escape, gauge, resident_bytes};
@@ -34,6 +36,17 @@ pub fn openapi() -> Reply {
     json_bytes(hyper::StatusCode::OK, hyper::body::Bytes::from_static(OPENAPI))
 }
 
+/// `GET /system`: the node report, as last read in the background.
+pub fn system(app: &App) -> Reply {
+    json_bytes(StatusCode::OK, app.node.system(&app.store))
+}
+
+/// `GET /containers/:id/usage`: the server's meters as last read.
+pub fn usage(app: &App, id: &str) -> Result<Reply, ApiError> {
+    let rec = crate::lifecycle::record(app, id)?;
+    Ok(ok(&app.node.usage(&rec)))
+}
+
 pub fn metrics(app: &App, connections: Option<usize>) -> Reply {
     let mut out = String::with_capacity(4096);
     app.metrics.render_http(&mut out);
@@ -58,6 +71,7 @@ pub fn metrics(app: &App, connections: Option<usize>) -> Reply {
         "Open client connections and console sessions.",
         connections.unwrap_or(0) as u64,
     );
+    app.node.render_metrics(&app.store, &mut out);
     let mut resp = Response::new(full(out));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp

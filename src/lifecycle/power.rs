@@ -76,6 +76,7 @@ impl Supervisor {
             return Err(e.into());
         }
         self.hub.started_at.store(now(), std::sync::atomic::Ordering::Release);
+        self.app.node.started(&rec);
         if !self.pattern_pending {
             self.set_state(PowerState::Running).await?;
         }
@@ -309,6 +310,7 @@ impl Supervisor {
             };
             let restarted = self.crashed(rec.crash_restart).await;
             if crash.is_some() {
+                self.app.node.crashed(&rec);
                 self.record_crash(&exit, restarted, lines).await;
             }
         } else {
