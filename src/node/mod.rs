@@ -68,7 +68,13 @@ pub struct Node {
 struct Inner {
     settings: Settings,
     cgroups: Cgroups,
+    /// The meters as the sampler and the supervisors advance them.
     ledger: Mutex<Ledger>,
+    /// The meters as last saved: all that is shown, so a kill -9 never takes back what a panel
+    /// has seen.
+    shown: Mutex<Arc<Ledger>>,
+    /// One save at a time, so an older snapshot never lands after a newer one.
+    saving: Mutex<()>,
     facts: Mutex<Arc<Facts>>,
     /// Bumped with every new reading of the node.
     facts_version: AtomicU64,
@@ -90,7 +96,9 @@ impl Node {
             inner: Arc::new(Inner {
                 settings,
                 cgroups,
+                shown: Mutex::new(Arc::new(ledger.clone())),
                 ledger: Mutex::new(ledger),
+                saving: Mutex::new(()),
                 facts: Mutex::new(facts),
                 facts_version: AtomicU64::new(0),
                 answer: Mutex::new(None),
@@ -116,19 +124,28 @@ impl Node {
         self.ledger().entry(&rec.internal_id, &rec.record_id, rec.created_at).crashes += 1;
     }
 
-    /// `rec`'s meters now (all zero before their first reading).
+    /// The meters as last saved.
+    fn shown(&self) -> Arc<Ledger> {
+        Arc::clone(&self.inner.shown.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// `rec`'s meters as last saved (all zero before their first reading).
     pub fn usage(&self, rec: &ContainerRecord) -> Usage {
-        let ledger = self.ledger();
+        let ledger = self.shown();
         match ledger.servers.get(&rec.internal_id).filter(|t| t.record_id == rec.record_id) {
             Some(t) => t.usage(),
             None => Totals::new(&rec.record_id, rec.created_at.max(ledger.began)).usage(),
         }
     }
 
-    /// Saves the meters (blocking: call it off the async workers, or at shutdown).
+    /// Saves the meters, and shows what was saved (blocking: call it off the async workers, or
+    /// at shutdown).
     pub fn save(&self) -> std::io::Result<()> {
+        let _one = self.inner.saving.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = self.ledger().clone();
-        snapshot.save(&self.inner.settings.ledger)
+        snapshot.save(&self.inner.settings.ledger)?;
+        *self.inner.shown.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        Ok(())
     }
 
     fn facts(&self) -> Arc<Facts> {
@@ -166,7 +183,7 @@ impl Node {
             (records, report::committed(s))
         });
         let servers: Vec<(String, Totals)> = {
-            let ledger = self.ledger();
+            let ledger = self.shown();
             records
                 .into_iter()
                 .map(|(id, record_id, created_at)| {

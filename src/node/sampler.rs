@@ -19,8 +19,8 @@ use crate::docker::Docker;
 use crate::model::Quota;
 use crate::store::Store;
 
-/// A volume without a size limit is measured by walking it: at most this often.
-const WALK_EVERY: Duration = Duration::from_secs(60);
+/// A volume without a size limit is measured by walking it: once every this many readings.
+const WALK_EVERY: u32 = 6;
 
 /// Reads and saves the meters until the daemon stops (spawned by `main`).
 pub async fn run(node: Node, store: Arc<Store>, docker: &Docker) {
@@ -87,8 +87,9 @@ impl Sampler {
         }
         let targets = targets(node, store);
         let (cgroups, dirs) = (node.inner.cgroups.clone(), node.settings().dirs.clone());
+        let walk_every = node.settings().interval * WALK_EVERY;
         let looked = tokio::task::spawn_blocking(move || {
-            let looked = self.look(&cgroups, targets);
+            let looked = self.look(&cgroups, targets, walk_every);
             let (facts, cpu) = host_facts(&dirs, self.docker.as_ref(), self.cpu);
             self.cpu = cpu;
             (self, looked, facts)
@@ -112,11 +113,11 @@ impl Sampler {
     }
 
     /// The kernel's side of every server (blocking: cgroup and `/proc` files, volume walks).
-    fn look(&mut self, cgroups: &Cgroups, targets: Vec<Target>) -> Vec<(Target, Observation)> {
+    fn look(&mut self, cgroups: &Cgroups, targets: Vec<Target>, walk_every: Duration) -> Vec<(Target, Observation)> {
         let mut out = Vec::with_capacity(targets.len());
         let mut walked_now = HashSet::new();
         for t in targets {
-            let disk = self.disk(t.volume.as_ref(), &mut walked_now);
+            let disk = self.disk(t.volume.as_ref(), walk_every, &mut walked_now);
             let sight = match t.container_id.as_deref().map(|cid| cgroups.read(cid)) {
                 None | Some(Ok(None)) => Sight::Absent,
                 Some(Ok(Some(r))) => Sight::Present(r),
@@ -157,16 +158,22 @@ impl Sampler {
             out.push((t, o));
         }
         self.nets.retain(|id, _| out.iter().any(|(t, _)| &t.id == id));
+        self.walked.retain(|vid, _| out.iter().any(|(t, _)| t.volume.as_ref().is_some_and(|v| &v.0 == vid)));
         out
     }
 
-    /// Bytes a volume uses: `statfs` of a loop volume, else a walk at most every [`WALK_EVERY`].
-    fn disk(&mut self, volume: Option<&(String, PathBuf, Quota)>, walked_now: &mut HashSet<String>) -> Option<u64> {
+    /// Bytes a volume uses: `statfs` of a loop volume, else a walk at most every `walk_every`.
+    fn disk(
+        &mut self,
+        volume: Option<&(String, PathBuf, Quota)>,
+        walk_every: Duration,
+        walked_now: &mut HashSet<String>,
+    ) -> Option<u64> {
         let (id, path, quota) = volume?;
         match quota {
             Quota::Loop => crate::quota::usage(path).ok().map(|u| u.used_bytes),
             Quota::None => {
-                let fresh = self.walked.get(id).is_some_and(|(at, _)| at.elapsed() < WALK_EVERY);
+                let fresh = self.walked.get(id).is_some_and(|(at, _)| at.elapsed() < walk_every);
                 if !fresh && walked_now.insert(id.clone()) {
                     if let Ok(bytes) = crate::vfs::Root::open(path).and_then(|root| root.usage()) {
                         self.walked.insert(id.clone(), (Instant::now(), bytes));
