@@ -43,8 +43,10 @@ pub fn system(app: &App) -> Reply {
 
 /// `GET /containers/:id/usage`: the server's meters as last read.
 pub fn usage(app: &App, id: &str) -> Result<Reply, ApiError> {
-    let rec = crate::lifecycle::record(app, id)?;
-    Ok(ok(&app.node.usage(&rec)))
+    crate::lifecycle::check_id(id)?;
+    let found = app.store.read(|s| s.containers.get(id).map(|r| (r.record_id.clone(), r.created_at)));
+    let (record_id, created_at) = found.ok_or_else(crate::lifecycle::not_found)?;
+    Ok(ok(&app.node.usage(id, &record_id, created_at)))
 }
 
 pub fn metrics(app: &App, connections: Option<usize>) -> Reply {

@@ -129,12 +129,13 @@ impl Node {
         Arc::clone(&self.inner.shown.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// `rec`'s meters as last saved (all zero before their first reading).
-    pub fn usage(&self, rec: &ContainerRecord) -> Usage {
+    /// The meters of record `record_id` (made at `created_at`) of server `id`, as last saved
+    /// (all zero before their first reading).
+    pub fn usage(&self, id: &str, record_id: &str, created_at: u64) -> Usage {
         let ledger = self.shown();
-        match ledger.servers.get(&rec.internal_id).filter(|t| t.record_id == rec.record_id) {
+        match ledger.servers.get(id).filter(|t| t.record_id == record_id) {
             Some(t) => t.usage(),
-            None => Totals::new(&rec.record_id, rec.created_at.max(ledger.began)).usage(),
+            None => Totals::new(record_id, created_at.max(ledger.began)).usage(),
         }
     }
 

@@ -21,6 +21,8 @@ use crate::store::Store;
 
 /// A volume without a size limit is measured by walking it: once every this many readings.
 const WALK_EVERY: u32 = 6;
+/// Longest wait for one answer of the engine: a hung engine must not stop the kernel's readings.
+const DOCKER_WAIT: Duration = Duration::from_secs(5);
 
 /// Reads and saves the meters until the daemon stops (spawned by `main`).
 pub async fn run(node: Node, store: Arc<Store>, docker: &Docker) {
@@ -78,11 +80,15 @@ struct Sampler {
     cpu: Option<(u64, u64)>,
     /// The engine's facts and data directory, as last answered.
     docker: Option<(DockerFacts, Option<PathBuf>)>,
+    /// The engine answered in time during this reading (once it has not, it is not asked again
+    /// until the next).
+    engine_answers: bool,
 }
 
 impl Sampler {
     async fn tick(mut self, node: &Node, store: &Store, docker: &Docker) -> Sampler {
-        if let Ok(info) = docker.json(Method::GET, "/info", None).await {
+        self.engine_answers = true;
+        if let Some(info) = self.ask(docker.json(Method::GET, "/info", None)).await {
             self.docker = Some(super::report::docker_facts(&info));
         }
         let targets = targets(node, store);
@@ -193,7 +199,7 @@ impl Sampler {
                 if same && self.nets.contains_key(&t.id) {
                     return o;
                 }
-                let Ok(info) = docker.inspect_container(cid).await else { return o };
+                let Some(info) = self.ask(docker.inspect_container(cid)).await else { return o };
                 let st = &info["State"];
                 if !same {
                     let started = st["StartedAt"].as_str().and_then(rfc3339_ms);
@@ -210,7 +216,7 @@ impl Sampler {
             }
             (Sight::Absent, _) => {
                 if let Some((cid, _, _)) = &t.known {
-                    if let Ok(info) = docker.inspect_container(cid).await {
+                    if let Some(info) = self.ask(docker.inspect_container(cid)).await {
                         o.finished_at_ms = info["State"]["FinishedAt"].as_str().and_then(rfc3339_ms);
                     }
                 }
@@ -218,6 +224,25 @@ impl Sampler {
             _ => {}
         }
         o
+    }
+}
+
+impl Sampler {
+    /// One call to the engine, bounded by [`DOCKER_WAIT`]; none once one did not answer in time.
+    async fn ask<T>(
+        &mut self,
+        call: impl std::future::Future<Output = Result<T, crate::docker::DockerError>>,
+    ) -> Option<T> {
+        if !self.engine_answers {
+            return None;
+        }
+        match tokio::time::timeout(DOCKER_WAIT, call).await {
+            Ok(answer) => answer.ok(),
+            Err(_) => {
+                self.engine_answers = false;
+                None
+            }
+        }
     }
 }
 
