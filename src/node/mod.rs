@@ -65,6 +65,7 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+/// What the handles share.
 struct Inner {
     settings: Settings,
     cgroups: Cgroups,
