@@ -51,6 +51,48 @@ pub struct Config {
     pub backups: BackupsConfig,
     pub files: FilesConfig,
     pub log: LogConfig,
+    pub node: NodeConfig,
+}
+
+/// What the node offers new servers (`GET /system`'s `free`) and how often usage is metered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Memory kept for the host (the OS, dockerd, lightd): never offered to servers (`"0"`: none).
+    pub reserved_memory: String,
+    /// How far the sums of servers' limits may go past what the node has.
+    pub overcommit: Overcommit,
+    /// Seconds between two readings of the usage meters (and their save to disk): what a kill -9
+    /// or a server's stop may lose at most.
+    pub meter_interval: u64,
+}
+
+/// Ratios of what may be committed to what the node has (1.0: no overcommit).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Overcommit {
+    pub memory: f64,
+    pub cpu: f64,
+    pub disk: f64,
+}
+
+impl Default for Overcommit {
+    fn default() -> Self {
+        Overcommit { memory: 1.0, cpu: 1.0, disk: 1.0 }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { reserved_memory: "512MB".into(), overcommit: Overcommit::default(), meter_interval: 10 }
+    }
+}
+
+impl NodeConfig {
+    /// `node.reserved_memory` in bytes (validated at load).
+    pub fn reserved_memory_bytes(&self) -> u64 {
+        parse_size_or_zero(&self.reserved_memory).unwrap_or(0)
+    }
 }
 
 /// The files API's long operations: extract jobs and archive downloads.
@@ -397,7 +439,7 @@ impl Default for ConsoleConfig {
 }
 
 const SECTIONS: &[&str] =
-    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups", "files", "log"];
+    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups", "files", "log", "node"];
 
 /// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
 pub const TOKEN_PREFIX: &str = "lightd_";
@@ -563,6 +605,16 @@ impl Config {
         if crate::log::Format::parse(&self.log.format).is_none() {
             return bad(format!("log.format {:?} must be text or json", self.log.format));
         }
+        if let Err(e) = parse_size_or_zero(&self.node.reserved_memory) {
+            return bad(format!("node.reserved_memory: {e}"));
+        }
+        let o = self.node.overcommit;
+        if [o.memory, o.cpu, o.disk].iter().any(|r| !(r.is_finite() && (0.1..=100.0).contains(r))) {
+            return bad("node.overcommit.memory, .cpu and .disk must be ratios between 0.1 and 100".into());
+        }
+        if !(1..=3600).contains(&self.node.meter_interval) {
+            return bad("node.meter_interval must be between 1 and 3600 seconds".into());
+        }
         let token = &self.authorization.token;
         if !token.is_empty() && !valid_token(token) {
             return bad(format!(
@@ -599,6 +651,14 @@ fn valid_network_name(s: &str) -> bool {
 
 fn valid_token(t: &str) -> bool {
     t.strip_prefix(TOKEN_PREFIX).is_some_and(|s| s.len() >= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Like [`parse_size`], but `"0"` (nothing) is a size too.
+pub fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "0" => Ok(0),
+        _ => parse_size(s),
+    }
 }
 
 /// Parses `"10GB"`, `"512MiB"`, `"1024"`; units are binary (1 KB = 1024 bytes), as
@@ -750,6 +810,31 @@ mod tests {
         }
         let c: Config = serde_json::from_str(r#"{"containers":{"tmpfs_size":"1MB"}}"#).unwrap();
         assert_eq!((c.tmpfs_size(), Config::default().tmpfs_size()), (1 << 20, 100 << 20));
+    }
+
+    #[test]
+    fn node_section() {
+        let c = Config::default();
+        assert_eq!(c.node.reserved_memory_bytes(), 512 << 20);
+        assert_eq!((c.node.overcommit, c.node.meter_interval), (Overcommit::default(), 10));
+        let c: Config =
+            serde_json::from_str(r#"{"node":{"reserved_memory":"0","overcommit":{"cpu":4},"meter_interval":1}}"#)
+                .unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.node.reserved_memory_bytes(), c.node.overcommit.cpu, c.node.overcommit.memory), (0, 4.0, 1.0));
+        for (bad, key) in [
+            (r#"{"reserved_memory":"lots"}"#, "node.reserved_memory"),
+            (r#"{"overcommit":{"memory":0}}"#, "node.overcommit"),
+            (r#"{"overcommit":{"disk":1000}}"#, "node.overcommit"),
+            (r#"{"meter_interval":0}"#, "node.meter_interval"),
+        ] {
+            let c: Config = match serde_json::from_str(&format!(r#"{{"node":{bad}}}"#)) {
+                Ok(c) => c,
+                Err(e) => panic!("{bad}: {e}"),
+            };
+            assert!(c.validate().unwrap_err().to_string().contains(key), "{bad}");
+        }
+        assert!(serde_json::from_str::<Config>(r#"{"node":{"overcommit":{"ram":2}}}"#).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod node;
 pub mod notify;
 pub mod paths;
 pub mod ports;

@@ -281,6 +281,7 @@ struct Rooms {
     sups: Supervisors,
     tokens: Tokens,
     extracts: Arc<lightd::jobs::Jobs>,
+    node: lightd::node::Node,
 }
 
 /// The composition function: each room gets the handles it uses, nothing more.
@@ -299,6 +300,7 @@ fn compose(
     let tasks = shutdown::Tasks::default();
     let volumes = Volumes::new(Arc::clone(&config), quota, Arc::clone(&store));
     let extracts = Arc::new(lightd::jobs::Jobs::default());
+    let node = lightd::node::Node::new(lightd::node::Settings::from_config(&config));
     let backups = Backups::new(
         Arc::clone(&config),
         Arc::clone(&store),
@@ -317,9 +319,10 @@ fn compose(
         volumes: volumes.clone(),
         metrics: Arc::clone(&metrics),
         tasks: tasks.clone(),
+        node: node.clone(),
     });
     let tokens = Tokens::new(Arc::clone(&config), config_path, token, Arc::clone(&store));
-    Rooms { config, store, docker, hubs, journals, metrics, tasks, volumes, backups, sups, tokens, extracts }
+    Rooms { config, store, docker, hubs, journals, metrics, tasks, volumes, backups, sups, tokens, extracts, node }
 }
 
 impl Rooms {
@@ -337,6 +340,7 @@ impl Rooms {
             backups: self.backups.clone(),
             volumes: self.volumes.clone(),
             jobs: Arc::clone(&self.extracts),
+            node: self.node.clone(),
         })
     }
 }
@@ -393,6 +397,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     tasks.spawn_loop(lightd::docker::watch(Arc::clone(&rooms.docker)));
     tasks.spawn_loop(lifecycle::events::watch(rooms.sups.clone()));
     tasks.spawn_loop(volumes::watch_fullness(rooms.volumes.clone(), Arc::clone(&rooms.hubs)));
+    {
+        let (node, store, docker) = (rooms.node.clone(), Arc::clone(&rooms.store), Arc::clone(&rooms.docker));
+        tasks.spawn_loop(async move { lightd::node::run(node, store, &docker).await });
+    }
     // Before the daemon says it listens: from then on a SIGTERM must mean a clean stop.
     let signalled = shutdown::signalled();
     lightd::info!(
@@ -422,6 +430,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     // 4: flush the journals, then the store.
     // What the consoles printed last goes to the journals, and to disk.
     lightd::journal::writer::final_flush(&rooms.journals, &rooms.hubs, &journal_cursors).await;
+    // The meters as they stand (starts and crashes told since the last reading included).
+    if let Err(e) = rooms.node.save() {
+        lightd::warn!("cannot save the usage meters: {e}");
+    }
     store.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     lightd::info!("stopped");

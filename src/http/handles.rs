@@ -32,6 +32,8 @@ pub struct Handles {
     volumes: Volumes,
     /// Extract jobs, running and lately finished.
     jobs: Arc<Jobs>,
+    /// The node report and the usage meters.
+    node: crate::node::Node,
     /// What an extract job reaches.
     reach: Reach,
     /// The daemon's multi-threaded runtime: where work asked for on the console thread runs
@@ -55,6 +57,7 @@ pub struct Parts {
     pub backups: Backups,
     pub volumes: Volumes,
     pub jobs: Arc<Jobs>,
+    pub node: crate::node::Node,
 }
 
 impl Handles {
@@ -79,6 +82,7 @@ impl Handles {
             reach,
             volumes: p.volumes,
             jobs: p.jobs,
+            node: p.node,
             runtime: tokio::runtime::Handle::current(),
             started: Instant::now(),
             list_cache: Mutex::new(None),
@@ -127,6 +131,10 @@ impl Handles {
 
     pub fn jobs(&self) -> &Jobs {
         &self.jobs
+    }
+
+    pub fn node(&self) -> &crate::node::Node {
+        &self.node
     }
 
     /// What an extract job reaches (`jobs::start_extract`).

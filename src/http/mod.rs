@@ -249,6 +249,8 @@ fn quick(app: &Handles, route: Route, params: &[String], slot: &Slot) -> Option<
         Route::Ping => Ok(system::ping()),
         Route::OpenApi => Ok(system::openapi()),
         Route::Metrics => Ok(system::metrics(app, Some(slot.open_connections()))),
+        Route::System => Ok(system::system(app)),
+        Route::ContainerUsage => system::usage(app, params.first().map_or("", String::as_str)),
         Route::ContainerList => Ok(containers::list(app)),
         Route::ContainerGet => containers::get(app, params.first().map_or("", String::as_str)),
         _ => return None,
@@ -342,7 +344,14 @@ async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, Api
             ws::upgrade(app, Request::from_parts(head, body), &id, access, slot)
         }
         // Answered by `quick` before the request was taken apart.
-        Route::Health | Route::Ping | Route::OpenApi | Route::Metrics | Route::ContainerList | Route::ContainerGet => {
+        Route::Health
+        | Route::Ping
+        | Route::OpenApi
+        | Route::Metrics
+        | Route::System
+        | Route::ContainerList
+        | Route::ContainerGet
+        | Route::ContainerUsage => {
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "this route is answered before dispatch"))
         }
     }

@@ -1,11 +1,13 @@
-//! `GET /health`, `GET /api/v1/public/ping`, `GET /openapi.json`, `GET /metrics`.
+//! `GET /health`, `GET /api/v1/public/ping`, `GET /openapi.json`, `GET /metrics`, and the node
+//! room's answers: `GET /system` and `GET /containers/:id/usage` (no Docker call: read in the
+//! background).
 
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
 use serde_json::json;
 
 use super::handles::Handles;
-use super::reply::{full, json_bytes, ok, Reply};
+use super::reply::{full, json_bytes, ok, ApiError, Reply};
 use crate::console::ViewerKind;
 use crate::metrics::{escape, gauge, resident_bytes};
 use crate::model::PowerState;
@@ -34,6 +36,19 @@ pub fn openapi() -> Reply {
     json_bytes(hyper::StatusCode::OK, hyper::body::Bytes::from_static(OPENAPI))
 }
 
+/// `GET /system`: the node report, as last read in the background.
+pub fn system(app: &Handles) -> Reply {
+    json_bytes(StatusCode::OK, app.node().system(app.store()))
+}
+
+/// `GET /containers/:id/usage`: the server's meters as last read.
+pub fn usage(app: &Handles, id: &str) -> Result<Reply, ApiError> {
+    crate::lifecycle::check_id(id)?;
+    let found = app.store().read(|s| s.containers.get(id).map(|r| (r.record_id.clone(), r.created_at)));
+    let (record_id, created_at) = found.ok_or_else(crate::lifecycle::not_found)?;
+    Ok(ok(&app.node().usage(id, &record_id, created_at)))
+}
+
 pub fn metrics(app: &Handles, connections: Option<usize>) -> Reply {
     let mut out = String::with_capacity(4096);
     app.metrics().render_http(&mut out);
@@ -58,6 +73,7 @@ pub fn metrics(app: &Handles, connections: Option<usize>) -> Reply {
         "Open client connections and console sessions.",
         connections.unwrap_or(0) as u64,
     );
+    app.node().render_metrics(app.store(), &mut out);
     let mut resp = Response::new(full(out));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp

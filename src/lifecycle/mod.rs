@@ -72,6 +72,8 @@ pub struct Shared {
     volumes: Volumes,
     metrics: Arc<Metrics>,
     tasks: Tasks,
+    /// Usage meters (starts and crashes are counted as they happen).
+    node: crate::node::Node,
     /// This daemon's identity on the engine (a label on every container it makes).
     instance: String,
     /// The daemon's multi-threaded runtime: where a stats stream asked for on the console
@@ -97,6 +99,7 @@ pub struct Parts {
     pub volumes: Volumes,
     pub metrics: Arc<Metrics>,
     pub tasks: Tasks,
+    pub node: crate::node::Node,
 }
 
 impl Supervisors {
@@ -114,6 +117,7 @@ impl Supervisors {
             volumes: p.volumes,
             metrics: p.metrics,
             tasks: p.tasks,
+            node: p.node,
             instance,
             runtime: tokio::runtime::Handle::current(),
         }))

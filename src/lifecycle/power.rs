@@ -78,6 +78,7 @@ impl Supervisor {
             return Err(e.into());
         }
         self.hub.started_at.store(now(), std::sync::atomic::Ordering::Release);
+        self.sups.node.started(&rec);
         if !self.pattern_pending {
             self.set_state(PowerState::Running).await?;
         }
@@ -311,6 +312,7 @@ impl Supervisor {
             };
             let restarted = self.crashed(rec.crash_restart).await;
             if crash.is_some() {
+                self.sups.node.crashed(&rec);
                 self.record_crash(&exit, restarted, lines).await;
             }
         } else {
