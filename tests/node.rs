@@ -2,7 +2,7 @@
 //! checked against `nproc`, `/proc/meminfo`, `docker info` and the volumes made; `committed`
 //! and `free` following creates exactly; a server's `cpu_seconds` and `network_tx_bytes` against
 //! its cgroup and interface counters; meters that never go back across a restart, a reinstall,
-//! a daemon kill -9 and an engine restart, and go with the server; a real Prometheus whose
+//! a crash, a daemon kill -9 and an engine restart, and go with the server; a real Prometheus whose
 //! `increase()` matches the usage route.
 //!
 //! `meters_only_ever_grow` restarts the Docker engine, so every test here holds a lock it
@@ -316,7 +316,11 @@ fn meters_only_ever_grow() {
         eprintln!("meters_only_ever_grow: SKIPPING the engine restart step (LIGHTD_TEST_SKIP_ENGINE_RESTART is set)");
     }
     let _alone = ENGINE.write().unwrap_or_else(|p| p.into_inner());
-    let mut d = daemon(json!({}));
+    // Every crash is restarted (two come less than a minute apart here).
+    let mut d = Daemon::start_with(|c| {
+        c["node"] = json!({"meter_interval": 1});
+        c["containers"]["crash_window"] = json!(0);
+    });
     // Connections to a closed port of the network's gateway (a SYN out, a RST back): traffic both
     // ways all along, and a little CPU.
     let command = "gw=$(ip route | awk '/default/ {print $3}'); \
@@ -333,6 +337,10 @@ fn meters_only_ever_grow() {
     let r = d.call("POST", &format!("/containers/{id}/reinstall"), None);
     assert_eq!(r.status, 202, "{}", r.body);
     let u = w.grown(240, "after a reinstall", &u, |u| u["starts"] == 3);
+    // Killed outside lightd: a crash, and the crash policy's start.
+    let cid = d.record(&id)["container_id"].as_str().unwrap().to_string();
+    docker(&["kill", &cid]);
+    let u = w.grown(120, "after a crash", &u, |u| u["starts"] == 4 && u["crashes"] == 1);
     let readings = w.readings;
     drop(w);
 
@@ -340,8 +348,8 @@ fn meters_only_ever_grow() {
     d.kill9();
     d.spawn();
     let mut w = Watch { d: &d, id: id.clone(), last: u.clone(), readings };
-    let u = w.grown(120, "after a daemon kill -9", &u, |u| u["starts"] == 3);
-    assert_eq!(u["crashes"], 0);
+    let u = w.grown(120, "after a daemon kill -9", &u, |u| u["starts"] == 4);
+    assert_eq!(u["crashes"], 1);
 
     let u = if engine_step {
         let engine = engine::Engine::stop();
@@ -354,7 +362,7 @@ fn meters_only_ever_grow() {
         let mut engine = engine;
         engine.start();
         // The engine stopped the server with itself: a crash, and the crash policy starts it again.
-        let u = w.grown(180, "after an engine restart", &u, |u| u["starts"] == 4 && u["crashes"] == 1);
+        let u = w.grown(180, "after an engine restart", &u, |u| u["starts"] == 5 && u["crashes"] == 2);
         drop(engine);
         assert!(engine::up(), "the engine is left running");
         u
