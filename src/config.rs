@@ -438,8 +438,19 @@ impl Default for ConsoleConfig {
     }
 }
 
-const SECTIONS: &[&str] =
-    &["server", "docker", "volumes", "containers", "authorization", "storage", "console", "backups", "files", "log", "node"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "docker",
+    "volumes",
+    "containers",
+    "authorization",
+    "storage",
+    "console",
+    "backups",
+    "files",
+    "log",
+    "node",
+];
 
 /// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
 pub const TOKEN_PREFIX: &str = "lightd_";
