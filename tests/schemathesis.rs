@@ -335,8 +335,10 @@ fn the_operations_allowed_a_400_take_valid_requests() {
     let mut tar = Vec::new();
     let _ = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&answer[split..]), &mut tar);
     check("archive", head, &|| tar.windows(9).any(|w| w == b"level.dat"));
+    // Extraction is a job: the 202 comes first, the file once the job is done.
     check("extract", send("POST", &v("/extract?path=world"), "application/gzip", &archive), &|| {
-        file("world/hello.txt").body == "hello"
+        wait_for(60, "the extract job", || (file("world/hello.txt").body == "hello").then_some(()));
+        true
     });
     let backups = || d.get(&v("/backups")).json()["backups"].as_array().map_or(0, Vec::len);
     let before = backups();
