@@ -6,32 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::service::{free_port, query_encode, require_program, run, Service};
+use common::service::{prometheus, query_encode, require_program, run, Service};
 use common::*;
 use serde_json::{json, Value};
-
-/// Starts Prometheus scraping the daemon on `target` every second, storing into `dir`.
-fn prometheus(dir: &std::path::Path, target: u16) -> Service {
-    let bin = require_program("prometheus", "prometheus");
-    let config = dir.join("prometheus.yml");
-    let yml = format!(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-         scrape_configs:\n  - job_name: lightd\n    scrape_interval: 1s\n    scrape_timeout: 1s\n\
-         \x20   metrics_path: /metrics\n    authorization:\n      credentials: {TOKEN}\n\
-         \x20   static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-    );
-    std::fs::write(&config, yml).unwrap();
-    let port = free_port();
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn");
-    Service::start("prometheus", cmd, port, &dir.join("prometheus.log"), ("/-/ready", 200), 60)
-}
 
 /// The `data.result` of an instant query.
 fn query(p: &Service, q: &str) -> Vec<Value> {

@@ -157,3 +157,24 @@ pub fn output_within(cmd: &mut Command, secs: u64) -> std::process::Output {
         stderr: stderr.join().unwrap_or_default(),
     }
 }
+
+/// Starts Prometheus scraping the daemon on `target` every second, storing into `dir`.
+pub fn prometheus(dir: &std::path::Path, target: u16) -> Service {
+    let bin = require_program("prometheus", "prometheus");
+    let config = dir.join("prometheus.yml");
+    let token = super::TOKEN;
+    let yml = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: lightd\n    scrape_interval: 1s\n    scrape_timeout: 1s\n\
+         \x20   metrics_path: /metrics\n    authorization:\n      credentials: {token}\n\
+         \x20   static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+    );
+    std::fs::write(&config, yml).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn");
+    Service::start("prometheus", cmd, port, &dir.join("prometheus.log"), ("/-/ready", 200), 60)
+}
