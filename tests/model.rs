@@ -783,6 +783,9 @@ fn check_session(got: &[Got]) -> Result<usize, String> {
                 skipped += n;
                 continue;
             }
+            // The shell's note for the `sleep` a stop's group signal ended (the signal reaches
+            // the whole process group: see docs/lifecycle.md), not a line of the counter.
+            Got::Line(l) if l == "Terminated" => continue,
             Got::Line(l) => l,
         };
         let (nonce, n) = line
