@@ -371,13 +371,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     let config = Arc::clone(&rooms.config);
     volumes::mount_all(&rooms.volumes).await;
     open_journals(&store, &rooms.journals, &rooms.hubs).await;
-    let journal_cursors = Arc::new(std::sync::Mutex::new(lightd::journal::writer::Cursors::default()));
+    let journal_progress = Arc::new(std::sync::Mutex::new(lightd::journal::writer::Progress::default()));
     let tasks = rooms.tasks.clone();
     tasks.spawn(lightd::journal::writer::run(
         rooms.journals.clone(),
         Arc::clone(&rooms.hubs),
         Duration::from_secs(config.console.journal_flush),
-        Arc::clone(&journal_cursors),
+        Arc::clone(&journal_progress),
         tasks.signal(),
     ));
     lightd::backups::recover(&rooms.backups).await;
@@ -429,7 +429,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     }
     // 4: flush the journals, then the store.
     // What the consoles printed last goes to the journals, and to disk.
-    lightd::journal::writer::final_flush(&rooms.journals, &rooms.hubs, &journal_cursors).await;
+    lightd::journal::writer::final_flush(&rooms.journals, &rooms.hubs, &journal_progress).await;
     // The meters as they stand (starts and crashes told since the last reading included).
     if let Err(e) = rooms.node.save() {
         lightd::warn!("cannot save the usage meters: {e}");

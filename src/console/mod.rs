@@ -169,6 +169,11 @@ impl Hub {
         }
     }
 
+    /// The newest line the journal's writer has taken from the ring (0: none yet).
+    pub fn journaled(&self) -> u64 {
+        self.journaled.load(Acquire)
+    }
+
     /// The journal's writer took the ring's lines up to `n`.
     pub fn set_journaled(&self, n: u64) {
         self.journaled.store(n, Release);

@@ -71,11 +71,12 @@ pub async fn open(
     let mut matcher = Matcher { pattern };
     let mut matched_before = false;
     if backfill > 0 {
-        let tail = docker.log_tail(container_id, backfill, MAX_LINE).await.unwrap_or_default();
+        let tail = read_back(docker, &hub.id, container_id, backfill).await;
         let max = hub.ring().max_line();
         // What the journal already holds of the tail is not pushed again: it would be
         // journaled twice, under new numbers.
         let fresh = journaled(journals, &hub.id, &tail, max).await;
+        crate::info!("{}: {} lines read back from Docker's log, {fresh} already journaled", hub.id, tail.len());
         // A server that was starting when lightd went away may have printed its start
         // pattern meanwhile: the lines lightd never saw are matched too.
         let mut unseen = tail[fresh..].to_vec();
@@ -93,6 +94,25 @@ pub async fn open(
     }
     hub.set_pump(super::thread::spawn(pump(lease, rd, run, matcher, splice, report)));
     Ok(())
+}
+
+/// The last `n` lines of Docker's log of `container_id`, for a backfill. The engine may be
+/// busy (starting, or going down): a failed read is tried twice more, then given up, said in
+/// the daemon's log, since the lines the server printed while nobody listened are then
+/// missing from its console.
+async fn read_back(docker: &Docker, id: &str, container_id: &str, n: usize) -> Vec<String> {
+    let mut tries = 0;
+    loop {
+        match docker.log_tail(container_id, n, MAX_LINE).await {
+            Ok(lines) => return lines,
+            Err(e) if tries == 2 => {
+                crate::warn!("{id}: cannot read its console back from Docker's log ({e}): what it printed while lightd was away is missing");
+                return Vec::new();
+            }
+            Err(_) => tries += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// How many of the first lines of a backfill the journal of `id` already ends with.

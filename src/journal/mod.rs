@@ -244,26 +244,42 @@ mod tests {
     }
 }
 
+/// Lines a backfill and the journal are compared over, back from the journal's newest.
+const WINDOW: usize = 100;
+/// Matching lines that place the journal's end in a backfill when no place matches the whole
+/// window: the journal has a gap there (lines it never got, say while the engine was going
+/// down), and a handful of lines agreeing is still far better evidence than none.
+const MIN_ANCHOR: usize = 8;
+
 /// Where the lines of a backfill (Docker's log tail, read when lightd re-attaches to a server
 /// that ran while it was down) stop repeating what the journal already holds: the index of the
 /// first new line. `journal` is the journal's newest lines and `backfill` the log's, both as
-/// JSON string literals, oldest first. The journal's newest line is looked for in the backfill
-/// together with up to 100 lines before it; the latest place where they all match wins. None
-/// found: the server printed more than the backfill holds meanwhile, and every line is new.
+/// JSON string literals, oldest first.
+///
+/// The journal's newest line is looked for in the backfill, and at each place the lines before
+/// it are compared, up to [`WINDOW`] of them (or to the backfill's start). The latest place
+/// where the whole window agrees wins. Failing that, the place with the longest agreeing run of
+/// at least [`MIN_ANCHOR`] lines (the latest of equals): a journal with a gap a few lines back
+/// must not have the whole backfill pushed again, every line of it twice. None found: the
+/// server printed more than the backfill holds meanwhile, and every line is new.
 pub fn unseen(journal: &[Vec<u8>], backfill: &[Vec<u8>]) -> usize {
     let Some(newest) = journal.last() else { return 0 };
-    let window = journal.len().min(100);
-    for p in (0..backfill.len()).rev() {
-        if &backfill[p] != newest {
-            continue;
-        }
+    let window = journal.len().min(WINDOW);
+    // (lines agreeing, place) of the best partial match so far.
+    let mut best: Option<(usize, usize)> = None;
+    for p in (0..backfill.len()).rev().filter(|&p| &backfill[p] == newest) {
         let k = window.min(p + 1);
-        let matches = (1..k).all(|i| backfill[p - i] == journal[journal.len() - 1 - i]);
-        if matches {
+        let agree = (0..k).take_while(|&i| backfill[p - i] == journal[journal.len() - 1 - i]).count();
+        if agree == window {
             return p + 1;
         }
+        // Agreeing back to the backfill's start is as much as it can say.
+        let strong = agree == k || agree >= MIN_ANCHOR;
+        if strong && best.is_none_or(|(most, _)| agree > most) {
+            best = Some((agree, p));
+        }
     }
-    0
+    best.map_or(0, |(_, p)| p + 1)
 }
 
 #[cfg(test)]
@@ -284,5 +300,29 @@ mod unseen_tests {
         // A line that repeats: the whole window before it must match too.
         let journal = lits(&["a", "x", "b", "x"]);
         assert_eq!(unseen(&journal, &lits(&["b", "x", "c", "x", "d"])), 2);
+    }
+
+    /// The journal missed a run (printed while lightd could not read it back) a few lines
+    /// before its end: the backfill still goes on after the journal's newest line, not from
+    /// its start (which pushed every line twice; found by tests/model.rs).
+    #[test]
+    fn a_gap_in_the_journal_does_not_repeat_the_backfill() {
+        fn run(nonce: &'static str, n: u32) -> impl Iterator<Item = String> {
+            (1..=n).map(move |i| format!("{nonce} {i}"))
+        }
+        let journal: Vec<String> = run("a", 15).chain(["Terminated".into()]).chain(run("c", 9)).collect();
+        let log: Vec<String> =
+            run("a", 15).chain(run("b", 9)).chain(["Terminated".into()]).chain(run("c", 15)).collect();
+        let strs = |v: &[String]| lits(&v.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(unseen(&strs(&journal), &strs(&log)), 34, "c 10 is the first new line");
+        // Fewer agreeing lines than MIN_ANCHOR before a gap is no evidence: all new.
+        let journal: Vec<String> = run("a", 15).chain(run("c", 3)).collect();
+        let log: Vec<String> = run("b", 15).chain(run("c", 5)).collect();
+        assert_eq!(unseen(&strs(&journal), &strs(&log)), 0);
+        // Of two partial matches the longer wins, wherever it is.
+        let journal = lits(&["p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z"]);
+        let log =
+            lits(&["0", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z", "1", "s", "t", "u", "v", "w", "x", "y", "z"]);
+        assert_eq!(unseen(&journal, &log), 11);
     }
 }

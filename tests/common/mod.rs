@@ -511,7 +511,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Release);
         self.kill9();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("LIGHTD_KEEP_LOGS").is_some() {
             // Keep the daemon's log of a failed test (the temp dir goes).
             let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.daemon.log", self.prefix));
             if std::fs::copy(self.dir.0.join("daemon.log"), &keep).is_ok() {
