@@ -35,6 +35,8 @@ const BATCHES: usize = 60;
 const PATTERN: &str = "^[0-9]+ 3$";
 /// How long one settle may take before the test fails saying what is not where it should be.
 const SETTLE: Duration = Duration::from_secs(120);
+/// A settle longer than this says what it waits for (on stderr), once.
+const SLOW: Duration = Duration::from_secs(10);
 
 /// The server of `id`: prints `<run nonce> <n>` ten times a second (a new nonce each run),
 /// and appends each line it reads on stdin to `cmds-<id>` in its volume.
@@ -318,7 +320,12 @@ fn look(d: &Daemon, id: &str) -> Seen {
     assert_eq!(logs.status, 200, "GET /containers/{id}/logs: {}", logs.body);
     let mut runs: Vec<String> = Vec::new();
     for line in logs.json()["lines"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-        let nonce = line.split(' ').next().unwrap_or_default();
+        // A run's lines are `<nonce> <n>`; anything else (the shell's "Terminated" when a
+        // stop's group signal ends its `sleep`) is no run.
+        let Some((nonce, n)) = line.split_once(' ') else { continue };
+        if nonce.parse::<u64>().is_err() || n.parse::<u64>().is_err() {
+            continue;
+        }
         if !runs.iter().any(|r| r == nonce) {
             runs.push(nonce.to_string());
         }
@@ -911,7 +918,7 @@ impl Run {
     /// other; fails saying where it is not. Then remembers what it saw.
     fn settle(&mut self, exps: &[Expect], what: &str) {
         let deadline = Instant::now() + SETTLE;
-        let mut agreed = 0;
+        let (mut agreed, mut said) = (0, false);
         let seen = loop {
             let seen: Vec<Seen> = self.bed.ids.iter().map(|id| look(&self.d, id)).collect();
             let verdict = self.verdict(&seen, exps);
@@ -926,7 +933,14 @@ impl Run {
                         self.d.log()
                     )
                 }
-                Err(_) => agreed = 0,
+                Err(e) => {
+                    // A slow settle says why, once, so a long run shows where it waits.
+                    if !said && Instant::now() + SETTLE > deadline + SLOW {
+                        eprintln!("{what}: still waiting after {SLOW:?}: {e}");
+                        said = true;
+                    }
+                    agreed = 0;
+                }
             }
             std::thread::sleep(Duration::from_millis(300));
         };
