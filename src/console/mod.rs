@@ -420,6 +420,28 @@ impl Hubs {
         lock(&self.map).values().map(|h| h.viewers(ViewerKind::Ws) + h.viewers(ViewerKind::Attach)).sum()
     }
 
+    /// Resolves once no console session is open on any container (at once if none is).
+    pub async fn sessions_ended(&self) {
+        loop {
+            for hub in self.all() {
+                loop {
+                    // The viewer guards wake it whenever their count changes.
+                    let changed = hub.viewers_changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if hub.viewers(ViewerKind::Ws) + hub.viewers(ViewerKind::Attach) == 0 {
+                        break;
+                    }
+                    changed.await;
+                }
+            }
+            // A session opened on a hub made meanwhile is waited for too.
+            if self.sessions() == 0 {
+                return;
+            }
+        }
+    }
+
     /// Ends every session of every container (at shutdown).
     pub fn close_all(&self, reason: &'static str) {
         for hub in lock(&self.map).values() {

@@ -269,9 +269,10 @@ mod tests {
         let jobs = Jobs::default();
         let job = jobs.begin("v", "extract", "/", later()).unwrap();
         assert!(!job.wait(Duration::from_millis(20)).await);
-        let j = Arc::clone(&job);
-        tokio::spawn(async move { j.finish(State::Cancelled, Some("Cancelled".into())) });
-        assert!(job.wait(Duration::from_secs(5)).await);
+        let (over, ()) = tokio::join!(job.wait(Duration::from_secs(5)), async {
+            job.finish(State::Cancelled, Some("Cancelled".into()))
+        });
+        assert!(over);
         assert_eq!(job.view().error.as_deref(), Some("Cancelled"));
     }
 }

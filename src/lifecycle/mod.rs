@@ -163,13 +163,6 @@ impl Supervisors {
             map.remove(id);
         }
     }
-
-    /// Tells every supervisor to end (the daemon stops); servers keep running.
-    pub fn shutdown(&self) {
-        for tx in self.lock().values() {
-            let _ = tx.send(Msg::Shutdown);
-        }
-    }
 }
 
 /// Starts a supervisor for every record (at boot, before the reconcile).

@@ -135,17 +135,20 @@ impl Supervisor {
         } else {
             self.boot();
         }
+        // The daemon's one shutdown signal ends it (servers keep running).
+        let mut stopping = self.sups.tasks.signal();
         loop {
             let next = self.deferred.iter().map(|a| a.deadline).min();
             let msg = tokio::select! {
                 m = rx.recv() => m,
+                () = stopping.wait() => None,
                 _ = sleep_until(next) => {
                     self.expire_deferred();
                     continue;
                 }
             };
             match msg {
-                None | Some(Msg::Shutdown) => break,
+                None => break,
                 Some(Msg::Ask(ask)) => self.ask(ask).await,
                 Some(Msg::Fact(fact)) => self.fact(fact).await,
             }
