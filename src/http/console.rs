@@ -13,23 +13,17 @@ use super::reply::{json_bytes, ok, ApiError, Reply};
 use super::request::Ctx;
 use super::stream::channel_body;
 use super::tokens::Access;
+use super::viewer::{self, Feed, Next, Wire};
 use crate::console::line;
+use crate::console::ring::Ring;
+use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, ViewerKind};
 use crate::journal::tail;
 use crate::lifecycle::{record, FILL_WAIT};
 use crate::metrics::{LocalHistogram, DELIVERY_BUCKETS};
-use crate::tokens;
 
-/// Lines one poll hands to a session at most (a batch is one socket write).
-const BATCH: usize = 256;
 /// A client that takes no bytes for this long is let go.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why a console token no longer holds a session on `id` open: expired, revoked, or its
-/// container deleted.
-fn token_gone(app: &Handles, t: &crate::model::TempToken, id: &str) -> Option<&'static str> {
-    tokens::gone(app.tokens(), t, id).map(tokens::Revoked::reason)
-}
 
 /// `GET /containers/:id/logs?tail=N&before=L&source=console|install`: the newest `N` lines
 /// numbered below `L`, from memory and then the journal, for running and stopped servers.
@@ -150,10 +144,7 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
     record(app.sups(), id)?;
     let hub = app.hubs().get(id);
     check_room(app, &hub)?;
-    let token = match &access {
-        Access::Token(t) => Some((tokens::enter(app.tokens(), &t.token)?, t.clone())),
-        _ => None,
-    };
+    let token = viewer::enter(app, &access)?;
     // A session granted: the connection is admitted for good (the master token's already was).
     if let Some(slot) = &ctx.slot {
         slot.promote();
@@ -165,12 +156,12 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
     let app = Arc::clone(app);
     crate::shutdown::detach(async move {
         let _guard = guard;
-        let (_session, token) = token.unzip();
-        let mut closed = hub.closed();
-        let mut events = hub.subscribe();
+        let (token, _session) = token.unzip();
+        let closed = hub.closed();
+        let events = hub.subscribe();
         hub.wait_filled(FILL_WAIT).await;
         // The tail's lines go once sent: a session lasts hours, and they would stay with it.
-        let (mut cursor, first) = {
+        let (cursor, first) = {
             let (cursor, lines) = tail::console(app.journals(), &hub, tail_lines, u64::MAX).await;
             let frames: Vec<Vec<u8>> = lines.into_iter().map(|l| l.1).collect();
             (cursor, (!frames.is_empty()).then(|| join(&frames)))
@@ -180,47 +171,33 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
                 return;
             }
         }
+        let id = hub.id.clone();
+        let mut feed = Feed::new(hub, cursor, closed, events);
         let mut delivered = LocalHistogram::new(&DELIVERY_BUCKETS);
+        let (mut out, mut times) = (Vec::new(), Vec::new());
         loop {
-            if let Some(why) = token.as_ref().and_then(|t| token_gone(&app, t, &hub.id)) {
-                let _ =
-                    tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(format!("[lightd] {why}\n"))))).await;
+            if let Some(why) = token.as_ref().and_then(|t| viewer::token_gone(&app, t, &id)) {
+                let mut note = Vec::new();
+                Text::note(&mut note, why.reason());
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(note)))).await;
                 return;
             }
-            let woken = hub.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let batch = cursor.poll(hub.ring(), BATCH);
-            let mut out = String::new();
-            if batch.skipped > 0 {
-                out.push_str(&format!("[lightd] {} lines skipped\n", batch.skipped));
+            match feed.next::<Text, _>(&mut out, &mut times, tx.closed()).await {
+                Next::Lines => {}
+                Next::Event(Event::DaemonMessage(m)) => Text::note(&mut out, &m),
+                Next::Event(Event::Status(s)) => Text::note(&mut out, &format!("status: {}", s.as_str())),
+                Next::Event(_) | Next::Lagged(_) | Next::Tick => continue,
+                Next::Closed(_) | Next::Deleted | Next::Other(()) => return,
             }
-            if !batch.lines.is_empty() {
-                out.push_str(&String::from_utf8_lossy(&join(&batch.lines)));
-            }
-            let (note, times) = if out.is_empty() {
-                tokio::select! {
-                    _ = &mut woken => continue,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = closed.changed() => return,
-                    _ = tx.closed() => return,
-                    ev = events.recv() => match ev {
-                        Ok(Event::DaemonMessage(m)) => (format!("[lightd] {m}\n"), Vec::new()),
-                        Ok(Event::Status(s)) => (format!("[lightd] status: {}\n", s.as_str()), Vec::new()),
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(_) => return,
-                    },
-                }
-            } else {
-                (out, batch.times)
-            };
             // A client that stops reading is let go after the write deadline.
+            let chunk = Bytes::from(std::mem::take(&mut out));
             tokio::select! {
-                sent = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(note)))) => {
+                sent = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(chunk))) => {
                     if !matches!(sent, Ok(Ok(()))) { return }
                     observe(&app, &mut delivered, &times);
+                    times.clear();
                 }
-                _ = closed.changed() => return,
+                () = feed.closed() => return,
             }
         }
     });
@@ -242,6 +219,27 @@ pub fn observe(app: &Handles, local: &mut LocalHistogram, times: &[u64]) {
     }
     app.metrics().delivery.merge(local);
     local.clear();
+}
+
+/// The attach console's wire: plain text, a line each; notes as `[lightd] ...` lines.
+struct Text;
+
+impl Wire for Text {
+    fn note(out: &mut Vec<u8>, text: &str) {
+        out.extend_from_slice(b"[lightd] ");
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
+
+    fn lines(cursor: &mut Cursor, ring: &Ring, max: usize, out: &mut Vec<u8>, times: &mut Vec<u64>) -> u64 {
+        let batch = cursor.poll(ring, max);
+        for f in &batch.lines {
+            out.extend_from_slice(line::text(f).as_bytes());
+            out.push(b'\n');
+        }
+        times.extend_from_slice(&batch.times);
+        batch.skipped
+    }
 }
 
 /// The text of `frames`, a line each.

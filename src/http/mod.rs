@@ -18,6 +18,7 @@ mod seed_form;
 mod stream;
 mod system;
 mod tokens;
+mod viewer;
 mod volumes;
 mod ws;
 
