@@ -263,7 +263,7 @@ async fn open_journals(store: &store::Store, journals: &Journals, hubs: &Hubs) {
     .await
     .unwrap_or_default();
     for (id, last) in opened {
-        hubs.get(&id).set_line_base(last);
+        hubs.get(&id).tty().set_line_base(last);
     }
 }
 

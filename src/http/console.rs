@@ -50,7 +50,7 @@ pub async fn logs(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
     let literals: Vec<(u64, Vec<u8>)> = match q.get("source").map(String::as_str) {
         None | Some("console") => {
             let hub = app.hubs().get(id);
-            hub.wait_filled(FILL_WAIT).await;
+            hub.tty().wait_filled(FILL_WAIT).await;
             let (_, frames) = tail::console(app.journals(), &hub, n, before).await;
             frames.into_iter().map(|(num, f)| (num, line::literal(&f).to_vec())).collect()
         }
@@ -101,13 +101,13 @@ pub async fn stats(app: &Arc<Handles>, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     let rec = record(app.sups(), id)?;
     let hub = app.hubs().get(id);
-    hub.lease_stats(Instant::now() + Duration::from_secs(30));
+    hub.stats().lease(Instant::now() + Duration::from_secs(30));
     stats::ensure(app.store(), app.docker(), app.runtime(), &hub);
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut sample = hub.latest_stats();
-    while sample.is_none() && hub.stats_open.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+    let mut sample = hub.stats().latest();
+    while sample.is_none() && hub.stats().open.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        sample = hub.latest_stats();
+        sample = hub.stats().latest();
     }
     let mut sample = sample.unwrap_or_default();
     sample.state = rec.state.as_str();
@@ -121,7 +121,7 @@ pub async fn stats(app: &Arc<Handles>, ctx: &Ctx) -> Result<Reply, ApiError> {
 /// Refuses a new console session on a container that has `console.max_sessions_per_container`.
 pub fn check_room(app: &Handles, hub: &crate::console::Hub) -> Result<(), ApiError> {
     let max = app.config().console.max_sessions_per_container;
-    if hub.viewers(ViewerKind::Ws) + hub.viewers(ViewerKind::Attach) >= max {
+    if hub.tty().sessions() >= max {
         return Err(ApiError::new(
             hyper::StatusCode::TOO_MANY_REQUESTS,
             format!("this container already has {max} console sessions (console.max_sessions_per_container)"),
@@ -133,7 +133,7 @@ pub fn check_room(app: &Handles, hub: &crate::console::Hub) -> Result<(), ApiErr
 pub fn detach(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     record(app.sups(), id)?;
-    let sessions = app.hubs().peek(id).map_or(0, |h| h.close_sessions("detached"));
+    let sessions = app.hubs().peek(id).map_or(0, |h| h.tty().close_sessions("detached"));
     Ok(ok(&json!({ "message": "Detached", "sessions": sessions })))
 }
 
@@ -157,9 +157,9 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
     crate::shutdown::detach(async move {
         let _guard = guard;
         let (token, _session) = token.unzip();
-        let closed = hub.closed();
-        let events = hub.subscribe();
-        hub.wait_filled(FILL_WAIT).await;
+        let closed = hub.tty().closed();
+        let events = hub.news().subscribe();
+        hub.tty().wait_filled(FILL_WAIT).await;
         // The tail's lines go once sent: a session lasts hours, and they would stay with it.
         let (cursor, first) = {
             let (cursor, lines) = tail::console(app.journals(), &hub, tail_lines, u64::MAX).await;

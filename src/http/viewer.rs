@@ -99,11 +99,11 @@ impl Feed {
     ) -> Next<T> {
         tokio::pin!(other);
         loop {
-            let woken = self.hub.wake.notified();
+            let woken = self.hub.tty().wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let mark = out.len();
-            let skipped = W::lines(&mut self.cursor, self.hub.ring(), BATCH, out, times);
+            let skipped = W::lines(&mut self.cursor, self.hub.tty().ring(), BATCH, out, times);
             if skipped > 0 {
                 // The note goes before the batch's lines, where the gap is.
                 let mut note = Vec::new();

@@ -224,8 +224,8 @@ impl Job {
 fn tell(app: &Reach, volume_id: &str, event: &'static str, note: &str) {
     for id in app.store.read(|s| crate::volumes::used_by(s, volume_id)) {
         let hub = app.hubs.get(&id);
-        hub.publish(Event::Named(event));
-        hub.publish(Event::DaemonMessage(note.to_string()));
+        hub.news().publish(Event::Named(event));
+        hub.news().publish(Event::DaemonMessage(note.to_string()));
     }
 }
 

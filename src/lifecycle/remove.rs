@@ -51,7 +51,7 @@ impl Supervisor {
         for cid in &ids {
             bounded(REMOVE_TIMEOUT, "removing the container", docker.remove_container(cid)).await?;
         }
-        if let Some(p) = self.hub.take_pump() {
+        if let Some(p) = self.hub.tty().take_pump() {
             p.abort();
         }
         let dir = data_dir(&self.sups, &self.id);

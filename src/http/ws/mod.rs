@@ -202,9 +202,9 @@ impl Session {
     async fn begin(&mut self, asked: Option<Instant>) -> Option<Live> {
         let (app, hub) = (Arc::clone(&self.app), Arc::clone(&self.hub));
         stats::ensure(app.store(), app.docker(), app.runtime(), &hub);
-        let closed = hub.closed();
-        let events = hub.subscribe();
-        hub.wait_filled(FILL_WAIT).await;
+        let closed = hub.tty().closed();
+        let events = hub.news().subscribe();
+        hub.tty().wait_filled(FILL_WAIT).await;
         let state = record(app.sups(), &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
         frames::event(&mut self.out, "status", &[state]);
         // The tail's copies of the lines go once framed: they would otherwise stay with the
