@@ -4,6 +4,7 @@
 
 pub mod action;
 mod datadir;
+pub mod error;
 pub mod events;
 mod image;
 mod install;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
+use super::error::Failure;
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
 use super::{bounded, JobResult, REMOVE_TIMEOUT};
 use crate::console::{pump, stats, Event};
@@ -346,7 +347,7 @@ impl Supervisor {
         self.intent = Intent::None;
         if let Some(job) = self.job.take() {
             if let JobKind::Stop { then: Then::Delete(reply) } = job.kind {
-                let _ = reply.send(Err(Error::Internal(format!("the server could not be stopped: {why}"))));
+                let _ = reply.send(Err(Failure::NotStopped(why.clone()).into()));
             }
         }
         let up = self.up_state();
@@ -473,8 +474,8 @@ async fn write_stdin(hub: &crate::console::Hub, text: &str) -> Result<()> {
         pipe.flush().await
     })
     .await
-    .map_err(|_| Error::Internal("the server did not take the command within 5 s".into()))?
-    .map_err(|e| Error::Internal(format!("cannot write to the server's stdin: {e}")))
+    .map_err(|_| Failure::StdinTimeout)?
+    .map_err(|e| Failure::Stdin(e).into())
 }
 
 /// What the viewers are told when the server went down.

@@ -4,6 +4,7 @@
 
 use tokio::sync::oneshot;
 
+use super::error::Failure;
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
 use super::{bounded, datadir::data_dir, release_ports, REMOVE_TIMEOUT};
 use crate::error::{Error, Result};
@@ -61,7 +62,7 @@ impl Supervisor {
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())));
+                return Err(Failure::RemoveData(dir, e).into());
             }
             _ => {}
         }
