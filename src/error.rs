@@ -27,8 +27,11 @@ pub enum Error {
     Store(StoreError),
     /// A host-side failure (file system and such) the user cannot fix by asking again.
     Internal(String),
+    /// A lifecycle step failed on the host's side (see [`crate::lifecycle::error::Failure`]).
+    Lifecycle(crate::lifecycle::error::Failure),
 }
 
+/// A result whose error is the domain [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl fmt::Display for Error {
@@ -44,6 +47,7 @@ impl fmt::Display for Error {
             | Error::Internal(m) => f.write_str(m),
             Error::Docker(e) => e.fmt(f),
             Error::Store(e) => e.fmt(f),
+            Error::Lifecycle(e) => e.fmt(f),
         }
     }
 }

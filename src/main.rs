@@ -263,7 +263,7 @@ async fn open_journals(store: &store::Store, journals: &Journals, hubs: &Hubs) {
     .await
     .unwrap_or_default();
     for (id, last) in opened {
-        hubs.get(&id).set_line_base(last);
+        hubs.get(&id).tty().set_line_base(last);
     }
 }
 
@@ -341,6 +341,7 @@ impl Rooms {
             volumes: self.volumes.clone(),
             jobs: Arc::clone(&self.extracts),
             node: self.node.clone(),
+            tasks: self.tasks.clone(),
         })
     }
 }
@@ -420,10 +421,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
     // The one place shutdown is waited for, in order. 1-2: stop accepting, drain the
     // connections (`http::serve` returns once they are closed or out of time).
     http::serve(rooms.handles(), listener, stop).await;
-    // 3: every task hears the signal (loops end, backup jobs stop); supervisors end by their
-    // mailbox; servers keep running.
+    // 3: every task hears the one signal (loops end, supervisors, backup and extract jobs
+    // stop); servers keep running.
     tasks.stop();
-    rooms.sups.shutdown();
     if !tasks.wait(Duration::from_secs(5)).await {
         lightd::warn!("some supervisors or jobs did not end within 5 s");
     }

@@ -337,8 +337,8 @@ fn tell(backups: &Backups, volume_id: &str, event: Option<&'static str>, note: &
     for id in users {
         let hub = backups.hubs.get(&id);
         if let Some(e) = event {
-            hub.publish(Event::Named(e));
+            hub.news().publish(Event::Named(e));
         }
-        hub.publish(Event::DaemonMessage(note.to_string()));
+        hub.news().publish(Event::DaemonMessage(note.to_string()));
     }
 }

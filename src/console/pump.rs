@@ -66,13 +66,14 @@ pub async fn open(
         super::thread::run(async move { docker.attach(&id).await }).await?
     };
     let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-    let mut writer = hub.take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
+    let mut writer =
+        hub.tty().take_writer().ok_or_else(|| DockerError::Protocol("console is already attached".into()))?;
     let mut splice = Splice::default();
     let mut matcher = Matcher { pattern };
     let mut matched_before = false;
     if backfill > 0 {
         let tail = read_back(docker, &hub.id, container_id, backfill).await;
-        let max = hub.ring().max_line();
+        let max = hub.tty().ring().max_line();
         // What the journal already holds of the tail is not pushed again: it would be
         // journaled twice, under new numbers.
         let fresh = journaled(journals, &hub.id, &tail, max).await;
@@ -86,13 +87,13 @@ pub async fn open(
         }
         splice = Splice::new(&tail);
     }
-    *hub.stdin.lock().await = Some(wr);
-    hub.attach_open.store(true, Release);
+    *hub.tty().stdin.lock().await = Some(wr);
+    hub.tty().attach_open.store(true, Release);
     let lease = Lease { hub: Arc::clone(hub), writer: Some(writer) };
     if matched_before {
         report(Signal::PatternMatched { run });
     }
-    hub.set_pump(super::thread::spawn(pump(lease, rd, run, matcher, splice, report)));
+    hub.tty().set_pump(super::thread::spawn(pump(lease, rd, run, matcher, splice, report)));
     Ok(())
 }
 
@@ -133,7 +134,7 @@ async fn journaled(journals: &Journals, id: &str, tail: &[String], max: usize) -
 /// Ends the pump of `hub` (if any): it gets two seconds to drain a stream that is ending,
 /// then it is cut off.
 pub async fn close(hub: &Hub) {
-    if let Some(mut old) = hub.take_pump() {
+    if let Some(mut old) = hub.tty().take_pump() {
         if tokio::time::timeout(Duration::from_secs(2), &mut old).await.is_err() {
             old.abort();
             let _ = old.await;
@@ -150,10 +151,10 @@ struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(w) = self.writer.take() {
-            self.hub.return_writer(w);
+            self.hub.tty().return_writer(w);
         }
-        self.hub.attach_open.store(false, Release);
-        self.hub.wake.notify_waiters();
+        self.hub.tty().attach_open.store(false, Release);
+        self.hub.tty().wake.notify_waiters();
     }
 }
 
@@ -169,7 +170,7 @@ async fn pump(
     let Some(writer) = lease.writer.as_mut() else { return };
     let mut buf = vec![0u8; 32 * 1024];
     let mut output = OutputLines::new(MAX_LINE);
-    let max = hub.ring().max_line();
+    let max = hub.tty().ring().max_line();
     // The lines of one read (only gathered while a pattern is pending: they are matched
     // before they go into the ring).
     let mut lines = Vec::new();
@@ -189,8 +190,8 @@ async fn pump(
         }
         let matched = matcher.check(&mut lines).await;
         lines.drain(..).for_each(&mut push);
-        hub.wake.notify_waiters();
-        hub.journal_if_due();
+        hub.tty().wake.notify_waiters();
+        hub.tty().journal_if_due();
         if matched {
             report(Signal::PatternMatched { run });
         }
@@ -203,7 +204,7 @@ async fn pump(
         report(Signal::PatternMatched { run });
     }
     drop(lease);
-    *hub.stdin.lock().await = None;
+    *hub.tty().stdin.lock().await = None;
     report(Signal::Ended { run });
 }
 

@@ -1,17 +1,53 @@
 //! The stats stream: opened only while someone watches (or a REST lease runs), closed when
 //! the last viewer leaves; CPU and memory computed the way `docker stats` does.
 
-use std::sync::atomic::Ordering::*;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Event, Hub};
+use super::{lock, Event, Hub};
 use crate::docker::stream::LineSplitter;
 use crate::docker::Docker;
 use crate::model::{now, PowerState};
 use crate::store::Store;
+
+/// One container's stats: whether its stream is open, how long a REST request keeps it open,
+/// the latest sample, and when the server last started (for `uptime_s`).
+#[derive(Default)]
+pub struct Stats {
+    /// Whether the stats stream is open.
+    pub open: AtomicBool,
+    /// A REST stats request keeps the stats stream open until then.
+    lease: Mutex<Option<Instant>>,
+    latest: Mutex<Option<Sample>>,
+    /// Unix seconds of the last start (0: not running).
+    pub started_at: AtomicU64,
+}
+
+impl Stats {
+    /// Keeps the stream wanted until `until` (a REST request).
+    pub fn lease(&self, until: Instant) {
+        *lock(&self.lease) = Some(until);
+    }
+
+    /// Whether a REST lease runs now.
+    pub fn leased(&self) -> bool {
+        lock(&self.lease).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The latest sample, if any came.
+    pub fn latest(&self) -> Option<Sample> {
+        lock(&self.latest).clone()
+    }
+
+    /// Keeps `s` as the latest sample.
+    pub fn set(&self, s: Sample) {
+        *lock(&self.latest) = Some(s);
+    }
+}
 
 /// One sample, as `GET /containers/:id/stats` and the `stats` frame carry it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -75,14 +111,14 @@ pub fn ensure(store: &Arc<Store>, docker: &Arc<Docker>, runtime: &tokio::runtime
     else {
         return;
     };
-    if !hub.wants_stats() || hub.stats_open.swap(true, AcqRel) {
+    if !hub.wants_stats() || hub.stats().open.swap(true, AcqRel) {
         return;
     }
     let (store, docker, hub) = (Arc::clone(store), Arc::clone(docker), Arc::clone(hub));
     // On the daemon's runtime whoever asks (the stream is no console thread work).
     crate::shutdown::detach_on(runtime, async move {
         run(&store, &docker, &hub, &cid).await;
-        hub.stats_open.store(false, Release);
+        hub.stats().open.store(false, Release);
     });
 }
 
@@ -91,7 +127,7 @@ async fn run(store: &Store, docker: &Docker, hub: &Hub, container_id: &str) {
     let Ok(mut chunks) = docker.stats(container_id).await else { return };
     let mut lines = LineSplitter::new(1 << 20);
     loop {
-        let viewers_changed = hub.viewers_changed.notified();
+        let viewers_changed = hub.tty().viewers_changed.notified();
         tokio::pin!(viewers_changed);
         viewers_changed.as_mut().enable();
         if !hub.wants_stats() {
@@ -115,10 +151,10 @@ async fn run(store: &Store, docker: &Docker, hub: &Hub, container_id: &str) {
                 return;
             }
             s.state = st.as_str();
-            let started = hub.started_at.load(Acquire);
+            let started = hub.stats().started_at.load(Acquire);
             s.uptime_s = if st == PowerState::Offline || started == 0 { 0 } else { now().saturating_sub(started) };
-            hub.publish(Event::Stats(serde_json::to_string(&s).unwrap_or_default()));
-            hub.set_stats(s);
+            hub.news().publish(Event::Stats(serde_json::to_string(&s).unwrap_or_default()));
+            hub.stats().set(s);
         }
     }
 }

@@ -9,7 +9,7 @@
 //! What may take long goes elsewhere: matching a `start_pattern` to the blocking pool; a
 //! session's handshake and tail (a thousand panels reconnecting at once), a backfill from
 //! Docker's log, a stats stream, a session's commands and power actions to the daemon's
-//! runtime (the handle `lifecycle::Supervisors` and `http::Handles` keep).
+//! runtime (the handle the supervisors and the HTTP room keep).
 
 use std::future::Future;
 use std::sync::{Mutex, OnceLock};

@@ -34,6 +34,8 @@ pub struct Conns {
     open: AtomicUsize,
     /// Connections closed so far (the memory trimmer watches it).
     closed: AtomicUsize,
+    /// Woken when the last open connection closes (shutdown waits for it).
+    emptied: tokio::sync::Notify,
     limits: Limits,
 }
 
@@ -135,6 +137,7 @@ impl Conns {
             state: Mutex::new(State::default()),
             open: AtomicUsize::new(0),
             closed: AtomicUsize::new(0),
+            emptied: tokio::sync::Notify::new(),
             limits,
         })
     }
@@ -142,6 +145,19 @@ impl Conns {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no connection is open (at once if none is).
+    pub async fn drained(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     /// Gives memory back to the system after connections went away: the allocator keeps freed
@@ -258,8 +274,11 @@ impl Drop for Slot {
             _ => {}
         }
         drop(state);
-        self.conns.open.fetch_sub(1, Ordering::Relaxed);
+        let was = self.conns.open.fetch_sub(1, Ordering::AcqRel);
         self.conns.closed.fetch_add(1, Ordering::Relaxed);
+        if was == 1 {
+            self.conns.emptied.notify_waiters();
+        }
     }
 }
 

@@ -13,23 +13,17 @@ use super::reply::{json_bytes, ok, ApiError, Reply};
 use super::request::Ctx;
 use super::stream::channel_body;
 use super::tokens::Access;
+use super::viewer::{self, Feed, Next, Wire};
 use crate::console::line;
+use crate::console::ring::Ring;
+use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, ViewerKind};
 use crate::journal::tail;
 use crate::lifecycle::{record, FILL_WAIT};
 use crate::metrics::{LocalHistogram, DELIVERY_BUCKETS};
-use crate::tokens;
 
-/// Lines one poll hands to a session at most (a batch is one socket write).
-const BATCH: usize = 256;
 /// A client that takes no bytes for this long is let go.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why a console token no longer holds a session on `id` open: expired, revoked, or its
-/// container deleted.
-fn token_gone(app: &Handles, t: &crate::model::TempToken, id: &str) -> Option<&'static str> {
-    tokens::gone(app.tokens(), t, id).map(tokens::Revoked::reason)
-}
 
 /// `GET /containers/:id/logs?tail=N&before=L&source=console|install`: the newest `N` lines
 /// numbered below `L`, from memory and then the journal, for running and stopped servers.
@@ -56,7 +50,7 @@ pub async fn logs(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
     let literals: Vec<(u64, Vec<u8>)> = match q.get("source").map(String::as_str) {
         None | Some("console") => {
             let hub = app.hubs().get(id);
-            hub.wait_filled(FILL_WAIT).await;
+            hub.tty().wait_filled(FILL_WAIT).await;
             let (_, frames) = tail::console(app.journals(), &hub, n, before).await;
             frames.into_iter().map(|(num, f)| (num, line::literal(&f).to_vec())).collect()
         }
@@ -107,13 +101,13 @@ pub async fn stats(app: &Arc<Handles>, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     let rec = record(app.sups(), id)?;
     let hub = app.hubs().get(id);
-    hub.lease_stats(Instant::now() + Duration::from_secs(30));
+    hub.stats().lease(Instant::now() + Duration::from_secs(30));
     stats::ensure(app.store(), app.docker(), app.runtime(), &hub);
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut sample = hub.latest_stats();
-    while sample.is_none() && hub.stats_open.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+    let mut sample = hub.stats().latest();
+    while sample.is_none() && hub.stats().open.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        sample = hub.latest_stats();
+        sample = hub.stats().latest();
     }
     let mut sample = sample.unwrap_or_default();
     sample.state = rec.state.as_str();
@@ -127,7 +121,7 @@ pub async fn stats(app: &Arc<Handles>, ctx: &Ctx) -> Result<Reply, ApiError> {
 /// Refuses a new console session on a container that has `console.max_sessions_per_container`.
 pub fn check_room(app: &Handles, hub: &crate::console::Hub) -> Result<(), ApiError> {
     let max = app.config().console.max_sessions_per_container;
-    if hub.viewers(ViewerKind::Ws) + hub.viewers(ViewerKind::Attach) >= max {
+    if hub.tty().sessions() >= max {
         return Err(ApiError::new(
             hyper::StatusCode::TOO_MANY_REQUESTS,
             format!("this container already has {max} console sessions (console.max_sessions_per_container)"),
@@ -139,7 +133,7 @@ pub fn check_room(app: &Handles, hub: &crate::console::Hub) -> Result<(), ApiErr
 pub fn detach(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
     let id = ctx.param(0);
     record(app.sups(), id)?;
-    let sessions = app.hubs().peek(id).map_or(0, |h| h.close_sessions("detached"));
+    let sessions = app.hubs().peek(id).map_or(0, |h| h.tty().close_sessions("detached"));
     Ok(ok(&json!({ "message": "Detached", "sessions": sessions })))
 }
 
@@ -150,10 +144,7 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
     record(app.sups(), id)?;
     let hub = app.hubs().get(id);
     check_room(app, &hub)?;
-    let token = match &access {
-        Access::Token(t) => Some((tokens::enter(app.tokens(), &t.token)?, t.clone())),
-        _ => None,
-    };
+    let token = viewer::enter(app, &access)?;
     // A session granted: the connection is admitted for good (the master token's already was).
     if let Some(slot) = &ctx.slot {
         slot.promote();
@@ -165,12 +156,12 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
     let app = Arc::clone(app);
     crate::shutdown::detach(async move {
         let _guard = guard;
-        let (_session, token) = token.unzip();
-        let mut closed = hub.closed();
-        let mut events = hub.subscribe();
-        hub.wait_filled(FILL_WAIT).await;
+        let (token, _session) = token.unzip();
+        let closed = hub.tty().closed();
+        let events = hub.news().subscribe();
+        hub.tty().wait_filled(FILL_WAIT).await;
         // The tail's lines go once sent: a session lasts hours, and they would stay with it.
-        let (mut cursor, first) = {
+        let (cursor, first) = {
             let (cursor, lines) = tail::console(app.journals(), &hub, tail_lines, u64::MAX).await;
             let frames: Vec<Vec<u8>> = lines.into_iter().map(|l| l.1).collect();
             (cursor, (!frames.is_empty()).then(|| join(&frames)))
@@ -180,47 +171,33 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
                 return;
             }
         }
+        let id = hub.id.clone();
+        let mut feed = Feed::new(hub, cursor, closed, events);
         let mut delivered = LocalHistogram::new(&DELIVERY_BUCKETS);
+        let (mut out, mut times) = (Vec::new(), Vec::new());
         loop {
-            if let Some(why) = token.as_ref().and_then(|t| token_gone(&app, t, &hub.id)) {
-                let _ =
-                    tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(format!("[lightd] {why}\n"))))).await;
+            if let Some(why) = token.as_ref().and_then(|t| viewer::token_gone(&app, t, &id)) {
+                let mut note = Vec::new();
+                Text::note(&mut note, why.reason());
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(note)))).await;
                 return;
             }
-            let woken = hub.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let batch = cursor.poll(hub.ring(), BATCH);
-            let mut out = String::new();
-            if batch.skipped > 0 {
-                out.push_str(&format!("[lightd] {} lines skipped\n", batch.skipped));
+            match feed.next::<Text, _>(&mut out, &mut times, tx.closed()).await {
+                Next::Lines => {}
+                Next::Event(Event::DaemonMessage(m)) => Text::note(&mut out, &m),
+                Next::Event(Event::Status(s)) => Text::note(&mut out, &format!("status: {}", s.as_str())),
+                Next::Event(_) | Next::Lagged(_) | Next::Tick => continue,
+                Next::Closed(_) | Next::Deleted | Next::Other(()) => return,
             }
-            if !batch.lines.is_empty() {
-                out.push_str(&String::from_utf8_lossy(&join(&batch.lines)));
-            }
-            let (note, times) = if out.is_empty() {
-                tokio::select! {
-                    _ = &mut woken => continue,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = closed.changed() => return,
-                    _ = tx.closed() => return,
-                    ev = events.recv() => match ev {
-                        Ok(Event::DaemonMessage(m)) => (format!("[lightd] {m}\n"), Vec::new()),
-                        Ok(Event::Status(s)) => (format!("[lightd] status: {}\n", s.as_str()), Vec::new()),
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(_) => return,
-                    },
-                }
-            } else {
-                (out, batch.times)
-            };
             // A client that stops reading is let go after the write deadline.
+            let chunk = Bytes::from(std::mem::take(&mut out));
             tokio::select! {
-                sent = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(Bytes::from(note)))) => {
+                sent = tokio::time::timeout(WRITE_TIMEOUT, tx.send(Ok(chunk))) => {
                     if !matches!(sent, Ok(Ok(()))) { return }
                     observe(&app, &mut delivered, &times);
+                    times.clear();
                 }
-                _ = closed.changed() => return,
+                () = feed.closed() => return,
             }
         }
     });
@@ -242,6 +219,27 @@ pub fn observe(app: &Handles, local: &mut LocalHistogram, times: &[u64]) {
     }
     app.metrics().delivery.merge(local);
     local.clear();
+}
+
+/// The attach console's wire: plain text, a line each; notes as `[lightd] ...` lines.
+struct Text;
+
+impl Wire for Text {
+    fn note(out: &mut Vec<u8>, text: &str) {
+        out.extend_from_slice(b"[lightd] ");
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
+
+    fn lines(cursor: &mut Cursor, ring: &Ring, max: usize, out: &mut Vec<u8>, times: &mut Vec<u64>) -> u64 {
+        let batch = cursor.poll(ring, max);
+        for f in &batch.lines {
+            out.extend_from_slice(line::text(f).as_bytes());
+            out.push(b'\n');
+        }
+        times.extend_from_slice(&batch.times);
+        batch.skipped
+    }
 }
 
 /// The text of `frames`, a line each.

@@ -134,7 +134,7 @@ pub fn get(app: &Handles, id: &str) -> Result<Reply, ApiError> {
         Some(r) => r,
         None => return Err(lifecycle::record(app.sups(), id).err().unwrap_or_else(lifecycle::not_found).into()),
     };
-    let install_events = app.hubs().peek(id).map(|h| h.install_events()).unwrap_or_default();
+    let install_events = app.hubs().peek(id).map(|h| h.news().install_events()).unwrap_or_default();
     let bytes = Bytes::from(serde_json::to_vec(&View { record: &record, install_events }).unwrap_or_default());
     VIEWS.with(|v| {
         let mut v = v.borrow_mut();

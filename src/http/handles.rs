@@ -58,6 +58,8 @@ pub struct Parts {
     pub volumes: Volumes,
     pub jobs: Arc<Jobs>,
     pub node: crate::node::Node,
+    /// The tracker extract jobs run under.
+    pub tasks: crate::shutdown::Tasks,
 }
 
 impl Handles {
@@ -68,6 +70,7 @@ impl Handles {
             store: Arc::clone(&p.store),
             hubs: Arc::clone(&p.hubs),
             volumes: p.volumes.clone(),
+            tasks: p.tasks,
         };
         Handles {
             config: p.config,

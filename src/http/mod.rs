@@ -18,6 +18,7 @@ mod seed_form;
 mod stream;
 mod system;
 mod tokens;
+mod viewer;
 mod volumes;
 mod ws;
 
@@ -119,16 +120,10 @@ pub async fn serve(app: Handles, listener: TcpListener, shutdown: impl Future<Ou
     // Console sessions never end by themselves: tell them why they end now, and give them a
     // moment to say goodbye to their peers.
     app.hubs().close_all("daemon shutting down");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while app.hubs().sessions() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), app.hubs().sessions_ended()).await;
     // Idle connections close now; a request under way gets its answer first.
     alarms.stop();
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    while conns.open() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conns.drained()).await;
     if conns.open() > 0 {
         crate::warn!("{} connection(s) did not finish within {DRAIN_TIMEOUT:?}", conns.open());
     }

@@ -20,6 +20,7 @@ pub enum Body {
     Channel(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>),
 }
 
+/// Every handler's answer: a response with a [`Body`].
 pub type Reply = Response<Body>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -116,7 +117,9 @@ impl From<Error> for ApiError {
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Docker(DockerError::Unreachable(_) | DockerError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Docker(_) | Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Docker(_) | Error::Store(_) | Error::Internal(_) | Error::Lifecycle(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         ApiError::new(status, e.to_string())
     }

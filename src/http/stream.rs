@@ -62,10 +62,12 @@ impl ChannelWriter {
 
     /// Aborts the response: the client sees a broken transfer, never a short one. The error
     /// waits for room in the channel on a task of its own, so this thread never waits for a
-    /// client that stopped reading.
+    /// client that stopped reading. The task is not the tracker's to count: it is bounded by
+    /// its connection, ending when the error is taken or the response dropped (the client
+    /// left, or the connection was closed by the drain at shutdown).
     pub fn fail(self, e: io::Error) {
         let tx = self.tx;
-        self.runtime.spawn(async move {
+        crate::shutdown::detach_on(&self.runtime, async move {
             let _ = tx.send(Err(e)).await;
         });
     }

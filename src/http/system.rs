@@ -90,7 +90,7 @@ fn console_metrics(app: &Handles, out: &mut String) {
     let _ = writeln!(out, "lightd_docker_streams{{kind=\"events\",container=\"\"}} {events}");
     for (id, hub) in &hubs {
         let (attach, stats) =
-            hub.as_ref().map_or((false, false), |h| (h.attach_open.load(Acquire), h.stats_open.load(Acquire)));
+            hub.as_ref().map_or((false, false), |h| (h.tty().attach_open.load(Acquire), h.stats().open.load(Acquire)));
         let _ = writeln!(out, "lightd_docker_streams{{kind=\"attach\",container=\"{id}\"}} {}", u8::from(attach));
         let _ = writeln!(out, "lightd_docker_streams{{kind=\"logs\",container=\"{id}\"}} 0");
         let _ = writeln!(out, "lightd_docker_streams{{kind=\"stats\",container=\"{id}\"}} {}", u8::from(stats));
@@ -98,20 +98,20 @@ fn console_metrics(app: &Handles, out: &mut String) {
     out.push_str("# HELP lightd_viewers Open console sessions by container and kind.\n# TYPE lightd_viewers gauge\n");
     for (id, hub) in &hubs {
         for (kind, k) in [(ViewerKind::Ws, "ws"), (ViewerKind::Attach, "attach")] {
-            let n = hub.as_ref().map_or(0, |h| h.viewers(kind));
+            let n = hub.as_ref().map_or(0, |h| h.tty().viewers(kind));
             let _ = writeln!(out, "lightd_viewers{{container=\"{id}\",kind=\"{k}\"}} {n}");
         }
     }
     out.push_str("# HELP lightd_console_lines_total Console lines read from Docker.\n");
     out.push_str("# TYPE lightd_console_lines_total counter\n");
     for (id, hub) in &hubs {
-        let n = hub.as_ref().map_or(0, |h| h.lines_total());
+        let n = hub.as_ref().map_or(0, |h| h.tty().lines_total());
         let _ = writeln!(out, "lightd_console_lines_total{{container=\"{id}\"}} {n}");
     }
     let (held, reserved) = hubs
         .iter()
         .filter_map(|(_, h)| h.as_ref())
-        .fold((0, 0), |(h, r), hub| (h + hub.ring().bytes_held(), r + hub.ring().bytes_reserved()));
+        .fold((0, 0), |(h, r), hub| (h + hub.tty().ring().bytes_held(), r + hub.tty().ring().bytes_reserved()));
     gauge(out, "lightd_console_ring_bytes", "Console ring bytes holding lines (all containers).", held);
     gauge(out, "lightd_console_ring_reserved_bytes", "Console ring bytes reserved (all containers).", reserved);
 }

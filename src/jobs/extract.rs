@@ -9,6 +9,7 @@ use super::{tell, Job, State};
 use crate::config::Config;
 use crate::console::Hubs;
 use crate::model::Volume;
+use crate::shutdown::{Shutdown, Tasks};
 use crate::store::Store;
 use crate::vfs::{self, FsError};
 use crate::volumes::Volumes;
@@ -30,15 +31,28 @@ pub struct Reach {
     pub store: Arc<Store>,
     pub hubs: Arc<Hubs>,
     pub volumes: Volumes,
+    /// The tracker the jobs run under: they hear its shutdown signal.
+    pub tasks: Tasks,
 }
 
-/// Runs `job` in the background: extracts `source` into the job's path of `volume`. The job
-/// is bounded by its dial (`files.job_timeout`, or a cancel).
+/// Runs `job` in the background, through the tracker: extracts `source` into the job's path
+/// of `volume`. The job is bounded by its dial (`files.job_timeout`, or a cancel); the
+/// shutdown signal cancels it too, so it records why and ends promptly.
 pub fn start(reach: &Reach, job: Arc<Job>, volume: Volume, source: Source) {
-    crate::shutdown::detach(run(reach.clone(), job, volume, source));
+    let (mut signal, stopping) = (reach.tasks.signal(), reach.tasks.signal());
+    let dial = Arc::clone(&job);
+    let body = run(reach.clone(), job, volume, source, stopping);
+    reach.tasks.spawn(async move {
+        tokio::pin!(body);
+        tokio::select! {
+            () = &mut body => return,
+            () = signal.wait() => dial.dial.cancel(),
+        }
+        body.await
+    });
 }
 
-async fn run(app: Reach, job: Arc<Job>, volume: Volume, source: Source) {
+async fn run(app: Reach, job: Arc<Job>, volume: Volume, source: Source, stopping: Shutdown) {
     let into = format!("/{}", job.path.trim_start_matches('/'));
     tell(&app, &volume.volume_id, "extract started", &format!("Extracting an archive into {into}"));
     let (a, j, key) = (app.volumes.clone(), Arc::clone(&job), volume.volume_id.clone());
@@ -47,6 +61,9 @@ async fn run(app: Reach, job: Arc<Job>, volume: Volume, source: Source) {
         .unwrap_or_else(|e| Err(FsError::Io(std::io::Error::other(format!("extract task failed: {e}")))));
     let (state, error) = match outcome {
         Ok(_) => (State::Done, None),
+        Err(_) if stopping.is_stopping() => {
+            (State::Failed, Some("The daemon stopped during the extraction; nothing was extracted".to_string()))
+        }
         Err(_) if job.dial.cancelled() => (State::Cancelled, Some("Cancelled; nothing was extracted".to_string())),
         Err(_) if job.dial.expired() => (
             State::Failed,

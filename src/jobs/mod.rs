@@ -224,8 +224,8 @@ impl Job {
 fn tell(app: &Reach, volume_id: &str, event: &'static str, note: &str) {
     for id in app.store.read(|s| crate::volumes::used_by(s, volume_id)) {
         let hub = app.hubs.get(&id);
-        hub.publish(Event::Named(event));
-        hub.publish(Event::DaemonMessage(note.to_string()));
+        hub.news().publish(Event::Named(event));
+        hub.news().publish(Event::DaemonMessage(note.to_string()));
     }
 }
 
@@ -269,9 +269,10 @@ mod tests {
         let jobs = Jobs::default();
         let job = jobs.begin("v", "extract", "/", later()).unwrap();
         assert!(!job.wait(Duration::from_millis(20)).await);
-        let j = Arc::clone(&job);
-        tokio::spawn(async move { j.finish(State::Cancelled, Some("Cancelled".into())) });
-        assert!(job.wait(Duration::from_secs(5)).await);
+        let (over, ()) = tokio::join!(job.wait(Duration::from_secs(5)), async {
+            job.finish(State::Cancelled, Some("Cancelled".into()))
+        });
+        assert!(over);
         assert_eq!(job.view().error.as_deref(), Some("Cancelled"));
     }
 }

@@ -16,8 +16,8 @@ pub const MAX_LINES: usize = 10_000;
 /// (number, encoded frame), and a cursor just after the ring's newest line for a viewer that
 /// goes on live from there (no line lost or doubled between the two).
 pub async fn console(journals: &Journals, hub: &Arc<Hub>, n: usize, before: u64) -> (Cursor, Vec<(u64, Vec<u8>)>) {
-    let (cursor, mut lines) = Cursor::tail_numbered(hub.ring(), n, before);
-    let older_than = lines.first().map_or(before.min(hub.ring().head() + 1), |l| l.0);
+    let (cursor, mut lines) = Cursor::tail_numbered(hub.tty().ring(), n, before);
+    let older_than = lines.first().map_or(before.min(hub.tty().ring().head() + 1), |l| l.0);
     // Line 1 held in the ring: there is nothing older anywhere.
     if lines.len() < n && older_than > 1 && journals.enabled() {
         let more = read(journals, &hub.id, Stream::Console, n - lines.len(), older_than).await;

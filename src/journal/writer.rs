@@ -28,8 +28,8 @@ pub struct Progress {
 /// Appends what is new in `hubs` to `journals` (blocking: file I/O).
 pub fn flush(journals: &Journals, hubs: &[Arc<Hub>], progress: &mut Progress) {
     for hub in hubs {
-        let install = hub.take_install_log();
-        if hub.is_gone() || !journals.enabled() {
+        let install = hub.news().take_install_log();
+        if hub.tty().is_gone() || !journals.enabled() {
             continue;
         }
         if let Err(e) = flush_one(journals, hub, &install) {
@@ -48,9 +48,9 @@ fn flush_one(journals: &Journals, hub: &Hub, install: &[String]) -> std::io::Res
         let literals: Vec<Vec<u8>> = install.iter().map(|l| serde_json::to_vec(l).unwrap_or_default()).collect();
         journals.append(&hub.id, Stream::Install, (last + 1..).zip(literals.iter().map(Vec::as_slice)))?;
     }
-    let ring = hub.ring();
+    let ring = hub.tty().ring();
     let head = ring.head();
-    let next = hub.journaled().max(hub.line_base()) + 1;
+    let next = hub.tty().journaled().max(hub.tty().line_base()) + 1;
     let oldest = (head + 1).saturating_sub(ring.capacity()).max(next);
     let from = oldest.max(head.saturating_sub(MAX_ROUND) + 1);
     let mut frames = Vec::new();
@@ -59,7 +59,7 @@ fn flush_one(journals: &Journals, hub: &Hub, install: &[String]) -> std::io::Res
             frames.push((n, frame));
         }
     }
-    hub.set_journaled(head);
+    hub.tty().set_journaled(head);
     journals.append(&hub.id, Stream::Console, frames.iter().map(|(n, f)| (*n, line::literal(f))))
 }
 
@@ -105,11 +105,11 @@ mod tests {
     use crate::testutil::TempDir;
 
     fn print(hub: &Hub, lines: &[&str]) {
-        let mut w = hub.take_writer().unwrap();
+        let mut w = hub.tty().take_writer().unwrap();
         for l in lines {
             w.push(&line::encode_within(l, 1024), 1);
         }
-        hub.return_writer(w);
+        hub.tty().return_writer(w);
     }
 
     fn journaled(journals: &Journals, id: &str) -> Vec<(u64, String)> {

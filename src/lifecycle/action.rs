@@ -122,8 +122,6 @@ pub enum JobResult {
 pub enum Msg {
     Ask(Ask),
     Fact(Fact),
-    /// The daemon stops: leave servers as they are and end.
-    Shutdown,
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl Supervisor {
 
     /// Step one of an install: the image (pulled when missing).
     pub(super) fn begin_install(&mut self, rollback: Option<Rollback>) {
-        self.hub.lifecycle(Lifecycle::Started);
+        self.hub.news().lifecycle(Lifecycle::Started);
         let (sups, hub, id) = (self.sups.clone(), self.hub.clone(), self.id.clone());
         self.start_job(JobKind::Pull { rollback }, async move {
             JobResult::Pulled(super::pull::pull(&sups, &hub, &id).await)
@@ -96,7 +96,7 @@ impl Supervisor {
         match outcome {
             Ok(cid) => {
                 // Events first, then the record: whoever sees `ready` also finds the event.
-                self.hub.lifecycle(Lifecycle::Ready);
+                self.hub.news().lifecycle(Lifecycle::Ready);
                 let saved = self
                     .edit(|r| {
                         r.container_id = Some(cid);
@@ -123,7 +123,7 @@ impl Supervisor {
     /// had) the server is left as it was; otherwise the record says `failed` and why.
     /// `made`: the container the failed steps left as the server's (`Some(None)`: none).
     async fn install_failed(&mut self, why: String, rollback: Option<Rollback>, made: Option<Option<String>>) {
-        self.hub.lifecycle(Lifecycle::Error);
+        self.hub.news().lifecycle(Lifecycle::Error);
         let saved = match rollback {
             Some(rb) => {
                 self.say(format!("Reinstall failed, the server is left as it was: {why}"));
@@ -165,7 +165,7 @@ async fn steps(sups: &Supervisors, id: &str, hub: &Hub) -> std::result::Result<S
         .ensure_network(net, &super::network::network_options())
         .await
         .map_err(|e| fail(format!("cannot prepare network {net}: {e}")))?;
-    hub.lifecycle(Lifecycle::CreatingContainer);
+    hub.news().lifecycle(Lifecycle::CreatingContainer);
     let volume_path = crate::volumes::mount_path_off(&sups.volumes, &rec.volume_id).await.map_err(fail)?;
     let binds = super::mounts::verify(sups, &rec).await.map_err(fail)?;
     // Written and fsynced on the blocking pool.
@@ -189,15 +189,15 @@ async fn steps(sups: &Supervisors, id: &str, hub: &Hub) -> std::result::Result<S
         .await
         .map_err(|e| fail(format!("cannot create container: {}", message(&e))))?;
     let made = |e: String| (e, Some(cid.clone()));
-    hub.lifecycle(Lifecycle::ContainerCreated);
+    hub.news().lifecycle(Lifecycle::ContainerCreated);
     if rec.install_script.is_some() {
-        hub.lifecycle(Lifecycle::RunningInstallScript);
+        hub.news().lifecycle(Lifecycle::RunningInstallScript);
         let run = RunSpec::install(&volume_path, &data_dir, &binds, &network, &sups.instance);
         run_script(sups, &rec, hub, &run).await.map_err(made)?;
-        hub.lifecycle(Lifecycle::InstallScriptComplete);
+        hub.news().lifecycle(Lifecycle::InstallScriptComplete);
     }
     hand_over(&volume_path, &rec.user).await.map_err(made)?;
-    hub.lifecycle(Lifecycle::SettingUpEntrypoint);
+    hub.news().lifecycle(Lifecycle::SettingUpEntrypoint);
     let command = match rec.startup_command.as_str() {
         // Resolved at each install, so a reinstall with another image runs that image's.
         "" => {
@@ -263,7 +263,7 @@ async fn run_script(
                 last.pop_front();
             }
             last.push_back(line.clone());
-            hub.publish(Event::InstallOutput(line));
+            hub.news().publish(Event::InstallOutput(line));
         };
         while let Some(chunk) = chunks.next().await {
             output.push(&chunk?, &mut emit);

@@ -4,6 +4,7 @@
 
 pub mod action;
 mod datadir;
+pub mod error;
 pub mod events;
 mod image;
 mod install;
@@ -161,13 +162,6 @@ impl Supervisors {
         let mut map = self.lock();
         if map.get(id).is_some_and(|t| t.same_channel(tx)) {
             map.remove(id);
-        }
-    }
-
-    /// Tells every supervisor to end (the daemon stops); servers keep running.
-    pub fn shutdown(&self) {
-        for tx in self.lock().values() {
-            let _ = tx.send(Msg::Shutdown);
         }
     }
 }

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
+use super::error::Failure;
 use super::spec::{DATA, HOME};
 use super::Supervisors;
 use crate::config::Config;
-use crate::error::{bad, Error, Result};
+use crate::error::{bad, Result};
 use crate::model::ContainerRecord;
 
 /// One custom bind mount as it goes into a container spec.
@@ -161,7 +162,7 @@ pub async fn resolve(sups: &Supervisors, mount: &BTreeMap<String, String>) -> Re
     let (sups, mount) = (sups.clone(), mount.clone());
     tokio::task::spawn_blocking(move || resolve_blocking(&mount, &Places::resolve(&sups.config)))
         .await
-        .unwrap_or_else(|e| Err(Error::Internal(format!("mount check failed: {e}"))))
+        .unwrap_or_else(|e| Err(Failure::MountCheck(e.to_string()).into()))
 }
 
 /// A (resolved) mount source must not contain or lie inside another container's (a server

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
+use super::error::Failure;
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
 use super::{bounded, JobResult, REMOVE_TIMEOUT};
 use crate::console::{pump, stats, Event};
@@ -39,7 +40,7 @@ impl Supervisor {
             })
             .await?;
         if moved {
-            self.hub.publish(Event::Status(to));
+            self.hub.news().publish(Event::Status(to));
         }
         Ok(())
     }
@@ -69,7 +70,7 @@ impl Supervisor {
         self.set_state(PowerState::Starting).await?;
         if let Err(e) = bounded(REMOVE_TIMEOUT, "starting the container", self.sups.docker.start_container(&cid)).await
         {
-            if let Some(p) = self.hub.take_pump() {
+            if let Some(p) = self.hub.tty().take_pump() {
                 p.abort();
             }
             self.pattern_pending = false;
@@ -77,7 +78,7 @@ impl Supervisor {
             self.say(format!("Start failed: {e}"));
             return Err(e.into());
         }
-        self.hub.started_at.store(now(), std::sync::atomic::Ordering::Release);
+        self.hub.stats().started_at.store(now(), std::sync::atomic::Ordering::Release);
         self.sups.node.started(&rec);
         if !self.pattern_pending {
             self.set_state(PowerState::Running).await?;
@@ -266,7 +267,7 @@ impl Supervisor {
         }
         let never_ran = st["StartedAt"].as_str().is_some_and(|s| s.starts_with("0001"));
         if !never_ran {
-            self.hub.wait_drained(DRAIN_WAIT).await;
+            self.hub.tty().wait_drained(DRAIN_WAIT).await;
         }
         let exit = LastExit {
             code: st["ExitCode"].as_i64().unwrap_or(-1),
@@ -286,8 +287,8 @@ impl Supervisor {
             return;
         }
         self.pattern_pending = false;
-        self.hub.started_at.store(0, std::sync::atomic::Ordering::Release);
-        self.hub.publish(Event::Status(PowerState::Offline));
+        self.hub.stats().started_at.store(0, std::sync::atomic::Ordering::Release);
+        self.hub.news().publish(Event::Status(PowerState::Offline));
         let intent = std::mem::replace(&mut self.intent, Intent::None);
         let then = match self.job.take() {
             Some(job) => {
@@ -346,7 +347,7 @@ impl Supervisor {
         self.intent = Intent::None;
         if let Some(job) = self.job.take() {
             if let JobKind::Stop { then: Then::Delete(reply) } = job.kind {
-                let _ = reply.send(Err(Error::Internal(format!("the server could not be stopped: {why}"))));
+                let _ = reply.send(Err(Failure::NotStopped(why.clone()).into()));
             }
         }
         let up = self.up_state();
@@ -438,7 +439,7 @@ impl Supervisor {
             })
             .await;
         if changed.is_ok() {
-            self.hub.publish(Event::Status(PowerState::Offline));
+            self.hub.news().publish(Event::Status(PowerState::Offline));
             self.say(why);
         }
         if let Some(Then::Delete(reply)) = then {
@@ -464,7 +465,7 @@ async fn wait_killed(docker: &Docker, cid: &str) -> std::result::Result<(), Dock
 /// Writes `text` and a newline to the server's stdin (at most 5 s: a server that does not read
 /// must not hold anyone up).
 async fn write_stdin(hub: &crate::console::Hub, text: &str) -> Result<()> {
-    let mut stdin = hub.stdin.lock().await;
+    let mut stdin = hub.tty().stdin.lock().await;
     let pipe = stdin.as_mut().ok_or_else(|| conflict("Container is not running"))?;
     let mut line = text.trim_end_matches(['\r', '\n']).to_string();
     line.push('\n');
@@ -473,8 +474,8 @@ async fn write_stdin(hub: &crate::console::Hub, text: &str) -> Result<()> {
         pipe.flush().await
     })
     .await
-    .map_err(|_| Error::Internal("the server did not take the command within 5 s".into()))?
-    .map_err(|e| Error::Internal(format!("cannot write to the server's stdin: {e}")))
+    .map_err(|_| Failure::StdinTimeout)?
+    .map_err(|e| Failure::Stdin(e).into())
 }
 
 /// What the viewers are told when the server went down.

@@ -21,9 +21,9 @@ pub(super) async fn pull(sups: &Supervisors, hub: &Hub, id: &str) -> std::result
     }
     let registry = super::image::check(&image).unwrap_or_default();
     let auth = registry_auth(&sups.config.docker, &registry);
-    hub.publish(Event::InstallOutput(format!("Pulling image {image}")));
+    hub.news().publish(Event::InstallOutput(format!("Pulling image {image}")));
     let progress = std::sync::Mutex::new(Progress::new(Instant::now()));
-    let show = |line: Option<String>| line.into_iter().for_each(|l| hub.publish(Event::InstallOutput(l)));
+    let show = |line: Option<String>| line.into_iter().for_each(|l| hub.news().publish(Event::InstallOutput(l)));
     let lock = || progress.lock().unwrap_or_else(|p| p.into_inner());
     let pulling = sups.docker.pull(&image, auth.as_ref(), |m| {
         let mut p = lock();

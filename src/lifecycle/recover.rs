@@ -39,13 +39,13 @@ impl Supervisor {
             _ => {}
         }
         let Some(cid) = rec.container_id.clone() else {
-            self.hub.set_filled(true);
+            self.hub.tty().set_filled(true);
             return Ok(());
         };
         let info = match self.sups.docker.inspect_container(&cid).await {
             Ok(info) => info,
             Err(e) if e.is_not_found() => {
-                self.hub.set_filled(true);
+                self.hub.tty().set_filled(true);
                 self.vanished().await;
                 return Ok(());
             }
@@ -53,7 +53,7 @@ impl Supervisor {
         };
         let st = &info["State"];
         if st["Running"].as_bool() != Some(true) {
-            self.hub.set_filled(true);
+            self.hub.tty().set_filled(true);
             if rec.state != PowerState::Offline {
                 // Ended while we were away: a stop we had begun, or a crash.
                 self.intent = if rec.state == PowerState::Stopping { Intent::Stop } else { Intent::None };
@@ -62,14 +62,14 @@ impl Supervisor {
             return Ok(());
         }
         let paused = st["Paused"].as_bool() == Some(true);
-        if !self.hub.attach_open.load(Ordering::Acquire) {
+        if !self.hub.tty().attach_open.load(Ordering::Acquire) {
             let waiting = rec.state == PowerState::Starting && rec.start_pattern.is_some();
             let pattern = match (&rec.start_pattern, waiting) {
                 (Some(p), true) => Some(compile_pattern(p)?),
                 _ => None,
             };
             // The console of a server that ran while nobody listened comes from Docker's log.
-            let backfill = if self.hub.lines_total() == 0 { self.sups.config.console.ring_lines } else { 0 };
+            let backfill = if self.hub.tty().lines_total() == 0 { self.sups.config.console.ring_lines } else { 0 };
             self.run += 1;
             self.pattern_pending = pattern.is_some();
             // The engine attaches to no paused container: it thaws for the moment it takes.
@@ -90,12 +90,12 @@ impl Supervisor {
             if paused {
                 self.sups.docker.pause_container(&cid).await?;
             }
-            self.hub.set_filled(true);
+            self.hub.tty().set_filled(true);
             opened?;
             crate::info!("{}: re-attached to its running container", self.id);
         }
-        if self.hub.started_at.load(Ordering::Acquire) == 0 {
-            self.hub.started_at.store(now(), Ordering::Release);
+        if self.hub.stats().started_at.load(Ordering::Acquire) == 0 {
+            self.hub.stats().started_at.store(now(), Ordering::Release);
         }
         let to = match (paused, rec.state) {
             (true, _) => PowerState::Suspended,

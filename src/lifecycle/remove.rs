@@ -4,6 +4,7 @@
 
 use tokio::sync::oneshot;
 
+use super::error::Failure;
 use super::supervisor::{Intent, JobKind, Supervisor, Then};
 use super::{bounded, datadir::data_dir, release_ports, REMOVE_TIMEOUT};
 use crate::error::{Error, Result};
@@ -51,7 +52,7 @@ impl Supervisor {
         for cid in &ids {
             bounded(REMOVE_TIMEOUT, "removing the container", docker.remove_container(cid)).await?;
         }
-        if let Some(p) = self.hub.take_pump() {
+        if let Some(p) = self.hub.tty().take_pump() {
             p.abort();
         }
         let dir = data_dir(&self.sups, &self.id);
@@ -61,7 +62,7 @@ impl Supervisor {
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())));
+                return Err(Failure::RemoveData(dir, e).into());
             }
             _ => {}
         }

@@ -86,7 +86,8 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
     let t = now();
     Ok(ContainerRecord {
         internal_id: req.internal_id,
-        record_id: crate::ids::new_uuid().map_err(|e| crate::error::Error::Internal(format!("no randomness: {e}")))?,
+        record_id: crate::ids::new_uuid()
+            .map_err(|e| crate::error::Error::from(super::error::Failure::NoRandomness(e)))?,
         container_id: None,
         volume_id,
         image: req.image,

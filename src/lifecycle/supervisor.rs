@@ -135,17 +135,20 @@ impl Supervisor {
         } else {
             self.boot();
         }
+        // The daemon's one shutdown signal ends it (servers keep running).
+        let mut stopping = self.sups.tasks.signal();
         loop {
             let next = self.deferred.iter().map(|a| a.deadline).min();
             let msg = tokio::select! {
                 m = rx.recv() => m,
+                () = stopping.wait() => None,
                 _ = sleep_until(next) => {
                     self.expire_deferred();
                     continue;
                 }
             };
             match msg {
-                None | Some(Msg::Shutdown) => break,
+                None => break,
                 Some(Msg::Ask(ask)) => self.ask(ask).await,
                 Some(Msg::Fact(fact)) => self.fact(fact).await,
             }
@@ -162,11 +165,11 @@ impl Supervisor {
     fn boot(&mut self) {
         let Some(rec) = self.record() else { return };
         if rec.state != PowerState::Offline {
-            self.hub.set_filled(false);
+            self.hub.tty().set_filled(false);
             let hub = Arc::clone(&self.hub);
             crate::shutdown::detach(async move {
                 tokio::time::sleep(super::FILL_WAIT * 2).await;
-                hub.set_filled(true);
+                hub.tty().set_filled(true);
             });
         }
     }
@@ -339,7 +342,7 @@ impl Supervisor {
     pub(super) fn say(&self, note: impl Into<String>) {
         let note = note.into();
         crate::info!("{}: {note}", self.id);
-        self.hub.publish(crate::console::Event::DaemonMessage(note));
+        self.hub.news().publish(crate::console::Event::DaemonMessage(note));
     }
 }
 

@@ -34,7 +34,7 @@ pub async fn watch(volumes: super::Volumes, hubs: Arc<Hubs>) {
                     super::files::human(limit)
                 );
                 for c in users {
-                    hubs.get(&c).publish(Event::DaemonMessage(note.clone()));
+                    hubs.get(&c).news().publish(Event::DaemonMessage(note.clone()));
                 }
             } else if share < 0.90 {
                 warned.remove(&id);

@@ -25,6 +25,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::conns::Slot;
 use super::reply::{ApiError, Reply};
 use super::tokens::Access;
+use super::viewer::{self, Feed, Next, Wire};
 use crate::console::viewer::Cursor;
 use crate::console::{stats, Event, Hub};
 use crate::http::Handles;
@@ -36,8 +37,6 @@ use crate::tokens::{self, SessionGuard};
 use inbound::{Bucket, Inbound};
 use pending::Entry;
 
-/// Lines written per batch (one write).
-const BATCH: usize = 256;
 /// The write buffer a session keeps between writes; a bigger one (the tail, a burst) is let go
 /// after its write, so a thousand quiet viewers do not each hold their biggest batch.
 const KEEP_BUFFER: usize = 1024;
@@ -203,9 +202,9 @@ impl Session {
     async fn begin(&mut self, asked: Option<Instant>) -> Option<Live> {
         let (app, hub) = (Arc::clone(&self.app), Arc::clone(&self.hub));
         stats::ensure(app.store(), app.docker(), app.runtime(), &hub);
-        let closed = hub.closed();
-        let events = hub.subscribe();
-        hub.wait_filled(FILL_WAIT).await;
+        let closed = hub.tty().closed();
+        let events = hub.news().subscribe();
+        hub.tty().wait_filled(FILL_WAIT).await;
         let state = record(app.sups(), &hub.id).map(|r| r.state.as_str()).unwrap_or("offline");
         frames::event(&mut self.out, "status", &[state]);
         // The tail's copies of the lines go once framed: they would otherwise stay with the
@@ -232,76 +231,73 @@ impl Session {
         in_tx: &mpsc::Sender<Inbound>,
         live: Live,
     ) -> Close {
-        let hub = Arc::clone(&self.hub);
-        let Live { mut cursor, mut closed, mut events } = live;
+        let Live { cursor, closed, events } = live;
+        let mut feed = Feed::new(Arc::clone(&self.hub), cursor, closed, events);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
-        let mut check = tokio::time::interval(Duration::from_secs(1));
         let mut last_seen = Instant::now();
         let mut bucket = Bucket::default();
         loop {
             if !self.out.is_empty() && !self.write().await {
                 return None;
             }
-            let woken = hub.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
             // One frame per line (panels built for Wings read one line per frame), all of them
             // in one write: the ring holds each line as its finished frame.
-            let mark = self.out.len();
-            let skipped = cursor.poll_into(hub.ring(), BATCH, &mut self.out, &mut self.times, |_, _| {});
-            if skipped > 0 {
-                let mut note = Vec::new();
-                frames::event(&mut note, "daemon_message", &[format!("{skipped} lines skipped")]);
-                self.out.splice(mark..mark, note);
-            }
-            if !self.out.is_empty() {
-                continue;
-            }
-            tokio::select! {
-                _ = &mut woken => {}
-                ev = events.recv() => match ev {
-                    Ok(ev) => event_frames(&mut self.out, &ev),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        frames::event(&mut self.out, "daemon_message", &[format!("{n} events skipped")]);
+            let own = async {
+                tokio::select! {
+                    msg = inbound.recv() => Some(msg),
+                    _ = ping.tick() => None,
+                }
+            };
+            let msg = match feed.next::<Frames, _>(&mut self.out, &mut self.times, own).await {
+                Next::Lines => continue,
+                Next::Event(ev) => {
+                    event_frames(&mut self.out, &ev);
+                    continue;
+                }
+                Next::Lagged(n) => {
+                    frames::event(&mut self.out, "daemon_message", &[format!("{n} events skipped")]);
+                    continue;
+                }
+                Next::Deleted => return Some((1001, "container deleted".into())),
+                Next::Closed(why) => return Some((1000, why.to_string())),
+                Next::Tick => {
+                    if let Some(close) = self.check_token() {
+                        return Some(close);
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Some((1001, "container deleted".into())),
-                },
-                msg = inbound.recv() => match msg {
-                    None => return Some((1000, String::new())),
-                    Some(Inbound::Alive) => last_seen = Instant::now(),
-                    Some(Inbound::Reply(f)) => self.out.extend_from_slice(&f),
-                    Some(ending @ (Inbound::TooBig | Inbound::Protocol(_) | Inbound::Invalid(_) | Inbound::Flood)) => {
-                        return inbound::ending(&ending)
-                    }
-                    Some(Inbound::NotUtf8) => error(&mut self.out, "messages must be UTF-8 JSON text"),
-                    Some(Inbound::Send { frame, close }) => {
-                        self.out.extend_from_slice(&frame);
-                        if !self.write().await || close {
-                            return None;
-                        }
-                    }
-                    Some(Inbound::Text(text)) => {
-                        last_seen = Instant::now();
-                        if !bucket.take() {
-                            error(&mut self.out, "rate limit exceeded: message dropped");
-                            continue;
-                        }
-                        if let Err(why) = self.handle(&text, in_tx).await {
-                            return Some((UNAUTHORIZED, why));
-                        }
-                    }
-                },
-                _ = closed.changed() => return Some((1000, closed.borrow().unwrap_or("closed").to_string())),
-                _ = ping.tick() => {
+                    continue;
+                }
+                Next::Other(None) => {
                     if last_seen.elapsed() > PEER_TIMEOUT {
                         return Some((1001, "ping timeout".into()));
                     }
                     frames::push(&mut self.out, frames::PING, b"lightd");
+                    continue;
                 }
-                _ = check.tick() => {
-                    if let Some(close) = self.check_token() {
-                        return Some(close);
+                Next::Other(Some(msg)) => msg,
+            };
+            match msg {
+                None => return Some((1000, String::new())),
+                Some(Inbound::Alive) => last_seen = Instant::now(),
+                Some(Inbound::Reply(f)) => self.out.extend_from_slice(&f),
+                Some(ending @ (Inbound::TooBig | Inbound::Protocol(_) | Inbound::Invalid(_) | Inbound::Flood)) => {
+                    return inbound::ending(&ending)
+                }
+                Some(Inbound::NotUtf8) => error(&mut self.out, "messages must be UTF-8 JSON text"),
+                Some(Inbound::Send { frame, close }) => {
+                    self.out.extend_from_slice(&frame);
+                    if !self.write().await || close {
+                        return None;
+                    }
+                }
+                Some(Inbound::Text(text)) => {
+                    last_seen = Instant::now();
+                    if !bucket.take() {
+                        error(&mut self.out, "rate limit exceeded: message dropped");
+                        continue;
+                    }
+                    if let Err(why) = self.handle(&text, in_tx).await {
+                        return Some((UNAUTHORIZED, why));
                     }
                 }
             }
@@ -318,7 +314,7 @@ impl Session {
             frames::event::<&str>(&mut self.out, "token expiring", &[]);
         }
         // The container's deletion closes its sessions too; whichever comes first says so.
-        tokens::gone(self.app.tokens(), t, &self.hub.id).map(|why| match why {
+        viewer::token_gone(&self.app, t, &self.hub.id).map(|why| match why {
             tokens::Revoked::Expired => {
                 frames::event::<&str>(&mut self.out, "token expired", &[]);
                 (UNAUTHORIZED, why.reason().to_string())
@@ -400,6 +396,16 @@ impl Session {
             }
         });
         Ok(())
+    }
+}
+
+/// The WebSocket console's wire: lines go as the ring holds them (a frame each), notes as
+/// `daemon_message` events.
+struct Frames;
+
+impl Wire for Frames {
+    fn note(out: &mut Vec<u8>, text: &str) {
+        frames::event(out, "daemon_message", &[text]);
     }
 }
 

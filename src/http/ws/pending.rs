@@ -17,13 +17,14 @@ use tokio::task::JoinHandle;
 use super::super::conns::Slot;
 use super::super::reply::ApiError;
 use super::super::tokens::{self as auth, Access};
+use super::super::viewer;
 use super::inbound::{self, Inbound};
 use super::{frames, Close, UNAUTHORIZED, WRITE_TIMEOUT};
 use crate::console::{Hub, ViewerGuard, ViewerKind};
 use crate::http::Handles;
 use crate::lifecycle::record;
 use crate::model::TempToken;
-use crate::tokens::{self, SessionGuard};
+use crate::tokens::SessionGuard;
 
 /// A socket opened without a token must send its `auth` frame within this time.
 pub const AUTH_WAIT: Duration = Duration::from_secs(5);
@@ -63,13 +64,7 @@ impl Ending {
 
 /// The place of a socket that came with credentials, on container `id` (on record).
 pub fn enter(app: &Arc<Handles>, id: &str, access: Access, slot: Option<&Slot>) -> Result<Entry, ApiError> {
-    let (token, guard) = match access {
-        Access::Token(t) => {
-            let guard = tokens::enter(app.tokens(), &t.token).map_err(ApiError::from)?;
-            (Some(t), Some(guard))
-        }
-        _ => (None, None),
-    };
+    let (token, guard) = viewer::enter(app, &access)?.unzip();
     place(app, id, token, guard, slot)
 }
 
@@ -148,16 +143,12 @@ pub async fn check_auth(
     guard: &mut Option<SessionGuard>,
 ) -> Result<Option<TempToken>, String> {
     let presented = presented.ok_or("auth needs the token as its arg")?;
-    match auth::check(app, presented, id).await {
-        Ok(Access::Token(t)) => {
-            if guard.is_none() {
-                *guard = Some(tokens::enter(app.tokens(), &t.token).map_err(|e| e.to_string())?);
-            }
-            Ok(Some(t))
-        }
-        Ok(_) => Ok(None),
-        Err(e) => Err(e.message),
+    let access = auth::check(app, presented, id).await.map_err(|e| e.message)?;
+    let Access::Token(t) = &access else { return Ok(None) };
+    if guard.is_none() {
+        *guard = viewer::enter(app, &access).map_err(|e| e.message)?.map(|(_, g)| g);
     }
+    Ok(Some(t.clone()))
 }
 
 /// Says goodbye to a socket that never became a session.
