@@ -117,6 +117,9 @@ impl From<Error> for ApiError {
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Docker(DockerError::Unreachable(_) | DockerError::Timeout(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            // The engine's own conflict (its container is being removed from outside, say):
+            // the action met a state it cannot take, as lightd's own 409s say.
+            Error::Docker(DockerError::Api { status: 409, .. }) => StatusCode::CONFLICT,
             Error::Docker(_) | Error::Store(_) | Error::Internal(_) | Error::Lifecycle(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -128,5 +131,24 @@ impl From<Error> for ApiError {
 impl From<DockerError> for ApiError {
     fn from(e: DockerError) -> ApiError {
         Error::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(e: Error) -> StatusCode {
+        ApiError::from(e).status
+    }
+
+    #[test]
+    fn engine_errors_map_to_what_the_caller_can_do() {
+        let api = |status| Error::Docker(DockerError::Api { status, message: "x".into() });
+        assert_eq!(status_of(api(409)), StatusCode::CONFLICT, "a container being removed from outside");
+        assert_eq!(status_of(api(500)), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_of(Error::Docker(DockerError::Unreachable("x".into()))), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of(Error::Docker(DockerError::Timeout("x".into()))), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of(Error::Conflict("x".into())), StatusCode::CONFLICT);
     }
 }
