@@ -210,7 +210,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// A copy of the daemon that uid 65534 can run (the build's may lie under a private directory).
 fn runnable_copy(dir: &Path) -> PathBuf {
     let copy = dir.join("lightd");
-    std::fs::copy(bin(), &copy).unwrap();
+    // Copied by `cp`, not in this process: a write descriptor held here is inherited by any
+    // child another test thread forks meanwhile, and exec of the copy then fails with "Text
+    // file busy" (ETXTBSY) until that child execs (seen once in CI).
+    let ok = Command::new("cp").arg(bin()).arg(&copy).status().expect("run cp");
+    assert!(ok.success(), "cp {} {}", bin(), copy.display());
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     copy
 }
