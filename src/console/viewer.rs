@@ -263,6 +263,32 @@ mod tests {
         assert_eq!(c.poll(&ring, 10), Batch::default());
     }
 
+    /// A cursor far behind (here 2^40 lines) jumps to the oldest line held at once, not one
+    /// lost line at a time, and counts them all.
+    #[test]
+    fn a_cursor_far_behind_catches_up_at_once() {
+        let (ring, mut w) = Ring::starting_after(4, 4096, 1 << 40);
+        for i in 1..=6 {
+            w.push(format!("l{i}").as_bytes(), i);
+        }
+        let mut c = Cursor { next: 1 };
+        let b = c.poll(&ring, 10);
+        assert_eq!((b.skipped, b.times), ((1 << 40) + 2, vec![3, 4, 5, 6]));
+    }
+
+    /// The lines lost are counted by the poll that finds them, even one with no room for lines.
+    #[test]
+    fn a_poll_for_no_lines_still_counts_the_lost_ones() {
+        let (ring, mut w) = Ring::new(4, 4096);
+        let (mut c, _) = Cursor::tail(&ring, 0);
+        for i in 1..=10 {
+            w.push(format!("l{i}").as_bytes(), i);
+        }
+        assert_eq!(c.poll(&ring, 0), Batch { skipped: 6, ..Batch::default() });
+        let b = c.poll(&ring, 10);
+        assert_eq!((b.skipped, b.times), (0, vec![7, 8, 9, 10]));
+    }
+
     #[test]
     fn lapped_viewer_skips_ahead_and_counts() {
         let (ring, mut w) = Ring::new(10, 64 * 1024);
