@@ -549,6 +549,19 @@ mod tests {
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
+    /// A state directory that cannot be made fails start-up naming that directory.
+    #[test]
+    fn a_directory_that_cannot_be_made_is_named() {
+        let path = temp_file("nodir");
+        let base = path.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::write(base.join("file"), b"not a directory").unwrap();
+        let dir = base.join("file/sub");
+        let err = Store::open(&dir.join("state.json")).err().expect("no directory under a file");
+        assert!(matches!(&err, StoreError::Io(p, _) if *p == dir), "{err}");
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
     #[test]
     fn corrupt_file_is_an_error_and_is_kept() {
         let path = temp_file("corrupt");

@@ -1,5 +1,7 @@
 //! Helpers for unit tests.
 
+use crate::model::{ContainerRecord, InstallState, Limits, PowerState};
+
 /// A seeded xorshift generator: `next(n)` is a number below `n`. Reproducible, no crate.
 pub fn xorshift(seed: u64) -> impl FnMut(usize) -> usize {
     let mut x = seed | 1;
@@ -33,5 +35,32 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A container record `srv` on volume `vol` in `state` and `install`, the rest plain.
+pub fn record(state: PowerState, install: InstallState) -> ContainerRecord {
+    ContainerRecord {
+        internal_id: "srv".into(),
+        record_id: "r".into(),
+        container_id: Some("c".into()),
+        volume_id: "vol".into(),
+        image: "img".into(),
+        startup_command: "run".into(),
+        start_pattern: None,
+        install_state: install,
+        state,
+        ports: Vec::new(),
+        limits: Limits { memory: None, cpu: None },
+        mount: Default::default(),
+        env: Default::default(),
+        install_script: None,
+        crash_restart: true,
+        stop_command: None,
+        user: "0:0".into(),
+        last_exit: None,
+        error: None,
+        created_at: 0,
+        updated_at: 0,
     }
 }

@@ -312,5 +312,180 @@ mod tests {
         assert!(parse_ttl("ten").is_err());
         assert!(parse_ttl("").is_err());
         assert!(parse_ttl("99999999999999999999d").is_err());
+        assert_eq!(parse_ttl(" 30s ").unwrap(), 30);
+        assert_eq!(parse_ttl("1s").unwrap(), 1, "the shortest");
+        assert_eq!(parse_ttl("7d").unwrap(), MAX_TTL, "the longest");
+        assert_eq!(MAX_TTL, 604_800);
+        assert!(parse_ttl("604801").is_err());
+    }
+
+    use crate::model::{InstallState, PowerState};
+    use crate::testutil::TempDir;
+
+    /// A store (with its writer) holding container `srv`, and the tokens handle over it with
+    /// master token `master`, at most 3 console tokens and 2 sessions per token.
+    async fn bed() -> (Tokens, TempDir) {
+        let dir = TempDir::new("tokens");
+        let store = Store::open(&dir.path().join("state.json")).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        let srv = crate::testutil::record(PowerState::Offline, InstallState::Ready);
+        store.update(|s| Ok::<_, Error>(s.containers.insert("srv".into(), srv))).await.unwrap();
+        let mut config = Config::default();
+        config.authorization.max_console_tokens = 3;
+        config.console.max_sessions_per_token = 2;
+        (Tokens::new(Arc::new(config), None, "master".into(), store), dir)
+    }
+
+    /// Puts a console token in the table as it is, bypassing `issue`.
+    async fn put(tokens: &Tokens, token: &str, id: Option<&str>, expires_at: u64, remove_on_use: bool) -> TempToken {
+        let t = TempToken { token: token.into(), internal_id: id.map(Into::into), expires_at, remove_on_use };
+        let record = t.clone();
+        tokens.store.update(|s| Ok::<_, Error>(s.tokens.insert(t.token.clone(), record))).await.unwrap();
+        t
+    }
+
+    fn live(tokens: &Tokens) -> usize {
+        tokens.store.read_latest(|s| s.tokens.len())
+    }
+
+    /// The master token compares whole: no prefix, no longer token, no other one.
+    #[tokio::test]
+    async fn the_master_token_is_compared_whole() {
+        let (tokens, _dir) = bed().await;
+        assert!(tokens.is_master(b"master"));
+        for other in [&b""[..], b"maste", b"masterr", b"Master", b"xaster"] {
+            assert!(!tokens.is_master(other), "{:?}", String::from_utf8_lossy(other));
+        }
+    }
+
+    /// A token lasts its ttl (rounded up to a whole second), names an existing container
+    /// when it names one, and is only minted with the current master token.
+    #[tokio::test]
+    async fn issue_checks_the_container_and_the_master_token() {
+        let (tokens, _dir) = bed().await;
+        let before = now();
+        let t = issue(&tokens, b"master", 600, Some("srv".into()), false).await.unwrap();
+        let after = now();
+        assert!((before + 601..=after + 601).contains(&t.expires_at), "{} for ttl 600 at {before}", t.expires_at);
+        assert_eq!(t.internal_id.as_deref(), Some("srv"));
+        assert_eq!(tokens.store.read(|s| s.tokens.get(&t.token).cloned()), Some(t.clone()), "saved");
+        let all = issue(&tokens, b"master", 60, None, true).await.unwrap();
+        assert_eq!((all.internal_id, all.remove_on_use), (None, true));
+        assert_ne!(all.token, t.token);
+        let missing = issue(&tokens, b"master", 60, Some("nope".into()), false).await;
+        assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+        let bad_id = issue(&tokens, b"master", 60, Some(".hidden".into()), false).await;
+        assert!(matches!(bad_id, Err(Error::BadRequest(_))), "{bad_id:?}");
+        let old = issue(&tokens, b"old master", 60, Some("srv".into()), false).await;
+        assert!(matches!(old, Err(Error::Unauthorized(_))), "{old:?}");
+        assert_eq!(live(&tokens), 2, "refused ones are not recorded");
+    }
+
+    /// The table is bounded: expired tokens are purged first (one expiring this very second
+    /// included), then a full table refuses.
+    #[tokio::test]
+    async fn the_table_is_bounded_and_purged_of_expired_tokens() {
+        let (tokens, _dir) = bed().await;
+        put(&tokens, "old", None, now().saturating_sub(5), false).await;
+        put(&tokens, "ending", None, now(), false).await;
+        put(&tokens, "live", None, now() + 100, false).await;
+        assert_eq!(live(&tokens), 3);
+        issue(&tokens, b"master", 60, None, false).await.unwrap();
+        assert_eq!(live(&tokens), 2, "the two expired ones went");
+        issue(&tokens, b"master", 60, None, false).await.unwrap();
+        let full = issue(&tokens, b"master", 60, None, false).await;
+        assert!(matches!(full, Err(Error::TooMany(_))), "{full:?}");
+        assert_eq!(live(&tokens), 3);
+    }
+
+    /// A token opens its own container's console only, until it expires; a token of scope
+    /// "all" opens any; a single-use token opens one session.
+    #[tokio::test]
+    async fn redeem_checks_token_expiry_container_and_single_use() {
+        let (tokens, _dir) = bed().await;
+        let t = issue(&tokens, b"master", 60, Some("srv".into()), false).await.unwrap();
+        assert_eq!(redeem(&tokens, &t.token, "srv").await, Ok(t.clone()));
+        assert_eq!(redeem(&tokens, &t.token, "srv").await, Ok(t.clone()), "reusable");
+        assert_eq!(redeem(&tokens, &t.token, "other").await, Err(Denied::OtherContainer));
+        assert_eq!(redeem(&tokens, "lt_nope", "srv").await, Err(Denied::Invalid("Invalid token")));
+        let all = put(&tokens, "all", None, now() + 60, false).await;
+        assert_eq!(redeem(&tokens, "all", "anything").await, Ok(all));
+        put(&tokens, "expired", Some("srv"), now(), false).await;
+        assert_eq!(redeem(&tokens, "expired", "srv").await, Err(Denied::Invalid("Token expired")));
+        let once = put(&tokens, "once", Some("srv"), now() + 60, true).await;
+        assert_eq!(redeem(&tokens, "once", "other").await, Err(Denied::OtherContainer), "not used up by a refusal");
+        assert_eq!(redeem(&tokens, "once", "srv").await, Ok(once));
+        assert_eq!(redeem(&tokens, "once", "srv").await, Err(Denied::Invalid("Invalid token")), "used up");
+        assert!(tokens.store.read_latest(|s| !s.tokens.contains_key("once")));
+    }
+
+    /// What ends a running session: expiry, its container deleted, revocation; a single-use
+    /// token (consumed when the session opened) only by expiry.
+    #[tokio::test]
+    async fn gone_says_why_a_session_ends() {
+        let (tokens, _dir) = bed().await;
+        let t = issue(&tokens, b"master", 60, Some("srv".into()), false).await.unwrap();
+        assert_eq!(gone(&tokens, &t, "srv"), None);
+        assert_eq!(revoked(&tokens, &t.token, "srv"), None);
+        let expired = TempToken { expires_at: now(), ..t.clone() };
+        assert_eq!(gone(&tokens, &expired, "srv"), Some(Revoked::Expired));
+        let once = TempToken { token: "consumed".into(), remove_on_use: true, ..t.clone() };
+        assert_eq!(gone(&tokens, &once, "srv"), None, "not in the table, and still standing");
+        assert_eq!(gone(&tokens, &TempToken { expires_at: now(), ..once }, "srv"), Some(Revoked::Expired));
+        // In the table but expiring this second: no longer standing.
+        put(&tokens, "ending", Some("srv"), now(), false).await;
+        assert_eq!(revoked(&tokens, "ending", "srv"), Some(Revoked::Revoked));
+        // Its container deleted (and its tokens with it).
+        tokens
+            .store
+            .update(|s| {
+                s.containers.remove("srv");
+                s.tokens.retain(|_, x| x.internal_id.as_deref() != Some("srv"));
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(gone(&tokens, &t, "srv"), Some(Revoked::ContainerDeleted));
+        assert_eq!(Revoked::ContainerDeleted.reason(), "container deleted");
+        assert_eq!(Revoked::Expired.reason(), "token expired");
+        assert_eq!(Revoked::Revoked.reason(), "token revoked");
+    }
+
+    /// `DELETE /auth/tokens` and a new master token revoke every console token at once.
+    #[tokio::test]
+    async fn revocation_and_a_new_master_token() {
+        let (tokens, _dir) = bed().await;
+        let t = issue(&tokens, b"master", 60, Some("srv".into()), false).await.unwrap();
+        issue(&tokens, b"master", 60, None, false).await.unwrap();
+        assert_eq!(revoke_all(&tokens).await.unwrap(), 2);
+        assert_eq!(live(&tokens), 0);
+        assert_eq!(gone(&tokens, &t, "srv"), Some(Revoked::Revoked));
+        assert_eq!(revoke_all(&tokens).await.unwrap(), 0);
+        issue(&tokens, b"master", 60, None, false).await.unwrap();
+        assert_eq!(replace_master(&tokens, "master".into()).await.unwrap(), None, "unchanged");
+        assert_eq!(live(&tokens), 1, "an unchanged token revokes nothing");
+        assert_eq!(replace_master(&tokens, "fresh".into()).await.unwrap(), Some(1));
+        assert_eq!(live(&tokens), 0);
+        assert!(tokens.is_master(b"fresh") && !tokens.is_master(b"master"));
+        let old = issue(&tokens, b"master", 60, None, false).await;
+        assert!(matches!(old, Err(Error::Unauthorized(_))), "{old:?}");
+        issue(&tokens, b"fresh", 60, None, false).await.unwrap();
+    }
+
+    /// Sessions per token are bounded, each counted until its guard drops; tokens count apart.
+    #[tokio::test]
+    async fn sessions_per_token_are_bounded() {
+        let (tokens, _dir) = bed().await;
+        let open = |t: &str| tokens.sessions.open.lock().unwrap().get(t).copied();
+        let a1 = enter(&tokens, "a").unwrap();
+        let a2 = enter(&tokens, "a").unwrap();
+        assert_eq!(open("a"), Some(2));
+        assert!(matches!(enter(&tokens, "a"), Err(Error::TooMany(_))));
+        let b = enter(&tokens, "b").unwrap();
+        drop(a1);
+        assert_eq!(open("a"), Some(1));
+        let a3 = enter(&tokens, "a").unwrap();
+        drop((a2, a3, b));
+        assert!(tokens.sessions.open.lock().unwrap().is_empty(), "no count stays behind");
     }
 }

@@ -110,6 +110,12 @@ impl Ring {
         self.arena.len() as u64 * 8
     }
 
+    /// Makes line `n` read as gone, as if a lap had overwritten it (tests of readers).
+    #[cfg(test)]
+    pub fn lose(&self, n: u64) {
+        self.slots[(n % self.capacity()) as usize].seq.store(BUSY, Relaxed);
+    }
+
     /// Copies line `n` out, or says why it cannot.
     pub fn read(&self, n: u64) -> Read {
         let mut bytes = Vec::new();

@@ -218,6 +218,77 @@ mod tests {
         assert_eq!((b.skipped, b.times), (1, vec![2, 3, 4, 5]));
     }
 
+    /// The numbered tail stops below `before`, keeps each line's number, and leaves the
+    /// cursor just after the newest line all the same.
+    #[test]
+    fn numbered_tail_below_a_line_and_live_after_the_newest() {
+        let (ring, mut w) = Ring::new(100, 64 * 1024);
+        for i in 1..=10 {
+            w.push(format!("l{i}").as_bytes(), i);
+        }
+        let numbered = |n, before| Cursor::tail_numbered(&ring, n, before).1;
+        let want = |from: u64, to: u64| (from..=to).map(|i| (i, format!("l{i}").into_bytes())).collect::<Vec<_>>();
+        assert_eq!(numbered(3, 8), want(5, 7), "the 3 lines below line 8");
+        assert_eq!(numbered(3, 100), want(8, 10), "`before` past the head: the newest");
+        assert_eq!(numbered(100, 4), want(1, 3));
+        assert_eq!(numbered(0, 100), want(1, 0));
+        assert_eq!(numbered(3, 1), want(1, 0), "nothing below line 1");
+        let (mut c, _) = Cursor::tail_numbered(&ring, 3, 5);
+        assert_eq!(c.poll(&ring, 10), Batch::default(), "the cursor is after the newest line");
+        w.push(b"l11", 11);
+        assert_eq!(c.poll(&ring, 10).lines, vec![b"l11".to_vec()]);
+        // Lines no longer held are left out, not returned empty.
+        let (small, mut w) = Ring::new(4, 4096);
+        for i in 1..=10 {
+            w.push(format!("l{i}").as_bytes(), i);
+        }
+        assert_eq!(Cursor::tail_numbered(&small, 6, 100).1, want(7, 10));
+        assert_eq!(Cursor::tail(&small, 6).1, vec![b"l7".to_vec(), b"l8".to_vec(), b"l9".to_vec(), b"l10".to_vec()]);
+    }
+
+    /// A line lost in the middle of a batch (lapped while the batch was read) ends the batch
+    /// there; the next poll counts it as skipped before the lines after it, where the gap is.
+    #[test]
+    fn a_line_lost_mid_batch_is_skipped_by_the_next_poll() {
+        let (ring, mut w) = Ring::new(100, 64 * 1024);
+        let (mut c, _) = Cursor::tail(&ring, 0);
+        for i in 1..=5 {
+            w.push(format!("l{i}").as_bytes(), i);
+        }
+        ring.lose(3);
+        let b = c.poll(&ring, 10);
+        assert_eq!((b.skipped, b.times), (0, vec![1, 2]));
+        let b = c.poll(&ring, 10);
+        assert_eq!((b.skipped, b.times), (1, vec![4, 5]));
+        assert_eq!(c.poll(&ring, 10), Batch::default());
+    }
+
+    /// A cursor far behind (here 2^40 lines) jumps to the oldest line held at once, not one
+    /// lost line at a time, and counts them all.
+    #[test]
+    fn a_cursor_far_behind_catches_up_at_once() {
+        let (ring, mut w) = Ring::starting_after(4, 4096, 1 << 40);
+        for i in 1..=6 {
+            w.push(format!("l{i}").as_bytes(), i);
+        }
+        let mut c = Cursor { next: 1 };
+        let b = c.poll(&ring, 10);
+        assert_eq!((b.skipped, b.times), ((1 << 40) + 2, vec![3, 4, 5, 6]));
+    }
+
+    /// The lines lost are counted by the poll that finds them, even one with no room for lines.
+    #[test]
+    fn a_poll_for_no_lines_still_counts_the_lost_ones() {
+        let (ring, mut w) = Ring::new(4, 4096);
+        let (mut c, _) = Cursor::tail(&ring, 0);
+        for i in 1..=10 {
+            w.push(format!("l{i}").as_bytes(), i);
+        }
+        assert_eq!(c.poll(&ring, 0), Batch { skipped: 6, ..Batch::default() });
+        let b = c.poll(&ring, 10);
+        assert_eq!((b.skipped, b.times), (0, vec![7, 8, 9, 10]));
+    }
+
     #[test]
     fn lapped_viewer_skips_ahead_and_counts() {
         let (ring, mut w) = Ring::new(10, 64 * 1024);

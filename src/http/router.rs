@@ -400,9 +400,12 @@ mod tests {
         assert_eq!(percent_decode("plain"), Some("plain".into()));
         assert_eq!(percent_decode(""), Some(String::new()));
         assert_eq!(percent_decode("a\0b"), None);
+        assert_eq!(percent_decode("\0"), None, "NUL alone, nothing else to decode");
+        assert_eq!(percent_decode("\0\0"), None);
         assert_eq!(percent_decode("%41%42c"), Some("ABc".into()));
         assert_eq!(percent_decode("%C3%A9t%C3%A9"), Some("été".into()));
         assert_eq!(resolve("GET", "/volumes/a\0b"), Err(Miss::BadPath));
+        assert_eq!(resolve("GET", "/volumes/\0"), Err(Miss::BadPath));
     }
 
     #[test]

@@ -114,3 +114,29 @@ pub async fn revoke(app: &Handles) -> Result<Reply, ApiError> {
     let revoked = tokens::revoke_all(app.tokens()).await?;
     Ok(json(StatusCode::OK, &json!({ "message": "Tokens revoked", "revoked": revoked })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A console token names its container unless asked for as `"scope": "all"`, which names
+    /// none; a missing `internal_id` never means every console.
+    #[test]
+    fn a_console_token_names_its_container_unless_scope_all() {
+        let id = || Some("srv".to_string());
+        assert_eq!(bound_to(None, id()).ok(), Some(Some("srv".into())));
+        assert_eq!(bound_to(Some("console"), id()).ok(), Some(Some("srv".into())));
+        assert_eq!(bound_to(Some("all"), None).ok(), Some(None));
+        for (scope, internal_id, says) in [
+            (None, None, "internal_id is required"),
+            (Some("console"), None, "internal_id is required"),
+            (Some("all"), id(), "leave internal_id out"),
+            (Some("transfer"), id(), "not supported"),
+            (Some("ALL"), None, "must be \"console\" or \"all\""),
+        ] {
+            let e = bound_to(scope, internal_id).expect_err("refused");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(says), "{scope:?}: {}", e.message);
+        }
+    }
+}

@@ -428,7 +428,7 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Limits;
+    use crate::testutil::record;
 
     /// Every action, in the order of the rows below.
     fn actions() -> [Action; 10] {
@@ -444,32 +444,6 @@ mod tests {
             Action::Rebind(Vec::new()),
             Action::Delete,
         ]
-    }
-
-    fn record(state: PowerState, install: InstallState) -> ContainerRecord {
-        ContainerRecord {
-            internal_id: "srv".into(),
-            record_id: "r".into(),
-            container_id: Some("c".into()),
-            volume_id: "vol".into(),
-            image: "img".into(),
-            startup_command: "run".into(),
-            start_pattern: None,
-            install_state: install,
-            state,
-            ports: Vec::new(),
-            limits: Limits { memory: None, cpu: None },
-            mount: Default::default(),
-            env: Default::default(),
-            install_script: None,
-            crash_restart: true,
-            stop_command: None,
-            user: "0:0".into(),
-            last_exit: None,
-            error: None,
-            created_at: 0,
-            updated_at: 0,
-        }
     }
 
     /// A decision as text: `run`, `defer`, or the status and message of a refusal.
