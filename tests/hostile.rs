@@ -261,3 +261,31 @@ fn random_bytes_never_hurt() {
     assert_eq!(m.status, 200);
     assert!(m.body.contains("lightd_http_requests_total"), "{}", m.body);
 }
+
+/// A client that sends its request and then shuts its side of the connection (`nc -N`, many
+/// scripts) still gets its answer, every time. hyper's default dropped the connection at that
+/// EOF whenever it came before the answer was written (seen as a silent close of a whole
+/// WebSocket head in `random_bytes_never_hurt`).
+#[test]
+fn a_request_followed_by_a_half_close_is_answered() {
+    require_docker();
+    let d = Daemon::start();
+    let heads: [(&str, u16); 3] = [
+        ("GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+        ("GET /ws/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 400),
+        ("GET /containers HTTP/1.1\r\nHost: x\r\n\r\n", 401),
+    ];
+    for round in 0..30 {
+        for (head, want) in heads {
+            let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).expect("answered or closed within 30 s");
+            let r = parse_response(&got).unwrap_or_else(|_| panic!("round {round}: no answer to {head:?}"));
+            assert_eq!(r.status, want, "round {round}: {head:?}");
+        }
+    }
+    still_fine(&d);
+}

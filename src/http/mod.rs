@@ -89,6 +89,10 @@ pub async fn serve(app: Handles, listener: TcpListener, shutdown: impl Future<Ou
         let watched = Arc::clone(&slot);
         let service = service_fn(move |req: Request<Incoming>| respond(app, req, &slot));
         let conn = http1::Builder::new()
+            // A client that sends its request and then shuts its side (`nc -N`, scripts) is
+            // still answered: by default hyper dropped the connection at the EOF when it came
+            // before the answer was written (tests/hostile.rs, seed 1796673627003948895).
+            .half_close(true)
             .timer(alarms.timer())
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_HEAD)
