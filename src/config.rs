@@ -52,6 +52,53 @@ pub struct Config {
     pub files: FilesConfig,
     pub log: LogConfig,
     pub node: NodeConfig,
+    pub sftp: SftpConfig,
+}
+
+/// `sftp.*`: the SFTP server into volumes (see docs/sftp.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftpConfig {
+    /// Whether the SFTP server runs (it also needs the `sftp` cargo feature).
+    pub enabled: bool,
+    pub host: String,
+    /// 0: any free port (the bound one is logged).
+    pub port: u16,
+    /// The ed25519 host key (made on first start, 0600); empty: `sftp_host_ed25519_key` beside
+    /// the state file.
+    pub host_key: PathBuf,
+    /// Most SFTP sessions one user may have open at once.
+    pub max_sessions_per_user: usize,
+    /// Most SFTP connections from one source address at once.
+    pub max_sessions_per_ip: usize,
+    /// Failed logins one source address may make per minute; past it every login from that
+    /// address is refused until the minute is over.
+    pub max_failed_logins_per_minute: u32,
+}
+
+impl Default for SftpConfig {
+    fn default() -> Self {
+        SftpConfig {
+            enabled: true,
+            host: "0.0.0.0".into(),
+            port: 2022,
+            host_key: PathBuf::new(),
+            max_sessions_per_user: 64,
+            max_sessions_per_ip: 128,
+            max_failed_logins_per_minute: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Where the SFTP host key is kept.
+    pub fn sftp_host_key(&self) -> PathBuf {
+        if self.sftp.host_key.as_os_str().is_empty() {
+            self.storage.state_dir().join("sftp_host_ed25519_key")
+        } else {
+            self.sftp.host_key.clone()
+        }
+    }
 }
 
 /// What the node offers new servers (`GET /system`'s `free`) and how often usage is metered.
@@ -450,6 +497,7 @@ const SECTIONS: &[&str] = &[
     "files",
     "log",
     "node",
+    "sftp",
 ];
 
 /// Prefix of every lightd token, so a leaked one is easy to recognise and grep for.
@@ -490,6 +538,12 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.server.host.parse::<IpAddr>().is_err() {
             return bad(format!("server.host {:?} is not an IP address", self.server.host));
+        }
+        if self.sftp.host.parse::<IpAddr>().is_err() {
+            return bad(format!("sftp.host {:?} is not an IP address", self.sftp.host));
+        }
+        if self.sftp.max_sessions_per_user == 0 || self.sftp.max_sessions_per_ip == 0 {
+            return bad("sftp.max_sessions_per_user and sftp.max_sessions_per_ip must be at least 1".into());
         }
         if self.docker.socket_path.as_os_str().is_empty() {
             return bad("docker.socket_path is empty".into());
