@@ -25,7 +25,11 @@ fn start() -> (Daemon, u16) {
 /// Makes an ed25519 key pair in `dir`: the private key's path and the public key's line.
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(name);
-    let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "test@lightd", "-f"]).arg(&key).output().unwrap();
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test@lightd", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     (key, public.trim().to_string())
@@ -41,7 +45,16 @@ fn add_user(d: &Daemon, volume: &str, body: Value) -> Value {
 fn sftp_batch(port: u16, login: &str, key: &Path, script: &str) -> Output {
     let mut child = Command::new("/usr/bin/sftp")
         .args(["-b", "-", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
         .arg("-i")
         .arg(key)
         .args(["-P", &port.to_string(), &format!("{login}@127.0.0.1")])
@@ -55,7 +68,12 @@ fn sftp_batch(port: u16, login: &str, key: &Path, script: &str) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Runs a paramiko script: `sftp` (an SFTPClient) and `t` (its Transport) are connected as
@@ -156,11 +174,25 @@ fn openssh_with_a_key_moves_files_and_they_land_owned_by_the_servers_user() {
         assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "{made}");
     }
     // No temp file is left behind.
-    let names: Vec<String> = std::fs::read_dir(path.join("world")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(path.join("world"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(!names.iter().any(|n| n.starts_with(".lightd-tmp")), "{names:?}");
     // Only the sftp subsystem: a shell or a command is refused.
     let ssh = Command::new("ssh")
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
         .arg("-i")
         .arg(&key)
         .args(["-p", &port.to_string(), &format!("{login}@127.0.0.1"), "touch /tmp/lightd-sftp-exec-marker; echo ran"])
@@ -278,7 +310,8 @@ fn a_read_only_user_reads_and_cannot_write() {
     let (volume, path) = d.new_volume();
     std::fs::create_dir(path.join("cfg")).unwrap();
     std::fs::write(path.join("cfg/server.properties"), b"motd=hi\n").unwrap();
-    let user = add_user(&d, &volume, json!({"username": "viewer", "password": "correct horse battery", "read_only": true}));
+    let user =
+        add_user(&d, &volume, json!({"username": "viewer", "password": "correct horse battery", "read_only": true}));
     assert_eq!(user["read_only"], true);
     let body = r#"
 import io
@@ -329,7 +362,11 @@ fn users_are_checked_kept_hashed_and_refused_on_bad_logins() {
     add_user(&d, &volume, json!({"username": "carol", "password": "correct horse battery"}));
     let dup = d.call("POST", &url, Some(json!({"username": "carol", "password": "another password"})));
     assert_eq!(dup.status, 409, "{}", dup.body);
-    let missing = d.call("POST", "/volumes/00000000-0000-4000-8000-000000000000/sftp/users", Some(json!({"username": "z", "password": "correct horse"})));
+    let missing = d.call(
+        "POST",
+        "/volumes/00000000-0000-4000-8000-000000000000/sftp/users",
+        Some(json!({"username": "z", "password": "correct horse"})),
+    );
     assert_eq!(missing.status, 404, "{}", missing.body);
     let list = d.get(&url);
     assert_eq!(list.status, 200);
@@ -341,7 +378,12 @@ fn users_are_checked_kept_hashed_and_refused_on_bad_logins() {
     assert!(state.contains("$argon2id$") && !state.contains("correct horse"), "{state}");
     // Wrong password, unknown login, unknown volume: refused.
     let login = format!("carol.{volume}");
-    for (who, password) in [(login.as_str(), "wrong password"), (&*format!("nobody.{volume}"), "correct horse battery"), ("carol.novolume", "correct horse battery"), ("carol", "correct horse battery")] {
+    for (who, password) in [
+        (login.as_str(), "wrong password"),
+        (&*format!("nobody.{volume}"), "correct horse battery"),
+        ("carol.novolume", "correct horse battery"),
+        ("carol", "correct horse battery"),
+    ] {
         let out = paramiko(port, who, password, "print('logged in')");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("connect_error") && !stdout.contains("logged in"), "{who}: {}", text(&out));
@@ -475,4 +517,35 @@ fn fifty_sessions_at_once_all_work() {
         assert!(std::fs::read(path.join(format!("f{i}.bin"))).unwrap() == want, "f{i} on the volume");
         assert!(std::fs::read(local.join(format!("f{i}.bin.back"))).unwrap() == want, "f{i} downloaded");
     }
+}
+
+#[test]
+fn an_upload_past_the_volume_limit_fails_and_the_volume_stays_usable() {
+    let d = Daemon::start_with(|c| c["volumes"]["quota"] = json!("loop"));
+    let port = sftp_port(&d.log()).unwrap();
+    let r = d.call("POST", "/volumes", Some(json!({"size_limit": "32MB"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["quota"], "loop");
+    let volume = r.json()["volume_id"].as_str().unwrap().to_string();
+    let path = PathBuf::from(r.json()["path"].as_str().unwrap());
+    let user = add_user(&d, &volume, json!({"username": "filler", "password": "correct horse battery"}));
+    let body = r#"
+import io
+try:
+    sftp.putfo(io.BytesIO(b"\x01" * (48 << 20)), "/too-big.bin")
+    print("big ok")
+except Exception as e:
+    print("big refused", type(e).__name__, e)
+sftp.putfo(io.BytesIO(b"still works"), "/after.txt")
+print("after", sftp.open("/after.txt").read())
+"#;
+    let out = paramiko(port, user["login"].as_str().unwrap(), "correct horse battery", body);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout.contains("big refused") && stdout.contains("Volume is full"), "{stdout}");
+    assert!(stdout.contains("after b'still works'"), "{stdout}");
+    assert_eq!(std::fs::read(path.join("after.txt")).unwrap(), b"still works");
+    let names: Vec<String> =
+        std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n == "too-big.bin" || n.starts_with(".lightd-tmp")), "{names:?}");
 }

@@ -29,8 +29,16 @@ enum Open {
     /// A file written in place (opened without truncation).
     Write(Arc<File>),
     /// A new or truncated file: written to a temp name, renamed over its own at close.
-    Upload { file: Arc<File>, upload: Box<Upload>, failed: bool },
-    Dir { path: String, after: Option<String>, done: bool },
+    Upload {
+        file: Arc<File>,
+        upload: Box<Upload>,
+        failed: bool,
+    },
+    Dir {
+        path: String,
+        after: Option<String>,
+        done: bool,
+    },
 }
 
 pub struct Sftp {
@@ -70,7 +78,10 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Root) -> Result<T, FsError> + Send + 'static,
 ) -> Reply<T> {
     let root = Arc::clone(root);
-    tokio::task::spawn_blocking(move || f(&root)).await.map_err(|e| fail(StatusCode::Failure, e.to_string()))?.map_err(fs)
+    tokio::task::spawn_blocking(move || f(&root))
+        .await
+        .map_err(|e| fail(StatusCode::Failure, e.to_string()))?
+        .map_err(fs)
 }
 
 /// `/a/../b/./c` as `/b/c`, relative to `/`; `..` stops at the root.
@@ -233,9 +244,10 @@ impl russh_sftp::server::Handler for Sftp {
             // The parent must exist (an upload elsewhere would make it).
             let parent = normalize(&filename);
             let parent = parent.rsplit_once('/').map_or("/", |(p, _)| if p.is_empty() { "/" } else { p });
-            if !matches!(r.stat_raw(parent).map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode)),
-                Ok(rustix::fs::FileType::Directory))
-            {
+            if !matches!(
+                r.stat_raw(parent).map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode)),
+                Ok(rustix::fs::FileType::Directory)
+            ) {
                 return Err(FsError::NotFound);
             }
             let mut upload = r.create_temp(&filename)?;

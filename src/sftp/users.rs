@@ -85,12 +85,18 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
-    #[serde(default)]
+    /// Absent or a string (a `null` is refused, as the schema says).
+    #[serde(default, deserialize_with = "present")]
     pub password: Option<String>,
     #[serde(default)]
-    pub public_keys: Option<Vec<String>>,
+    pub public_keys: Vec<String>,
     #[serde(default)]
     pub read_only: bool,
+}
+
+/// A field that, when present, must be a string.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    <String as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// Adds a user to the volume `key` names.
@@ -99,7 +105,7 @@ pub async fn create(volumes: &Volumes, store: &Store, key: &str, new: NewUser) -
     if !valid_username(&new.username) {
         return Err(bad("username must be 1-32 characters of a-z 0-9 _ -, starting with a letter or digit"));
     }
-    let keys = new.public_keys.unwrap_or_default();
+    let keys = new.public_keys;
     if new.password.is_none() && keys.is_empty() {
         return Err(bad("give a password or at least one public key"));
     }
@@ -149,9 +155,8 @@ pub async fn create(volumes: &Volumes, store: &Store, key: &str, new: NewUser) -
 /// The users of the volume `key` names, by username.
 pub fn list(volumes: &Volumes, store: &Store, key: &str) -> Result<Vec<UserView>> {
     let volume = volumes::find(volumes, key)?;
-    let mut users: Vec<UserView> = store.read(|s| {
-        s.sftp_users.values().filter(|u| u.volume_id == volume.volume_id).map(UserView::from).collect()
-    });
+    let mut users: Vec<UserView> =
+        store.read(|s| s.sftp_users.values().filter(|u| u.volume_id == volume.volume_id).map(UserView::from).collect());
     users.sort_by(|a, b| a.username.cmp(&b.username));
     Ok(users)
 }
@@ -187,6 +192,16 @@ mod tests {
         );
         assert!(normalize_key("ssh-ed25519 AAAA").is_err());
         assert!(normalize_key("hello").is_err());
+    }
+
+    #[test]
+    fn a_null_secret_is_refused_not_taken_for_none() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<NewUser>(v);
+        assert!(parse(serde_json::json!({"username": "a", "password": null})).is_err());
+        assert!(parse(serde_json::json!({"username": "a", "public_keys": null})).is_err());
+        assert!(parse(serde_json::json!({"username": "a", "shell": "bash"})).is_err());
+        let ok = parse(serde_json::json!({"username": "a"})).unwrap();
+        assert!(ok.password.is_none() && ok.public_keys.is_empty() && !ok.read_only);
     }
 
     #[test]
