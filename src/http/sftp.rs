@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "sftp")]
 use hyper::StatusCode;
+#[cfg(feature = "sftp")]
 use serde_json::json;
 
 use super::handles::Handles;
-use super::reply::{json, message, ok, ApiError, Reply};
+#[cfg(feature = "sftp")]
+use super::reply::{json, message, ok};
+use super::reply::{ApiError, Reply};
 use super::request::Ctx;
 
 #[cfg(feature = "sftp")]
@@ -42,7 +46,6 @@ fn unavailable() -> Result<Reply, ApiError> {
 
 #[cfg(not(feature = "sftp"))]
 pub async fn list(_: &Arc<Handles>, _: Ctx) -> Result<Reply, ApiError> {
-    let _ = (json(StatusCode::OK, &json!({})), ok(&()), message(StatusCode::OK, ""));
     unavailable()
 }
 
