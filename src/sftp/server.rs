@@ -352,6 +352,6 @@ impl Conn {
     fn key_of(&self, login: &str, key: &PublicKey) -> Option<crate::model::SftpUser> {
         let record = self.shared.user(login)?;
         let offered = users::openssh(key).ok()?;
-        record.public_keys.iter().any(|k| *k == offered).then_some(record)
+        record.public_keys.contains(&offered).then_some(record)
     }
 }
