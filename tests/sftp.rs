@@ -549,3 +549,36 @@ print("after", sftp.open("/after.txt").read())
         std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!names.iter().any(|n| n == "too-big.bin" || n.starts_with(".lightd-tmp")), "{names:?}");
 }
+
+#[test]
+fn sessions_per_user_are_capped_and_large_directories_list_in_full() {
+    let d = Daemon::start_with(|c| c["sftp"]["max_sessions_per_user"] = json!(2));
+    let port = sftp_port(&d.log()).unwrap();
+    let (volume, path) = d.new_volume();
+    std::fs::create_dir(path.join("many")).unwrap();
+    for i in 0..1500 {
+        std::fs::write(path.join(format!("many/file-{i:04}")), b"").unwrap();
+    }
+    let user = add_user(&d, &volume, json!({"username": "capped", "password": "correct horse battery"}));
+    let login = user["login"].as_str().unwrap().to_string();
+    // Two sessions held open; a third login is refused while they last.
+    let (first, first_out) = watcher(port, &login);
+    let (second, second_out) = watcher(port, &login);
+    let third = paramiko(port, &login, "correct horse battery", "print('logged in', len(sftp.listdir('/many')))");
+    assert!(String::from_utf8_lossy(&third.stdout).contains("connect_error"), "{}", text(&third));
+    assert!(d.log().contains("too many sessions for that user"), "{}", d.log());
+    // Ending them (the user deleted) frees the slots for a new user of that name.
+    let since = now();
+    assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/capped"), None).status, 200);
+    assert!(closed_after(first, first_out, since) < 1.0);
+    assert!(closed_after(second, second_out, since) < 1.0);
+    add_user(&d, &volume, json!({"username": "capped", "password": "correct horse battery"}));
+    // 1500 names come back in pages of 512, every one once.
+    let out = paramiko(
+        port,
+        &login,
+        "correct horse battery",
+        "names = sftp.listdir('/many'); print('listed', len(names), len(set(names)))",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listed 1500 1500"), "{}", text(&out));
+}
