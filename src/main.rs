@@ -371,7 +371,8 @@ async fn start_sftp(rooms: &Rooms, config: &Arc<Config>) -> Result<(), String> {
     let (listener, key) = lightd::sftp::bind(config).await?;
     let stop = rooms.tasks.signal();
     let (config, store, volumes) = (Arc::clone(config), Arc::clone(&rooms.store), rooms.volumes.clone());
-    rooms.tasks.spawn(lightd::sftp::run(listener, key, config, store, volumes, stop));
+    let hubs = Arc::clone(&rooms.hubs);
+    rooms.tasks.spawn(lightd::sftp::run(listener, key, config, store, volumes, hubs, stop));
     Ok(())
 }
 

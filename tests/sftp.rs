@@ -582,3 +582,24 @@ fn sessions_per_user_are_capped_and_large_directories_list_in_full() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("listed 1500 1500"), "{}", text(&out));
 }
+
+#[test]
+fn viewers_of_the_volumes_server_hear_of_sftp_logins_and_uploads() {
+    require_docker();
+    let (d, port) = start();
+    let (volume, _) = d.new_volume();
+    let id = d.ready_container("sftp-viewer", "sleep 1000", json!({"volume_id": volume}));
+    assert_eq!(d.act(&id, "start"), 202);
+    d.wait_state(&id, "running", 60);
+    let mut console = AttachSession::open(d.port, &id);
+    let user = add_user(&d, &volume, json!({"username": "heidi", "password": "correct horse battery"}));
+    let body = "import io\nsftp.mkdir('/world')\nsftp.putfo(io.BytesIO(b'level'), '/world/level.dat')\nprint('done')";
+    let out = paramiko(port, user["login"].as_str().unwrap(), "correct horse battery", body);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"), "{}", text(&out));
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("sftp upload world/level.dat")) {
+        seen.push(console.text());
+        assert!(seen.len() < 200, "{seen:?}");
+    }
+    assert!(seen.iter().any(|l| l == "[lightd] sftp login heidi"), "{seen:?}");
+}

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use super::session::Sftp;
 use super::users;
 use crate::config::Config;
+use crate::console::{Event, Hubs};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::volumes::{self, Volumes};
@@ -31,6 +32,8 @@ const HASHERS: usize = 4;
 /// What the SFTP server shares between its connections.
 pub struct Shared {
     config: Arc<Config>,
+    /// The consoles: viewers of the servers on a volume hear of its SFTP logins and uploads.
+    hubs: Arc<Hubs>,
     store: Arc<Store>,
     volumes: Volumes,
     sessions: Mutex<HashMap<u64, Live>>,
@@ -89,6 +92,7 @@ pub async fn run(
     config: Arc<Config>,
     store: Arc<Store>,
     volumes: Volumes,
+    hubs: Arc<Hubs>,
     mut stop: Shutdown,
 ) {
     let ssh = Arc::new(russh::server::Config {
@@ -106,6 +110,7 @@ pub async fn run(
     });
     let shared = Arc::new(Shared {
         config,
+        hubs,
         store,
         volumes,
         sessions: Mutex::new(HashMap::new()),
@@ -230,6 +235,13 @@ impl Shared {
         })
     }
 
+    /// Tells the viewers of every server on `volume_id` (an `event` frame, a note on attach).
+    pub(super) fn tell(&self, volume_id: &str, text: String) {
+        for c in self.store.read(|s| volumes::used_by(s, volume_id)) {
+            self.hubs.get(&c).news().publish(Event::Activity(text.clone()));
+        }
+    }
+
     pub(super) fn store(&self) -> &Arc<Store> {
         &self.store
     }
@@ -254,6 +266,7 @@ impl Conn {
             return Auth::reject();
         }
         crate::info!("sftp login {} from {}", login, self.peer.ip());
+        self.shared.tell(&user.volume_id, format!("sftp login {}", user.username));
         self.login = Some(login);
         Auth::Accept
     }

@@ -33,6 +33,8 @@ enum Open {
         file: Arc<File>,
         upload: Box<Upload>,
         failed: bool,
+        /// Its path as the client named it, normalized (for the viewers' event).
+        path: String,
     },
     Dir {
         path: String,
@@ -44,6 +46,7 @@ enum Open {
 pub struct Sftp {
     shared: Arc<Shared>,
     login: String,
+    volume_id: String,
     root: Arc<Root>,
     handles: HashMap<String, Open>,
     next: u64,
@@ -160,7 +163,8 @@ fn ssh_string(data: &mut &[u8]) -> Option<String> {
 
 impl Sftp {
     pub(super) fn new(shared: Arc<Shared>, login: String, root: Root) -> Sftp {
-        Sftp { shared, login, root: Arc::new(root), handles: HashMap::new(), next: 1 }
+        let volume_id = login.split_once('.').map_or(String::new(), |(_, v)| v.to_string());
+        Sftp { shared, login, volume_id, root: Arc::new(root), handles: HashMap::new(), next: 1 }
     }
 
     /// The user is still on record: whether it may write.
@@ -255,7 +259,7 @@ impl russh_sftp::server::Handler for Sftp {
                 upload.file().set_permissions(std::fs::Permissions::from_mode(mode))?;
             }
             let file = Arc::new(upload.file().try_clone()?);
-            Ok(Open::Upload { file, upload: Box::new(upload), failed: false })
+            Ok(Open::Upload { file, upload: Box::new(upload), failed: false, path: normalize(&filename) })
         })
         .await?;
         let handle = self.add(open)?;
@@ -265,7 +269,7 @@ impl russh_sftp::server::Handler for Sftp {
     async fn close(&mut self, id: u32, handle: String) -> Reply<Status> {
         match self.handles.remove(&handle) {
             None => Err(fail(StatusCode::Failure, "No such handle")),
-            Some(Open::Upload { upload, failed, .. }) => {
+            Some(Open::Upload { upload, failed, path, .. }) => {
                 if failed {
                     return Err(fail(StatusCode::Failure, "The upload failed and was discarded"));
                 }
@@ -275,6 +279,7 @@ impl russh_sftp::server::Handler for Sftp {
                     .await
                     .map_err(|e| fail(StatusCode::Failure, e.to_string()))?
                     .map_err(fs)?;
+                self.shared.tell(&self.volume_id, format!("sftp upload {}", path.trim_start_matches('/')));
                 Ok(ok(id))
             }
             Some(_) => Ok(ok(id)),
