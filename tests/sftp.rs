@@ -603,3 +603,28 @@ fn viewers_of_the_volumes_server_hear_of_sftp_logins_and_uploads() {
     }
     assert!(seen.iter().any(|l| l == "[lightd] sftp login heidi"), "{seen:?}");
 }
+
+#[test]
+fn users_and_the_host_key_survive_a_restart() {
+    let mut d = Daemon::start();
+    let (volume, path) = d.new_volume();
+    let user = add_user(&d, &volume, json!({"username": "ivan", "password": "correct horse battery"}));
+    d.restart();
+    let log = d.log();
+    // Both starts logged the same key's fingerprint; only the first made it.
+    let prints: Vec<&str> =
+        log.split("(host key ").skip(1).map(|rest| rest.split(')').next().unwrap_or_default()).collect();
+    assert_eq!(prints.len(), 2, "{log}");
+    assert!(prints[0].starts_with("SHA256:") && prints[0] == prints[1], "{prints:?}");
+    assert_eq!(log.matches("made a new host key").count(), 1, "{log}");
+    let later = log.rsplit("sftp serving on ").next().unwrap();
+    let port: u16 = later.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let out = paramiko(
+        port,
+        user["login"].as_str().unwrap(),
+        "correct horse battery",
+        "import io\nsftp.putfo(io.BytesIO(b'again'), '/again.txt')\nprint('ok')",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"), "{}", text(&out));
+    assert_eq!(std::fs::read(path.join("again.txt")).unwrap(), b"again");
+}
