@@ -59,7 +59,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SftpConfig {
-    /// Whether the SFTP server runs (it also needs the `sftp` cargo feature).
+    /// Whether the SFTP server runs (it also needs the `sftp` cargo feature). Off by default
+    /// until issue 30's acceptance list is met in full (its bench beside OpenSSH is missing).
     pub enabled: bool,
     pub host: String,
     /// 0: any free port (the bound one is logged).
@@ -79,7 +80,7 @@ pub struct SftpConfig {
 impl Default for SftpConfig {
     fn default() -> Self {
         SftpConfig {
-            enabled: true,
+            enabled: false,
             host: "0.0.0.0".into(),
             port: 2022,
             host_key: PathBuf::new(),
@@ -766,6 +767,24 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sftp_is_off_by_default_and_its_keys_are_checked() {
+        let c = Config::default();
+        assert!(!c.sftp.enabled);
+        assert_eq!((c.sftp.host.as_str(), c.sftp.port), ("0.0.0.0", 2022));
+        assert_eq!(c.sftp_host_key(), c.storage.state_dir().join("sftp_host_ed25519_key"));
+        assert!(c.validate().is_ok());
+        let mut bad = c.clone();
+        bad.sftp.host = "everywhere".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("sftp.host"));
+        let mut bad = c.clone();
+        bad.sftp.max_sessions_per_user = 0;
+        assert!(bad.validate().is_err());
+        let mut set = c;
+        set.sftp.host_key = "/etc/lightd/key".into();
+        assert_eq!(set.sftp_host_key(), Path::new("/etc/lightd/key"));
+    }
 
     #[test]
     fn durations() {

@@ -206,7 +206,7 @@ pub fn config_for(dir: &Path) -> Value {
         "containers": {"default_network": "lightd-test-net", "cleanup_timeout": 3},
         "authorization": {"token": TOKEN},
         // Each test daemon's SFTP server on a port of its own (see `sftp_port`).
-        "sftp": {"host": "127.0.0.1", "port": 0},
+        "sftp": {"enabled": true, "host": "127.0.0.1", "port": 0},
     })
 }
 
