@@ -12,19 +12,6 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::{json, Value};
 
-/// A raw `PUT` of a file into a volume (the JSON helper sends JSON only).
-fn put_file(d: &Daemon, vol: &str, path: &str, body: &[u8]) {
-    let head = format!(
-        "PUT /volumes/{vol}/files/content?path={path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    let r = raw(d.port, &bytes).unwrap();
-    assert!(r.status == 200 || r.status == 201, "PUT {path}: {} {}", r.status, r.body);
-}
-
 /// A file of a volume, by the files API.
 fn read_file(d: &Daemon, vol: &str, path: &str) -> String {
     let r = d.get(&format!("/volumes/{vol}/files/content?path={path}"));
@@ -97,7 +84,7 @@ fn the_install_scripts_home_is_not_the_volume() {
     require_docker();
     let d = Daemon::start();
     let (vol, _) = d.new_volume();
-    put_file(&d, &vol, ".wgetrc", b"http_proxy = http://tenant.example:3128/\nuse_proxy = on\n");
+    d.put_file(&vol, ".wgetrc", b"http_proxy = http://tenant.example:3128/\nuse_proxy = on\n");
     let install = "echo \"$HOME\" > /home/container/install-home; \
                    if [ -e \"$HOME/.wgetrc\" ]; then echo steered; else echo clean; fi > /home/container/install-dotfiles";
     let id = d.id("home");

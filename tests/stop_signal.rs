@@ -26,24 +26,11 @@ fn require_image(image: &str) {
     );
 }
 
-/// A raw `PUT` of a file into a volume.
-fn put_file(d: &Daemon, vol: &str, path: &str, body: &[u8]) {
-    let head = format!(
-        "PUT /volumes/{vol}/files/content?path={path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Authorization: Bearer {TOKEN}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    let r = raw(d.port, &bytes).unwrap();
-    assert!(r.status == 200 || r.status == 201, "PUT {path}: {} {}", r.status, r.body);
-}
-
 /// A server of `image` running `command` (with `run.sh` in its volume) is started, then gets a
 /// default stop. Returns its record once offline, and what its `saved` file holds.
 fn stop_it(d: &Daemon, image: &str, name: &str, command: &str) -> (Value, Option<String>) {
     let (vol, _) = d.new_volume();
-    put_file(d, &vol, "run.sh", RUN_SH.as_bytes());
+    d.put_file(&vol, "run.sh", RUN_SH.as_bytes());
     let id = d.id(name);
     let body = json!({"internal_id": id, "image": image, "volume_id": vol, "startup_command": command,
                       "start_pattern": "^ready$", "crash_restart": false});

@@ -413,6 +413,19 @@ impl Daemon {
         format!("{}-{name}", self.prefix)
     }
 
+    /// Writes a file into a volume by the files API, as raw bytes (`call` sends JSON only).
+    pub fn put_file(&self, vol: &str, path: &str, body: &[u8]) {
+        let head = format!(
+            "PUT /volumes/{vol}/files/content?path={path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Authorization: Bearer {TOKEN}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        let r = raw(self.port, &bytes).unwrap();
+        assert!(r.status == 200 || r.status == 201, "PUT {path}: {} {}", r.status, r.body);
+    }
+
     pub fn new_volume(&self) -> (String, PathBuf) {
         let r = self.call("POST", "/volumes", None);
         assert_eq!(r.status, 201, "{}", r.body);
