@@ -628,3 +628,38 @@ fn users_and_the_host_key_survive_a_restart() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"), "{}", text(&out));
     assert_eq!(std::fs::read(path.join("again.txt")).unwrap(), b"again");
 }
+
+/// One connection runs at most 4 SFTP sessions at once (each may hold its own open handles):
+/// a fifth on the same connection is refused while they last, and one more is allowed once one
+/// of them ends. Before the cap, one login could start sessions without bound.
+#[test]
+fn one_connection_runs_at_most_four_sftp_sessions() {
+    let (d, port) = start();
+    let (volume, _) = d.new_volume();
+    let user = add_user(&d, &volume, json!({"username": "many", "password": "correct horse battery"}));
+    let login = user["login"].as_str().unwrap();
+    let out = paramiko(
+        port,
+        login,
+        "correct horse battery",
+        r#"
+held = [sftp] + [paramiko.SFTPClient.from_transport(t) for _ in range(3)]
+for s in held:
+    s.listdir('/')
+print('four open')
+try:
+    paramiko.SFTPClient.from_transport(t).listdir('/')
+    print('fifth opened')
+except Exception as e:
+    print('fifth refused', type(e).__name__)
+held.pop().close()
+time.sleep(0.5)
+paramiko.SFTPClient.from_transport(t).listdir('/')
+print('another after one closed')
+"#,
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("four open"), "{}", text(&out));
+    assert!(said.contains("fifth refused"), "{}", text(&out));
+    assert!(said.contains("another after one closed"), "{}", text(&out));
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -138,7 +138,14 @@ pub async fn run(
         let _ = socket.set_nodelay(true);
         let (ssh, shared) = (Arc::clone(&ssh), Arc::clone(&shared));
         tokio::spawn(async move {
-            let handler = Conn { shared: Arc::clone(&shared), id, peer, login: None, channels: HashMap::new() };
+            let handler = Conn {
+                shared: Arc::clone(&shared),
+                id,
+                peer,
+                login: None,
+                channels: HashMap::new(),
+                running: Arc::default(),
+            };
             match russh::server::run_stream(ssh, socket, handler).await {
                 Ok(running) => {
                     if let Some(live) = shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
@@ -236,7 +243,11 @@ impl Shared {
     }
 
     /// Tells the viewers of every server on `volume_id` (an `event` frame, a note on attach).
+    /// Tells the viewers of the servers using `volume_id` what happened over SFTP. The text
+    /// holds a client's path: control characters (a newline, a terminal escape) are shown as
+    /// escapes, so no client can forge a console line or reach an admin's terminal.
     pub(super) fn tell(&self, volume_id: &str, text: String) {
+        let text = printable(&text);
         for c in self.store.read(|s| volumes::used_by(s, volume_id)) {
             self.hubs.get(&c).news().publish(Event::Activity(text.clone()));
         }
@@ -256,6 +267,31 @@ struct Conn {
     login: Option<String>,
     /// Session channels opened and not yet given a subsystem.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// SFTP sessions running on this connection (each holds handles and descriptors).
+    running: Arc<AtomicUsize>,
+}
+
+/// SFTP sessions one connection may run at once, and channels it may hold open before
+/// asking for the subsystem. Without the first, one login could start sessions without bound,
+/// each holding up to its own handle budget, and run the daemon out of file descriptors.
+pub(super) const MAX_CHANNELS: usize = 4;
+
+/// One running SFTP session's place on its connection, given back when the session ends.
+pub(super) struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn take(count: &Arc<AtomicUsize>) -> Option<Running> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_CHANNELS).then_some(n + 1))
+            .ok()
+            .map(|_| Running(Arc::clone(count)))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Conn {
@@ -313,7 +349,7 @@ impl russh::server::Handler for Conn {
     }
 
     async fn channel_open_session(&mut self, channel: Channel<Msg>, _: &mut Session) -> Result<bool, Self::Error> {
-        if self.login.is_none() || self.channels.len() >= 4 {
+        if self.login.is_none() || self.channels.len() + self.running.load(Ordering::Acquire) >= MAX_CHANNELS {
             return Ok(false);
         }
         self.channels.insert(channel.id(), channel);
@@ -340,6 +376,7 @@ impl russh::server::Handler for Conn {
             return session.channel_failure(channel);
         };
         let Some(ch) = self.channels.remove(&channel) else { return session.channel_failure(channel) };
+        let Some(place) = Running::take(&self.running) else { return session.channel_failure(channel) };
         let shared = Arc::clone(&self.shared);
         let (volumes, key) = (shared.volumes.clone(), login.split_once('.').map(|(_, v)| v.to_string()));
         let opened =
@@ -347,7 +384,7 @@ impl russh::server::Handler for Conn {
         match opened {
             Ok(Ok((_, root))) => {
                 session.channel_success(channel)?;
-                let sftp = Sftp::new(shared, login, root);
+                let sftp = Sftp::new(shared, login, root, place);
                 russh_sftp::server::run(ch.into_stream(), sftp).await;
                 Ok(())
             }
@@ -366,5 +403,22 @@ impl Conn {
         let record = self.shared.user(login)?;
         let offered = users::openssh(key).ok()?;
         record.public_keys.contains(&offered).then_some(record)
+    }
+}
+
+/// `text` with every control character as its Rust escape (`\n`, `\u{1b}`).
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::printable("sftp upload a\n[lightd] fake\u{1b}[2J.txt"),
+            "sftp upload a\\n[lightd] fake\\u{1b}[2J.txt"
+        );
+        assert_eq!(super::printable("sftp upload wörld/level.dat"), "sftp upload wörld/level.dat");
     }
 }

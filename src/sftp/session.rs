@@ -50,6 +50,8 @@ pub struct Sftp {
     root: Arc<Root>,
     handles: HashMap<String, Open>,
     next: u64,
+    /// Its place among its connection's running sessions, given back when it ends.
+    _running: super::server::Running,
 }
 
 type Reply<T> = Result<T, StatusReply>;
@@ -162,9 +164,9 @@ fn ssh_string(data: &mut &[u8]) -> Option<String> {
 }
 
 impl Sftp {
-    pub(super) fn new(shared: Arc<Shared>, login: String, root: Root) -> Sftp {
+    pub(super) fn new(shared: Arc<Shared>, login: String, root: Root, running: super::server::Running) -> Sftp {
         let volume_id = login.split_once('.').map_or(String::new(), |(_, v)| v.to_string());
-        Sftp { shared, login, volume_id, root: Arc::new(root), handles: HashMap::new(), next: 1 }
+        Sftp { shared, login, volume_id, root: Arc::new(root), handles: HashMap::new(), next: 1, _running: running }
     }
 
     /// The user is still on record: whether it may write.
