@@ -28,7 +28,6 @@ mod path;
 mod race;
 mod resolve;
 mod settle;
-mod single;
 mod staging;
 mod tar_guard;
 #[cfg(test)]
