@@ -335,6 +335,23 @@ ensure_venv() {
 }
 
 # A registry some other party left on the port the registry tests like to use is worth a word.
+# The test build (target/, about 2.5 GiB with clippy's) and the images need room; a full disk
+# otherwise shows up later as a linker's bus error. Say so plainly, before anything is built.
+NEED_FREE_KIB=$((3 * 1024 * 1024))
+check_disk() {
+    local dir free
+    for dir in . "$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)"; do
+        [ -d "$dir" ] || continue
+        free=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+        say "free space under $dir: $((free / 1024)) MiB"
+        if [ "$free" -lt "$NEED_FREE_KIB" ]; then
+            say "error: under 3 GiB free under $dir; the build and the tests need about that much"
+            df -h "$dir" >&2
+            exit 1
+        fi
+    done
+}
+
 warn_busy_ports() {
     if (exec 3<>/dev/tcp/127.0.0.1/5000) 2>/dev/null; then
         say "warning: something already listens on 127.0.0.1:5000 (a system docker-registry?)"
@@ -342,6 +359,7 @@ warn_busy_ports() {
 }
 
 ensure_docker
+check_disk
 ensure_packages
 ensure_busybox_image
 ensure_freeciv_image

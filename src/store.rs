@@ -331,6 +331,23 @@ mod tests {
         dir.join("state.json")
     }
 
+    /// A store at a fresh `temp_file(name)` with its writer running.
+    fn writing(name: &str) -> (PathBuf, Arc<Store>) {
+        let path = temp_file(name);
+        let store = Store::open(&path).unwrap();
+        tokio::spawn(Arc::clone(&store).run_writer());
+        (path, store)
+    }
+
+    /// Breaks the disk under `path`: its directory is moved aside (`<dir>.moved`) and a file
+    /// takes its name, so no temp file can be made in it. The directory's path.
+    fn break_dir(path: &Path) -> PathBuf {
+        let dir = path.parent().unwrap().to_path_buf();
+        std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        dir
+    }
+
     fn key(port: u16) -> PortKey {
         PortKey { ip: "127.0.0.1".parse().unwrap(), port, protocol: Protocol::Udp }
     }
@@ -389,9 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_concurrent_updates_all_land() {
-        let path = temp_file("many");
-        let store = Store::open(&path).unwrap();
-        tokio::spawn(Arc::clone(&store).run_writer());
+        let (path, store) = writing("many");
         let tasks: Vec<_> = (1..=200)
             .map(|p| {
                 tokio::spawn({
@@ -412,14 +427,9 @@ mod tests {
     /// and the next update (once the disk works again) does not carry it either.
     #[tokio::test]
     async fn failed_write_rolls_back() {
-        let path = temp_file("rollback");
-        let store = Store::open(&path).unwrap();
-        tokio::spawn(Arc::clone(&store).run_writer());
+        let (path, store) = writing("rollback");
         add(&store, 1).await.unwrap();
-        // Break the disk: the directory becomes a file, so no temp file can be made in it.
-        let dir = path.parent().unwrap().to_path_buf();
-        std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
-        std::fs::write(&dir, b"not a directory").unwrap();
+        let dir = break_dir(&path);
         let err = add(&store, 2).await.unwrap_err();
         assert!(err.to_string().contains("not applied"), "{err}");
         assert!(store.read(|s| !s.ports.contains_key(&key(2))), "readers never saw it");
@@ -472,9 +482,7 @@ mod tests {
     /// pending, and ports and tokens come back from the file as they went in.
     #[tokio::test]
     async fn versions_count_saved_changes_and_nothing_stays_pending() {
-        let path = temp_file("versions");
-        let store = Store::open(&path).unwrap();
-        tokio::spawn(Arc::clone(&store).run_writer());
+        let (path, store) = writing("versions");
         assert_eq!(store.version(), 0);
         add(&store, 1).await.unwrap();
         assert!(store.lock().pending.is_none(), "saved: nothing pending");
@@ -496,9 +504,7 @@ mod tests {
     /// A refused change (`f` returns an error) is not a change: no version, nothing pending.
     #[tokio::test]
     async fn a_refused_change_is_no_change() {
-        let path = temp_file("refused");
-        let store = Store::open(&path).unwrap();
-        tokio::spawn(Arc::clone(&store).run_writer());
+        let (path, store) = writing("refused");
         let r = within(store.update(|_| Err::<(), _>(StoreError::Closed))).await;
         assert!(matches!(r, Err(StoreError::Closed)));
         add(&store, 1).await.unwrap();
@@ -510,13 +516,9 @@ mod tests {
     /// and only the latest [`FAILED_KEPT`] ranges are remembered.
     #[tokio::test]
     async fn failures_are_remembered_per_version_and_bounded() {
-        let path = temp_file("failures");
-        let store = Store::open(&path).unwrap();
-        tokio::spawn(Arc::clone(&store).run_writer());
+        let (path, store) = writing("failures");
         add(&store, 1).await.unwrap();
-        let dir = path.parent().unwrap().to_path_buf();
-        std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
-        std::fs::write(&dir, b"not a directory").unwrap();
+        let dir = break_dir(&path);
         for i in 0..FAILED_KEPT + 6 {
             let r = add(&store, 100 + i as u16).await;
             assert!(matches!(r, Err(StoreError::Io(..))), "{r:?}");

@@ -433,68 +433,14 @@ fn no_backup_folder_outlives_its_backups_or_its_volume() {
 fn a_long_name_bomb_upload_is_refused_in_bounded_memory() {
     let d = Daemon::start();
     let (vol, _) = d.new_volume();
-    let bomb = long_name_bomb(2 << 30);
+    let bomb = bombs::long_name_gz(2 << 30);
     assert!(bomb.len() < 4 << 20, "the bomb is small: {} bytes", bomb.len());
     let r = upload(&d, &vol, &bomb);
-    let peak = peak_rss(d.pid());
+    let peak = bombs::peak_rss(d.pid());
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(peak < 128 << 20, "daemon peak RSS {} MiB", peak >> 20);
     assert_eq!(d.get("/api/v1/public/ping").status, 200);
     assert!(!backup_dir(&d, &vol).exists() || std::fs::read_dir(backup_dir(&d, &vol)).unwrap().next().is_none());
-}
-
-/// `VmHWM` of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
-/// A gzip of a tar whose first entry is a GNU long-name header (`././@LongLink`, type `L`)
-/// declaring a name of `size` bytes, followed by that many `a`s. Deflate is written once for
-/// a mebibyte of `a`s after a window of `a`s and repeated: that piece decodes the same way
-/// wherever the window is all `a`s, so the stream is built in milliseconds. The trailer's
-/// CRC is left zero: a reader has given up (or blown up) long before it.
-fn long_name_bomb(size: u64) -> Vec<u8> {
-    let mut header = [0u8; 512];
-    header[..13].copy_from_slice(b"././@LongLink");
-    header[100..108].copy_from_slice(b"0000644\0");
-    for field in [108, 116] {
-        header[field..field + 8].copy_from_slice(b"0000000\0");
-    }
-    header[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    header[136..148].copy_from_slice(b"00000000000\0");
-    header[156] = b'L';
-    header[257..265].copy_from_slice(b"ustar  \0");
-    header[148..156].copy_from_slice(b"        ");
-    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
-    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-
-    let mut deflate = flate2::Compress::new(flate2::Compression::best(), false);
-    let mut piece = |input: &[u8]| {
-        let mut out = Vec::with_capacity(input.len() / 100 + 1024);
-        let mut at = 0;
-        loop {
-            let before = deflate.total_in();
-            deflate.compress_vec(&input[at..], &mut out, flate2::FlushCompress::Sync).unwrap();
-            at += (deflate.total_in() - before) as usize;
-            if at == input.len() && out.len() < out.capacity() {
-                return out;
-            }
-            out.reserve(64 << 10);
-        }
-    };
-    let mib = vec![b'a'; 1 << 20];
-    let first = piece(&[&header[..], &mib[..]].concat());
-    let repeated = piece(&mib);
-    let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    gz.extend_from_slice(&first);
-    for _ in 0..size >> 20 {
-        gz.extend_from_slice(&repeated);
-    }
-    gz.extend_from_slice(&[3, 0]); // a final, empty fixed-Huffman block
-    gz.extend_from_slice(&[0; 8]);
-    gz
 }
 
 /// `len` bytes of pseudo-random data (it does not compress, so it takes its time to write).

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -225,17 +225,7 @@ fn kill9_mid_backup_limits_and_upload() {
     let done = backup(&d, &vol, json!({"name": "first"}));
     assert_eq!(done["state"], "ready");
     // A slow one (4 MiB/s of random data) to cut.
-    let mut f = std::fs::File::create(path.join("random.bin")).unwrap();
-    let mut rng = Rng(seed("backups"));
-    let junk: Vec<u8> = (0..64 << 20).map(|_| rng.next() as u8).collect();
-    f.write_all(&junk).unwrap();
-    drop(f);
-    let r = d.call("POST", &format!("/volumes/{vol}/backups"), Some(json!({"name": "cut"})));
-    let cut = r.json()["backup_id"].as_str().unwrap().to_string();
-    let part = d.dir.0.join("backups").join(&vol).join(format!("{cut}.tar.gz.part"));
-    wait_for(30, "the backup under way", || {
-        (std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) > 1 << 20).then_some(())
-    });
+    let (cut, part) = start_slow_backup(&d, &vol, &path, "backups");
     assert_eq!(d.get(&format!("/volumes/{vol}/backups/{cut}")).json()["state"], "creating");
     d.kill9();
     d.spawn();
@@ -298,19 +288,26 @@ fn sigterm_mid_backup_ends_the_job_on_record() {
         c["backups"]["write_limit"] = json!(4);
     });
     let (vol, path) = d.new_volume();
+    let (cut, part) = start_slow_backup(&d, &vol, &path, "sigterm");
+    d.stop();
+    let b = d.state()["backups"][&cut].clone();
+    assert_eq!(b["state"], "failed", "the stopped job is on record: {b}");
+    assert!(!part.exists(), "the temp file is gone");
+}
+
+/// Starts a backup named `cut` of 64 MiB of random data (seeded by `tag`), slow at a 4 MiB/s
+/// write limit, and waits until its partial file passes 1 MiB; its id and that file.
+fn start_slow_backup(d: &Daemon, vol: &str, path: &Path, tag: &str) -> (String, PathBuf) {
     let mut f = std::fs::File::create(path.join("random.bin")).unwrap();
-    let mut rng = Rng(seed("sigterm"));
+    let mut rng = Rng(seed(tag));
     let junk: Vec<u8> = (0..64 << 20).map(|_| rng.next() as u8).collect();
     f.write_all(&junk).unwrap();
     drop(f);
     let r = d.call("POST", &format!("/volumes/{vol}/backups"), Some(json!({"name": "cut"})));
     let cut = r.json()["backup_id"].as_str().unwrap().to_string();
-    let part = d.dir.0.join("backups").join(&vol).join(format!("{cut}.tar.gz.part"));
+    let part = d.dir.0.join("backups").join(vol).join(format!("{cut}.tar.gz.part"));
     wait_for(30, "the backup under way", || {
         (std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) > 1 << 20).then_some(())
     });
-    d.stop();
-    let b = d.state()["backups"][&cut].clone();
-    assert_eq!(b["state"], "failed", "the stopped job is on record: {b}");
-    assert!(!part.exists(), "the temp file is gone");
+    (cut, part)
 }

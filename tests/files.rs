@@ -28,17 +28,6 @@ fn put(d: &Daemon, path: &str, body: &[u8], extra: &[(&str, &str)]) -> Resp {
     raw(d.port, &bytes).unwrap()
 }
 
-fn post_raw(d: &Daemon, path: &str, body: &[u8]) -> Resp {
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    raw(d.port, &bytes).unwrap()
-}
-
 /// GET returning the raw body bytes (binary safe) and the headers.
 fn get_bytes(d: &Daemon, path: &str, extra: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
@@ -220,7 +209,7 @@ fn hostile_archives_are_refused_entry_by_entry() {
     }
     assert!(!Path::new("/etc/cron.x").exists() && !path.parent().unwrap().join("escape.txt").exists());
     let before = snapshot(&path);
-    let r = post_raw(&d, &format!("/volumes/{vol}/extract"), b"not an archive at all");
+    let r = jobs::post_bytes(&d, &format!("/volumes/{vol}/extract"), b"not an archive at all");
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(snapshot(&path), before, "not an archive: the volume is unchanged");
     let good = Tar::new().entry("dir/", b'5', "", b"").entry("dir/f.txt", b'0', "", b"fine").done();
