@@ -42,7 +42,8 @@ fn journal_dir(d: &Daemon, id: &str) -> PathBuf {
     d.dir.0.join("journal").join(id).join("console")
 }
 
-/// The segment files' text, oldest first.
+/// The segment files' text, oldest first. While the server prints, the oldest segment may
+/// be dropped between the listing and its reading: it is left out, as it is from the journal.
 fn on_disk(d: &Daemon, id: &str) -> Vec<(String, String)> {
     let mut files: Vec<_> = std::fs::read_dir(journal_dir(d, id))
         .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -50,7 +51,11 @@ fn on_disk(d: &Daemon, id: &str) -> Vec<(String, String)> {
     files.sort();
     files
         .iter()
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(p).unwrap()))
+        .filter_map(|p| match std::fs::read_to_string(p) {
+            Ok(text) => Some((p.file_name().unwrap().to_string_lossy().into_owned(), text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("{}: {e}", p.display()),
+        })
         .collect()
 }
 
