@@ -253,7 +253,8 @@ fn container_limit_is_enforced() {
     assert_eq!((&after["containers"], &after["ports"]), (&before["containers"], &before["ports"]));
     // Nor is it waiting to be saved with the next write: make one.
     d.new_volume();
-    assert_eq!(d.get(&format!("/containers/{}", d.id("two"))).status, 404);
+    let r = d.get(&format!("/containers/{}", d.id("two")));
+    assert_eq!(r.status, 404, "the refused create was saved with the next write: {}", r.body);
     assert_eq!(d.state()["containers"], before["containers"], "the refused create was saved with the next write");
 }
 

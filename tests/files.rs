@@ -339,6 +339,75 @@ fn a_hostile_server_cannot_reach_outside_its_volume() {
     }
 }
 
+/// The extract's check-then-move, raced on purpose rather than by luck: the server waits for
+/// the staging directory to appear at its volume root (the check pass is over then), and swaps
+/// the directory an entry goes into for a symlink to a directory outside the volume, while a
+/// large entry keeps the write pass busy. Moving the staged tree in must not follow that link:
+/// the job fails naming it, and nothing lands outside. Plain directory volumes (`quota:
+/// none`), where nothing but that rule keeps the move inside. (The loop in
+/// `a_hostile_server_cannot_reach_outside_its_volume` swaps blindly, and a daemon that followed
+/// the link there passed 40 rounds of it: the swap rarely fell between check and move.) An
+/// attempt whose swap came after the move is tried again; one whose swap came in time is the
+/// control that the race was run.
+#[test]
+fn a_directory_swapped_for_a_link_after_the_check_is_not_followed() {
+    require_docker();
+    let outside = TempDir::new("outside");
+    let out = outside.0.display().to_string();
+    // Plain directory volumes: the outside directory is then on the volume's file system (a
+    // loop volume is a file system of its own, where a followed link ends in EXDEV anyway).
+    let d = Daemon::start_with(|c| c["volumes"]["quota"] = json!("none"));
+    let script = format!(
+        "cd /home/container; mkdir swap; echo ready; \
+         while true; do for f in .lightd-tmp-*; do if [ -d \"$f\" ]; then \
+         mv swap swap.d; ln -s {out} swap; echo swapped; \
+         while [ -e \"$f\" ]; do usleep 2000; done; rm swap; mv swap.d swap; echo restored; \
+         fi; done; usleep 1000; done"
+    );
+    let id = d.ready_container("swapper", &script, json!({"start_pattern": "ready"}));
+    let vol = d.record(&id)["volume_id"].as_str().unwrap().to_string();
+    assert_eq!(d.act(&id, "start"), 202);
+    d.wait_state(&id, "running", 30);
+    let big = vec![0u8; 64 << 20];
+    let tar = Tar::new().entry("swap/x.txt", b'0', "", b"x").entry("big.bin", b'0', "", &big).done();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let tgz = gz.finish().unwrap();
+    // How many times the server swapped and put the directory back.
+    let swaps = || {
+        let lines = d.get(&format!("/containers/{id}/logs?tail=200")).json()["lines"].clone();
+        let count = |what: &str| lines.as_array().map_or(0, |l| l.iter().filter(|l| *l == what).count());
+        (count("swapped"), count("restored"))
+    };
+    let mut raced = None;
+    for attempt in 1..=10 {
+        let end = jobs::extract(&d, &vol, "", &tgz);
+        let landed: Vec<_> = std::fs::read_dir(&outside.0).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(landed.is_empty(), "attempt {attempt}: the extract wrote outside the volume: {landed:?} ({end})");
+        // The staging directory is gone: a swap made for it is undone at once. (One made as it
+        // went may still come, and make the next attempt's check refuse the link: that is a
+        // refusal of the link all the same.)
+        wait_for(30, "the server to put its directory back", || {
+            let (swapped, restored) = swaps();
+            (swapped == restored).then_some(())
+        });
+        match end["state"].as_str() {
+            // The swap came after the move: the race was not run, try again.
+            Some("done") => continue,
+            Some("failed") => {
+                let error = end["error"].as_str().unwrap_or_default();
+                assert!(error.contains("\"swap\"") && error.contains("symlink"), "attempt {attempt}: {end}");
+                raced = Some(attempt);
+                break;
+            }
+            _ => panic!("attempt {attempt}: {end}"),
+        }
+    }
+    let attempt = raced.expect("in 10 attempts the server never swapped before the move");
+    eprintln!("the swap fell between check and move on attempt {attempt}");
+    assert_eq!(std::fs::read_dir(&outside.0).unwrap().count(), 0);
+}
+
 /// With `quota: loop`, a server writing past its limit gets ENOSPC, the host disk is not
 /// touched, and the files API answers 507; growing the limit makes room.
 #[test]
