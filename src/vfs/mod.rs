@@ -28,6 +28,7 @@ mod path;
 mod race;
 mod resolve;
 mod settle;
+mod single;
 mod staging;
 mod tar_guard;
 #[cfg(test)]

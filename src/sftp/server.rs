@@ -1,0 +1,424 @@
+//! The SSH side: the listener, the host key, logins (password or key, rate-limited per
+//! address), session limits, only the `sftp` subsystem, and the watch that ends the sessions
+//! of a user who is gone (deleted, or its volume deleted) within a fraction of a second.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::{HashAlg, PrivateKey, PublicKey};
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
+use tokio::net::TcpListener;
+
+use super::session::Sftp;
+use super::users;
+use crate::config::Config;
+use crate::console::{Event, Hubs};
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::volumes::{self, Volumes};
+
+/// How often live sessions are checked against the users on record.
+const WATCH: Duration = Duration::from_millis(200);
+/// Most password checks (argon2, 7 MiB each) running at once.
+const HASHERS: usize = 4;
+
+/// What the SFTP server shares between its connections.
+pub struct Shared {
+    config: Arc<Config>,
+    /// The consoles: viewers of the servers on a volume hear of its SFTP logins and uploads.
+    hubs: Arc<Hubs>,
+    store: Arc<Store>,
+    volumes: Volumes,
+    sessions: Mutex<HashMap<u64, Live>>,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    hashers: tokio::sync::Semaphore,
+    next: AtomicU64,
+}
+
+/// One connection: where from, who once logged in, and how to end it.
+struct Live {
+    ip: IpAddr,
+    login: Option<String>,
+    handle: Option<russh::server::Handle>,
+}
+
+/// Loads the host key at `path`, or makes one (ed25519, 0600) if there is none.
+pub fn host_key(path: &Path) -> Result<PrivateKey, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => PrivateKey::from_openssh(&text).map_err(|e| format!("host key {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed: [u8; 32] = crate::fsutil::random_bytes().map_err(|e| format!("no randomness: {e}"))?;
+            let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+            let text = key.to_openssh(LineEnding::LF).map_err(|e| e.to_string())?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            crate::fsutil::write_atomic(path, text.as_bytes(), 0o600)
+                .map_err(|e| format!("cannot write host key {}: {e}", path.display()))?;
+            crate::info!("sftp: made a new host key at {}", path.display());
+            Ok(key)
+        }
+        Err(e) => Err(format!("cannot read host key {}: {e}", path.display())),
+    }
+}
+
+/// Binds `sftp.host:sftp.port` and loads (or makes) the host key; logs the bound address and
+/// the key's fingerprint. The accept loop is [`run`].
+pub async fn bind(config: &Config) -> Result<(TcpListener, PrivateKey), String> {
+    let path = config.sftp_host_key();
+    let key = tokio::task::spawn_blocking(move || host_key(&path)).await.map_err(|e| e.to_string())??;
+    let addr = (config.sftp.host.as_str(), config.sftp.port);
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| format!("sftp: cannot listen on {}:{}: {e}", addr.0, addr.1))?;
+    crate::info!(
+        "sftp serving on {} (host key {})",
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        key.public_key().fingerprint(HashAlg::Sha256)
+    );
+    Ok((listener, key))
+}
+
+/// Accepts SFTP connections until shutdown.
+pub async fn run(
+    listener: TcpListener,
+    key: PrivateKey,
+    config: Arc<Config>,
+    store: Arc<Store>,
+    volumes: Volumes,
+    hubs: Arc<Hubs>,
+    mut stop: Shutdown,
+) {
+    let ssh = Arc::new(russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-lightd".into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::from_millis(0)),
+        keys: vec![key],
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(Duration::from_secs(3600)),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        nodelay: true,
+        window_size: 8 * 1024 * 1024,
+        ..Default::default()
+    });
+    let shared = Arc::new(Shared {
+        config,
+        hubs,
+        store,
+        volumes,
+        sessions: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+        hashers: tokio::sync::Semaphore::new(HASHERS),
+        next: AtomicU64::new(1),
+    });
+    tokio::spawn(watch(Arc::downgrade(&shared)));
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = stop.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    crate::warn!("sftp: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(id) = shared.admit(peer.ip()) else {
+            crate::warn!("sftp: refused a connection from {}: too many sessions from that address", peer.ip());
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let (ssh, shared) = (Arc::clone(&ssh), Arc::clone(&shared));
+        tokio::spawn(async move {
+            let handler = Conn {
+                shared: Arc::clone(&shared),
+                id,
+                peer,
+                login: None,
+                channels: HashMap::new(),
+                running: Arc::default(),
+            };
+            match russh::server::run_stream(ssh, socket, handler).await {
+                Ok(running) => {
+                    if let Some(live) = shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
+                        live.handle = Some(running.handle());
+                    }
+                    let _ = running.await;
+                }
+                Err(e) => crate::debug!("sftp: handshake with {peer} failed: {e}"),
+            }
+            shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        });
+    }
+    // Shutdown: every session ends.
+    let handles: Vec<_> =
+        shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|l| l.handle.clone()).collect();
+    for h in handles {
+        let _ = h.disconnect(Disconnect::ByApplication, "lightd is stopping".into(), "en".into()).await;
+    }
+}
+
+/// Ends the sessions whose user is no longer on record.
+async fn watch(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(WATCH).await;
+        let Some(shared) = shared.upgrade() else { return };
+        let gone: Vec<russh::server::Handle> = {
+            let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            shared.store.read(|s| {
+                sessions
+                    .values()
+                    .filter(|l| l.login.as_ref().is_some_and(|login| !s.sftp_users.contains_key(login)))
+                    .filter_map(|l| l.handle.clone())
+                    .collect()
+            })
+        };
+        for h in gone {
+            let _ = h.disconnect(Disconnect::ByApplication, "SFTP user removed".into(), "en".into()).await;
+        }
+    }
+}
+
+impl Shared {
+    /// Registers a connection from `ip`, unless that address has too many already.
+    fn admit(&self, ip: IpAddr) -> Option<u64> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.values().filter(|l| l.ip == ip).count() >= self.config.sftp.max_sessions_per_ip {
+            return None;
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        sessions.insert(id, Live { ip, login: None, handle: None });
+        Some(id)
+    }
+
+    /// Whether `ip` has used up its failed logins for this minute.
+    fn limited(&self, ip: IpAddr) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.get(&ip).is_some_and(|(since, n)| {
+            since.elapsed() < Duration::from_secs(60) && *n >= self.config.sftp.max_failed_logins_per_minute
+        })
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+        }
+        let entry = failures.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Duration::from_secs(60) {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Marks connection `id` logged in as `login`, unless that user has too many sessions.
+    fn log_in(&self, id: u64, login: &str) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let open = sessions.values().filter(|l| l.login.as_deref() == Some(login)).count();
+        if open >= self.config.sftp.max_sessions_per_user {
+            return false;
+        }
+        if let Some(live) = sessions.get_mut(&id) {
+            live.login = Some(login.to_string());
+        }
+        true
+    }
+
+    /// The user on record for a login name `<username>.<volume id or name>`.
+    fn user(&self, login: &str) -> Option<crate::model::SftpUser> {
+        let (username, volume) = login.split_once('.')?;
+        let key = volumes::parse_key(volume).ok()?;
+        self.store.read(|s| {
+            let id = volumes::resolve(s, &key)?;
+            s.sftp_users.get(&format!("{username}.{id}")).cloned()
+        })
+    }
+
+    /// Tells the viewers of every server on `volume_id` (an `event` frame, a note on attach).
+    /// Tells the viewers of the servers using `volume_id` what happened over SFTP. The text
+    /// holds a client's path: control characters (a newline, a terminal escape) are shown as
+    /// escapes, so no client can forge a console line or reach an admin's terminal.
+    pub(super) fn tell(&self, volume_id: &str, text: String) {
+        let text = printable(&text);
+        for c in self.store.read(|s| volumes::used_by(s, volume_id)) {
+            self.hubs.get(&c).news().publish(Event::Activity(text.clone()));
+        }
+    }
+
+    pub(super) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+/// One SSH connection.
+struct Conn {
+    shared: Arc<Shared>,
+    id: u64,
+    peer: SocketAddr,
+    /// The canonical login (`<username>.<volume id>`) once authenticated.
+    login: Option<String>,
+    /// Session channels opened and not yet given a subsystem.
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// SFTP sessions running on this connection (each holds handles and descriptors).
+    running: Arc<AtomicUsize>,
+}
+
+/// SFTP sessions one connection may run at once, and channels it may hold open before
+/// asking for the subsystem. Without the first, one login could start sessions without bound,
+/// each holding up to its own handle budget, and run the daemon out of file descriptors.
+pub(super) const MAX_CHANNELS: usize = 4;
+
+/// One running SFTP session's place on its connection, given back when the session ends.
+pub(super) struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn take(count: &Arc<AtomicUsize>) -> Option<Running> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_CHANNELS).then_some(n + 1))
+            .ok()
+            .map(|_| Running(Arc::clone(count)))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Conn {
+    fn accept(&mut self, user: &crate::model::SftpUser) -> Auth {
+        let login = user.login();
+        if !self.shared.log_in(self.id, &login) {
+            crate::warn!("sftp: {login} from {} refused: too many sessions for that user", self.peer.ip());
+            return Auth::reject();
+        }
+        crate::info!("sftp login {} from {}", login, self.peer.ip());
+        self.shared.tell(&user.volume_id, format!("sftp login {}", user.username));
+        self.login = Some(login);
+        Auth::Accept
+    }
+
+    fn refuse(&self, why: &str, user: &str) -> Auth {
+        self.shared.failed(self.peer.ip());
+        crate::info!("sftp: failed login {user:?} from {}: {why}", self.peer.ip());
+        Auth::reject()
+    }
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let ip = self.peer.ip();
+        if self.shared.limited(ip) {
+            return Ok(self.refuse("too many failed logins from this address", user));
+        }
+        let Some(record) = self.shared.user(user) else { return Ok(self.refuse("unknown login", user)) };
+        let Some(hash) = record.password_hash.clone() else { return Ok(self.refuse("no password set", user)) };
+        let permit = self.shared.hashers.acquire().await.map_err(|_| russh::Error::Disconnect)?;
+        let password = password.to_string();
+        let good = tokio::task::spawn_blocking(move || users::verify_password(&hash, &password)).await.unwrap_or(false);
+        drop(permit);
+        Ok(if good { self.accept(&record) } else { self.refuse("wrong password", user) })
+    }
+
+    async fn auth_publickey_offered(&mut self, user: &str, key: &PublicKey) -> Result<Auth, Self::Error> {
+        Ok(match self.key_of(user, key) {
+            Some(_) if !self.shared.limited(self.peer.ip()) => Auth::Accept,
+            _ => Auth::reject(),
+        })
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: &PublicKey) -> Result<Auth, Self::Error> {
+        if self.shared.limited(self.peer.ip()) {
+            return Ok(self.refuse("too many failed logins from this address", user));
+        }
+        Ok(match self.key_of(user, key) {
+            Some(record) => self.accept(&record),
+            None => self.refuse("unknown key", user),
+        })
+    }
+
+    async fn channel_open_session(&mut self, channel: Channel<Msg>, _: &mut Session) -> Result<bool, Self::Error> {
+        if self.login.is_none() || self.channels.len() + self.running.load(Ordering::Acquire) >= MAX_CHANNELS {
+            return Ok(false);
+        }
+        self.channels.insert(channel.id(), channel);
+        Ok(true)
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        session.close(channel)
+    }
+
+    async fn exec_request(&mut self, channel: ChannelId, _: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        session.close(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(login) = self.login.clone().filter(|_| name == "sftp") else {
+            return session.channel_failure(channel);
+        };
+        let Some(ch) = self.channels.remove(&channel) else { return session.channel_failure(channel) };
+        let Some(place) = Running::take(&self.running) else { return session.channel_failure(channel) };
+        let shared = Arc::clone(&self.shared);
+        let (volumes, key) = (shared.volumes.clone(), login.split_once('.').map(|(_, v)| v.to_string()));
+        let opened =
+            tokio::task::spawn_blocking(move || volumes::open_root(&volumes, key.as_deref().unwrap_or_default())).await;
+        match opened {
+            Ok(Ok((_, root))) => {
+                session.channel_success(channel)?;
+                let sftp = Sftp::new(shared, login, root, place);
+                russh_sftp::server::run(ch.into_stream(), sftp).await;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                crate::warn!("sftp: {login}: cannot open its volume: {e}");
+                session.channel_failure(channel)
+            }
+            Err(_) => session.channel_failure(channel),
+        }
+    }
+}
+
+impl Conn {
+    /// The user `login` names when `key` is one of its keys.
+    fn key_of(&self, login: &str, key: &PublicKey) -> Option<crate::model::SftpUser> {
+        let record = self.shared.user(login)?;
+        let offered = users::openssh(key).ok()?;
+        record.public_keys.contains(&offered).then_some(record)
+    }
+}
+
+/// `text` with every control character as its Rust escape (`\n`, `\u{1b}`).
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::printable("sftp upload a\n[lightd] fake\u{1b}[2J.txt"),
+            "sftp upload a\\n[lightd] fake\\u{1b}[2J.txt"
+        );
+        assert_eq!(super::printable("sftp upload wörld/level.dat"), "sftp upload wörld/level.dat");
+    }
+}
