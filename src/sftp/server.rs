@@ -384,8 +384,9 @@ impl russh::server::Handler for Conn {
         match opened {
             Ok(Ok((_, root))) => {
                 session.channel_success(channel)?;
+                let stream = super::pipe::start(ch, format!("{login} from {}", self.peer.ip()));
                 let sftp = Sftp::new(shared, login, root, place);
-                russh_sftp::server::run(ch.into_stream(), sftp).await;
+                russh_sftp::server::run(stream, sftp).await;
                 Ok(())
             }
             Ok(Err(e)) => {
