@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use serde_json::{json, Value};
@@ -41,30 +41,82 @@ fn add_user(d: &Daemon, volume: &str, body: Value) -> Value {
     r.json()
 }
 
+/// How long any one client may run: a stalled transfer fails its test with a clear message
+/// (and the client killed) instead of hanging the run.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` with `input` on its stdin and collects its output, killing it and failing the
+/// test when it outlives [`CLIENT_DEADLINE`].
+fn run_client(mut cmd: Command, input: &[u8], what: &str) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = r.read_to_end(&mut all);
+            all
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > CLIENT_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = feeder.join();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    match status {
+        Some(status) => Output { status, stdout, stderr },
+        None => panic!(
+            "{what} was still running after {CLIENT_DEADLINE:?} (an SFTP stall?); killed.\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
+/// OpenSSH client options every test uses: no host key prompts, and a server that stops
+/// answering keepalives is given up on within a minute.
+const SSH_OPTIONS: [&str; 16] = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ServerAliveInterval=10",
+    "-o",
+    "ServerAliveCountMax=6",
+    "-o",
+    "ConnectTimeout=30",
+];
+
 /// Runs OpenSSH's `sftp -b -` with `script` on stdin, logging in with `key`.
 fn sftp_batch(port: u16, login: &str, key: &Path, script: &str) -> Output {
-    let mut child = Command::new("/usr/bin/sftp")
-        .args(["-b", "-", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "PasswordAuthentication=no",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg("-i")
-        .arg(key)
-        .args(["-P", &port.to_string(), &format!("{login}@127.0.0.1")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    let mut cmd = Command::new("/usr/bin/sftp");
+    cmd.args(["-b", "-", "-q"]).args(SSH_OPTIONS).args(["-o", "PasswordAuthentication=no"]).arg("-i").arg(key).args([
+        "-P",
+        &port.to_string(),
+        &format!("{login}@127.0.0.1"),
+    ]);
+    run_client(cmd, script.as_bytes(), "sftp")
 }
 
 fn text(out: &Output) -> String {
@@ -82,7 +134,8 @@ fn text(out: &Output) -> String {
 fn paramiko(port: u16, login: &str, password: &str, body: &str) -> Output {
     let script = format!(
         r#"
-import os, sys, time, stat, paramiko
+import os, sys, time, stat, signal, paramiko
+signal.alarm({alarm})
 t = paramiko.Transport(("127.0.0.1", {port}))
 try:
     t.connect(username=os.environ["LOGIN"], password=os.environ["PASSWORD"])
@@ -90,10 +143,15 @@ except paramiko.AuthenticationException as e:
     print("connect_error", type(e).__name__)
     sys.exit(0)
 sftp = paramiko.SFTPClient.from_transport(t)
+sftp.get_channel().settimeout({timeout})
 {body}
-"#
+"#,
+        alarm = CLIENT_DEADLINE.as_secs() + 10,
+        timeout = CLIENT_DEADLINE.as_secs() / 2,
     );
-    Command::new(PYTHON).arg("-c").arg(script).env("LOGIN", login).env("PASSWORD", password).output().unwrap()
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg("-c").arg(script).env("LOGIN", login).env("PASSWORD", password);
+    run_client(cmd, b"", "paramiko")
 }
 
 /// Deterministic pseudo-random bytes (xorshift).
@@ -180,25 +238,14 @@ fn openssh_with_a_key_moves_files_and_they_land_owned_by_the_servers_user() {
         .collect();
     assert!(!names.iter().any(|n| n.starts_with(".lightd-tmp")), "{names:?}");
     // Only the sftp subsystem: a shell or a command is refused.
-    let ssh = Command::new("ssh")
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg("-i")
-        .arg(&key)
-        .args(["-p", &port.to_string(), &format!("{login}@127.0.0.1"), "touch /tmp/lightd-sftp-exec-marker; echo ran"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut ssh = Command::new("ssh");
+    ssh.args(SSH_OPTIONS).arg("-i").arg(&key).args([
+        "-p",
+        &port.to_string(),
+        &format!("{login}@127.0.0.1"),
+        "touch /tmp/lightd-sftp-exec-marker; echo ran",
+    ]);
+    let ssh = run_client(ssh, b"", "ssh");
     assert!(!ssh.status.success(), "exec was allowed: {}", text(&ssh));
     assert!(!String::from_utf8_lossy(&ssh.stdout).contains("ran"));
     assert!(!Path::new("/tmp/lightd-sftp-exec-marker").exists());
@@ -243,6 +290,36 @@ print("realpath", sftp.normalize("/mods/../mods/./x/.."))
     assert_eq!(std::fs::metadata(path.join("mods/final.jar")).unwrap().permissions().mode() & 0o777, 0o640);
     assert_eq!(std::fs::metadata(path.join("mods/final.jar")).unwrap().uid(), 1000);
     assert!(!path.join("gone.txt").exists() && !path.join("empty").exists() && !path.join("mods/pack.jar").exists());
+}
+
+/// paramiko pipelines its writes (it reads their answers only now and then) and prefetches a
+/// download with every READ sent at once. Both once stalled the daemon's connection for good
+/// within a few MiB: russh's session loop waited to hand the SFTP loop more requests while the
+/// SFTP loop waited for the session loop to take its answers (see src/sftp/pipe.rs).
+#[test]
+fn paramiko_pipelined_uploads_and_prefetched_downloads_never_stall() {
+    let (d, port) = start();
+    let (volume, path) = d.new_volume();
+    let user = add_user(&d, &volume, json!({"username": "pipes", "password": "correct horse battery"}));
+    let kept = d.dir.0.join("sent.bin");
+    let body = format!(
+        r#"
+import io
+data = os.urandom(8 << 20)
+open({kept:?}, "wb").write(data)
+started = time.time()
+for i in range(6):
+    sftp.putfo(io.BytesIO(data), "/big.bin")
+    back = io.BytesIO(); sftp.getfo("/big.bin", back)
+    assert back.getvalue() == data, f"round {{i}} differs"
+print(f"moved 96 MiB in {{time.time() - started:.1f}} s")
+"#,
+        kept = kept.display().to_string()
+    );
+    let out = paramiko(port, user["login"].as_str().unwrap(), "correct horse battery", &body);
+    assert!(out.status.success(), "{}", text(&out));
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(std::fs::read(path.join("big.bin")).unwrap() == std::fs::read(&kept).unwrap(), "the upload differs");
 }
 
 #[test]
@@ -441,7 +518,8 @@ fn now() -> f64 {
 /// Starts [`WATCH_SESSION`] and waits for its `ready`.
 fn watcher(port: u16, login: &str) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let script = format!(
-        "import os, sys, time, paramiko\nt = paramiko.Transport(('127.0.0.1', {port}))\nt.connect(username=os.environ['LOGIN'], password=os.environ['PASSWORD'])\nsftp = paramiko.SFTPClient.from_transport(t)\n{WATCH_SESSION}"
+        "import os, sys, time, signal, paramiko\nsignal.alarm({alarm})\nt = paramiko.Transport(('127.0.0.1', {port}))\nt.connect(username=os.environ['LOGIN'], password=os.environ['PASSWORD'])\nsftp = paramiko.SFTPClient.from_transport(t)\nsftp.get_channel().settimeout(30)\n{WATCH_SESSION}",
+        alarm = CLIENT_DEADLINE.as_secs()
     );
     let mut child = Command::new(PYTHON)
         .arg("-c")
