@@ -14,9 +14,9 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 
 use super::server::Shared;
-use crate::vfs::{Entry, FsError, Kind, Root, Upload};
+use crate::vfs::{DirStream, Entry, FsError, Kind, Root, Upload};
 
-/// Entries per READDIR answer.
+/// Most entries per READDIR answer.
 const PAGE: usize = 512;
 /// Most bytes one READ answers with.
 const MAX_READ: u32 = 256 * 1024;
@@ -36,11 +36,8 @@ enum Open {
         /// Its path as the client named it, normalized (for the viewers' event).
         path: String,
     },
-    Dir {
-        path: String,
-        after: Option<String>,
-        done: bool,
-    },
+    /// An open directory, read a batch per READDIR (`None` while a batch is being read).
+    Dir(Option<Box<DirStream>>),
 }
 
 pub struct Sftp {
@@ -403,30 +400,35 @@ impl russh_sftp::server::Handler for Sftp {
 
     async fn opendir(&mut self, id: u32, path: String) -> Reply<Handle> {
         self.check()?;
-        let shown = path.clone();
-        blocking(&self.root, move |r| r.list_page(&path, None, 1).map(drop)).await?;
-        let handle = self.add(Open::Dir { path: shown, after: None, done: false })?;
+        let stream = blocking(&self.root, move |r| r.dir_stream(&path)).await?;
+        let handle = self.add(Open::Dir(Some(Box::new(stream))))?;
         Ok(Handle { id, handle })
     }
 
+    /// The next batch of the directory, read on from where the last one stopped: a listing
+    /// reads each name once, however large the directory.
     async fn readdir(&mut self, id: u32, handle: String) -> Reply<Name> {
         self.check()?;
-        let Some(Open::Dir { path, after, done }) = self.handles.get(&handle) else {
-            return Err(fail(StatusCode::Failure, "Not a directory handle"));
+        let mut stream = match self.handles.get_mut(&handle) {
+            Some(Open::Dir(stream)) => {
+                stream.take().ok_or_else(|| fail(StatusCode::Failure, "The directory is being read"))?
+            }
+            _ => return Err(fail(StatusCode::Failure, "Not a directory handle")),
         };
-        if *done {
+        let (stream, batch) = tokio::task::spawn_blocking(move || {
+            let batch = stream.next_batch(PAGE);
+            (stream, batch)
+        })
+        .await
+        .map_err(|e| fail(StatusCode::Failure, e.to_string()))?;
+        if let Some(Open::Dir(slot)) = self.handles.get_mut(&handle) {
+            *slot = Some(stream);
+        }
+        let batch = batch.map_err(fs)?;
+        if batch.is_empty() {
             return Err(StatusReply::new(StatusCode::Eof));
         }
-        let (path, cursor) = (path.clone(), after.clone());
-        let page = blocking(&self.root, move |r| r.list_page(&path, cursor.as_deref(), PAGE)).await?;
-        if let Some(Open::Dir { after, done, .. }) = self.handles.get_mut(&handle) {
-            *done = page.next.is_none();
-            *after = page.next.clone();
-        }
-        if page.entries.is_empty() {
-            return Err(StatusReply::new(StatusCode::Eof));
-        }
-        let files = page.entries.iter().map(|e| Named::new(e.name.clone(), attrs_of_entry(e))).collect();
+        let files = batch.iter().map(|e| Named::new(e.name.clone(), attrs_of_entry(e))).collect();
         Ok(Name { id, files })
     }
 
