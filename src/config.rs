@@ -72,9 +72,12 @@ pub struct SftpConfig {
     pub max_sessions_per_user: usize,
     /// Most SFTP connections from one source address at once.
     pub max_sessions_per_ip: usize,
-    /// Failed logins one source address may make per minute; past it every login from that
-    /// address is refused until the minute is over.
+    /// Failed logins one source address (an IPv6 address by its /64) may make per minute; past
+    /// it every login from that address is refused until the minute is over.
     pub max_failed_logins_per_minute: u32,
+    /// Failed logins one login name may take per minute from all addresses together; past it
+    /// every login as that name is refused until the minute is over.
+    pub max_failed_logins_per_user_per_minute: u32,
 }
 
 impl Default for SftpConfig {
@@ -87,6 +90,7 @@ impl Default for SftpConfig {
             max_sessions_per_user: 64,
             max_sessions_per_ip: 128,
             max_failed_logins_per_minute: 10,
+            max_failed_logins_per_user_per_minute: 20,
         }
     }
 }

@@ -491,6 +491,92 @@ fn too_many_failed_logins_from_one_address_are_refused_for_a_minute() {
     assert!(d.log().contains("too many failed logins"), "{}", d.log());
 }
 
+/// Login attempts made at once are each counted before the costly password check: with a
+/// limit of 3 a minute, 3 of 12 parallel wrong guesses are checked and the rest refused
+/// unchecked. (They were counted only after the check, so every parallel guess got one.)
+#[test]
+fn parallel_wrong_passwords_are_counted_before_they_are_checked() {
+    let d = Daemon::start_with(|c| c["sftp"]["max_failed_logins_per_minute"] = json!(3));
+    let port = sftp_port(&d.log()).unwrap();
+    let (volume, _) = d.new_volume();
+    add_user(&d, &volume, json!({"username": "judy", "password": "correct horse battery"}));
+    let login = format!("judy.{volume}");
+    // Twelve connections with their key exchange done, then every guess sent at once.
+    let script = format!(
+        r#"
+import os, threading, signal, paramiko
+signal.alarm({alarm})
+ts = [paramiko.Transport(("127.0.0.1", {port})) for _ in range(12)]
+for t in ts:
+    t.start_client(timeout=30)
+go = threading.Barrier(12)
+said = []
+def guess(i, t):
+    go.wait()
+    try:
+        t.auth_password(os.environ["LOGIN"], f"wrong guess {{i}}")
+        said.append("logged in")
+    except paramiko.AuthenticationException:
+        said.append("refused")
+threads = [threading.Thread(target=guess, args=(i, t)) for i, t in enumerate(ts)]
+for th in threads: th.start()
+for th in threads: th.join()
+print(sorted(said))
+"#,
+        alarm = CLIENT_DEADLINE.as_secs() + 10
+    );
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg("-c").arg(script).env("LOGIN", &login);
+    let out = run_client(cmd, b"", "paramiko");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("'refused'").count(), 12, "{}", text(&out));
+    let log = d.log();
+    assert_eq!(log.matches(": wrong password").count(), 3, "{log}");
+    assert_eq!(log.matches(": too many failed logins from this address").count(), 9, "{log}");
+}
+
+/// A login name has its own limit, from every address together: guesses spread over many
+/// addresses (here 127.0.0.2 to .5) lock that name, and only it, for the minute.
+#[test]
+fn failed_logins_are_limited_per_user_across_addresses() {
+    let d = Daemon::start_with(|c| c["sftp"]["max_failed_logins_per_user_per_minute"] = json!(4));
+    let port = sftp_port(&d.log()).unwrap();
+    let (volume, _) = d.new_volume();
+    add_user(&d, &volume, json!({"username": "kim", "password": "correct horse battery"}));
+    add_user(&d, &volume, json!({"username": "lee", "password": "correct horse battery"}));
+    for (i, source) in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"].iter().enumerate() {
+        let out = sock_login(port, source, &format!("kim.{volume}"), &format!("wrong {i}"));
+        assert!(out.contains("refused"), "{out}");
+    }
+    // The right password for kim, from an address with no failures, is refused this minute...
+    let out = sock_login(port, "127.0.0.6", &format!("kim.{volume}"), "correct horse battery");
+    assert!(out.contains("refused"), "{out}");
+    assert!(d.log().contains("too many failed logins for this user"), "{}", d.log());
+    // ...while another user logs in from the same addresses.
+    let out = sock_login(port, "127.0.0.2", &format!("lee.{volume}"), "correct horse battery");
+    assert!(out.contains("logged in"), "{out}");
+}
+
+/// Logs in as `login` from source address `source`; what happened (`logged in`, `refused`).
+fn sock_login(port: u16, source: &str, login: &str, password: &str) -> String {
+    let script = format!(
+        r#"
+import os, socket, signal, paramiko
+signal.alarm({alarm})
+s = socket.create_connection(("127.0.0.1", {port}), timeout=30, source_address=("{source}", 0))
+t = paramiko.Transport(s)
+try:
+    t.connect(username=os.environ["LOGIN"], password=os.environ["PASSWORD"])
+    print("logged in")
+except paramiko.AuthenticationException:
+    print("refused")
+"#,
+        alarm = CLIENT_DEADLINE.as_secs() + 10
+    );
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg("-c").arg(script).env("LOGIN", login).env("PASSWORD", password);
+    text(&run_client(cmd, b"", "paramiko"))
+}
+
 /// Connects as `login`, prints `ready`, then lists `/` until that fails; prints when the first
 /// request failed and when the transport was found closed (unix seconds).
 const WATCH_SESSION: &str = r#"

@@ -3,7 +3,7 @@
 //! of a user who is gone (deleted, or its volume deleted) within a fraction of a second.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,8 @@ use crate::volumes::{self, Volumes};
 const WATCH: Duration = Duration::from_millis(200);
 /// Most password checks (argon2, 7 MiB each) running at once.
 const HASHERS: usize = 4;
+/// Longest a login waits for a free password check before it is refused.
+const HASH_WAIT: Duration = Duration::from_secs(10);
 
 /// What the SFTP server shares between its connections.
 pub struct Shared {
@@ -37,10 +39,35 @@ pub struct Shared {
     store: Arc<Store>,
     volumes: Volumes,
     sessions: Mutex<HashMap<u64, Live>>,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Failed logins this minute, per source and per login name.
+    failures: Mutex<HashMap<Tally, (Instant, u32)>>,
     hashers: tokio::sync::Semaphore,
     next: AtomicU64,
 }
+
+/// What failed logins are counted against.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum Tally {
+    /// A source address; an IPv6 address by its /64 (one host commonly holds all of one).
+    Source(IpAddr),
+    /// A login name, from every address together.
+    Login(String),
+}
+
+/// The source `ip` is counted as: an IPv4 address as itself (also when written as an
+/// IPv4-mapped IPv6 address), an IPv6 address as its /64.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
+/// One login attempt, counted as failed when it began; forgiven if it succeeds.
+struct Attempt(Vec<(Tally, Instant)>);
+
+/// How long a failed login counts.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// One connection: where from, who once logged in, and how to end it.
 struct Live {
@@ -199,24 +226,62 @@ impl Shared {
         Some(id)
     }
 
-    /// Whether `ip` has used up its failed logins for this minute.
-    fn limited(&self, ip: IpAddr) -> bool {
+    /// The limit on failed logins counted against `tally` per minute.
+    fn limit(&self, tally: &Tally) -> u32 {
+        match tally {
+            Tally::Source(_) => self.config.sftp.max_failed_logins_per_minute,
+            Tally::Login(_) => self.config.sftp.max_failed_logins_per_user_per_minute,
+        }
+    }
+
+    fn tallies(ip: IpAddr, login: &str) -> [Tally; 2] {
+        [Tally::Source(source(ip)), Tally::Login(login.to_string())]
+    }
+
+    /// Which of `ip` and `login` has used up its failed logins for this minute, if either.
+    fn limited(&self, ip: IpAddr, login: &str) -> Option<&'static str> {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.get(&ip).is_some_and(|(since, n)| {
-            since.elapsed() < Duration::from_secs(60) && *n >= self.config.sftp.max_failed_logins_per_minute
+        Self::tallies(ip, login).iter().find_map(|t| {
+            let used =
+                failures.get(t).is_some_and(|(since, n)| since.elapsed() < FAILURE_WINDOW && *n >= self.limit(t));
+            used.then_some(match t {
+                Tally::Source(_) => "too many failed logins from this address",
+                Tally::Login(_) => "too many failed logins for this user",
+            })
         })
     }
 
-    fn failed(&self, ip: IpAddr) {
+    /// Starts a login attempt by `ip` as `login`, counted as failed from now on (so attempts
+    /// made in parallel all count before any costly check), or the reason it is refused
+    /// unchecked: the address or the login name has used up its failed logins this minute.
+    fn attempt(&self, ip: IpAddr, login: &str) -> Result<Attempt, &'static str> {
+        if let Some(why) = self.limited(ip, login) {
+            return Err(why);
+        }
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() > 100_000 {
-            failures.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+            failures.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
         }
-        let entry = failures.entry(ip).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= Duration::from_secs(60) {
-            *entry = (Instant::now(), 0);
+        let mut counted = Vec::with_capacity(2);
+        for tally in Self::tallies(ip, login) {
+            let entry = failures.entry(tally.clone()).or_insert((Instant::now(), 0));
+            if entry.0.elapsed() >= FAILURE_WINDOW {
+                *entry = (Instant::now(), 0);
+            }
+            entry.1 += 1;
+            counted.push((tally, entry.0));
         }
-        entry.1 += 1;
+        Ok(Attempt(counted))
+    }
+
+    /// An attempt that succeeded no longer counts as failed.
+    fn forgive(&self, attempt: Attempt) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for (tally, since) in attempt.0 {
+            if let Some(entry) = failures.get_mut(&tally).filter(|e| e.0 == since) {
+                entry.1 = entry.1.saturating_sub(1);
+            }
+        }
     }
 
     /// Marks connection `id` logged in as `login`, unless that user has too many sessions.
@@ -308,9 +373,14 @@ impl Conn {
     }
 
     fn refuse(&self, why: &str, user: &str) -> Auth {
-        self.shared.failed(self.peer.ip());
         crate::info!("sftp: failed login {user:?} from {}: {why}", self.peer.ip());
         Auth::reject()
+    }
+
+    /// The name failed logins as `user` are counted against: its canonical login when there is
+    /// such a user (`alice.<volume name>` and `alice.<volume id>` are one), else as given.
+    fn tally_name(&self, user: &str) -> String {
+        self.shared.user(user).map_or_else(|| user.to_string(), |r| r.login())
     }
 }
 
@@ -318,32 +388,45 @@ impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        let ip = self.peer.ip();
-        if self.shared.limited(ip) {
-            return Ok(self.refuse("too many failed logins from this address", user));
-        }
+        let attempt = match self.shared.attempt(self.peer.ip(), &self.tally_name(user)) {
+            Ok(attempt) => attempt,
+            Err(why) => return Ok(self.refuse(why, user)),
+        };
         let Some(record) = self.shared.user(user) else { return Ok(self.refuse("unknown login", user)) };
         let Some(hash) = record.password_hash.clone() else { return Ok(self.refuse("no password set", user)) };
-        let permit = self.shared.hashers.acquire().await.map_err(|_| russh::Error::Disconnect)?;
+        let permit = match tokio::time::timeout(HASH_WAIT, self.shared.hashers.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(russh::Error::Disconnect),
+            Err(_) => return Ok(self.refuse("no password check free in time (too many logins at once)", user)),
+        };
         let password = password.to_string();
         let good = tokio::task::spawn_blocking(move || users::verify_password(&hash, &password)).await.unwrap_or(false);
         drop(permit);
-        Ok(if good { self.accept(&record) } else { self.refuse("wrong password", user) })
+        if !good {
+            return Ok(self.refuse("wrong password", user));
+        }
+        self.shared.forgive(attempt);
+        Ok(self.accept(&record))
     }
 
     async fn auth_publickey_offered(&mut self, user: &str, key: &PublicKey) -> Result<Auth, Self::Error> {
+        // Offering keys is cheap and guesses nothing: only refused once a limit is reached.
         Ok(match self.key_of(user, key) {
-            Some(_) if !self.shared.limited(self.peer.ip()) => Auth::Accept,
+            Some(_) if self.shared.limited(self.peer.ip(), &self.tally_name(user)).is_none() => Auth::Accept,
             _ => Auth::reject(),
         })
     }
 
     async fn auth_publickey(&mut self, user: &str, key: &PublicKey) -> Result<Auth, Self::Error> {
-        if self.shared.limited(self.peer.ip()) {
-            return Ok(self.refuse("too many failed logins from this address", user));
-        }
+        let attempt = match self.shared.attempt(self.peer.ip(), &self.tally_name(user)) {
+            Ok(attempt) => attempt,
+            Err(why) => return Ok(self.refuse(why, user)),
+        };
         Ok(match self.key_of(user, key) {
-            Some(record) => self.accept(&record),
+            Some(record) => {
+                self.shared.forgive(attempt);
+                self.accept(&record)
+            }
             None => self.refuse("unknown key", user),
         })
     }
@@ -410,6 +493,21 @@ impl Conn {
 /// `text` with every control character as its Rust escape (`\n`, `\u{1b}`).
 fn printable(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod source_tests {
+    use std::net::IpAddr;
+
+    #[test]
+    fn an_ipv6_address_counts_as_its_64_and_ipv4_as_itself() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(super::source(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+        assert_eq!(super::source(ip("2001:db8:1:2::1")), super::source(ip("2001:db8:1:2:ffff::9")));
+        assert_ne!(super::source(ip("2001:db8:1:2::1")), super::source(ip("2001:db8:1:3::1")));
+        assert_eq!(super::source(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(super::source(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    }
 }
 
 #[cfg(test)]
