@@ -78,6 +78,11 @@ pub struct SftpConfig {
     /// Failed logins one login name may take per minute from all addresses together; past it
     /// every login as that name is refused until the minute is over.
     pub max_failed_logins_per_user_per_minute: u32,
+    /// Seconds a connection has to log in (the SSH handshake included); past them it is closed.
+    pub login_timeout: u64,
+    /// Most connections not yet logged in, from every address together; past it a new one is
+    /// closed at once.
+    pub max_unauthenticated: usize,
 }
 
 impl Default for SftpConfig {
@@ -91,6 +96,8 @@ impl Default for SftpConfig {
             max_sessions_per_ip: 128,
             max_failed_logins_per_minute: 10,
             max_failed_logins_per_user_per_minute: 20,
+            login_timeout: 30,
+            max_unauthenticated: 64,
         }
     }
 }
@@ -550,6 +557,9 @@ impl Config {
         if self.sftp.max_sessions_per_user == 0 || self.sftp.max_sessions_per_ip == 0 {
             return bad("sftp.max_sessions_per_user and sftp.max_sessions_per_ip must be at least 1".into());
         }
+        if self.sftp.login_timeout == 0 || self.sftp.max_unauthenticated == 0 {
+            return bad("sftp.login_timeout and sftp.max_unauthenticated must be at least 1".into());
+        }
         if self.docker.socket_path.as_os_str().is_empty() {
             return bad("docker.socket_path is empty".into());
         }
@@ -785,6 +795,9 @@ mod tests {
         let mut bad = c.clone();
         bad.sftp.max_sessions_per_user = 0;
         assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.sftp.login_timeout = 0;
+        assert!(bad.validate().unwrap_err().to_string().contains("sftp.login_timeout"));
         let mut set = c;
         set.sftp.host_key = "/etc/lightd/key".into();
         assert_eq!(set.sftp_host_key(), Path::new("/etc/lightd/key"));

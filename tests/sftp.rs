@@ -577,6 +577,77 @@ except paramiko.AuthenticationException:
     text(&run_client(cmd, b"", "paramiko"))
 }
 
+/// A connection has `sftp.login_timeout` seconds to log in, whether it stalls before the SSH
+/// handshake or after it; and at most `sftp.max_unauthenticated` connections may be waiting
+/// to log in at once (a logged-in session does not count), past which a new one is closed at
+/// once. Before, an idle connection held its place for an hour.
+#[test]
+fn connections_must_log_in_in_time_and_few_may_wait_to() {
+    let d = Daemon::start_with(|c| {
+        c["sftp"]["login_timeout"] = json!(2);
+        c["sftp"]["max_unauthenticated"] = json!(3);
+    });
+    let port = sftp_port(&d.log()).unwrap();
+    let (volume, _) = d.new_volume();
+    add_user(&d, &volume, json!({"username": "mia", "password": "correct horse battery"}));
+    let script = format!(
+        r#"
+import os, socket, time, signal, paramiko
+signal.alarm({alarm})
+def closed_after(s, start):
+    s.settimeout(20)
+    try:
+        while s.recv(4096):
+            pass
+    except (ConnectionError, socket.timeout) as e:
+        if isinstance(e, socket.timeout):
+            return "still open"
+    return round(time.time() - start, 1)
+# A logged-in session, held throughout: it does not count as waiting.
+t = paramiko.Transport(("127.0.0.1", {port}))
+t.connect(username=os.environ["LOGIN"], password=os.environ["PASSWORD"])
+sftp = paramiko.SFTPClient.from_transport(t)
+# Three connections that never log in, one of them after its key exchange.
+idle = [socket.create_connection(("127.0.0.1", {port})) for _ in range(2)]
+opened = time.time()
+half = paramiko.Transport(("127.0.0.1", {port}))
+half.start_client(timeout=10)
+time.sleep(0.3)
+# A fourth is turned away at once.
+print("fourth", closed_after(socket.create_connection(("127.0.0.1", {port})), time.time()), flush=True)
+# The waiting ones are closed at their deadline (2 s, checked every 0.2 s).
+print("idle", [closed_after(s, opened) for s in idle], flush=True)
+deadline = time.time() + 10
+while half.is_active() and time.time() < deadline:
+    time.sleep(0.1)
+print("after key exchange", "closed" if not half.is_active() else "still open", flush=True)
+# The logged-in session lives on, and new connections are let in again.
+print("session", sftp.listdir("/"), flush=True)
+again = paramiko.Transport(("127.0.0.1", {port}))
+again.connect(username=os.environ["LOGIN"], password=os.environ["PASSWORD"])
+print("again", paramiko.SFTPClient.from_transport(again).listdir("/"), flush=True)
+"#,
+        alarm = CLIENT_DEADLINE.as_secs() + 10
+    );
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg("-c").arg(script).env("LOGIN", format!("mia.{volume}")).env("PASSWORD", "correct horse battery");
+    let out = run_client(cmd, b"", "paramiko");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    let fourth: f64 = said.split("fourth ").nth(1).unwrap().lines().next().unwrap().parse().expect(&said);
+    assert!(fourth < 1.0, "{said}");
+    let idle = said.split("idle [").nth(1).unwrap().split(']').next().unwrap().to_string();
+    for took in idle.split(", ") {
+        let took: f64 = took.parse().unwrap_or_else(|_| panic!("{said}"));
+        assert!((1.0..5.0).contains(&took), "{said}");
+    }
+    assert!(said.contains("after key exchange closed"), "{said}");
+    assert!(said.contains("session []") && said.contains("again []"), "{said}");
+    let log = d.log();
+    assert!(log.contains("too many connections not logged in yet"), "{log}");
+    assert!(log.contains("not logged in within 2s"), "{log}");
+}
+
 /// Connects as `login`, prints `ready`, then lists `/` until that fails; prints when the first
 /// request failed and when the transport was found closed (unix seconds).
 const WATCH_SESSION: &str = r#"

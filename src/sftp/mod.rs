@@ -3,6 +3,7 @@
 //! volume's root. Users are per volume, managed over REST (`users.rs`), kept in the state.
 //! See docs/sftp.md.
 
+mod kill;
 mod pipe;
 mod server;
 mod session;

@@ -16,6 +16,7 @@ use russh::server::{Auth, Msg, Session};
 use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
 use tokio::net::TcpListener;
 
+use super::kill::{Kill, Killable};
 use super::session::Sftp;
 use super::users;
 use crate::config::Config;
@@ -69,11 +70,14 @@ struct Attempt(Vec<(Tally, Instant)>);
 /// How long a failed login counts.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-/// One connection: where from, who once logged in, and how to end it.
+/// One connection: where from, since when, who once logged in, and how to end it.
 struct Live {
     ip: IpAddr,
+    since: Instant,
     login: Option<String>,
     handle: Option<russh::server::Handle>,
+    /// Closes its socket at once, whatever the session loop is doing.
+    kill: Arc<Kill>,
 }
 
 /// Loads the host key at `path`, or makes one (ed25519, 0600) if there is none.
@@ -158,11 +162,15 @@ pub async fn run(
                 }
             },
         };
-        let Some(id) = shared.admit(peer.ip()) else {
-            crate::warn!("sftp: refused a connection from {}: too many sessions from that address", peer.ip());
-            continue;
+        let (id, kill) = match shared.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                crate::warn!("sftp: refused a connection from {}: {why}", peer.ip());
+                continue;
+            }
         };
         let _ = socket.set_nodelay(true);
+        let socket = Killable::new(socket, kill);
         let (ssh, shared) = (Arc::clone(&ssh), Arc::clone(&shared));
         tokio::spawn(async move {
             let handler = Conn {
@@ -193,11 +201,25 @@ pub async fn run(
     }
 }
 
-/// Ends the sessions whose user is no longer on record.
+/// Ends the sessions whose user is no longer on record, and the connections that did not log
+/// in by their deadline.
 async fn watch(shared: std::sync::Weak<Shared>) {
     loop {
         tokio::time::sleep(WATCH).await;
         let Some(shared) = shared.upgrade() else { return };
+        let deadline = Duration::from_secs(shared.config.sftp.login_timeout);
+        let late: Vec<(IpAddr, Arc<Kill>)> = shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|l| l.login.is_none() && l.since.elapsed() > deadline && !l.kill.thrown())
+            .map(|l| (l.ip, Arc::clone(&l.kill)))
+            .collect();
+        for (ip, kill) in late {
+            crate::info!("sftp: closed a connection from {ip}: not logged in within {}s", deadline.as_secs());
+            kill.throw();
+        }
         let gone: Vec<russh::server::Handle> = {
             let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
             shared.store.read(|s| {
@@ -215,15 +237,20 @@ async fn watch(shared: std::sync::Weak<Shared>) {
 }
 
 impl Shared {
-    /// Registers a connection from `ip`, unless that address has too many already.
-    fn admit(&self, ip: IpAddr) -> Option<u64> {
+    /// Registers a connection from `ip`, unless that address has too many already or too many
+    /// connections have not logged in yet.
+    fn admit(&self, ip: IpAddr) -> Result<(u64, Arc<Kill>), &'static str> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if sessions.values().filter(|l| l.ip == ip).count() >= self.config.sftp.max_sessions_per_ip {
-            return None;
+            return Err("too many sessions from that address");
+        }
+        if sessions.values().filter(|l| l.login.is_none()).count() >= self.config.sftp.max_unauthenticated {
+            return Err("too many connections not logged in yet");
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        sessions.insert(id, Live { ip, login: None, handle: None });
-        Some(id)
+        let kill = Arc::new(Kill::default());
+        sessions.insert(id, Live { ip, since: Instant::now(), login: None, handle: None, kill: Arc::clone(&kill) });
+        Ok((id, kill))
     }
 
     /// The limit on failed logins counted against `tally` per minute.
