@@ -176,6 +176,11 @@ pub struct SftpUser {
     #[serde(default)]
     pub read_only: bool,
     pub created_at: u64,
+    /// Random, new for each user created: a user deleted and created again under the same name
+    /// is another user, and the old one's sessions end (they remember the generation they
+    /// logged in as). Records from before it have 0.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl SftpUser {

@@ -725,6 +725,29 @@ fn deleting_the_user_or_its_volume_ends_live_sessions_within_a_second() {
     assert!(d.state()["sftp_users"].as_object().is_none_or(|m| m.is_empty()), "{}", d.state());
 }
 
+/// A user deleted and created again under the same name at once (within one tick of the
+/// 200 ms watch) is another user: the old one's sessions end all the same, and can do nothing
+/// meanwhile. They used to live on as the new user.
+#[test]
+fn a_user_deleted_and_created_again_at_once_does_not_keep_old_sessions() {
+    let (d, port) = start();
+    let (volume, _) = d.new_volume();
+    let (_, public) = keygen(&d.dir.0, "new-owner");
+    add_user(&d, &volume, json!({"username": "nina", "password": "correct horse battery"}));
+    for round in 0..3 {
+        let (child, out) = watcher(port, &format!("nina.{volume}"));
+        let since = now();
+        // Back to back, no password to hash: a few milliseconds apart.
+        assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None).status, 200);
+        add_user(&d, &volume, json!({"username": "nina", "public_keys": [public.clone()]}));
+        let took = closed_after(child, out, since);
+        assert!(took < 1.0, "round {round}: the old session outlived its user by {took:.2} s");
+        // The next round logs in with a password again.
+        assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None).status, 200);
+        add_user(&d, &volume, json!({"username": "nina", "password": "correct horse battery"}));
+    }
+}
+
 #[test]
 fn fifty_sessions_at_once_all_work() {
     let (d, port) = start();

@@ -75,6 +75,8 @@ struct Live {
     ip: IpAddr,
     since: Instant,
     login: Option<String>,
+    /// The generation of the user it logged in as (see `SftpUser::generation`).
+    generation: u64,
     handle: Option<russh::server::Handle>,
     /// Closes its socket at once, whatever the session loop is doing.
     kill: Arc<Kill>,
@@ -178,6 +180,7 @@ pub async fn run(
                 id,
                 peer,
                 login: None,
+                generation: 0,
                 channels: HashMap::new(),
                 running: Arc::default(),
             };
@@ -225,7 +228,11 @@ async fn watch(shared: std::sync::Weak<Shared>) {
             shared.store.read(|s| {
                 sessions
                     .values()
-                    .filter(|l| l.login.as_ref().is_some_and(|login| !s.sftp_users.contains_key(login)))
+                    .filter(|l| {
+                        l.login.as_ref().is_some_and(|login| {
+                            s.sftp_users.get(login).is_none_or(|user| user.generation != l.generation)
+                        })
+                    })
                     .filter_map(|l| l.handle.clone())
                     .collect()
             })
@@ -249,7 +256,10 @@ impl Shared {
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let kill = Arc::new(Kill::default());
-        sessions.insert(id, Live { ip, since: Instant::now(), login: None, handle: None, kill: Arc::clone(&kill) });
+        sessions.insert(
+            id,
+            Live { ip, since: Instant::now(), login: None, generation: 0, handle: None, kill: Arc::clone(&kill) },
+        );
         Ok((id, kill))
     }
 
@@ -312,7 +322,7 @@ impl Shared {
     }
 
     /// Marks connection `id` logged in as `login`, unless that user has too many sessions.
-    fn log_in(&self, id: u64, login: &str) -> bool {
+    fn log_in(&self, id: u64, login: &str, generation: u64) -> bool {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let open = sessions.values().filter(|l| l.login.as_deref() == Some(login)).count();
         if open >= self.config.sftp.max_sessions_per_user {
@@ -320,6 +330,7 @@ impl Shared {
         }
         if let Some(live) = sessions.get_mut(&id) {
             live.login = Some(login.to_string());
+            live.generation = generation;
         }
         true
     }
@@ -357,6 +368,8 @@ struct Conn {
     peer: SocketAddr,
     /// The canonical login (`<username>.<volume id>`) once authenticated.
     login: Option<String>,
+    /// The generation of that user.
+    generation: u64,
     /// Session channels opened and not yet given a subsystem.
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// SFTP sessions running on this connection (each holds handles and descriptors).
@@ -389,13 +402,14 @@ impl Drop for Running {
 impl Conn {
     fn accept(&mut self, user: &crate::model::SftpUser) -> Auth {
         let login = user.login();
-        if !self.shared.log_in(self.id, &login) {
+        if !self.shared.log_in(self.id, &login, user.generation) {
             crate::warn!("sftp: {login} from {} refused: too many sessions for that user", self.peer.ip());
             return Auth::reject();
         }
         crate::info!("sftp login {} from {}", login, self.peer.ip());
         self.shared.tell(&user.volume_id, format!("sftp login {}", user.username));
         self.login = Some(login);
+        self.generation = user.generation;
         Auth::Accept
     }
 
@@ -495,7 +509,7 @@ impl russh::server::Handler for Conn {
             Ok(Ok((_, root))) => {
                 session.channel_success(channel)?;
                 let stream = super::pipe::start(ch, format!("{login} from {}", self.peer.ip()));
-                let sftp = Sftp::new(shared, login, root, place);
+                let sftp = Sftp::new(shared, login, self.generation, root, place);
                 russh_sftp::server::run(stream, sftp).await;
                 Ok(())
             }

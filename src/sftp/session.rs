@@ -43,6 +43,9 @@ enum Open {
 pub struct Sftp {
     shared: Arc<Shared>,
     login: String,
+    /// The generation of the user it logged in as: a user of that name created since is
+    /// another user, and this session may do nothing more.
+    generation: u64,
     volume_id: String,
     root: Arc<Root>,
     handles: HashMap<String, Open>,
@@ -161,14 +164,33 @@ fn ssh_string(data: &mut &[u8]) -> Option<String> {
 }
 
 impl Sftp {
-    pub(super) fn new(shared: Arc<Shared>, login: String, root: Root, running: super::server::Running) -> Sftp {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        login: String,
+        generation: u64,
+        root: Root,
+        running: super::server::Running,
+    ) -> Sftp {
         let volume_id = login.split_once('.').map_or(String::new(), |(_, v)| v.to_string());
-        Sftp { shared, login, volume_id, root: Arc::new(root), handles: HashMap::new(), next: 1, _running: running }
+        Sftp {
+            shared,
+            login,
+            generation,
+            volume_id,
+            root: Arc::new(root),
+            handles: HashMap::new(),
+            next: 1,
+            _running: running,
+        }
     }
 
-    /// The user is still on record: whether it may write.
+    /// The user is still on record (the same user, not one created again under its name):
+    /// whether it may write.
     fn check(&self) -> Reply<bool> {
-        match self.shared.store().read(|s| s.sftp_users.get(&self.login).map(|u| !u.read_only)) {
+        let user = |s: &crate::store::State| {
+            s.sftp_users.get(&self.login).filter(|u| u.generation == self.generation).map(|u| !u.read_only)
+        };
+        match self.shared.store().read(user) {
             Some(writable) => Ok(writable),
             None => Err(fail(StatusCode::PermissionDenied, "This SFTP user no longer exists")),
         }

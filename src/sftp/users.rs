@@ -134,6 +134,9 @@ pub async fn create(volumes: &Volumes, store: &Store, key: &str, new: NewUser) -
         public_keys,
         read_only: new.read_only,
         created_at: now(),
+        generation: u64::from_le_bytes(
+            crate::fsutil::random_bytes().map_err(|e| Error::Internal(format!("no randomness: {e}")))?,
+        ),
     };
     let login = user.login();
     let record = user.clone();
