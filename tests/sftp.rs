@@ -748,6 +748,35 @@ fn a_user_deleted_and_created_again_at_once_does_not_keep_old_sessions() {
     }
 }
 
+/// Data a client sends on a channel before asking for the sftp subsystem is drained (and the
+/// channel closed past 64 KiB): it used to pile up in russh's queue for that channel until the
+/// session loop waited on it for good, hanging the whole connection.
+#[test]
+fn data_before_the_subsystem_does_not_hang_the_connection() {
+    let (d, port) = start();
+    let (volume, _) = d.new_volume();
+    let user = add_user(&d, &volume, json!({"username": "olga", "password": "correct horse battery"}));
+    let body = r#"
+ch = t.open_session(timeout=30)
+ch.settimeout(30)
+sent = 0
+try:
+    for _ in range(400):
+        sent += ch.send(b"x" * 1024)
+except Exception as e:
+    print("send stopped", type(e).__name__)
+time.sleep(0.5)
+print("sent", sent, "closed" if ch.closed or ch.eof_received else "open", flush=True)
+print("still works", sftp.listdir("/"), paramiko.SFTPClient.from_transport(t).listdir("/"), flush=True)
+"#;
+    let out = paramiko(port, user["login"].as_str().unwrap(), "correct horse battery", body);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(said.contains("closed"), "{said}");
+    assert!(said.contains("still works [] []"), "{said}");
+    assert!(d.log().contains("data sent on a channel before its subsystem"), "{}", d.log());
+}
+
 #[test]
 fn fifty_sessions_at_once_all_work() {
     let (d, port) = start();

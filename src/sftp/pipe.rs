@@ -43,11 +43,16 @@ pub(super) const IN_SOFT: usize = 4 << 20;
 pub(super) const IN_HARD: usize = 16 << 20;
 /// Unsent answers past which the SFTP loop waits for the writer.
 pub(super) const OUT_SOFT: usize = 4 << 20;
+/// Inbound bytes a channel may send before it is given the SFTP subsystem; past them it is
+/// closed (nothing would ever read them, and the session loop would wait on them for good).
+pub(super) const BEFORE_SFTP: usize = 64 << 10;
 /// Most bytes the writer hands the channel at once (small answers go out together).
 const BATCH: usize = 256 << 10;
 
 #[derive(Default)]
 struct State {
+    /// The SFTP loop runs on it (set by [`Stream::attach`]).
+    attached: bool,
     inbound: VecDeque<Vec<u8>>,
     /// Bytes of `inbound[0]` already read.
     front: usize,
@@ -100,8 +105,16 @@ pub(super) struct Stream {
     shared: Arc<Shared>,
 }
 
-/// Splits `channel` into a reader and a writer task and returns the stream the SFTP loop runs
-/// on. `who` names the session in the log.
+impl Stream {
+    /// The SFTP loop is about to run on this stream.
+    pub(super) fn attach(&self) {
+        self.shared.lock().attached = true;
+    }
+}
+
+/// Splits `channel` into a reader and a writer task as soon as it opens (so its data is drained
+/// from the start) and returns the stream an SFTP loop will run on once attached. `who` names
+/// the session in the log. Dropping the stream closes the channel.
 pub(super) fn start(channel: Channel<Msg>, who: String) -> Stream {
     let shared = Arc::new(Shared { state: Mutex::default(), reader: Notify::new(), writer: Notify::new() });
     let (read_half, write_half) = channel.split();
@@ -118,6 +131,9 @@ enum Room {
 }
 
 fn room(st: &State) -> Room {
+    if !st.attached {
+        return if st.in_len <= BEFORE_SFTP { Room::Take } else { Room::CutOff };
+    }
     if st.in_len <= IN_SOFT {
         Room::Take
     } else if !st.blocked_on_out {
@@ -147,10 +163,14 @@ async fn read(mut channel: russh::ChannelReadHalf, shared: Arc<Shared>, who: Str
                 Room::Take => break,
                 Room::Wait => woken.await,
                 Room::CutOff => {
-                    crate::warn!(
-                        "sftp: {who}: more than {} MiB of requests sent while their answers were not taken; session closed",
-                        IN_HARD >> 20
-                    );
+                    if shared.lock().attached {
+                        crate::warn!(
+                            "sftp: {who}: more than {} MiB of requests sent while their answers were not taken; session closed",
+                            IN_HARD >> 20
+                        );
+                    } else {
+                        crate::warn!("sftp: {who}: data sent on a channel before its subsystem; channel closed");
+                    }
                     shared.break_off();
                     return;
                 }

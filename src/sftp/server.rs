@@ -80,6 +80,8 @@ struct Live {
     handle: Option<russh::server::Handle>,
     /// Closes its socket at once, whatever the session loop is doing.
     kill: Arc<Kill>,
+    /// Being ended (its user is gone).
+    ending: bool,
 }
 
 /// Loads the host key at `path`, or makes one (ed25519, 0600) if there is none.
@@ -197,11 +199,33 @@ pub async fn run(
         });
     }
     // Shutdown: every session ends.
-    let handles: Vec<_> =
-        shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(|l| l.handle.clone()).collect();
-    for h in handles {
-        let _ = h.disconnect(Disconnect::ByApplication, "lightd is stopping".into(), "en".into()).await;
+    let ending: Vec<_> = shared
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|l| end(l.handle.clone(), Arc::clone(&l.kill), "lightd is stopping"))
+        .collect();
+    for e in ending {
+        let _ = e.await;
     }
+}
+
+/// How long a connection told to end has to say goodbye before its socket is closed.
+const GOODBYE: Duration = Duration::from_millis(300);
+
+/// Ends a connection: asks its session loop to disconnect with `why`, and closes its socket
+/// [`GOODBYE`] later whatever happened (a session loop that waits on a client cannot take the
+/// request, and none may hold up the caller).
+fn end(handle: Option<russh::server::Handle>, kill: Arc<Kill>, why: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Some(h) = handle {
+            let asked = h.disconnect(Disconnect::ByApplication, why.into(), "en".into());
+            let _ = tokio::time::timeout(GOODBYE, asked).await;
+        }
+        tokio::time::sleep(GOODBYE).await;
+        kill.throw();
+    })
 }
 
 /// Ends the sessions whose user is no longer on record, and the connections that did not log
@@ -223,23 +247,19 @@ async fn watch(shared: std::sync::Weak<Shared>) {
             crate::info!("sftp: closed a connection from {ip}: not logged in within {}s", deadline.as_secs());
             kill.throw();
         }
-        let gone: Vec<russh::server::Handle> = {
-            let sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            shared.store.read(|s| {
-                sessions
-                    .values()
-                    .filter(|l| {
-                        l.login.as_ref().is_some_and(|login| {
-                            s.sftp_users.get(login).is_none_or(|user| user.generation != l.generation)
-                        })
-                    })
-                    .filter_map(|l| l.handle.clone())
-                    .collect()
-            })
-        };
-        for h in gone {
-            let _ = h.disconnect(Disconnect::ByApplication, "SFTP user removed".into(), "en".into()).await;
-        }
+        let mut sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        shared.store.read(|s| {
+            for l in sessions.values_mut() {
+                let gone = l
+                    .login
+                    .as_ref()
+                    .is_some_and(|login| s.sftp_users.get(login).is_none_or(|user| user.generation != l.generation));
+                if gone && !l.ending {
+                    l.ending = true;
+                    end(l.handle.clone(), Arc::clone(&l.kill), "SFTP user removed");
+                }
+            }
+        });
     }
 }
 
@@ -258,7 +278,15 @@ impl Shared {
         let kill = Arc::new(Kill::default());
         sessions.insert(
             id,
-            Live { ip, since: Instant::now(), login: None, generation: 0, handle: None, kill: Arc::clone(&kill) },
+            Live {
+                ip,
+                since: Instant::now(),
+                login: None,
+                generation: 0,
+                handle: None,
+                kill: Arc::clone(&kill),
+                ending: false,
+            },
         );
         Ok((id, kill))
     }
@@ -370,8 +398,8 @@ struct Conn {
     login: Option<String>,
     /// The generation of that user.
     generation: u64,
-    /// Session channels opened and not yet given a subsystem.
-    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Session channels opened and not yet given a subsystem (drained from the start).
+    channels: HashMap<ChannelId, super::pipe::Stream>,
     /// SFTP sessions running on this connection (each holds handles and descriptors).
     running: Arc<AtomicUsize>,
 }
@@ -476,7 +504,8 @@ impl russh::server::Handler for Conn {
         if self.login.is_none() || self.channels.len() + self.running.load(Ordering::Acquire) >= MAX_CHANNELS {
             return Ok(false);
         }
-        self.channels.insert(channel.id(), channel);
+        let who = format!("{} from {}", self.login.as_deref().unwrap_or_default(), self.peer.ip());
+        self.channels.insert(channel.id(), super::pipe::start(channel, who));
         Ok(true)
     }
 
@@ -499,7 +528,7 @@ impl russh::server::Handler for Conn {
         let Some(login) = self.login.clone().filter(|_| name == "sftp") else {
             return session.channel_failure(channel);
         };
-        let Some(ch) = self.channels.remove(&channel) else { return session.channel_failure(channel) };
+        let Some(stream) = self.channels.remove(&channel) else { return session.channel_failure(channel) };
         let Some(place) = Running::take(&self.running) else { return session.channel_failure(channel) };
         let shared = Arc::clone(&self.shared);
         let (volumes, key) = (shared.volumes.clone(), login.split_once('.').map(|(_, v)| v.to_string()));
@@ -508,7 +537,7 @@ impl russh::server::Handler for Conn {
         match opened {
             Ok(Ok((_, root))) => {
                 session.channel_success(channel)?;
-                let stream = super::pipe::start(ch, format!("{login} from {}", self.peer.ip()));
+                stream.attach();
                 let sftp = Sftp::new(shared, login, self.generation, root, place);
                 russh_sftp::server::run(stream, sftp).await;
                 Ok(())
