@@ -59,6 +59,8 @@ struct State {
     in_len: usize,
     /// The client sent EOF or closed the channel: the SFTP loop ends once it has read it all.
     eof: bool,
+    /// The channel is closed (by the client, or the connection ended): nothing more can be sent.
+    closed: bool,
     outbound: VecDeque<Vec<u8>>,
     out_len: usize,
     /// The SFTP loop waits for room among the unsent answers.
@@ -77,6 +79,8 @@ struct Shared {
     reader: Notify,
     /// Wakes the writer (answers to send, or done).
     writer: Notify,
+    /// Wakes the writer out of a send the closed channel will never take (it waits for window).
+    closed: Notify,
 }
 
 impl Shared {
@@ -116,7 +120,12 @@ impl Stream {
 /// from the start) and returns the stream an SFTP loop will run on once attached. `who` names
 /// the session in the log. Dropping the stream closes the channel.
 pub(super) fn start(channel: Channel<Msg>, who: String) -> Stream {
-    let shared = Arc::new(Shared { state: Mutex::default(), reader: Notify::new(), writer: Notify::new() });
+    let shared = Arc::new(Shared {
+        state: Mutex::default(),
+        reader: Notify::new(),
+        writer: Notify::new(),
+        closed: Notify::new(),
+    });
     let (read_half, write_half) = channel.split();
     tokio::spawn(read(read_half, Arc::clone(&shared), who));
     tokio::spawn(write(write_half, Arc::clone(&shared)));
@@ -147,15 +156,19 @@ fn room(st: &State) -> Room {
 
 async fn read(mut channel: russh::ChannelReadHalf, shared: Arc<Shared>, who: String) {
     loop {
-        // Wait for room (see the module's comment: this wait depends only on the disk).
+        // Wait for room (see the module's comment: this wait depends only on the disk). Once
+        // the SFTP loop is gone nothing is kept, but the channel is still read to its close.
         loop {
             let woken = shared.reader.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let verdict = {
                 let st = shared.lock();
-                if st.done || st.broken {
+                if st.broken {
                     return;
+                }
+                if st.done {
+                    break;
                 }
                 room(&st)
             };
@@ -183,19 +196,28 @@ async fn read(mut channel: russh::ChannelReadHalf, shared: Arc<Shared>, who: Str
         };
         let mut st = shared.lock();
         match msg {
+            Some(ChannelMsg::Close) | None => {
+                st.eof = true;
+                st.closed = true;
+                Shared::wake_loop(&mut st);
+                drop(st);
+                // The writer may wait for window this channel will never grant.
+                shared.closed.notify_waiters();
+                return;
+            }
+            _ if st.done => {}
             Some(ChannelMsg::Data { data }) if !data.is_empty() => {
                 st.in_len += data.len();
                 st.inbound.push_back(data.to_vec());
+                if let Some(w) = st.read_waker.take() {
+                    w.wake();
+                }
             }
-            Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+            Some(ChannelMsg::Eof) => {
                 st.eof = true;
                 Shared::wake_loop(&mut st);
-                return;
             }
-            Some(_) => continue,
-        }
-        if let Some(w) = st.read_waker.take() {
-            w.wake();
+            Some(_) => {}
         }
     }
 }
@@ -227,9 +249,19 @@ async fn write(channel: ChannelWriteHalf<Msg>, shared: Arc<Shared>) {
             woken.await;
             continue;
         }
-        if tx.write_all(&batch).await.is_err() {
-            shared.break_off();
+        let closed = shared.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if shared.lock().closed {
             break;
+        }
+        tokio::select! {
+            sent = tx.write_all(&batch) => if sent.is_err() {
+                shared.break_off();
+                break;
+            },
+            // Nothing more can be sent; the SFTP loop finishes what it has read (answers dropped).
+            () = closed => break,
         }
         let mut st = shared.lock();
         st.out_len -= batch.len();
@@ -242,8 +274,10 @@ async fn write(channel: ChannelWriteHalf<Msg>, shared: Arc<Shared>) {
         }
     }
     // The SFTP loop has ended (or the session was cut off): the channel closes.
-    let _ = channel.eof().await;
-    let _ = channel.close().await;
+    if !shared.lock().closed {
+        let _ = channel.eof().await;
+        let _ = channel.close().await;
+    }
 }
 
 impl AsyncRead for Stream {
@@ -289,6 +323,10 @@ impl AsyncWrite for Stream {
         let mut st = shared.lock();
         if st.broken {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the SFTP channel was closed")));
+        }
+        if st.closed {
+            // The client closed the channel: what it asked for before is still done, unanswered.
+            return Poll::Ready(Ok(buf.len()));
         }
         if st.out_len >= OUT_SOFT {
             st.write_waker = Some(cx.waker().clone());
