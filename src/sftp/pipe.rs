@@ -361,3 +361,27 @@ impl Drop for Stream {
         self.shared.writer.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(attached: bool, in_len: usize, blocked_on_out: bool) -> State {
+        State { attached, in_len, blocked_on_out, ..State::default() }
+    }
+
+    /// The reader may stop draining the channel (and so stop russh's session loop) only while
+    /// the SFTP loop is working through its requests; never while that loop waits for the
+    /// session loop to take its answers, and never before any SFTP loop runs.
+    #[test]
+    fn the_reader_waits_only_on_a_working_sftp_loop() {
+        assert!(matches!(room(&state(true, 0, false)), Room::Take));
+        assert!(matches!(room(&state(true, IN_SOFT, false)), Room::Take));
+        assert!(matches!(room(&state(true, IN_SOFT + 1, false)), Room::Wait));
+        assert!(matches!(room(&state(true, IN_SOFT + 1, true)), Room::Take));
+        assert!(matches!(room(&state(true, IN_HARD, true)), Room::Take));
+        assert!(matches!(room(&state(true, IN_HARD + 1, true)), Room::CutOff));
+        assert!(matches!(room(&state(false, BEFORE_SFTP, false)), Room::Take));
+        assert!(matches!(room(&state(false, BEFORE_SFTP + 1, false)), Room::CutOff));
+    }
+}
