@@ -7,7 +7,7 @@
 #  - the local images lightd-test/busybox and lightd-test/freeciv (no registry needed: both are
 #    `docker import`s of roots built here), rebuilt when their lightd.test.version label is older,
 #  - the shared test network lightd-test-net,
-#  - a Python venv at /opt/lightd-test/venv with schemathesis pinned by
+#  - a Python venv at /opt/lightd-test/venv with schemathesis and paramiko pinned by
 #    scripts/schemathesis-requirements.txt (`/opt/lightd-test/venv/bin/st run ...`).
 set -euo pipefail
 

@@ -23,6 +23,8 @@ pub mod ports;
 pub mod quota;
 pub mod rlimit;
 pub mod secret;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 pub mod shutdown;
 pub mod store;
 #[cfg(test)]

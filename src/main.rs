@@ -361,6 +361,29 @@ async fn listen(addr: (&str, u16)) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// Binds the SFTP server (logging its address and host key) and runs it as a task, when
+/// `sftp.enabled` and built with the `sftp` feature.
+#[cfg(feature = "sftp")]
+async fn start_sftp(rooms: &Rooms, config: &Arc<Config>) -> Result<(), String> {
+    if !config.sftp.enabled {
+        return Ok(());
+    }
+    let (listener, key) = lightd::sftp::bind(config).await?;
+    let stop = rooms.tasks.signal();
+    let (config, store, volumes) = (Arc::clone(config), Arc::clone(&rooms.store), rooms.volumes.clone());
+    let hubs = Arc::clone(&rooms.hubs);
+    rooms.tasks.spawn(lightd::sftp::run(listener, key, config, store, volumes, hubs, stop));
+    Ok(())
+}
+
+#[cfg(not(feature = "sftp"))]
+async fn start_sftp(_: &Rooms, config: &Arc<Config>) -> Result<(), String> {
+    if config.sftp.enabled {
+        lightd::warn!("sftp.enabled is true but this lightd was built without the sftp feature");
+    }
+    Ok(())
+}
+
 async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> Result<(), String> {
     let store = store::Store::open(&config.storage.state_file).map_err(|e| e.to_string())?;
     // Owned here: awaited last, once everything that writes the state has ended.
@@ -402,6 +425,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>, token: String) -> R
         let (node, store, docker) = (rooms.node.clone(), Arc::clone(&rooms.store), Arc::clone(&rooms.docker));
         tasks.spawn_loop(async move { lightd::node::run(node, store, &docker).await });
     }
+    start_sftp(&rooms, &config).await?;
     // Before the daemon says it listens: from then on a SIGTERM must mean a clean stop.
     let signalled = shutdown::signalled();
     lightd::info!(

@@ -162,6 +162,34 @@ impl Port {
 }
 
 /// Seconds since the unix epoch.
+/// An SFTP user of one volume (`POST /volumes/:v/sftp/users`); keyed in the state by its login
+/// `<username>.<volume id>`. The password is kept only as an argon2id hash (PHC string).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SftpUser {
+    pub username: String,
+    pub volume_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// OpenSSH public keys (`ssh-ed25519 AAAA...`), comments dropped.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    pub created_at: u64,
+    /// Random, new for each user created: a user deleted and created again under the same name
+    /// is another user, and the old one's sessions end (they remember the generation they
+    /// logged in as). Records from before it have 0.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+impl SftpUser {
+    /// The name an SFTP client logs in with.
+    pub fn login(&self) -> String {
+        format!("{}.{}", self.username, self.volume_id)
+    }
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

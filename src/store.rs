@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::fsutil;
-use crate::model::{Backup, ContainerRecord, Port, PortKey, TempToken, Volume};
+use crate::model::{Backup, ContainerRecord, Port, PortKey, SftpUser, TempToken, Volume};
 
 /// Longest a state write may take before its batch is rolled back (the seed's store timeout).
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +44,9 @@ pub struct State {
     /// secret random key, so how long a lookup takes tells a guesser nothing.
     #[serde(default, with = "token_list")]
     pub tokens: HashMap<String, TempToken>,
+    /// SFTP users, by login (`<username>.<volume id>`).
+    #[serde(default)]
+    pub sftp_users: BTreeMap<String, SftpUser>,
 }
 
 /// Why the state could not be changed or saved.

@@ -231,7 +231,7 @@ fn schemathesis_findings_stay_fixed() {
     }
 }
 
-/// `tests/schemathesis.toml` lets 18 operations answer schema-valid data with a 400 (their
+/// `tests/schemathesis.toml` lets 19 operations answer schema-valid data with a 400 (their
 /// rules are beyond JSON Schema), so schemathesis alone would pass a daemon refusing every
 /// valid request to them. The control: one valid request to each, with what it did checked.
 #[test]
@@ -362,6 +362,12 @@ fn the_operations_allowed_a_400_take_valid_requests() {
     check("reinstall", send("POST", &format!("/containers/{other}/reinstall"), j, b"{}"), &|| {
         let rec = d.wait_installed(&other, 120);
         rec["install_state"] == "ready" && rec["container_id"] != before
+    });
+    let user = json!({"username": "st-control", "password": "correct horse battery"});
+    check("createSftpUser", send("POST", &v("/sftp/users"), j, &json_of(user)), &|| {
+        d.get(&v("/sftp/users")).json()["users"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|u| u["username"] == "st-control"))
     });
     done.sort();
     let mut listed = listed;

@@ -60,6 +60,9 @@ pub enum Event {
     Stats(String),
     /// An `event` frame with this name (backups).
     Named(&'static str),
+    /// An `event` frame with text made at run time: SFTP activity on the server's volume
+    /// (`sftp login alice`, `sftp upload world/level.dat`).
+    Activity(String),
 }
 
 /// Bumped whenever any container's install events change: caches of container views check

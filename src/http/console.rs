@@ -184,7 +184,7 @@ pub fn attach(app: &Arc<Handles>, ctx: &Ctx, access: Access) -> Result<Reply, Ap
             }
             match feed.next::<Text, _>(&mut out, &mut times, tx.closed()).await {
                 Next::Lines => {}
-                Next::Event(Event::DaemonMessage(m)) => Text::note(&mut out, &m),
+                Next::Event(Event::DaemonMessage(m) | Event::Activity(m)) => Text::note(&mut out, &m),
                 Next::Event(Event::Status(s)) => Text::note(&mut out, &format!("status: {}", s.as_str())),
                 Next::Event(_) | Next::Lagged(_) | Next::Tick => continue,
                 Next::Closed(_) | Next::Deleted | Next::Other(()) => return,

@@ -15,6 +15,7 @@ mod reply;
 mod request;
 pub mod router;
 mod seed_form;
+mod sftp;
 mod stream;
 mod system;
 mod tokens;
@@ -317,6 +318,9 @@ async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, Api
         Route::BackupDownload => backups::download(app, ctx).await,
         Route::BackupRestore => backups::restore(app, ctx).await,
         Route::BackupRestoreCancel => backups::cancel_restore(app, ctx).await,
+        Route::SftpUserList => sftp::list(app, ctx).await,
+        Route::SftpUserCreate => sftp::create(app, ctx).await,
+        Route::SftpUserDelete => sftp::delete(app, ctx).await,
         Route::VolumeDelete => volumes::delete(app, ctx).await,
         Route::PortList => ports::list(app, ctx).await,
         Route::PortAdd => ports::add(app, ctx).await,

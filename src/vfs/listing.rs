@@ -1,6 +1,7 @@
 //! Directory listings a page at a time, in bounded memory whatever the directory holds: one
 //! pass over its names keeps only the `limit` smallest after the cursor (a heap), and only
-//! those are described.
+//! those are described. SFTP, which promises no order, reads a [`DirStream`] instead: each
+//! name once in the kernel's order, however many batches the listing takes.
 
 use std::collections::BinaryHeap;
 use std::ffi::CString;
@@ -23,7 +24,47 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// An open directory read a batch at a time in the kernel's order (SFTP's READDIR): the whole
+/// listing reads each name once, where pages by name rescan the directory for every page.
+pub struct DirStream {
+    names: Dir,
+    /// Names read from the kernel so far (`.` and `..` included).
+    read: u64,
+}
+
+impl DirStream {
+    /// Up to `limit` more entries (as [`Root::list_page`] describes them); none once the
+    /// directory is exhausted. A name removed meanwhile is skipped.
+    pub fn next_batch(&mut self, limit: usize) -> Result<Vec<Entry>, FsError> {
+        let mut entries = Vec::new();
+        while entries.len() < limit {
+            let Some(entry) = self.names.read() else { break };
+            let entry = entry?;
+            self.read += 1;
+            let raw = entry.file_name();
+            if raw == c"." || raw == c".." {
+                continue;
+            }
+            match describe(self.names.fd()?, raw, &raw.to_string_lossy()) {
+                Err(FsError::NotFound) => {}
+                found => entries.push(found?),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Names read from the kernel so far.
+    pub fn names_read(&self) -> u64 {
+        self.read
+    }
+}
+
 impl Root {
+    /// Opens directory `rel` to be read as a [`DirStream`].
+    pub fn dir_stream(&self, rel: &str) -> Result<DirStream, FsError> {
+        Ok(DirStream { names: Dir::new(self.dir(&RelPath::parse(rel)?)?)?, read: 0 })
+    }
+
     /// The first `limit` entries of directory `rel` (sorted by name) whose names sort after
     /// `after`. A symlink is listed as one, with its target text, and never followed. Names
     /// compare as shown (a name that is not UTF-8 is shown with replacement characters).
@@ -75,6 +116,31 @@ mod tests {
     use std::fs;
 
     use crate::vfs::testbed::Bed;
+
+    #[test]
+    fn a_stream_lists_every_name_once_reading_each_once() {
+        let bed = Bed::new("stream");
+        fs::create_dir(bed.path("many")).unwrap();
+        let mut want: Vec<String> = (0..1000).map(|i| format!("f{i:04}")).collect();
+        for name in &want {
+            fs::write(bed.path(&format!("many/{name}")), b"").unwrap();
+        }
+        let mut stream = bed.root.dir_stream("many").unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let batch = stream.next_batch(64).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= 64);
+            seen.extend(batch.into_iter().map(|e| e.name));
+        }
+        seen.sort();
+        want.sort();
+        assert_eq!(seen, want);
+        // 16 batches, and the kernel's names (with `.` and `..`) read once in all.
+        assert_eq!(stream.names_read(), 1002);
+    }
 
     #[test]
     fn pages_walk_a_directory_without_gaps_or_repeats() {

@@ -28,6 +28,7 @@ mod path;
 mod race;
 mod resolve;
 mod settle;
+mod single;
 mod staging;
 mod tar_guard;
 #[cfg(test)]
@@ -52,7 +53,7 @@ pub use extract::{extract, extract_from, extract_with};
 pub use formats::{scan, Scan};
 pub use ignore::Ignore;
 pub use inspect::tar_gz_files;
-pub use listing::{Page, MAX_PAGE};
+pub use listing::{DirStream, Page, MAX_PAGE};
 pub use settle::settle;
 pub use tar_guard::TarGuard;
 pub use upload::{Upload, Written};

@@ -278,7 +278,10 @@ pub async fn delete(volumes: &Volumes, backups: &crate::backups::Backups, key: &
             if !users.is_empty() {
                 return Err(Error::Conflict(format!("Volume is in use by {}", users.join(", "))));
             }
-            s.volumes.remove(&id).ok_or_else(not_found)
+            let volume = s.volumes.remove(&id).ok_or_else(not_found)?;
+            // Its SFTP users go with it (their live sessions are ended by the SFTP server).
+            s.sftp_users.retain(|_, u| u.volume_id != id);
+            Ok(volume)
         })
         .await?;
     crate::backups::volume_deleted(backups, &id).await;

@@ -205,6 +205,8 @@ pub fn config_for(dir: &Path) -> Value {
         "backups": {"path": dir.join("backups")},
         "containers": {"default_network": "lightd-test-net", "cleanup_timeout": 3},
         "authorization": {"token": TOKEN},
+        // Each test daemon's SFTP server on a port of its own (see `sftp_port`).
+        "sftp": {"enabled": true, "host": "127.0.0.1", "port": 0},
     })
 }
 
@@ -512,6 +514,12 @@ impl Drop for Forget {
     fn drop(&mut self) {
         live().pids.retain(|p| *p != self.0);
     }
+}
+
+/// The port in the daemon's "sftp serving on 127.0.0.1:PORT" line.
+pub fn sftp_port(log: &str) -> Option<u16> {
+    let rest = log.split("sftp serving on ").nth(1)?;
+    rest.split_whitespace().next()?.rsplit(':').next()?.parse().ok()
 }
 
 /// The port in the daemon's "listening on 127.0.0.1:PORT" line.

@@ -425,5 +425,6 @@ fn event_frames(out: &mut Vec<u8>, ev: &Event) {
         Event::DaemonMessage(m) => frames::event(out, "daemon_message", &[m]),
         Event::Stats(json) => frames::event(out, "stats", &[json]),
         Event::Named(name) => frames::event(out, "event", &[name]),
+        Event::Activity(text) => frames::event(out, "event", &[text]),
     }
 }
