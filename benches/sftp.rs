@@ -3,8 +3,9 @@
 //! loopback port with a throwaway host key, serving `internal-sftp` chrooted to a directory of
 //! its own; lightd serves a volume. Both are driven by OpenSSH's `sftp` in batch mode, logging
 //! in with one throwaway key, each client with the ciphers it negotiates by default.
-//! - a 1 GiB file up and down (MiB/s, the median of three rounds);
-//! - 10,000 small files (1 KiB each, in 10 directories) up and down (`put -R`, `get -R`);
+//! - a 1 GiB file up and down (MiB/s) and 10,000 small files (1 KiB each, in 10 directories) up
+//!   and down (`put -R`, `get -R`, files/s), each the median of three rounds, the two servers'
+//!   rounds taken in turn;
 //! - server memory idle and with 50 sessions open at once (for sshd, every process of its: the
 //!   listener and each connection's);
 //! - lightd's binary size and idle RSS with and without the `sftp` cargo feature (the build
@@ -78,29 +79,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Throughputs of `t`: MiB/s up and down of the big file, files/s up and down of the small ones.
-fn transfers(t: &Target, key: &Path, local: &Path) -> [f64; 4] {
+/// One round of `t`'s throughputs: MiB/s up and down of the big file, files/s up and down of
+/// the small ones; each copy checked and removed.
+fn round(t: &Target, key: &Path, local: &Path) -> [f64; 4] {
     let big = local.join("big.bin");
     let back = local.join(format!("big-{}.bin", t.what));
     let mib = (BIG >> 20) as f64;
-    let (mut up, mut down) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        up.push(mib / timed(t, key, &format!("put {} big.bin\n", big.display())));
-        down.push(mib / timed(t, key, &format!("get big.bin {}\n", back.display())));
-        assert!(same_file(&big, &back), "{}: the big file came back different", t.what);
-        std::fs::remove_file(&back).unwrap();
-        std::fs::remove_file(t.dir.join("big.bin")).unwrap();
-    }
+    let up = mib / timed(t, key, &format!("put {} big.bin\n", big.display()));
+    let down = mib / timed(t, key, &format!("get big.bin {}\n", back.display()));
+    assert!(same_file(&big, &back), "{}: the big file came back different", t.what);
+    std::fs::remove_file(&back).unwrap();
+    std::fs::remove_file(t.dir.join("big.bin")).unwrap();
     let small = local.join("small");
     let small_back = local.join(format!("small-{}", t.what));
     let files = SMALL_FILES as f64;
     let up_small = files / timed(t, key, &format!("put -R {} small\n", small.display()));
     let down_small = files / timed(t, key, &format!("get -R small {}\n", small_back.display()));
-    let count = walk(&small_back);
-    assert_eq!(count, SMALL_FILES, "{}: small files back", t.what);
+    assert_eq!(walk(&small_back), SMALL_FILES, "{}: small files back", t.what);
     std::fs::remove_dir_all(&small_back).unwrap();
     std::fs::remove_dir_all(t.dir.join("small")).unwrap();
-    [median(up), median(down), up_small, down_small]
+    [up, down, up_small, down_small]
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -300,11 +298,22 @@ fn main() {
         pids: Box::new(move || family(sshd_pid)),
     };
 
+    // Rounds alternate between the two servers, so a change in the machine's load between
+    // rounds weighs on both alike; each figure is the median of its rounds.
+    let targets = [&openssh, &lightd];
+    let memory: Vec<(u64, u64)> = targets.iter().map(|t| memory(t, &key)).collect();
+    let mut rounds: Vec<Vec<[f64; 4]>> = vec![Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (i, t) in targets.iter().enumerate() {
+            rounds[i].push(round(t, &key, &local));
+        }
+    }
+    let figures: Vec<[f64; 4]> =
+        rounds.iter().map(|r| std::array::from_fn(|k| median(r.iter().map(|f| f[k]).collect()))).collect();
     let mut rows = Vec::new();
-    let mut figures = Vec::new();
-    for t in [&openssh, &lightd] {
-        let (idle, busy) = memory(t, &key);
-        let [up, down, up_small, down_small] = transfers(t, &key, &local);
+    for (i, t) in targets.iter().enumerate() {
+        let [up, down, up_small, down_small] = figures[i];
+        let (idle, busy) = memory[i];
         println!(
             "{}: 1 GiB up {up:.0} MiB/s, down {down:.0} MiB/s; {SMALL_FILES} small files up {up_small:.0}/s, down \
              {down_small:.0}/s; RSS idle {}, with {SESSIONS} sessions {}",
@@ -312,7 +321,6 @@ fn main() {
             mib(idle),
             mib(busy)
         );
-        figures.push([up, down, up_small, down_small]);
         rows.push(format!(
             "| {} | {up:.0} | {down:.0} | {up_small:.0} | {down_small:.0} | {} | {} |",
             if t.what == "sshd" { "baseline: OpenSSH `sshd`, `internal-sftp`" } else { "lightd" },
@@ -347,8 +355,9 @@ fn main() {
     let body = [
         format!(
             "One client, OpenSSH's `sftp -b` with an ed25519 key, the ciphers it negotiates by default, on loopback. \
-             1 GiB of noise up and down (MiB/s, the median of {ROUNDS} rounds, checked byte for byte), {SMALL_FILES} \
-             files of {SMALL_SIZE} bytes in 10 directories up and down (`put -R`, `get -R`, files/s), and the \
+             1 GiB of noise up and down (MiB/s, checked byte for byte), {SMALL_FILES} files of {SMALL_SIZE} bytes in \
+             10 directories up and down (`put -R`, `get -R`, files/s), each the median of {ROUNDS} rounds taken \
+             in turn with the baseline's, and the \
              server's RSS idle and with {SESSIONS} sessions open at once (for sshd, its listener and every \
              connection's processes together):"
         ),
