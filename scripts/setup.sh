@@ -2,7 +2,8 @@
 # Makes this machine ready for lightd's tests and benches, idempotently (a second run only checks):
 #  - a Docker Engine answering on /var/run/docker.sock (installed and started when missing),
 #  - the Debian packages the tests drive: prometheus/promtool, docker-registry (+ htpasswd from
-#    apache2-utils), wrk and valgrind (the REST bench), e2fsprogs, util-linux, systemd (systemd-analyze), debootstrap,
+#    apache2-utils), wrk and valgrind (the REST bench), openssh-client and -server (the SFTP tests
+#    and bench), e2fsprogs, util-linux, systemd (systemd-analyze), debootstrap,
 #    busybox-static, python3-venv; their system services are never left running,
 #  - the local images lightd-test/busybox and lightd-test/freeciv (no registry needed: both are
 #    `docker import`s of roots built here), rebuilt when their lightd.test.version label is older,
@@ -23,10 +24,12 @@ VENV=/opt/lightd-test/venv
 VENV_REQUIREMENTS=scripts/schemathesis-requirements.txt
 # Packages the tests and this script use. Services among them are stopped right after install.
 PACKAGES=(
-    apache2-utils busybox-static curl debootstrap docker-registry e2fsprogs prometheus
-    python3-venv systemd util-linux valgrind wrk
+    apache2-utils busybox-static curl debootstrap docker-registry e2fsprogs openssh-client
+    openssh-server prometheus python3-venv systemd util-linux valgrind wrk
 )
-SERVICE_PACKAGES=(prometheus docker-registry)
+# openssh-server's service is `ssh`: the SFTP tests' client and the SFTP bench's baseline
+# sshd (started by the bench on a port of its own) are all that is wanted of it.
+SERVICE_PACKAGES=(prometheus docker-registry openssh-server)
 
 say() { echo "setup: $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -124,6 +127,7 @@ ensure_packages() {
 
 quiesce_service() {
     local svc=$1
+    [ "$svc" != openssh-server ] || svc=ssh
     if [ -d /run/systemd/system ]; then
         as_root systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
     elif [ -x "/etc/init.d/$svc" ] && as_root "/etc/init.d/$svc" status >/dev/null 2>&1; then
