@@ -837,6 +837,36 @@ print("after", sftp.open("/after.txt").read())
     assert!(!names.iter().any(|n| n == "too-big.bin" || n.starts_with(".lightd-tmp")), "{names:?}");
 }
 
+/// OpenSSH's `df` asks `statvfs@openssh.com`: a loop volume answers with its own size (32 MB
+/// here), never the host disk's, and a path is resolved inside the volume.
+#[test]
+fn df_shows_the_volumes_own_size() {
+    let d = Daemon::start_with(|c| c["volumes"]["quota"] = json!("loop"));
+    let port = sftp_port(&d.log()).unwrap();
+    let r = d.call("POST", "/volumes", Some(json!({"size_limit": "32MB"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let volume = r.json()["volume_id"].as_str().unwrap().to_string();
+    let path = PathBuf::from(r.json()["path"].as_str().unwrap());
+    std::fs::create_dir(path.join("sub")).unwrap();
+    let (key, public) = keygen(&d.dir.0, "df");
+    let user = add_user(&d, &volume, json!({"username": "df", "public_keys": [public]}));
+    let login = user["login"].as_str().unwrap();
+    let out = sftp_batch(port, login, &key, "df -h /\ndf /\ndf /sub\ndf /sub/../sub\n");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    // `df` without -h: a header, then Size Used Avail (root) in KiB, and the capacity.
+    let sizes: Vec<u64> = said.lines().filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok()).collect();
+    assert_eq!(sizes.len(), 3, "{said}");
+    for kib in sizes {
+        assert!((16 << 10..=32 << 10).contains(&kib), "a 32 MB volume shows {kib} KiB: {said}");
+    }
+    // `df -h` shows mebibytes, not the host disk's gigabytes.
+    let human = said.lines().skip_while(|l| !l.contains("df -h")).nth(2).unwrap_or_default();
+    assert!(human.split_whitespace().next().is_some_and(|s| s.ends_with("MB") || s.ends_with("MiB")), "{said}");
+    let missing = sftp_batch(port, login, &key, "df /nowhere\n");
+    assert!(!missing.status.success(), "{}", text(&missing));
+}
+
 #[test]
 fn sessions_per_user_are_capped_and_large_directories_list_in_full() {
     let d = Daemon::start_with(|c| c["sftp"]["max_sessions_per_user"] = json!(2));

@@ -535,10 +535,11 @@ impl russh::server::Handler for Conn {
         let opened =
             tokio::task::spawn_blocking(move || volumes::open_root(&volumes, key.as_deref().unwrap_or_default())).await;
         match opened {
-            Ok(Ok((_, root))) => {
+            Ok(Ok((volume, root))) => {
                 session.channel_success(channel)?;
                 stream.attach();
-                let sftp = Sftp::new(shared, login, self.generation, root, place);
+                let limit = (volume.quota != crate::model::Quota::Loop).then_some(volume.size_limit_bytes);
+                let sftp = Sftp::new(shared, login, self.generation, root, limit, place);
                 russh_sftp::server::run(stream, sftp).await;
                 Ok(())
             }

@@ -9,7 +9,8 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::sync::Arc;
 
 use russh_sftp::protocol::{
-    Attrs, Data, File as Named, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
+    Attrs, Data, ExtendedReply, File as Named, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode,
+    Version,
 };
 use russh_sftp::server::StatusReply;
 
@@ -47,6 +48,9 @@ pub struct Sftp {
     /// another user, and this session may do nothing more.
     generation: u64,
     volume_id: String,
+    /// The volume's size limit when it is not a file system of its own (not a loop mount):
+    /// `statvfs@openssh.com` shows no more than it.
+    limit: Option<u64>,
     root: Arc<Root>,
     handles: HashMap<String, Open>,
     next: u64,
@@ -169,6 +173,7 @@ impl Sftp {
         login: String,
         generation: u64,
         root: Root,
+        limit: Option<u64>,
         running: super::server::Running,
     ) -> Sftp {
         let volume_id = login.split_once('.').map_or(String::new(), |(_, v)| v.to_string());
@@ -177,6 +182,7 @@ impl Sftp {
             login,
             generation,
             volume_id,
+            limit,
             root: Arc::new(root),
             handles: HashMap::new(),
             next: 1,
@@ -237,6 +243,7 @@ impl russh_sftp::server::Handler for Sftp {
         let mut v = Version::new();
         v.extensions.insert("posix-rename@openssh.com".into(), "1".into());
         v.extensions.insert("fsync@openssh.com".into(), "1".into());
+        v.extensions.insert("statvfs@openssh.com".into(), "2".into());
         Ok(v)
     }
 
@@ -517,9 +524,38 @@ impl russh_sftp::server::Handler for Sftp {
                     .map_err(io)?;
                 Ok(Packet::Status(ok(id)))
             }
+            "statvfs@openssh.com" => {
+                self.check()?;
+                let path = ssh_string(&mut rest).ok_or_else(|| StatusReply::new(StatusCode::BadMessage))?;
+                let st = blocking(&self.root, move |r| r.statvfs(&path)).await?;
+                Ok(Packet::ExtendedReply(ExtendedReply { id, data: statvfs_reply(&st, self.limit) }))
+            }
             _ => Err(self.unimplemented()),
         }
     }
+}
+
+/// The body of a `statvfs@openssh.com` answer: eleven u64s (OpenSSH's PROTOCOL file). With
+/// `limit` (a volume that is only a directory on the host's disk), the sizes are capped at it.
+fn statvfs_reply(st: &rustix::fs::StatVfs, limit: Option<u64>) -> Vec<u8> {
+    use rustix::fs::StatVfsMountFlags;
+    let frsize = st.f_frsize.max(1);
+    let (mut blocks, mut bfree, mut bavail) = (st.f_blocks, st.f_bfree, st.f_bavail);
+    if let Some(limit) = limit {
+        blocks = blocks.min(limit / frsize);
+        bfree = bfree.min(blocks);
+        bavail = bavail.min(blocks);
+    }
+    let mut flag = 0u64;
+    if st.f_flag.contains(StatVfsMountFlags::RDONLY) {
+        flag |= 1;
+    }
+    if st.f_flag.contains(StatVfsMountFlags::NOSUID) {
+        flag |= 2;
+    }
+    let fields =
+        [st.f_bsize, frsize, blocks, bfree, bavail, st.f_files, st.f_ffree, st.f_favail, st.f_fsid, flag, st.f_namemax];
+    fields.iter().flat_map(|v| v.to_be_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -535,5 +571,18 @@ mod tests {
         let mut data: &[u8] = &[0, 0, 0, 2, b'h', b'i', 0, 0, 0, 9];
         assert_eq!(ssh_string(&mut data).as_deref(), Some("hi"));
         assert_eq!(ssh_string(&mut data), None, "a length past the end");
+    }
+
+    #[test]
+    fn statvfs_answers_are_capped_at_a_limit() {
+        let st = rustix::fs::statvfs("/").unwrap();
+        let word = |b: &[u8], i: usize| u64::from_be_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let plain = statvfs_reply(&st, None);
+        assert_eq!(plain.len(), 88);
+        assert_eq!(word(&plain, 2), st.f_blocks);
+        let capped = statvfs_reply(&st, Some(1 << 20));
+        let frsize = word(&capped, 1);
+        assert!(word(&capped, 2) * frsize <= 1 << 20);
+        assert!(word(&capped, 3) <= word(&capped, 2) && word(&capped, 4) <= word(&capped, 2));
     }
 }

@@ -80,6 +80,16 @@ impl Root {
         self.adopt(dir.as_fd(), name)
     }
 
+    /// The numbers of the file system `rel` lives on (statvfs), `rel` resolved inside the
+    /// volume like any other path: for a volume of its own (a loop mount) they are its own.
+    pub fn statvfs(&self, rel: &str) -> Result<rustix::fs::StatVfs, FsError> {
+        let path = RelPath::parse(rel)?;
+        if path.is_root() {
+            return Ok(rustix::fs::fstatvfs(&self.fd)?);
+        }
+        Ok(rustix::fs::fstatvfs(self.open_in(&path, OFlags::PATH)?)?)
+    }
+
     /// The text of symlink `rel`.
     pub fn readlink(&self, rel: &str) -> Result<String, FsError> {
         let path = RelPath::parse(rel)?;
