@@ -127,8 +127,8 @@ pub(super) fn start(channel: Channel<Msg>, who: String) -> Stream {
         closed: Notify::new(),
     });
     let (read_half, write_half) = channel.split();
-    tokio::spawn(read(read_half, Arc::clone(&shared), who));
-    tokio::spawn(write(write_half, Arc::clone(&shared)));
+    crate::shutdown::detach(read(read_half, Arc::clone(&shared), who));
+    crate::shutdown::detach(write(write_half, Arc::clone(&shared)));
     Stream { shared }
 }
 

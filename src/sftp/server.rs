@@ -153,7 +153,7 @@ pub async fn run(
         hashers: tokio::sync::Semaphore::new(HASHERS),
         next: AtomicU64::new(1),
     });
-    tokio::spawn(watch(Arc::downgrade(&shared)));
+    crate::shutdown::detach(watch(Arc::downgrade(&shared)));
     loop {
         let (socket, peer) = tokio::select! {
             _ = stop.wait() => break,
@@ -176,7 +176,7 @@ pub async fn run(
         let _ = socket.set_nodelay(true);
         let socket = Killable::new(socket, kill);
         let (ssh, shared) = (Arc::clone(&ssh), Arc::clone(&shared));
-        tokio::spawn(async move {
+        crate::shutdown::detach(async move {
             let handler = Conn {
                 shared: Arc::clone(&shared),
                 id,
@@ -218,7 +218,7 @@ const GOODBYE: Duration = Duration::from_millis(300);
 /// [`GOODBYE`] later whatever happened (a session loop that waits on a client cannot take the
 /// request, and none may hold up the caller).
 fn end(handle: Option<russh::server::Handle>, kill: Arc<Kill>, why: &'static str) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    crate::shutdown::detach(async move {
         if let Some(h) = handle {
             let asked = h.disconnect(Disconnect::ByApplication, why.into(), "en".into());
             let _ = tokio::time::timeout(GOODBYE, asked).await;
@@ -229,7 +229,8 @@ fn end(handle: Option<russh::server::Handle>, kill: Arc<Kill>, why: &'static str
 }
 
 /// Ends the sessions whose user is no longer on record, and the connections that did not log
-/// in by their deadline.
+/// in by their deadline. Detached: it ends by itself once the accept loop and every
+/// connection are gone (the `Weak` no longer upgrades).
 async fn watch(shared: std::sync::Weak<Shared>) {
     loop {
         tokio::time::sleep(WATCH).await;
