@@ -17,7 +17,12 @@ const PYTHON: &str = "/opt/lightd-test/venv/bin/python";
 
 /// A test daemon and its SFTP port.
 fn start() -> (Daemon, u16) {
-    let d = Daemon::start();
+    start_with(|_| {})
+}
+
+/// A test daemon with `tweak` made to its config, and its SFTP port.
+fn start_with(tweak: impl FnOnce(&mut Value)) -> (Daemon, u16) {
+    let d = Daemon::start_with(tweak);
     let port = sftp_port(&d.log()).unwrap_or_else(|| panic!("no sftp line in the log: {}", d.log()));
     (d, port)
 }
@@ -476,8 +481,7 @@ fn users_are_checked_kept_hashed_and_refused_on_bad_logins() {
 
 #[test]
 fn too_many_failed_logins_from_one_address_are_refused_for_a_minute() {
-    let d = Daemon::start_with(|c| c["sftp"]["max_failed_logins_per_minute"] = json!(3));
-    let port = sftp_port(&d.log()).unwrap();
+    let (d, port) = start_with(|c| c["sftp"]["max_failed_logins_per_minute"] = json!(3));
     let (volume, _) = d.new_volume();
     add_user(&d, &volume, json!({"username": "dave", "password": "correct horse battery"}));
     let login = format!("dave.{volume}");
@@ -496,8 +500,7 @@ fn too_many_failed_logins_from_one_address_are_refused_for_a_minute() {
 /// unchecked. (They were counted only after the check, so every parallel guess got one.)
 #[test]
 fn parallel_wrong_passwords_are_counted_before_they_are_checked() {
-    let d = Daemon::start_with(|c| c["sftp"]["max_failed_logins_per_minute"] = json!(3));
-    let port = sftp_port(&d.log()).unwrap();
+    let (d, port) = start_with(|c| c["sftp"]["max_failed_logins_per_minute"] = json!(3));
     let (volume, _) = d.new_volume();
     add_user(&d, &volume, json!({"username": "judy", "password": "correct horse battery"}));
     let login = format!("judy.{volume}");
@@ -538,8 +541,7 @@ print(sorted(said))
 /// addresses (here 127.0.0.2 to .5) lock that name, and only it, for the minute.
 #[test]
 fn failed_logins_are_limited_per_user_across_addresses() {
-    let d = Daemon::start_with(|c| c["sftp"]["max_failed_logins_per_user_per_minute"] = json!(4));
-    let port = sftp_port(&d.log()).unwrap();
+    let (d, port) = start_with(|c| c["sftp"]["max_failed_logins_per_user_per_minute"] = json!(4));
     let (volume, _) = d.new_volume();
     add_user(&d, &volume, json!({"username": "kim", "password": "correct horse battery"}));
     add_user(&d, &volume, json!({"username": "lee", "password": "correct horse battery"}));
@@ -583,11 +585,10 @@ except paramiko.AuthenticationException:
 /// once. Before, an idle connection held its place for an hour.
 #[test]
 fn connections_must_log_in_in_time_and_few_may_wait_to() {
-    let d = Daemon::start_with(|c| {
+    let (d, port) = start_with(|c| {
         c["sftp"]["login_timeout"] = json!(2);
         c["sftp"]["max_unauthenticated"] = json!(3);
     });
-    let port = sftp_port(&d.log()).unwrap();
     let (volume, _) = d.new_volume();
     add_user(&d, &volume, json!({"username": "mia", "password": "correct horse battery"}));
     let script = format!(
@@ -808,8 +809,7 @@ fn fifty_sessions_at_once_all_work() {
 
 #[test]
 fn an_upload_past_the_volume_limit_fails_and_the_volume_stays_usable() {
-    let d = Daemon::start_with(|c| c["volumes"]["quota"] = json!("loop"));
-    let port = sftp_port(&d.log()).unwrap();
+    let (d, port) = start_with(|c| c["volumes"]["quota"] = json!("loop"));
     let r = d.call("POST", "/volumes", Some(json!({"size_limit": "32MB"})));
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["quota"], "loop");
@@ -841,8 +841,7 @@ print("after", sftp.open("/after.txt").read())
 /// here), never the host disk's, and a path is resolved inside the volume.
 #[test]
 fn df_shows_the_volumes_own_size() {
-    let d = Daemon::start_with(|c| c["volumes"]["quota"] = json!("loop"));
-    let port = sftp_port(&d.log()).unwrap();
+    let (d, port) = start_with(|c| c["volumes"]["quota"] = json!("loop"));
     let r = d.call("POST", "/volumes", Some(json!({"size_limit": "32MB"})));
     assert_eq!(r.status, 201, "{}", r.body);
     let volume = r.json()["volume_id"].as_str().unwrap().to_string();
@@ -869,8 +868,7 @@ fn df_shows_the_volumes_own_size() {
 
 #[test]
 fn sessions_per_user_are_capped_and_large_directories_list_in_full() {
-    let d = Daemon::start_with(|c| c["sftp"]["max_sessions_per_user"] = json!(2));
-    let port = sftp_port(&d.log()).unwrap();
+    let (d, port) = start_with(|c| c["sftp"]["max_sessions_per_user"] = json!(2));
     let (volume, path) = d.new_volume();
     std::fs::create_dir(path.join("many")).unwrap();
     for i in 0..1500 {
