@@ -203,6 +203,12 @@ fn openssh_with_a_key_moves_files_and_they_land_owned_by_the_servers_user() {
     let (key, public) = keygen(&d.dir.0, "alice");
     let user = add_user(&d, &volume, json!({"username": "alice", "public_keys": [public]}));
     assert_eq!(user["login"], format!("alice.{volume}"));
+    // The list shows how many keys and their fingerprints, as OpenSSH computes them.
+    let listed = d.get(&format!("/volumes/{volume}/sftp/users")).json();
+    let fingerprint = Command::new("ssh-keygen").arg("-lf").arg(key.with_extension("pub")).output().unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout).split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(listed["users"][0]["public_keys"], 1, "{listed}");
+    assert_eq!(listed["users"][0]["key_fingerprints"], json!([fingerprint]), "{listed}");
     let login = user["login"].as_str().unwrap().to_string();
     let local = d.dir.0.join("local");
     std::fs::create_dir_all(&local).unwrap();
@@ -711,10 +717,15 @@ fn deleting_the_user_or_its_volume_ends_live_sessions_within_a_second() {
     let (volume, _) = d.new_volume();
     add_user(&d, &volume, json!({"username": "frank", "password": "correct horse battery"}));
     let (child, out) = watcher(port, &format!("frank.{volume}"));
+    let (second, second_out) = watcher(port, &format!("frank.{volume}"));
     let since = now();
-    assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/frank"), None).status, 200);
-    let took = closed_after(child, out, since);
-    assert!(took < 1.0, "the session outlived its user by {took:.2} s");
+    let deleted = d.call("DELETE", &format!("/volumes/{volume}/sftp/users/frank"), None);
+    assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.json(), json!({"message": "SFTP user deleted", "sessions_closed": 2}));
+    for (child, out) in [(child, out), (second, second_out)] {
+        let took = closed_after(child, out, since);
+        assert!(took < 1.0, "the session outlived its user by {took:.2} s");
+    }
     // A volume deleted: its users and their sessions go.
     let (other, _) = d.new_volume();
     add_user(&d, &other, json!({"username": "grace", "password": "correct horse battery"}));
@@ -739,12 +750,14 @@ fn a_user_deleted_and_created_again_at_once_does_not_keep_old_sessions() {
         let (child, out) = watcher(port, &format!("nina.{volume}"));
         let since = now();
         // Back to back, no password to hash: a few milliseconds apart.
-        assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None).status, 200);
+        let deleted = d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None);
+        assert_eq!(deleted.json()["sessions_closed"], 1, "round {round}");
         add_user(&d, &volume, json!({"username": "nina", "public_keys": [public.clone()]}));
         let took = closed_after(child, out, since);
         assert!(took < 1.0, "round {round}: the old session outlived its user by {took:.2} s");
-        // The next round logs in with a password again.
-        assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None).status, 200);
+        // The next round logs in with a password again; the old session is not the new user's.
+        let deleted = d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None);
+        assert_eq!(deleted.json()["sessions_closed"], 0, "round {round}");
         add_user(&d, &volume, json!({"username": "nina", "password": "correct horse battery"}));
     }
 }

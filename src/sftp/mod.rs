@@ -9,4 +9,4 @@ mod server;
 mod session;
 pub mod users;
 
-pub use server::{bind, host_key, run};
+pub use server::{bind, host_key, run, Parts, Sessions};
