@@ -396,7 +396,9 @@ async fn start_sftp(rooms: &Rooms, config: &Arc<Config>) -> Result<(), String> {
         hubs: Arc::clone(&rooms.hubs),
         sessions: rooms.sftp_sessions.clone(),
     };
-    rooms.tasks.spawn(lightd::sftp::run(listener, key, parts, rooms.tasks.signal()));
+    let server = lightd::sftp::spawn(listener, key, parts, rooms.tasks.signal())
+        .map_err(|e| format!("sftp: cannot start its thread: {e}"))?;
+    rooms.tasks.spawn(server);
     Ok(())
 }
 

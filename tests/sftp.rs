@@ -1016,3 +1016,39 @@ print('another after one closed')
     assert!(said.contains("fifth refused"), "{}", text(&out));
     assert!(said.contains("another after one closed"), "{}", text(&out));
 }
+
+/// The SFTP server runs on a thread of its own ("lightd-sftp") without CAP_IPC_LOCK, under a
+/// soft locked-memory limit of 0: russh's `mlock`/`munlock` of every packet buffer then fails
+/// at once instead of pinning pages (a third of an upload's CPU as root). The rest of the
+/// daemon keeps its capabilities.
+#[test]
+fn the_sftp_thread_locks_no_memory() {
+    let (d, port) = start();
+    let (volume, _) = d.new_volume();
+    add_user(&d, &volume, json!({"username": "lock", "password": "correct horse battery"}));
+    // A session is open, so the server has run on its thread.
+    let (child, out) = watcher(port, &format!("lock.{volume}"));
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap();
+    let (mut sftp, mut others) = (Vec::new(), Vec::new());
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let eff =
+            status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(|v| u64::from_str_radix(v.trim(), 16).unwrap());
+        let ipc_lock = eff.is_some_and(|e| e & (1 << 14) != 0);
+        if name.trim() == "lightd-sftp" {
+            sftp.push(ipc_lock)
+        } else if name.trim() == "lightd" {
+            others.push(ipc_lock)
+        }
+    }
+    assert_eq!(sftp, vec![false], "one SFTP thread, without CAP_IPC_LOCK");
+    assert!(others.contains(&true), "the main thread keeps CAP_IPC_LOCK (a positive control): {others:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let memlock = limits.lines().find(|l| l.starts_with("Max locked memory")).unwrap();
+    assert_eq!(memlock.split_whitespace().nth(3), Some("0"), "{memlock}");
+    drop(out);
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -179,6 +179,25 @@ fn read_cached(file: &File, offset: u64, len: usize) -> (Vec<u8>, usize, bool) {
     (buf, got, true)
 }
 
+/// Writes `data` to `file` at `offset` as far as the page cache takes it without waiting
+/// (`RWF_NOWAIT`: the kernel answers EAGAIN rather than wait for the disk, dirty-page
+/// throttling, a lock or a block allocation), on the calling thread; how much was written.
+fn write_cached(file: &File, data: &[u8], offset: u64) -> usize {
+    use rustix::io::{pwritev2, ReadWriteFlags};
+    let mut done = 0;
+    while done < data.len() {
+        let at = offset + done as u64;
+        match pwritev2(file, &[std::io::IoSlice::new(&data[done..])], at, ReadWriteFlags::NOWAIT) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // Would wait, not supported here, or an error the blocking write reports.
+            Err(_) => break,
+        }
+    }
+    done
+}
+
 /// Fills `buf` from `got` on, off the async threads; what was read, up to the end of the file.
 async fn read_rest(file: Arc<File>, mut buf: Vec<u8>, mut got: usize, offset: u64) -> Reply<Vec<u8>> {
     tokio::task::spawn_blocking(move || {
@@ -383,9 +402,16 @@ impl russh_sftp::server::Handler for Sftp {
         if matches!(self.handles.get(&handle), Some(Open::Read(_))) {
             return Err(fail(StatusCode::PermissionDenied, "The handle was opened for reading"));
         }
-        let written = tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
-            .await
-            .map_err(|e| fail(StatusCode::Failure, e.to_string()))?;
+        // What the page cache takes without waiting is written right here; the rest, if any,
+        // off the async threads.
+        let done = write_cached(&file, &data, offset);
+        let written = if done == data.len() {
+            Ok(())
+        } else {
+            tokio::task::spawn_blocking(move || file.write_all_at(&data[done..], offset + done as u64))
+                .await
+                .map_err(|e| fail(StatusCode::Failure, e.to_string()))?
+        };
         if let Err(e) = written {
             if let Some(Open::Upload { failed, .. }) = self.handles.get_mut(&handle) {
                 *failed = true;
