@@ -423,13 +423,20 @@ impl russh_sftp::server::Handler for Sftp {
 
     async fn lstat(&mut self, id: u32, path: String) -> Reply<Attrs> {
         self.check()?;
-        let st = blocking(&self.root, move |r| r.lstat_raw(&path)).await?;
+        // A lookup the kernel has cached is done here; any other off the async threads.
+        let st = match self.root.stat_cached(&path, false) {
+            Some(st) => st,
+            None => blocking(&self.root, move |r| r.lstat_raw(&path)).await?,
+        };
         Ok(Attrs { id, attrs: attrs_of_stat(&st) })
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Reply<Attrs> {
         self.check()?;
-        let st = blocking(&self.root, move |r| r.stat_raw(&path)).await?;
+        let st = match self.root.stat_cached(&path, true) {
+            Some(st) => st,
+            None => blocking(&self.root, move |r| r.stat_raw(&path)).await?,
+        };
         Ok(Attrs { id, attrs: attrs_of_stat(&st) })
     }
 

@@ -57,6 +57,21 @@ impl Root {
         Ok((file, Entry::new(name, &stat, None)))
     }
 
+    /// [`Root::lstat_raw`] (`follow` false) or [`Root::stat_raw`] (`follow` true) resolved the
+    /// same way, but only if every step of the lookup is in the kernel's cache, as
+    /// [`Root::open_read_cached`]; `None` when that cannot be known.
+    pub fn stat_cached(&self, rel: &str, follow: bool) -> Option<rustix::fs::Stat> {
+        let path = RelPath::parse(rel).ok()?;
+        if path.is_root() {
+            return rustix::fs::fstat(self.fd()).ok();
+        }
+        let nofollow = if follow { OFlags::empty() } else { OFlags::NOFOLLOW };
+        let flags = OFlags::PATH | OFlags::CLOEXEC | nofollow;
+        let how = CONFINED.union(rustix::fs::ResolveFlags::CACHED);
+        let handle = rustix::fs::openat2(self.fd(), path.as_str(), flags, Mode::empty(), how).ok()?;
+        rustix::fs::fstat(&handle).ok()
+    }
+
     /// [`Root::open_read`] resolved the same way, but only if every step of the lookup is in
     /// the kernel's cache (`RESOLVE_CACHED`): it never waits for the disk, so it may run on an
     /// async thread. `None` when that cannot be known (a step not cached, an older kernel, any

@@ -126,6 +126,11 @@ mod tests {
                 if let Some((f, _)) = bed.root.open_read_cached(&inner) {
                     assert_ne!(f.metadata().unwrap().len() as usize, SECRET.len(), "{inner} reached outside");
                 }
+                for follow in [false, true] {
+                    if let Some(st) = bed.root.stat_cached(&inner, follow) {
+                        assert_ne!(st.st_size as usize, SECRET.len(), "{inner} reached outside");
+                    }
+                }
             }
             if let Ok(st) = bed.root.statvfs(&inner) {
                 assert_eq!(st.f_fsid, bed.root.statvfs("").unwrap().f_fsid, "{inner} reached another file system");
@@ -137,6 +142,18 @@ mod tests {
         assert_eq!(bed.root.readlink("toroot").unwrap(), "/");
         assert!(bed.root.stat_raw("toroot/marker").is_err());
         assert!(bed.root.stat_raw("toroot/data/file.txt").is_ok());
+        // Cached stats agree with the uncached ones: a link itself, or what it reaches inside.
+        bed.root.lstat_raw("toroot").unwrap();
+        let link = bed.root.stat_cached("toroot", false).expect("a lookup just made is cached");
+        assert_eq!(FileType::from_raw_mode(link.st_mode), FileType::Symlink);
+        let root = bed.root.stat_raw("").unwrap();
+        // Followed, it lands on the volume's root if the kernel resolves it from its cache.
+        if let Some(reached) = bed.root.stat_cached("toroot", true) {
+            assert_eq!((reached.st_ino, reached.st_dev), (root.st_ino, root.st_dev));
+        }
+        let file = bed.root.stat_cached("data/file.txt", true).expect("cached");
+        assert_eq!(file.st_ino, bed.root.stat_raw("data/file.txt").unwrap().st_ino);
+        assert!(bed.root.stat_cached("toroot/marker", true).is_none(), "outside is never reached");
         bed.root.mkdir_one("d", 0o700).unwrap();
         assert!(matches!(bed.root.mkdir_one("x/y", 0o700), Err(FsError::NotFound)));
         assert!(matches!(bed.root.rmdir("data"), Err(FsError::Exists)));
