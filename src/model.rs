@@ -367,14 +367,16 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
-    /// Docker's name for it.
-    pub fn docker_name(&self) -> String {
-        docker_name(&self.internal_id)
+    /// Docker's name for it, under this daemon's `containers.name_prefix`.
+    pub fn docker_name(&self, prefix: &str) -> String {
+        docker_name(prefix, &self.internal_id)
     }
 }
 
-pub fn docker_name(internal_id: &str) -> String {
-    format!("lightd-{internal_id}")
+/// Docker's name for server `internal_id` of the daemon whose `containers.name_prefix` is
+/// `prefix`: two daemons on one engine name the same server apart.
+pub fn docker_name(prefix: &str, internal_id: &str) -> String {
+    format!("{prefix}{internal_id}")
 }
 
 #[cfg(test)]
