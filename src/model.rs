@@ -15,6 +15,10 @@ pub struct TempToken {
     pub internal_id: Option<String>,
     pub expires_at: u64,
     pub remove_on_use: bool,
+    /// Scope `transfer`: opens only the node-to-node transfer routes of `internal_id` (a
+    /// server that does not exist here yet), never a console.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
 }
 
 /// A host directory under `volumes.base_path`, bind-mounted at `/home/container`.
