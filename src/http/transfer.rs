@@ -21,7 +21,7 @@ const MAX_MANIFEST: usize = 256 << 20;
 
 fn rooms(app: &Handles) -> Rooms {
     Rooms {
-        config: std::sync::Arc::new(app.config().clone()),
+        config: std::sync::Arc::clone(app.config_arc()),
         store: std::sync::Arc::clone(app.store()),
         docker: std::sync::Arc::clone(app.docker()),
         sups: app.sups().clone(),

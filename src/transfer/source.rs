@@ -278,7 +278,7 @@ impl Work {
             let mut st = lock(&self.job.status);
             st.round += 1;
             st.files = entries.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
-            st.bytes_total = entries.iter().map(|e| e.size).sum();
+            st.bytes_total = entries.iter().fold(0u64, |sum, e| sum.saturating_add(e.size));
         }
         let prepare = Prepare { spec, size_limit_bytes: size_limit, entries };
         let body = serde_json::to_vec(&prepare).map_err(|e| e.to_string())?;
@@ -484,8 +484,9 @@ async fn stop_server(w: &mut Work) -> std::result::Result<(), Stop> {
     if state == PowerState::Offline {
         return Ok(());
     }
-    lifecycle::act(&w.rooms.sups, &w.id, Action::Stop).await.map_err(|e| format!("cannot stop the server: {e}"))?;
+    // Counted as stopped from the asking on: a cancel or failure from here starts it again.
     w.stopped = true;
+    lifecycle::act(&w.rooms.sups, &w.id, Action::Stop).await.map_err(|e| format!("cannot stop the server: {e}"))?;
     let limit = Duration::from_secs(w.rooms.config.containers.cleanup_timeout + 60);
     let deadline = Instant::now() + limit;
     loop {

@@ -188,7 +188,7 @@ pub async fn prepare(rooms: &Rooms, id: &str, p: Prepare) -> Result<Need> {
     if guard.as_ref().is_none_or(|s| s.spec.as_ref() != Some(&p.spec)) {
         check_spec(rooms, &p.spec).await?;
     }
-    let bytes: u64 = p.entries.iter().map(|e| e.size).sum();
+    let bytes = p.entries.iter().fold(0u64, |sum, e| sum.saturating_add(e.size));
     let volume_id = match guard.as_ref() {
         Some(s) if rooms.store.read(|st| st.volumes.contains_key(&s.volume_id)) => s.volume_id.clone(),
         _ => staging(rooms, id, p.size_limit_bytes, bytes).await?,
@@ -220,8 +220,10 @@ const PULL_WAIT: Duration = Duration::from_secs(20);
 /// The image must be allowed here and present (pulled when missing).
 async fn check_spec(rooms: &Rooms, spec: &Spec) -> Result<()> {
     lifecycle::request::check_image(&spec.image, &rooms.config.docker.allowed_registries)?;
-    if rooms.docker.image_exists(&spec.image).await? {
-        return Ok(());
+    match rooms.docker.image_exists(&spec.image).await {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e) => return Err(Error::Unavailable(format!("cannot ask the engine for image {}: {e}", spec.image))),
     }
     let pulled = tokio::time::timeout(PULL_WAIT, rooms.docker.pull(&spec.image, None, |_| {})).await;
     match pulled {
