@@ -154,6 +154,7 @@ fn a_running_server_moves_with_its_data_and_a_short_gap() {
     let started = begin(&source, &target, &id, &token);
     assert_eq!(started["state"], "copying");
     let end = wait_over(&source, &id);
+    eprintln!("moved: {end}");
     assert_eq!(end["state"], "done", "{end}");
     let data = (HALF_MIB as u64 * 2) << 20;
     assert!(end["bytes_total"].as_u64().unwrap() >= data, "{end}");
@@ -202,6 +203,7 @@ fn a_kill_9_of_the_source_mid_copy_resumes_with_what_the_target_holds() {
     assert_eq!(source.get(&format!("/containers/{id}/transfer")).status, 404, "the job died with the daemon");
     begin(&source, &target, &id, &token);
     let end = wait_over(&source, &id);
+    eprintln!("first attempt: {first}\nresumed: {end}");
     assert_eq!(end["state"], "done", "{end}");
     assert!(end["bytes_reused"].as_u64().unwrap() >= sent(&first) / 2, "resumed from what the target held: {end}");
     let data = RESUME_MIB << 20;
@@ -233,6 +235,7 @@ fn a_kill_9_of_the_target_mid_copy_fails_then_the_same_request_resumes() {
     target.spawn();
     begin(&source, &target, &id, &token);
     let end = wait_over(&source, &id);
+    eprintln!("failed attempt: {failed}\nresumed: {end}");
     assert_eq!(end["state"], "done", "{end}");
     assert!(end["bytes_reused"].as_u64().unwrap() > 0, "{end}");
     let (data, total) = (RESUME_MIB << 20, sent(&failed) + sent(&end));

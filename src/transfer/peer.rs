@@ -86,6 +86,25 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Sends `body` as JSON and reads the JSON answer.
+    pub async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        timeout: Duration,
+    ) -> Result<T, String> {
+        let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let answer = self.call(Method::POST, path, body.into(), "application/json", timeout).await?;
+        answer_of(&answer)
+    }
+}
+
+/// The target's JSON answer, typed.
+pub fn answer_of<T: serde::de::DeserializeOwned>(answer: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(answer).map_err(|e| format!("the target's answer is not understood: {e}"))
+}
+
 /// The target's refusal as one sentence: its status and its `error`.
 fn refusal(status: StatusCode, body: &[u8]) -> String {
     let said = serde_json::from_slice::<serde_json::Value>(body)

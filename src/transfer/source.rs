@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -281,19 +280,7 @@ impl Work {
             st.bytes_total = entries.iter().fold(0u64, |sum, e| sum.saturating_add(e.size));
         }
         let prepare = Prepare { spec, size_limit_bytes: size_limit, entries };
-        let body = serde_json::to_vec(&prepare).map_err(|e| e.to_string())?;
-        let answer = self
-            .peer
-            .call(
-                Method::POST,
-                &format!("/transfers/{}", self.id),
-                body.into(),
-                "application/json",
-                Duration::from_secs(900),
-            )
-            .await?;
-        let need: Need =
-            serde_json::from_slice(&answer).map_err(|e| format!("the target's answer is not understood: {e}"))?;
+        let need: Need = self.peer.json(&format!("/transfers/{}", self.id), &prepare, Duration::from_secs(900)).await?;
         {
             let mut st = lock(&self.job.status);
             if st.round == 1 {
@@ -345,8 +332,7 @@ impl Work {
             .await?;
         lock(&self.job.status).bytes_sent += len;
         pause_for_test().await;
-        let written: Written =
-            serde_json::from_slice(&answer).map_err(|e| format!("the target's answer is not understood: {e}"))?;
+        let written: Written = super::peer::answer_of(&answer)?;
         Ok(written.bad)
     }
 }
@@ -366,8 +352,9 @@ fn pack(root: &Root, items: &[(String, u32)]) -> std::result::Result<Vec<u8>, cr
                 Err(e) => return Err(e),
             };
         }
-        let file = &files[path.as_str()];
-        let got = read_at_full(file, &mut buf, u64::from(*index) * CHUNK)?;
+        let mut file = &files[path.as_str()];
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(u64::from(*index) * CHUNK))?;
+        let got = manifest::read_full(&mut file, &mut buf)?;
         let raw = &mut buf[..got];
         let hash = manifest::hash(raw);
         flip_for_test(raw);
@@ -375,19 +362,6 @@ fn pack(root: &Root, items: &[(String, u32)]) -> std::result::Result<Vec<u8>, cr
         wire::put(&mut out, path, *index, got as u32, &hash, &z);
     }
     Ok(out)
-}
-
-fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 /// Test hook, debug builds only: `LIGHTD_TEST_FLIP_CHUNK=N` flips a byte of the N-th chunk
@@ -454,19 +428,11 @@ async fn rounds(w: &mut Work, ports: Option<Vec<PortBinding>>) -> std::result::R
     }
     w.phase(Phase::Finalizing);
     let finish = Finish { digest: digest(&entries), start: w.ran, ports };
-    let body = serde_json::to_vec(&finish).map_err(|e| e.to_string())?;
     if w.ran {
         w.phase(Phase::Starting);
     }
-    w.peer
-        .call(
-            Method::POST,
-            &format!("/transfers/{}/finish", w.id),
-            body.into(),
-            "application/json",
-            Duration::from_secs(900),
-        )
-        .await?;
+    let _: serde_json::Value =
+        w.peer.json(&format!("/transfers/{}/finish", w.id), &finish, Duration::from_secs(900)).await?;
     if let Some(t) = down {
         lock(&w.job.status).downtime_ms = Some(t.elapsed().as_millis() as u64);
     }

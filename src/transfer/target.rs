@@ -53,7 +53,7 @@ struct Session {
     volume_id: String,
     spec: Option<Spec>,
     /// Chunk hashes of each file as written and verified here (or hashed from disk once).
-    held: HashMap<String, Vec<Option<Hash>>>,
+    held: Held,
     /// The last manifest (its times are set at the end).
     last: Vec<Entry>,
 }
@@ -200,18 +200,34 @@ pub async fn prepare(rooms: &Rooms, id: &str, p: Prepare) -> Result<Need> {
     };
     session.spec = Some(p.spec);
     let entries = p.entries;
-    let held = std::mem::take(&mut session.held);
-    let (need, held, entries) = tokio::task::spawn_blocking(move || {
-        let mut held = held;
-        let need = apply(&root, &entries, &mut held);
-        (need, held, entries)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?;
-    session.held = held;
-    session.last = entries;
+    let (need, entries) = off_thread(&mut session, move |held| (apply(&root, &entries, held), entries)).await;
+    session.last = entries.unwrap_or_default();
     *guard = Some(session);
     need.map_err(fs)
+}
+
+/// What this node knows each staged file holds: chunk hashes by path.
+type Held = HashMap<String, Vec<Option<Hash>>>;
+
+/// Runs `f` off the async threads with the session's chunk hashes, and puts them back (lost,
+/// and so hashed from disk again, only if `f` panicked).
+async fn off_thread<T: Send + 'static, U: Default + Send + 'static>(
+    session: &mut Session,
+    f: impl FnOnce(&mut Held) -> (std::result::Result<T, FsError>, U) + Send + 'static,
+) -> (std::result::Result<T, FsError>, Option<U>) {
+    let mut held = std::mem::take(&mut session.held);
+    let done = tokio::task::spawn_blocking(move || {
+        let out = f(&mut held);
+        (out, held)
+    })
+    .await;
+    match done {
+        Ok(((out, extra), held)) => {
+            session.held = held;
+            (out, Some(extra))
+        }
+        Err(e) => (Err(FsError::Invalid(format!("the transfer's worker failed: {e}"))), None),
+    }
 }
 
 /// How long a manifest waits for a missing image's pull.
@@ -349,20 +365,16 @@ pub async fn chunks(rooms: &Rooms, id: &str, body: hyper::body::Bytes) -> Result
             return Err(e);
         }
     };
-    let mut held = std::mem::take(&mut session.held);
-    let (out, back) = tokio::task::spawn_blocking(move || {
-        let out = write(&root, &body, &mut held);
-        (out, held)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?;
-    session.held = back;
+    let (out, _) = off_thread(&mut session, move |held| (write(&root, &body, held), ())).await;
     *guard = Some(session);
-    out
+    out.map_err(|e| match e {
+        FsError::BadEntry(why) => Error::BadRequest(why),
+        e => fs(e),
+    })
 }
 
-fn write(root: &Root, body: &[u8], held: &mut HashMap<String, Vec<Option<Hash>>>) -> Result<Written> {
-    let frames = wire::frames(body).map_err(Error::BadRequest)?;
+fn write(root: &Root, body: &[u8], held: &mut Held) -> std::result::Result<Written, FsError> {
+    let frames = wire::frames(body).map_err(FsError::BadEntry)?;
     let mut files: HashMap<&str, std::fs::File> = HashMap::new();
     let mut out = Written::default();
     for f in frames {
@@ -372,10 +384,10 @@ fn write(root: &Root, body: &[u8], held: &mut HashMap<String, Vec<Option<Hash>>>
             continue;
         };
         if !files.contains_key(f.path) {
-            files.insert(f.path, root.open_in_place(f.path).map_err(fs)?);
+            files.insert(f.path, root.open_in_place(f.path)?);
         }
         let file = &files[f.path];
-        file.write_all_at(&raw, u64::from(f.index) * CHUNK).map_err(|e| fs(e.into()))?;
+        file.write_all_at(&raw, u64::from(f.index) * CHUNK)?;
         let hashes = held.entry(f.path.to_string()).or_default();
         if hashes.len() <= f.index as usize {
             hashes.resize(f.index as usize + 1, None);
@@ -398,14 +410,7 @@ pub async fn finish(rooms: &Rooms, id: &str, f: Finish) -> Result<serde_json::Va
     let spec = session.spec.clone().ok_or_else(|| Error::Conflict("no manifest received yet".into()))?;
     let root = open(rooms, &session.volume_id, &spec.user)?;
     let last = session.last.clone();
-    let mut held = std::mem::take(&mut session.held);
-    let (ours, back) = tokio::task::spawn_blocking(move || {
-        let d = tree_digest(&root, &last, &mut held);
-        (d, held)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?;
-    session.held = back;
+    let (ours, _) = off_thread(session, move |held| (tree_digest(&root, &last, held), ())).await;
     let ours = ours.map_err(fs)?;
     if ours != f.digest {
         return Err(Error::Conflict(format!(
@@ -434,11 +439,7 @@ pub async fn finish(rooms: &Rooms, id: &str, f: Finish) -> Result<serde_json::Va
 }
 
 /// Sets the last manifest's times, then digests the tree as it is here.
-fn tree_digest(
-    root: &Root,
-    last: &[Entry],
-    held: &mut HashMap<String, Vec<Option<Hash>>>,
-) -> std::result::Result<String, FsError> {
+fn tree_digest(root: &Root, last: &[Entry], held: &mut Held) -> std::result::Result<String, FsError> {
     // Children first: setting a name's time does not change its directory's.
     for e in last.iter().rev() {
         match root.set_meta(&e.path, None, (e.mtime, e.mtime_ns)) {
