@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::manifest::{self, digest, Entry, EntryKind, Scanner, CHUNK};
 use super::peer::Peer;
-use super::target::{Finish, Need, Prepare, Written};
+use super::target::{ChunkRef, Finish, Need, Prepare, Written};
 use super::{wire, Rooms, Spec};
 use crate::console::Event;
 use crate::error::{Error, Result};
@@ -287,8 +287,11 @@ impl Work {
                 st.bytes_reused = need.bytes_reused;
             }
         }
-        let mut todo: Vec<(String, u32)> =
-            need.need.iter().flat_map(|(p, idx)| idx.iter().map(move |i| (p.clone(), *i))).collect();
+        let mut todo: Vec<ChunkRef> = need
+            .need
+            .iter()
+            .flat_map(|l| l.chunks.iter().map(move |i| ChunkRef { path: l.path.clone(), index: *i }))
+            .collect();
         let mut tries = 0;
         while !todo.is_empty() {
             let mut bad = Vec::new();
@@ -313,7 +316,7 @@ impl Work {
 
     /// Reads, hashes, compresses and uploads one batch of chunks; the chunks the target
     /// found corrupt.
-    async fn send(&self, root: &Arc<Root>, batch: &[(String, u32)]) -> std::result::Result<Vec<(String, u32)>, Stop> {
+    async fn send(&self, root: &Arc<Root>, batch: &[ChunkRef]) -> std::result::Result<Vec<ChunkRef>, Stop> {
         let (root, items) = (Arc::clone(root), batch.to_vec());
         let body = tokio::task::spawn_blocking(move || pack(&root, &items))
             .await
@@ -339,11 +342,11 @@ impl Work {
 
 /// The frames of `items`, each read now (a file changed since its manifest is sent as it is
 /// now; the next round compares again).
-fn pack(root: &Root, items: &[(String, u32)]) -> std::result::Result<Vec<u8>, crate::vfs::FsError> {
+fn pack(root: &Root, items: &[ChunkRef]) -> std::result::Result<Vec<u8>, crate::vfs::FsError> {
     let mut out = Vec::new();
     let mut files: HashMap<&str, File> = HashMap::new();
     let mut buf = vec![0u8; CHUNK as usize];
-    for (path, index) in items {
+    for ChunkRef { path, index } in items {
         if !files.contains_key(path.as_str()) {
             match root.open_read(path) {
                 Ok((f, _)) => files.insert(path, f),

@@ -33,9 +33,23 @@ pub struct Prepare {
 /// What the target lacks: chunk indexes per path, and how many bytes it already held.
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct Need {
-    pub need: Vec<(String, Vec<u32>)>,
+    pub need: Vec<Lacking>,
     pub bytes_reused: u64,
     pub bytes_needed: u64,
+}
+
+/// The chunks one file lacks.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Lacking {
+    pub path: String,
+    pub chunks: Vec<u32>,
+}
+
+/// One chunk of one file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ChunkRef {
+    pub path: String,
+    pub index: u32,
 }
 
 /// `POST /transfers/:id/finish`.
@@ -333,7 +347,7 @@ fn apply(
                 file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(e.mode & 0o7777))?;
                 held.insert(e.path.clone(), hashes);
                 if !missing.is_empty() {
-                    need.need.push((e.path.clone(), missing));
+                    need.need.push(Lacking { path: e.path.clone(), chunks: missing });
                 }
             }
         }
@@ -346,7 +360,7 @@ fn apply(
 pub struct Written {
     pub written: u64,
     /// Chunks whose bytes did not match their hash (or did not decompress): to send again.
-    pub bad: Vec<(String, u32)>,
+    pub bad: Vec<ChunkRef>,
 }
 
 /// `PUT /transfers/:id/chunks`: verifies and writes each chunk of the body.
@@ -380,7 +394,7 @@ fn write(root: &Root, body: &[u8], held: &mut Held) -> std::result::Result<Writt
     for f in frames {
         let good = wire::unpack(&f).filter(|raw| manifest::hash(raw) == f.hash);
         let Some(raw) = good else {
-            out.bad.push((f.path.to_string(), f.index));
+            out.bad.push(ChunkRef { path: f.path.to_string(), index: f.index });
             continue;
         };
         if !files.contains_key(f.path) {
