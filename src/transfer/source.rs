@@ -295,11 +295,17 @@ impl Work {
         let mut tries = 0;
         while !todo.is_empty() {
             let mut bad = Vec::new();
-            for batch in todo.chunks(BATCH_CHUNKS) {
+            // Pipelined: the next batch is read and compressed while this one uploads.
+            let mut batches = todo.chunks(BATCH_CHUNKS).map(<[ChunkRef]>::to_vec);
+            let mut packing = batches.next().map(|b| pack_off(&root, b));
+            while let Some(task) = packing.take() {
                 if self.cancelled() {
                     return Err(Stop::Cancelled);
                 }
-                bad.extend(self.send(&root, batch).await?);
+                let body =
+                    task.await.map_err(|e| e.to_string())?.map_err(|e| format!("cannot read the volume: {e}"))?;
+                packing = batches.next().map(|b| pack_off(&root, b));
+                bad.extend(self.upload(body).await?);
             }
             if bad.is_empty() {
                 break;
@@ -314,14 +320,8 @@ impl Work {
         Ok((prepare.entries, need.bytes_needed))
     }
 
-    /// Reads, hashes, compresses and uploads one batch of chunks; the chunks the target
-    /// found corrupt.
-    async fn send(&self, root: &Arc<Root>, batch: &[ChunkRef]) -> std::result::Result<Vec<ChunkRef>, Stop> {
-        let (root, items) = (Arc::clone(root), batch.to_vec());
-        let body = tokio::task::spawn_blocking(move || pack(&root, &items))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read the volume: {e}"))?;
+    /// Uploads one batch of chunk frames; the chunks the target found corrupt.
+    async fn upload(&self, body: Vec<u8>) -> std::result::Result<Vec<ChunkRef>, Stop> {
         let len = body.len() as u64;
         let answer = self
             .peer
@@ -338,6 +338,15 @@ impl Work {
         let written: Written = super::peer::answer_of(&answer)?;
         Ok(written.bad)
     }
+}
+
+/// [`pack`] off the async threads.
+fn pack_off(
+    root: &Arc<Root>,
+    items: Vec<ChunkRef>,
+) -> tokio::task::JoinHandle<std::result::Result<Vec<u8>, crate::vfs::FsError>> {
+    let root = Arc::clone(root);
+    tokio::task::spawn_blocking(move || pack(&root, &items))
 }
 
 /// The frames of `items`, each read now (a file changed since its manifest is sent as it is
