@@ -377,3 +377,21 @@ fn two_daemons_on_one_engine_keep_to_their_own_containers() {
     assert_eq!(two.act(&id, "kill"), 202);
     two.wait_state(&id, "offline", 30);
 }
+
+#[test]
+fn a_full_target_fails_clearly_and_the_server_stays() {
+    require_docker();
+    let source = node("lda", &[]);
+    // The target says it has 1 MiB free where its volumes are (a debug-build hook).
+    let target = node("ldb", &[("LIGHTD_TEST_FREE_BYTES", "1048576")]);
+    let (id, _) = running_server(&source, "full", 4, 4);
+    let token = transfer_token(&target, &id);
+    begin(&source, &target, &id, &token);
+    let end = wait_over(&source, &id);
+    assert_eq!(end["state"], "failed", "{end}");
+    let error = end["error"].as_str().unwrap();
+    assert!(error.contains("507") && error.contains("free"), "{end}");
+    assert_eq!(end["bytes_sent"], 0, "{end}");
+    assert_eq!(source.record(&id)["state"], "running");
+    nothing_at(&target);
+}
