@@ -97,3 +97,19 @@ impl Spec {
         }
     }
 }
+
+/// Splits `items` into one run per core (at most 4) and runs `f` on each run on a thread of
+/// its own (hashing and zstd are CPU-bound); the results in the order of the runs.
+pub fn in_parallel<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    f: impl Fn(&[T]) -> std::result::Result<R, E> + Sync,
+    panicked: impl Fn() -> E,
+) -> std::result::Result<Vec<R>, E> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let per = items.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let f = &f;
+        let runs: Vec<_> = items.chunks(per).map(|run| s.spawn(move || f(run))).collect();
+        runs.into_iter().map(|r| r.join().unwrap_or_else(|_| Err(panicked()))).collect()
+    })
+}

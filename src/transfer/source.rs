@@ -352,6 +352,12 @@ fn pack_off(
 /// The frames of `items`, each read now (a file changed since its manifest is sent as it is
 /// now; the next round compares again).
 fn pack(root: &Root, items: &[ChunkRef]) -> std::result::Result<Vec<u8>, crate::vfs::FsError> {
+    let panicked = || crate::vfs::FsError::Invalid("a packing thread panicked".into());
+    Ok(super::in_parallel(items, |run| pack_run(root, run), panicked)?.concat())
+}
+
+/// [`pack`] of one run of chunks.
+fn pack_run(root: &Root, items: &[ChunkRef]) -> std::result::Result<Vec<u8>, crate::vfs::FsError> {
     let mut out = Vec::new();
     let mut files: HashMap<&str, File> = HashMap::new();
     let mut buf = vec![0u8; CHUNK as usize];

@@ -399,25 +399,41 @@ pub async fn chunks(rooms: &Rooms, id: &str, body: hyper::body::Bytes) -> Result
 
 fn write(root: &Root, body: &[u8], held: &mut Held) -> std::result::Result<Written, FsError> {
     let frames = wire::frames(body).map_err(FsError::BadEntry)?;
-    let mut files: HashMap<&str, std::fs::File> = HashMap::new();
+    let panicked = || FsError::Invalid("a chunk-writing thread panicked".into());
+    let runs = super::in_parallel(&frames, |run| write_run(root, run), panicked)?;
     let mut out = Written::default();
-    for f in frames {
-        let good = wire::unpack(&f).filter(|raw| manifest::hash(raw) == f.hash);
-        let Some(raw) = good else {
+    for (f, ok) in runs.into_iter().flatten() {
+        if !ok {
             out.bad.push(ChunkRef { path: f.path.to_string(), index: f.index });
             continue;
-        };
-        if !files.contains_key(f.path) {
-            files.insert(f.path, root.open_in_place(f.path)?);
         }
-        let file = &files[f.path];
-        file.write_all_at(&raw, u64::from(f.index) * CHUNK)?;
         let hashes = held.entry(f.path.to_string()).or_default();
         if hashes.len() <= f.index as usize {
             hashes.resize(f.index as usize + 1, None);
         }
         hashes[f.index as usize] = Some(f.hash);
-        out.written += raw.len() as u64;
+        out.written += u64::from(f.raw_len);
+    }
+    Ok(out)
+}
+
+/// Verifies and writes one run of frames (in place, each at its own offset); each frame with
+/// whether it was good.
+fn write_run<'a>(
+    root: &Root,
+    frames: &[wire::Frame<'a>],
+) -> std::result::Result<Vec<(wire::Frame<'a>, bool)>, FsError> {
+    let mut files: HashMap<&str, std::fs::File> = HashMap::new();
+    let mut out = Vec::with_capacity(frames.len());
+    for f in frames {
+        let good = wire::unpack(f).filter(|raw| manifest::hash(raw) == f.hash);
+        if let Some(raw) = &good {
+            if !files.contains_key(f.path) {
+                files.insert(f.path, root.open_in_place(f.path)?);
+            }
+            files[f.path].write_all_at(raw, u64::from(f.index) * CHUNK)?;
+        }
+        out.push((f.clone(), good.is_some()));
     }
     Ok(out)
 }

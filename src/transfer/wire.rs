@@ -8,7 +8,7 @@ use super::manifest::{Hash, CHUNK};
 pub const MAX_BATCH: usize = 48 << 20;
 
 /// One chunk as sent.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Frame<'a> {
     pub path: &'a str,
     pub index: u32,
