@@ -57,7 +57,7 @@ async fn flood_commands(port: u16, id: String, until: Instant) -> u64 {
 }
 
 fn main() {
-    let out = std::process::Command::new("docker").args(["image", "inspect", "lightd-test/freeciv"]).output().unwrap();
+    let out = docker_cli().args(["image", "inspect", "lightd-test/freeciv"]).output().unwrap();
     assert!(out.status.success(), "the image lightd-test/freeciv is missing: run `bash scripts/setup.sh` first");
     let d = Daemon::start();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

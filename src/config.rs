@@ -59,8 +59,7 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SftpConfig {
-    /// Whether the SFTP server runs (it also needs the `sftp` cargo feature). Off by default
-    /// until issue 30's acceptance list is met in full (its bench beside OpenSSH is missing).
+    /// Whether the SFTP server runs (it also needs the `sftp` cargo feature).
     pub enabled: bool,
     pub host: String,
     /// 0: any free port (the bound one is logged).
@@ -88,7 +87,7 @@ pub struct SftpConfig {
 impl Default for SftpConfig {
     fn default() -> Self {
         SftpConfig {
-            enabled: false,
+            enabled: true,
             host: "0.0.0.0".into(),
             port: 2022,
             host_key: PathBuf::new(),
@@ -799,9 +798,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sftp_is_off_by_default_and_its_keys_are_checked() {
+    fn sftp_is_on_by_default_and_its_keys_are_checked() {
         let c = Config::default();
-        assert!(!c.sftp.enabled);
+        assert!(c.sftp.enabled);
         assert_eq!((c.sftp.host.as_str(), c.sftp.port), ("0.0.0.0", 2022));
         assert_eq!(c.sftp_host_key(), c.storage.state_dir().join("sftp_host_ed25519_key"));
         assert!(c.validate().is_ok());

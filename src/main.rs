@@ -282,6 +282,8 @@ struct Rooms {
     tokens: Tokens,
     extracts: Arc<lightd::jobs::Jobs>,
     node: lightd::node::Node,
+    #[cfg(feature = "sftp")]
+    sftp_sessions: lightd::sftp::Sessions,
 }
 
 /// The composition function: each room gets the handles it uses, nothing more.
@@ -322,7 +324,23 @@ fn compose(
         node: node.clone(),
     });
     let tokens = Tokens::new(Arc::clone(&config), config_path, token, Arc::clone(&store));
-    Rooms { config, store, docker, hubs, journals, metrics, tasks, volumes, backups, sups, tokens, extracts, node }
+    Rooms {
+        config,
+        store,
+        docker,
+        hubs,
+        journals,
+        metrics,
+        tasks,
+        volumes,
+        backups,
+        sups,
+        tokens,
+        extracts,
+        node,
+        #[cfg(feature = "sftp")]
+        sftp_sessions: lightd::sftp::Sessions::default(),
+    }
 }
 
 impl Rooms {
@@ -342,6 +360,8 @@ impl Rooms {
             jobs: Arc::clone(&self.extracts),
             node: self.node.clone(),
             tasks: self.tasks.clone(),
+            #[cfg(feature = "sftp")]
+            sftp_sessions: self.sftp_sessions.clone(),
         })
     }
 }
@@ -369,10 +389,16 @@ async fn start_sftp(rooms: &Rooms, config: &Arc<Config>) -> Result<(), String> {
         return Ok(());
     }
     let (listener, key) = lightd::sftp::bind(config).await?;
-    let stop = rooms.tasks.signal();
-    let (config, store, volumes) = (Arc::clone(config), Arc::clone(&rooms.store), rooms.volumes.clone());
-    let hubs = Arc::clone(&rooms.hubs);
-    rooms.tasks.spawn(lightd::sftp::run(listener, key, config, store, volumes, hubs, stop));
+    let parts = lightd::sftp::Parts {
+        config: Arc::clone(config),
+        store: Arc::clone(&rooms.store),
+        volumes: rooms.volumes.clone(),
+        hubs: Arc::clone(&rooms.hubs),
+        sessions: rooms.sftp_sessions.clone(),
+    };
+    let server = lightd::sftp::spawn(listener, key, parts, rooms.tasks.signal())
+        .map_err(|e| format!("sftp: cannot start its thread: {e}"))?;
+    rooms.tasks.spawn(server);
     Ok(())
 }
 

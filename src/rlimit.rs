@@ -17,3 +17,21 @@ pub fn raise_nofile() -> std::io::Result<u64> {
         false => Err(std::io::Error::last_os_error()),
     }
 }
+
+/// Sets the soft limit on locked memory to 0: an `mlock` by a thread without CAP_IPC_LOCK then
+/// fails at once, pinning nothing (see `sftp::thread`). The hard limit stays.
+pub fn no_locked_memory() -> std::io::Result<()> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    let set = unsafe {
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) == 0 && {
+            lim.rlim_cur = 0;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) == 0
+        }
+    };
+    if set {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

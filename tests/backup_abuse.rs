@@ -151,7 +151,7 @@ async fn freeciv_saves_after_a_restore() {
     require_docker();
     let freeciv = "lightd-test/freeciv";
     assert!(
-        Command::new("docker").args(["image", "inspect", freeciv]).stdout(Stdio::null()).status().unwrap().success(),
+        docker_cli().args(["image", "inspect", freeciv]).stdout(Stdio::null()).status().unwrap().success(),
         "image {freeciv} missing: run `bash scripts/setup.sh`"
     );
     let d = Daemon::start();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
 use futures_util::SinkExt;
@@ -17,8 +17,7 @@ const FREECIV: &str = "lightd-test/freeciv";
 const READY: &str = "For introductory help, type 'help'.";
 
 fn require_freeciv() {
-    let ok =
-        Command::new("docker").args(["image", "inspect", FREECIV]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let ok = docker_cli().args(["image", "inspect", FREECIV]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         matches!(ok, Ok(s) if s.success()),
         "image {FREECIV} missing: run `bash scripts/setup.sh` (the test command does)"
@@ -159,7 +158,7 @@ async fn an_operators_day_with_freeciv() {
     assert_eq!(d.act(&id, "start"), 202);
     d.wait_state(&id, "running", 60);
     // Detached: the exec dies with the container it kills, so only its start can be checked.
-    let killed = Command::new("docker")
+    let killed = docker_cli()
         .args(["exec", "-d", &format!("lightd-{id}"), "sh", "-c"])
         .arg("for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = freeciv-server ] && kill -9 ${p#/proc/}; done; true")
         .status()

@@ -1013,7 +1013,7 @@ impl Run {
         let mut exps: Vec<Expect> = vec![Expect::default(); CONTAINERS];
         match roll {
             0 => {
-                let killed = std::process::Command::new("docker").args(["kill", &format!("lightd-{id}")]).output();
+                let killed = docker_cli().args(["kill", &format!("lightd-{id}")]).output();
                 if killed.is_ok_and(|o| o.status.success()) {
                     exps[c].after = crash(&self.seen[c], &self.mem[c], Some(137), 0);
                     self.mem[c].crashed = Crash::Yes;
@@ -1021,7 +1021,7 @@ impl Run {
                 self.events.push(format!("docker kill {id}"));
             }
             1 => {
-                let removed = std::process::Command::new("docker").args(["rm", "-f", &format!("lightd-{id}")]).output();
+                let removed = docker_cli().args(["rm", "-f", &format!("lightd-{id}")]).output();
                 if removed.is_ok_and(|o| o.status.success()) && self.seen[c].cid().is_some() {
                     let pre = &self.seen[c];
                     let up = pre.up();

@@ -148,7 +148,7 @@ struct Images(Vec<String>);
 impl Drop for Images {
     fn drop(&mut self) {
         for i in &self.0 {
-            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
+            let _ = docker_cli().args(["rmi", "-f", i]).output();
         }
     }
 }

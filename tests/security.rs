@@ -248,7 +248,7 @@ impl OwnNetwork {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("lightd-t{}-net{n}", std::process::id());
-        let found = std::process::Command::new("docker").args(["network", "inspect", &name]).output().unwrap();
+        let found = docker_cli().args(["network", "inspect", &name]).output().unwrap();
         assert!(!found.status.success(), "network {name} exists already: the daemon must make it itself");
         OwnNetwork(name)
     }
@@ -256,7 +256,7 @@ impl OwnNetwork {
 
 impl Drop for OwnNetwork {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker").args(["network", "rm", &self.0]).output();
+        let _ = docker_cli().args(["network", "rm", &self.0]).output();
     }
 }
 
@@ -335,7 +335,7 @@ fn servers_are_confined_to_their_own_powers_and_ports() {
 
 /// `docker network inspect` of one network, `None` when there is none.
 fn inspect_network(name: &str) -> Option<Value> {
-    let out = std::process::Command::new("docker").args(["network", "inspect", name]).output().ok()?;
+    let out = docker_cli().args(["network", "inspect", name]).output().ok()?;
     serde_json::from_slice::<Value>(&out.stdout).ok()?.get(0).cloned()
 }
 

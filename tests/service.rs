@@ -323,6 +323,7 @@ fn another_user_with_writable_paths_starts() {
     let cfg = tmp.0.join("config.json");
     let config = json!({
         "server": {"host": "127.0.0.1", "port": 0},
+        "sftp": {"host": "127.0.0.1", "port": 0},
         "docker": {"socket_path": "/nonexistent/docker.sock"},
         "storage": {"state_file": open.join("state/state.json"), "data_path": open.join("data")},
         "volumes": {"base_path": open.join("volumes"), "quota": "none"},

@@ -203,6 +203,12 @@ fn openssh_with_a_key_moves_files_and_they_land_owned_by_the_servers_user() {
     let (key, public) = keygen(&d.dir.0, "alice");
     let user = add_user(&d, &volume, json!({"username": "alice", "public_keys": [public]}));
     assert_eq!(user["login"], format!("alice.{volume}"));
+    // The list shows how many keys and their fingerprints, as OpenSSH computes them.
+    let listed = d.get(&format!("/volumes/{volume}/sftp/users")).json();
+    let fingerprint = Command::new("ssh-keygen").arg("-lf").arg(key.with_extension("pub")).output().unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout).split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(listed["users"][0]["public_keys"], 1, "{listed}");
+    assert_eq!(listed["users"][0]["key_fingerprints"], json!([fingerprint]), "{listed}");
     let login = user["login"].as_str().unwrap().to_string();
     let local = d.dir.0.join("local");
     std::fs::create_dir_all(&local).unwrap();
@@ -711,10 +717,15 @@ fn deleting_the_user_or_its_volume_ends_live_sessions_within_a_second() {
     let (volume, _) = d.new_volume();
     add_user(&d, &volume, json!({"username": "frank", "password": "correct horse battery"}));
     let (child, out) = watcher(port, &format!("frank.{volume}"));
+    let (second, second_out) = watcher(port, &format!("frank.{volume}"));
     let since = now();
-    assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/frank"), None).status, 200);
-    let took = closed_after(child, out, since);
-    assert!(took < 1.0, "the session outlived its user by {took:.2} s");
+    let deleted = d.call("DELETE", &format!("/volumes/{volume}/sftp/users/frank"), None);
+    assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.json(), json!({"message": "SFTP user deleted", "sessions_closed": 2}));
+    for (child, out) in [(child, out), (second, second_out)] {
+        let took = closed_after(child, out, since);
+        assert!(took < 1.0, "the session outlived its user by {took:.2} s");
+    }
     // A volume deleted: its users and their sessions go.
     let (other, _) = d.new_volume();
     add_user(&d, &other, json!({"username": "grace", "password": "correct horse battery"}));
@@ -739,12 +750,14 @@ fn a_user_deleted_and_created_again_at_once_does_not_keep_old_sessions() {
         let (child, out) = watcher(port, &format!("nina.{volume}"));
         let since = now();
         // Back to back, no password to hash: a few milliseconds apart.
-        assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None).status, 200);
+        let deleted = d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None);
+        assert_eq!(deleted.json()["sessions_closed"], 1, "round {round}");
         add_user(&d, &volume, json!({"username": "nina", "public_keys": [public.clone()]}));
         let took = closed_after(child, out, since);
         assert!(took < 1.0, "round {round}: the old session outlived its user by {took:.2} s");
-        // The next round logs in with a password again.
-        assert_eq!(d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None).status, 200);
+        // The next round logs in with a password again; the old session is not the new user's.
+        let deleted = d.call("DELETE", &format!("/volumes/{volume}/sftp/users/nina"), None);
+        assert_eq!(deleted.json()["sessions_closed"], 0, "round {round}");
         add_user(&d, &volume, json!({"username": "nina", "password": "correct horse battery"}));
     }
 }
@@ -1002,4 +1015,40 @@ print('another after one closed')
     assert!(said.contains("four open"), "{}", text(&out));
     assert!(said.contains("fifth refused"), "{}", text(&out));
     assert!(said.contains("another after one closed"), "{}", text(&out));
+}
+
+/// The SFTP server runs on a thread of its own ("lightd-sftp") without CAP_IPC_LOCK, under a
+/// soft locked-memory limit of 0: russh's `mlock`/`munlock` of every packet buffer then fails
+/// at once instead of pinning pages (a third of an upload's CPU as root). The rest of the
+/// daemon keeps its capabilities.
+#[test]
+fn the_sftp_thread_locks_no_memory() {
+    let (d, port) = start();
+    let (volume, _) = d.new_volume();
+    add_user(&d, &volume, json!({"username": "lock", "password": "correct horse battery"}));
+    // A session is open, so the server has run on its thread.
+    let (child, out) = watcher(port, &format!("lock.{volume}"));
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap();
+    let (mut sftp, mut others) = (Vec::new(), Vec::new());
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let eff =
+            status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(|v| u64::from_str_radix(v.trim(), 16).unwrap());
+        let ipc_lock = eff.is_some_and(|e| e & (1 << 14) != 0);
+        if name.trim() == "lightd-sftp" {
+            sftp.push(ipc_lock)
+        } else if name.trim() == "lightd" {
+            others.push(ipc_lock)
+        }
+    }
+    assert_eq!(sftp, vec![false], "one SFTP thread, without CAP_IPC_LOCK");
+    assert!(others.contains(&true), "the main thread keeps CAP_IPC_LOCK (a positive control): {others:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let memlock = limits.lines().find(|l| l.starts_with("Max locked memory")).unwrap();
+    assert_eq!(memlock.split_whitespace().nth(3), Some("0"), "{memlock}");
+    drop(out);
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
 }

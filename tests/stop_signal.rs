@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
 use serde_json::{json, Value};
@@ -18,8 +18,7 @@ const RUN_SH: &str =
     "trap 'echo saved > /home/container/saved; exit 0' TERM\necho ready\nwhile true; do sleep 1; done\n";
 
 fn require_image(image: &str) {
-    let ok =
-        Command::new("docker").args(["image", "inspect", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let ok = docker_cli().args(["image", "inspect", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         matches!(ok, Ok(s) if s.success()),
         "image {image} missing: run `bash scripts/setup.sh` (the test command does)"
@@ -82,11 +81,11 @@ impl BashImage {
         let name = format!("lightd-test/bash-sh:{}", std::process::id());
         let maker = format!("lightd-test-bash-sh-{}", std::process::id());
         docker(&["run", "--name", &maker, FREECIV, "ln", "-sf", "bash", "/bin/sh"]);
-        let committed = Command::new("docker")
+        let committed = docker_cli()
             .args(["commit", "--change", r#"CMD ["/bin/sh"]"#, &maker, &name])
             .output()
             .expect("run docker");
-        let _ = Command::new("docker").args(["rm", "-f", &maker]).output();
+        let _ = docker_cli().args(["rm", "-f", &maker]).output();
         assert!(committed.status.success(), "docker commit: {}", String::from_utf8_lossy(&committed.stderr));
         let image = BashImage(name);
         let sh = docker(&["run", "--rm", &image.0, "readlink", "/bin/sh"]);
@@ -97,7 +96,7 @@ impl BashImage {
 
 impl Drop for BashImage {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+        let _ = docker_cli().args(["rmi", "-f", &self.0]).output();
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Handles {
     jobs: Arc<Jobs>,
     /// The node report and the usage meters.
     node: crate::node::Node,
+    /// The SFTP server's live sessions (a deleted user's are ended at once).
+    #[cfg(feature = "sftp")]
+    sftp_sessions: crate::sftp::Sessions,
     /// What an extract job reaches.
     reach: Reach,
     /// The daemon's multi-threaded runtime: where work asked for on the console thread runs
@@ -60,6 +63,8 @@ pub struct Parts {
     pub node: crate::node::Node,
     /// The tracker extract jobs run under.
     pub tasks: crate::shutdown::Tasks,
+    #[cfg(feature = "sftp")]
+    pub sftp_sessions: crate::sftp::Sessions,
 }
 
 impl Handles {
@@ -86,6 +91,8 @@ impl Handles {
             volumes: p.volumes,
             jobs: p.jobs,
             node: p.node,
+            #[cfg(feature = "sftp")]
+            sftp_sessions: p.sftp_sessions,
             runtime: tokio::runtime::Handle::current(),
             started: Instant::now(),
             list_cache: Mutex::new(None),
@@ -143,6 +150,11 @@ impl Handles {
 
     pub fn node(&self) -> &crate::node::Node {
         &self.node
+    }
+
+    #[cfg(feature = "sftp")]
+    pub fn sftp_sessions(&self) -> &crate::sftp::Sessions {
+        &self.sftp_sessions
     }
 
     /// What an extract job reaches (`jobs::start_extract`).

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::handles::Handles;
 #[cfg(feature = "sftp")]
-use super::reply::{json, message, ok};
+use super::reply::{json, ok};
 use super::reply::{ApiError, Reply};
 use super::request::Ctx;
 
@@ -35,8 +35,9 @@ pub async fn delete(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
             "username must be 1-32 characters of a-z 0-9 _ -, starting with a letter or digit",
         ));
     }
-    crate::sftp::users::delete(app.volumes(), app.store(), ctx.param(0), username).await?;
-    Ok(message(StatusCode::OK, "SFTP user deleted; its sessions are ended"))
+    let closed =
+        crate::sftp::users::delete(app.volumes(), app.store(), app.sftp_sessions(), ctx.param(0), username).await?;
+    Ok(ok(&json!({"message": "SFTP user deleted", "sessions_closed": closed})))
 }
 
 #[cfg(not(feature = "sftp"))]

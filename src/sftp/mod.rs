@@ -7,6 +7,8 @@ mod kill;
 mod pipe;
 mod server;
 mod session;
+mod thread;
 pub mod users;
 
-pub use server::{bind, host_key, run};
+pub use server::{bind, host_key, run, Parts, Sessions};
+pub use thread::spawn;

@@ -39,7 +39,7 @@ pub struct Shared {
     hubs: Arc<Hubs>,
     store: Arc<Store>,
     volumes: Volumes,
-    sessions: Mutex<HashMap<u64, Live>>,
+    sessions: Sessions,
     /// Failed logins this minute, per source and per login name.
     failures: Mutex<HashMap<Tally, (Instant, u32)>>,
     hashers: tokio::sync::Semaphore,
@@ -84,6 +84,34 @@ struct Live {
     ending: bool,
 }
 
+/// The live connections, shared by the SFTP server and the API (which ends a deleted user's
+/// sessions itself, and says how many).
+#[derive(Clone, Default)]
+pub struct Sessions(Arc<Mutex<HashMap<u64, Live>>>);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the sessions of user `login` (`<username>.<volume id>`) at `generation` (so not
+    /// those of a later user of the same name); how many it had, counting those the watch may
+    /// have begun to end already. Each is gone within twice [`GOODBYE`].
+    pub fn end_user(&self, login: &str, generation: u64) -> usize {
+        let mut sessions = self.lock();
+        let theirs = sessions.values_mut().filter(|l| l.generation == generation && l.login.as_deref() == Some(login));
+        let mut count = 0;
+        for l in theirs {
+            count += 1;
+            if !l.ending {
+                l.ending = true;
+                end(l.handle.clone(), Arc::clone(&l.kill), "SFTP user removed");
+            }
+        }
+        count
+    }
+}
+
 /// Loads the host key at `path`, or makes one (ed25519, 0600) if there is none.
 pub fn host_key(path: &Path) -> Result<PrivateKey, String> {
     match std::fs::read_to_string(path) {
@@ -120,16 +148,18 @@ pub async fn bind(config: &Config) -> Result<(TcpListener, PrivateKey), String> 
     Ok((listener, key))
 }
 
+/// What the SFTP server is given to reach.
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub volumes: Volumes,
+    pub hubs: Arc<Hubs>,
+    pub sessions: Sessions,
+}
+
 /// Accepts SFTP connections until shutdown.
-pub async fn run(
-    listener: TcpListener,
-    key: PrivateKey,
-    config: Arc<Config>,
-    store: Arc<Store>,
-    volumes: Volumes,
-    hubs: Arc<Hubs>,
-    mut stop: Shutdown,
-) {
+pub async fn run(listener: TcpListener, key: PrivateKey, parts: Parts, mut stop: Shutdown) {
+    let Parts { config, store, volumes, hubs, sessions } = parts;
     let ssh = Arc::new(russh::server::Config {
         server_id: russh::SshId::Standard("SSH-2.0-lightd".into()),
         methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
@@ -148,7 +178,7 @@ pub async fn run(
         hubs,
         store,
         volumes,
-        sessions: Mutex::new(HashMap::new()),
+        sessions,
         failures: Mutex::new(HashMap::new()),
         hashers: tokio::sync::Semaphore::new(HASHERS),
         next: AtomicU64::new(1),
@@ -188,21 +218,20 @@ pub async fn run(
             };
             match russh::server::run_stream(ssh, socket, handler).await {
                 Ok(running) => {
-                    if let Some(live) = shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
+                    if let Some(live) = shared.sessions.lock().get_mut(&id) {
                         live.handle = Some(running.handle());
                     }
                     let _ = running.await;
                 }
                 Err(e) => crate::debug!("sftp: handshake with {peer} failed: {e}"),
             }
-            shared.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            shared.sessions.lock().remove(&id);
         });
     }
     // Shutdown: every session ends.
     let ending: Vec<_> = shared
         .sessions
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .values()
         .map(|l| end(l.handle.clone(), Arc::clone(&l.kill), "lightd is stopping"))
         .collect();
@@ -239,7 +268,6 @@ async fn watch(shared: std::sync::Weak<Shared>) {
         let late: Vec<(IpAddr, Arc<Kill>)> = shared
             .sessions
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .values()
             .filter(|l| l.login.is_none() && l.since.elapsed() > deadline && !l.kill.thrown())
             .map(|l| (l.ip, Arc::clone(&l.kill)))
@@ -248,7 +276,7 @@ async fn watch(shared: std::sync::Weak<Shared>) {
             crate::info!("sftp: closed a connection from {ip}: not logged in within {}s", deadline.as_secs());
             kill.throw();
         }
-        let mut sessions = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = shared.sessions.lock();
         shared.store.read(|s| {
             for l in sessions.values_mut() {
                 let gone = l
@@ -268,7 +296,7 @@ impl Shared {
     /// Registers a connection from `ip`, unless that address has too many already or too many
     /// connections have not logged in yet.
     fn admit(&self, ip: IpAddr) -> Result<(u64, Arc<Kill>), &'static str> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = self.sessions.lock();
         if sessions.values().filter(|l| l.ip == ip).count() >= self.config.sftp.max_sessions_per_ip {
             return Err("too many sessions from that address");
         }
@@ -352,7 +380,7 @@ impl Shared {
 
     /// Marks connection `id` logged in as `login`, unless that user has too many sessions.
     fn log_in(&self, id: u64, login: &str, generation: u64) -> bool {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = self.sessions.lock();
         let open = sessions.values().filter(|l| l.login.as_deref() == Some(login)).count();
         if open >= self.config.sftp.max_sessions_per_user {
             return false;

@@ -158,6 +158,65 @@ fn mode_of(attrs: &FileAttributes) -> Reply<Option<u32>> {
     }
 }
 
+/// Reads up to `len` bytes of `file` at `offset` from the page cache only (`RWF_NOWAIT`: the
+/// kernel answers EAGAIN rather than wait for the disk), on the calling thread. Returns the
+/// buffer (`len` long), how much of it was read, and whether that is all there is to read
+/// (the buffer is full or the end of the file was reached).
+fn read_cached(file: &File, offset: u64, len: usize) -> (Vec<u8>, usize, bool) {
+    use rustix::io::{preadv2, ReadWriteFlags};
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let at = offset + got as u64;
+        match preadv2(file, &mut [std::io::IoSliceMut::new(&mut buf[got..])], at, ReadWriteFlags::NOWAIT) {
+            Ok(0) => return (buf, got, true),
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // Not cached (EAGAIN), not supported here, or an error the blocking read reports.
+            Err(_) => return (buf, got, false),
+        }
+    }
+    (buf, got, true)
+}
+
+/// Writes `data` to `file` at `offset` as far as the page cache takes it without waiting
+/// (`RWF_NOWAIT`: the kernel answers EAGAIN rather than wait for the disk, dirty-page
+/// throttling, a lock or a block allocation), on the calling thread; how much was written.
+fn write_cached(file: &File, data: &[u8], offset: u64) -> usize {
+    use rustix::io::{pwritev2, ReadWriteFlags};
+    let mut done = 0;
+    while done < data.len() {
+        let at = offset + done as u64;
+        match pwritev2(file, &[std::io::IoSlice::new(&data[done..])], at, ReadWriteFlags::NOWAIT) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // Would wait, not supported here, or an error the blocking write reports.
+            Err(_) => break,
+        }
+    }
+    done
+}
+
+/// Fills `buf` from `got` on, off the async threads; what was read, up to the end of the file.
+async fn read_rest(file: Arc<File>, mut buf: Vec<u8>, mut got: usize, offset: u64) -> Reply<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| fail(StatusCode::Failure, e.to_string()))?
+    .map_err(io)
+}
+
 /// An SSH string (u32 length, bytes) from the front of `data`.
 fn ssh_string(data: &mut &[u8]) -> Option<String> {
     let len = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
@@ -251,7 +310,11 @@ impl russh_sftp::server::Handler for Sftp {
         let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE);
         if !writes {
             self.check()?;
-            let (file, _) = blocking(&self.root, move |r| r.open_read(&filename)).await?;
+            // A lookup the kernel has cached is done here; any other off the async threads.
+            let file = match self.root.open_read_cached(&filename) {
+                Some((file, _)) => file,
+                None => blocking(&self.root, move |r| r.open_read(&filename)).await?.0,
+            };
             let handle = self.add(Open::Read(Arc::new(file)))?;
             return Ok(Handle { id, handle });
         }
@@ -318,23 +381,15 @@ impl russh_sftp::server::Handler for Sftp {
         self.check()?;
         let file = self.file(&handle)?;
         let len = len.min(MAX_READ) as usize;
-        let data = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
-            let mut got = 0;
-            while got < len {
-                match file.read_at(&mut buf[got..], offset + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+        // What the page cache holds is read right here: a thread hop would cost more than the
+        // copy (most of a small file's download). The rest, if any, is read off the async threads.
+        let (mut buf, got, done) = read_cached(&file, offset, len);
+        let data = if done {
             buf.truncate(got);
-            Ok(buf)
-        })
-        .await
-        .map_err(|e| fail(StatusCode::Failure, e.to_string()))?
-        .map_err(io)?;
+            buf
+        } else {
+            read_rest(file, buf, got, offset).await?
+        };
         if data.is_empty() {
             return Err(StatusReply::new(StatusCode::Eof));
         }
@@ -347,9 +402,16 @@ impl russh_sftp::server::Handler for Sftp {
         if matches!(self.handles.get(&handle), Some(Open::Read(_))) {
             return Err(fail(StatusCode::PermissionDenied, "The handle was opened for reading"));
         }
-        let written = tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
-            .await
-            .map_err(|e| fail(StatusCode::Failure, e.to_string()))?;
+        // What the page cache takes without waiting is written right here; the rest, if any,
+        // off the async threads.
+        let done = write_cached(&file, &data, offset);
+        let written = if done == data.len() {
+            Ok(())
+        } else {
+            tokio::task::spawn_blocking(move || file.write_all_at(&data[done..], offset + done as u64))
+                .await
+                .map_err(|e| fail(StatusCode::Failure, e.to_string()))?
+        };
         if let Err(e) = written {
             if let Some(Open::Upload { failed, .. }) = self.handles.get_mut(&handle) {
                 *failed = true;
@@ -373,11 +435,8 @@ impl russh_sftp::server::Handler for Sftp {
 
     async fn fstat(&mut self, id: u32, handle: String) -> Reply<Attrs> {
         self.check()?;
-        let file = self.file(&handle)?;
-        let meta = tokio::task::spawn_blocking(move || file.metadata())
-            .await
-            .map_err(|e| fail(StatusCode::Failure, e.to_string()))?
-            .map_err(io)?;
+        // An open file's attributes are in memory: no thread hop for them.
+        let meta = self.file(&handle)?.metadata().map_err(io)?;
         Ok(Attrs { id, attrs: attrs_of_meta(&meta) })
     }
 

@@ -6,6 +6,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use russh::keys::PublicKey;
 use serde::Serialize;
 
+use super::Sessions;
 use crate::error::{bad, conflict, Error, Result};
 use crate::model::{now, SftpUser};
 use crate::store::Store;
@@ -25,7 +26,10 @@ pub struct UserView {
     pub volume_id: String,
     pub read_only: bool,
     pub password: bool,
-    pub public_keys: Vec<String>,
+    /// How many public keys it has (the keys themselves are by `key_fingerprints`).
+    pub public_keys: usize,
+    /// Each key's SHA-256 fingerprint, as `ssh-keygen -l` and clients show it.
+    pub key_fingerprints: Vec<String>,
     pub created_at: u64,
 }
 
@@ -37,7 +41,8 @@ impl From<&SftpUser> for UserView {
             volume_id: u.volume_id.clone(),
             read_only: u.read_only,
             password: u.password_hash.is_some(),
-            public_keys: u.public_keys.clone(),
+            public_keys: u.public_keys.len(),
+            key_fingerprints: u.public_keys.iter().map(|k| fingerprint(k)).collect(),
             created_at: u.created_at,
         }
     }
@@ -54,6 +59,13 @@ pub fn valid_username(s: &str) -> bool {
 pub fn normalize_key(line: &str) -> std::result::Result<String, String> {
     let key = PublicKey::from_openssh(line.trim()).map_err(|e| format!("not an OpenSSH public key ({e})"))?;
     openssh(&key)
+}
+
+/// The SHA-256 fingerprint (`SHA256:...`) of a key kept as [`openssh`] wrote it.
+pub fn fingerprint(line: &str) -> String {
+    PublicKey::from_openssh(line)
+        .map(|k| k.fingerprint(russh::keys::HashAlg::Sha256).to_string())
+        .unwrap_or_else(|_| "unreadable key".into())
 }
 
 /// `algorithm base64` of a key (no comment).
@@ -164,16 +176,16 @@ pub fn list(volumes: &Volumes, store: &Store, key: &str) -> Result<Vec<UserView>
     Ok(users)
 }
 
-/// Removes a user; its sessions are ended by the server's watch (within a second).
-pub async fn delete(volumes: &Volumes, store: &Store, key: &str, username: &str) -> Result<()> {
+/// Removes a user and ends its live sessions; how many there were. (The server's watch would
+/// end them too, within a fraction of a second; this also counts them.)
+pub async fn delete(volumes: &Volumes, store: &Store, sessions: &Sessions, key: &str, username: &str) -> Result<usize> {
     let volume = volumes::find(volumes, key)?;
     let login = format!("{username}.{}", volume.volume_id);
-    store
-        .update(move |s| match s.sftp_users.remove(&login) {
-            Some(_) => Ok(()),
-            None => Err(Error::NotFound("SFTP user not found".into())),
-        })
-        .await
+    let gone = login.clone();
+    let user = store
+        .update(move |s| s.sftp_users.remove(&gone).ok_or_else(|| Error::NotFound("SFTP user not found".into())))
+        .await?;
+    Ok(sessions.end_user(&login, user.generation))
 }
 
 #[cfg(test)]
@@ -193,6 +205,7 @@ mod tests {
             normalize_key(line).unwrap(),
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb5P0zvKk5xq0a1pB2hC9b8T0q2ZbZ3cq4m3d3Y6m9F"
         );
+        assert_eq!(fingerprint(&normalize_key(line).unwrap()), "SHA256:peG3d/MZfmm4Sd+I7SldMDmoVFlWDkUNWXSC9yyVbWs");
         assert!(normalize_key("ssh-ed25519 AAAA").is_err());
         assert!(normalize_key("hello").is_err());
     }

@@ -57,6 +57,20 @@ impl Root {
         Ok((file, Entry::new(name, &stat, None)))
     }
 
+    /// [`Root::open_read`] resolved the same way, but only if every step of the lookup is in
+    /// the kernel's cache (`RESOLVE_CACHED`): it never waits for the disk, so it may run on an
+    /// async thread. `None` when that cannot be known (a step not cached, an older kernel, any
+    /// error): then `open_read` says what is there.
+    pub fn open_read_cached(&self, rel: &str) -> Option<(File, Entry)> {
+        let path = RelPath::parse(rel).ok()?;
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        let how = CONFINED.union(rustix::fs::ResolveFlags::CACHED);
+        let handle = rustix::fs::openat2(self.fd(), path.as_str(), flags, Mode::empty(), how).ok()?;
+        let (file, stat) = open_regular(handle).ok()?;
+        let name = path.split_last().map_or(ROOT_NAME, |(_, name)| name);
+        Some((file, Entry::new(name, &stat, None)))
+    }
+
     /// Starts writing file `rel`, its missing parent directories made. The content goes to a temp
     /// file until [`Upload::commit`] renames it over `rel` (a symlink there is replaced).
     pub fn create_temp(&self, rel: &str) -> Result<Upload, FsError> {

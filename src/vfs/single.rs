@@ -121,6 +121,15 @@ mod tests {
             if let Ok(st) = bed.root.stat_raw(&inner) {
                 assert_ne!(st.st_size as usize, SECRET.len(), "{inner} reached outside");
             }
+            // Twice: the second lookup finds whatever the first cached.
+            for _ in 0..2 {
+                if let Some((f, _)) = bed.root.open_read_cached(&inner) {
+                    assert_ne!(f.metadata().unwrap().len() as usize, SECRET.len(), "{inner} reached outside");
+                }
+            }
+            if let Ok(st) = bed.root.statvfs(&inner) {
+                assert_eq!(st.f_fsid, bed.root.statvfs("").unwrap().f_fsid, "{inner} reached another file system");
+            }
         }
         bed.assert_outside_untouched();
         // A link made to the host's root resolves beneath the volume's.
@@ -134,6 +143,10 @@ mod tests {
         bed.root.rmdir("d").unwrap();
         assert!(bed.root.remove_file("data").is_err());
         bed.root.remove_file("toroot").unwrap();
+        bed.root.open_read("data/file.txt").unwrap();
+        let (cached, _) = bed.root.open_read_cached("data/file.txt").expect("a lookup just made is cached");
+        assert_eq!(cached.metadata().unwrap().len(), 5);
+        assert!(bed.root.open_read_cached("data").is_none(), "a directory is not opened for reading");
         let mut f = bed.root.open_write("data/file.txt", false).unwrap();
         std::io::Write::write_all(&mut f, b"J").unwrap();
         assert_eq!(fs::read(bed.path("data/file.txt")).unwrap(), b"Jello");

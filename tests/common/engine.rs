@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::{signal, wait_for};
 
 pub fn up() -> bool {
-    Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    super::docker_cli().arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// The engines running: processes running dockerd that no dockerd started. Not `pidof

@@ -579,13 +579,25 @@ fn watchdog(done: Arc<AtomicBool>, log: PathBuf) {
     });
 }
 
+/// Longest any one `docker` command of the tests may take.
+pub const DOCKER_DEADLINE_SECS: u64 = 180;
+
+/// The `docker` command, killed past [`DOCKER_DEADLINE_SECS`] (coreutils' `timeout`): an
+/// engine that stops answering (Debian's 20.10 once deadlocked in libnetwork under load) fails
+/// the test with docker's exit status 124 in minutes, instead of hanging the run to CI's limit.
+pub fn docker_cli() -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=10", &DOCKER_DEADLINE_SECS.to_string(), "docker"]);
+    cmd
+}
+
 /// Force-removes every Docker container matching `filter` (`label=k=v`, `name=...`).
 pub fn remove_labelled(filter: &str) {
-    let out = Command::new("docker").args(["ps", "-aq", "--filter", filter]).output();
+    let out = docker_cli().args(["ps", "-aq", "--filter", filter]).output();
     if let Ok(out) = out {
         let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
         if !ids.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+            let _ = docker_cli().args(["rm", "-f"]).args(&ids).output();
         }
     }
 }
@@ -671,22 +683,21 @@ fn dechunk(mut s: &str) -> std::io::Result<String> {
 
 /// Runs `docker` with `args` and returns its stdout; panics with stderr on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).stderr(Stdio::piped()).output().expect("run docker");
+    let out = docker_cli().args(args).stderr(Stdio::piped()).output().expect("run docker");
     assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `docker inspect` of one container, `None` when it does not exist.
 pub fn inspect(name: &str) -> Option<Value> {
-    let out = Command::new("docker").args(["inspect", name]).output().expect("run docker");
+    let out = docker_cli().args(["inspect", name]).output().expect("run docker");
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v.get(0).cloned()
 }
 
 /// Fails loudly (never skips) when the engine or the test image is missing.
 pub fn require_docker() {
-    let ok =
-        Command::new("docker").args(["image", "inspect", IMAGE]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let ok = docker_cli().args(["image", "inspect", IMAGE]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         matches!(ok, Ok(s) if s.success()),
         "Docker engine or image {IMAGE} missing: run `bash scripts/setup.sh` (the README's test command does)"
