@@ -28,7 +28,7 @@ const CHURN: &str = "trap 'exit 0' TERM; echo ready; i=0; while true; do \
 fn node(name: &str) -> Daemon {
     Daemon::start_with(|c| {
         c["containers"]["name_prefix"] = json!(format!("{name}-"));
-        c["containers"]["default_network"] = json!(format!("lightd-bench-{name}"));
+        c["containers"]["default_network"] = json!(format!("lightd-{name}"));
     })
 }
 
@@ -113,7 +113,7 @@ fn pipeline(from: &Path, to: &Path) -> Duration {
 fn main() {
     let mib: usize = std::env::var("LIGHTD_BENCH_TRANSFER_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
     let bytes = (mib as u64) << 20;
-    let (source, target) = (node("bxa"), node("bxb"));
+    let (source, target) = (node("bench-a"), node("bench-b"));
     let (id, path) = server(&source, "bench", mib);
     let (end, took) = ours(&source, &target, &id);
     let downtime = end["downtime_ms"].as_u64().unwrap_or(0);

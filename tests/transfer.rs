@@ -24,9 +24,15 @@ const RESUME_MIB: u64 = 200;
 /// mid-copy).
 const SLOW: (&str, &str) = ("LIGHTD_TEST_SEND_DELAY_MS", "400");
 
-/// A node: its prefix and network set apart; `env` for the test hooks of debug builds.
+/// The target nodes' network: every pair's second node joins it, the first one the tests'
+/// usual network (two names in all, so the engine's address pools are not used up).
+const TARGET_NET: &str = "lightd-test-net-b";
+
+/// A node: its own name prefix, and a network apart from its pair's (a name ending in `b` is
+/// the target of its pair); `env` for the test hooks of debug builds.
 fn node(name: &str, env: &[(&str, &str)]) -> Daemon {
-    let (prefix, net) = (format!("{name}-"), format!("lightd-test-{name}"));
+    let prefix = format!("{name}-");
+    let net = if name.ends_with('b') { TARGET_NET } else { "lightd-test-net" };
     let mut d = Daemon::prepare(|c| {
         c["containers"]["name_prefix"] = json!(prefix);
         c["containers"]["default_network"] = json!(net);
@@ -219,7 +225,7 @@ fn a_kill_9_of_the_target_mid_copy_fails_then_the_same_request_resumes() {
     let port = common::port();
     let mut target = Daemon::prepare(|c| {
         c["containers"]["name_prefix"] = json!("lkb-");
-        c["containers"]["default_network"] = json!("lightd-test-lkb");
+        c["containers"]["default_network"] = json!(TARGET_NET);
         c["server"]["port"] = json!(port);
     });
     target.spawn();
