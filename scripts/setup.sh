@@ -25,8 +25,9 @@ VENV_REQUIREMENTS=scripts/schemathesis-requirements.txt
 # Packages the tests and this script use. Services among them are stopped right after install.
 PACKAGES=(
     apache2-utils busybox-static curl debootstrap docker-registry e2fsprogs openssh-client
-    openssh-server prometheus python3-venv systemd util-linux valgrind wrk
+    openssh-server prometheus python3-venv systemd util-linux valgrind wrk zstd
 )
+# zstd: the transfer bench's baseline (`tar | zstd -T0` over loopback TCP).
 # openssh-server's service is `ssh`: the SFTP tests' client and the SFTP bench's baseline
 # sshd (started by the bench on a port of its own) are all that is wanted of it.
 SERVICE_PACKAGES=(prometheus docker-registry openssh-server)

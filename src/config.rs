@@ -353,6 +353,9 @@ impl Default for VolumesConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ContainersConfig {
     pub default_network: String,
+    /// What every Docker container name this daemon makes starts with; two daemons sharing
+    /// one engine need different ones (each also labels its containers with its instance id).
+    pub name_prefix: String,
     /// Seconds between SIGTERM and SIGKILL on `stop`.
     pub cleanup_timeout: u64,
     pub max_containers: usize,
@@ -379,6 +382,7 @@ impl Default for ContainersConfig {
     fn default() -> Self {
         ContainersConfig {
             default_network: "lightd-network".into(),
+            name_prefix: "lightd-".into(),
             cleanup_timeout: 30,
             max_containers: 100,
             allowed_mounts: Vec::new(),
@@ -571,6 +575,11 @@ impl Config {
         if !valid_network_name(&self.containers.default_network) {
             return bad("containers.default_network must be 1-64 chars of [A-Za-z0-9_.-]".into());
         }
+        if !valid_name_prefix(&self.containers.name_prefix) {
+            return bad(
+                "containers.name_prefix must be 1-32 chars of [A-Za-z0-9_.-], starting with a letter or digit".into()
+            );
+        }
         if self.containers.cleanup_timeout > 3600 {
             return bad("containers.cleanup_timeout must be at most 3600 seconds".into());
         }
@@ -728,6 +737,13 @@ fn valid_network_name(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// A Docker name starts with a letter or digit; the internal id (up to 64 chars) follows.
+fn valid_name_prefix(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
 fn valid_token(t: &str) -> bool {
     t.strip_prefix(TOKEN_PREFIX).is_some_and(|s| s.len() >= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
@@ -800,6 +816,25 @@ mod tests {
         let mut set = c;
         set.sftp.host_key = "/etc/lightd/key".into();
         assert_eq!(set.sftp_host_key(), Path::new("/etc/lightd/key"));
+    }
+
+    /// Two daemons on one engine tell their containers apart by this prefix: it must make a
+    /// valid Docker name with the internal id after it.
+    #[test]
+    fn the_name_prefix_is_checked() {
+        let c = Config::default();
+        assert_eq!(c.containers.name_prefix, "lightd-");
+        assert_eq!(crate::model::docker_name(&c.containers.name_prefix, "srv"), "lightd-srv");
+        for good in ["node2-", "a", "lightd.b_2-"] {
+            let mut ok = c.clone();
+            ok.containers.name_prefix = good.into();
+            assert!(ok.validate().is_ok(), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a/b", "a b", &"x".repeat(33)] {
+            let mut no = c.clone();
+            no.containers.name_prefix = bad.into();
+            assert!(no.validate().unwrap_err().to_string().contains("containers.name_prefix"), "{bad:?}");
+        }
     }
 
     #[test]

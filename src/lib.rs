@@ -30,5 +30,6 @@ pub mod store;
 #[cfg(test)]
 mod testutil;
 pub mod tokens;
+pub mod transfer;
 pub mod vfs;
 pub mod volumes;

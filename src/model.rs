@@ -15,6 +15,10 @@ pub struct TempToken {
     pub internal_id: Option<String>,
     pub expires_at: u64,
     pub remove_on_use: bool,
+    /// Scope `transfer`: opens only the node-to-node transfer routes of `internal_id` (a
+    /// server that does not exist here yet), never a console.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
 }
 
 /// A host directory under `volumes.base_path`, bind-mounted at `/home/container`.
@@ -367,14 +371,16 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
-    /// Docker's name for it.
-    pub fn docker_name(&self) -> String {
-        docker_name(&self.internal_id)
+    /// Docker's name for it, under this daemon's `containers.name_prefix`.
+    pub fn docker_name(&self, prefix: &str) -> String {
+        docker_name(prefix, &self.internal_id)
     }
 }
 
-pub fn docker_name(internal_id: &str) -> String {
-    format!("lightd-{internal_id}")
+/// Docker's name for server `internal_id` of the daemon whose `containers.name_prefix` is
+/// `prefix`: two daemons on one engine name the same server apart.
+pub fn docker_name(prefix: &str, internal_id: &str) -> String {
+    format!("{prefix}{internal_id}")
 }
 
 #[cfg(test)]

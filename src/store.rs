@@ -492,8 +492,13 @@ mod tests {
         add(&store, 2).await.unwrap();
         assert_eq!(store.version(), 2);
         assert_eq!(store.read_versioned(|s| s.ports.len()), (2, 2));
-        let token =
-            TempToken { token: "t".into(), internal_id: Some("srv".into()), expires_at: 9, remove_on_use: true };
+        let token = TempToken {
+            token: "t".into(),
+            internal_id: Some("srv".into()),
+            expires_at: 9,
+            remove_on_use: true,
+            transfer: false,
+        };
         let value =
             within(store.update(|s| Ok::<_, StoreError>(s.tokens.insert("t".into(), token.clone()).is_none()))).await;
         assert!(value.unwrap(), "update returns what the change returned");

@@ -111,7 +111,8 @@ pub fn parse_ttl(s: &str) -> Result<u64> {
     }
 }
 
-/// Issues a token; a bound container must exist. The table is bounded
+/// Issues a token; a bound container must exist, except for a transfer token (the server it
+/// names is on the source node until the transfer is done). The table is bounded
 /// (`authorization.max_console_tokens`): expired tokens are purged first, then a full table
 /// refuses.
 ///
@@ -124,6 +125,7 @@ pub async fn issue(
     ttl: u64,
     internal_id: Option<String>,
     remove_on_use: bool,
+    transfer: bool,
 ) -> Result<TempToken> {
     if let Some(id) = &internal_id {
         if !ids::valid_internal_id(id) {
@@ -133,7 +135,7 @@ pub async fn issue(
     let token = ids::new_token().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
     // Whole seconds, rounded up (`now()` drops the fraction of this one): a token lasts at
     // least its ttl, a 1 s token issued late in a second included.
-    let t = TempToken { token, internal_id, expires_at: now() + ttl + 1, remove_on_use };
+    let t = TempToken { token, internal_id, expires_at: now() + ttl + 1, remove_on_use, transfer };
     let record = t.clone();
     let max = tokens.config.authorization.max_console_tokens;
     tokens
@@ -142,7 +144,7 @@ pub async fn issue(
             if !constant_time_eq(let_in_with, tokens.master.get().as_bytes()) {
                 return Err(Error::Unauthorized("the master token changed while the token was being issued".into()));
             }
-            if let Some(id) = &record.internal_id {
+            if let Some(id) = record.internal_id.as_ref().filter(|_| !record.transfer) {
                 if !s.containers.contains_key(id) {
                     return Err(Error::NotFound("Container not found".into()));
                 }
@@ -169,7 +171,8 @@ pub async fn redeem(tokens: &Tokens, presented: &str, id: &str) -> std::result::
     // sets the new master token at that moment too), not from when it is on disk.
     let found = tokens.store.read_latest(|s| s.tokens.get(presented).cloned());
     let t = found.filter(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()));
-    let t = t.ok_or(Denied::Invalid("Invalid token"))?;
+    // A transfer token opens no console.
+    let t = t.filter(|t| !t.transfer).ok_or(Denied::Invalid("Invalid token"))?;
     if t.expires_at <= now() {
         return Err(Denied::Invalid("Token expired"));
     }
@@ -182,6 +185,21 @@ pub async fn redeem(tokens: &Tokens, presented: &str, id: &str) -> std::result::
         if !matches!(used, Ok(true)) {
             return Err(Denied::Invalid("Invalid token"));
         }
+    }
+    Ok(t)
+}
+
+/// Checks a transfer token (scope `transfer`) for the transfer of server `id`: the only
+/// token the node-to-node transfer routes take besides the master token.
+pub fn redeem_transfer(tokens: &Tokens, presented: &str, id: &str) -> std::result::Result<TempToken, Denied> {
+    let found = tokens.store.read_latest(|s| s.tokens.get(presented).cloned());
+    let t = found.filter(|t| t.transfer && constant_time_eq(t.token.as_bytes(), presented.as_bytes()));
+    let t = t.ok_or(Denied::Invalid("Invalid transfer token"))?;
+    if t.expires_at <= now() {
+        return Err(Denied::Invalid("Transfer token expired"));
+    }
+    if t.internal_id.as_deref() != Some(id) {
+        return Err(Denied::OtherContainer);
     }
     Ok(t)
 }
@@ -338,7 +356,13 @@ mod tests {
 
     /// Puts a console token in the table as it is, bypassing `issue`.
     async fn put(tokens: &Tokens, token: &str, id: Option<&str>, expires_at: u64, remove_on_use: bool) -> TempToken {
-        let t = TempToken { token: token.into(), internal_id: id.map(Into::into), expires_at, remove_on_use };
+        let t = TempToken {
+            token: token.into(),
+            internal_id: id.map(Into::into),
+            expires_at,
+            remove_on_use,
+            transfer: false,
+        };
         let record = t.clone();
         tokens.store.update(|s| Ok::<_, Error>(s.tokens.insert(t.token.clone(), record))).await.unwrap();
         t
@@ -364,19 +388,19 @@ mod tests {
     async fn issue_checks_the_container_and_the_master_token() {
         let (tokens, _dir) = bed().await;
         let before = now();
-        let t = issue(&tokens, b"master", 600, Some("srv".into()), false).await.unwrap();
+        let t = issue(&tokens, b"master", 600, Some("srv".into()), false, false).await.unwrap();
         let after = now();
         assert!((before + 601..=after + 601).contains(&t.expires_at), "{} for ttl 600 at {before}", t.expires_at);
         assert_eq!(t.internal_id.as_deref(), Some("srv"));
         assert_eq!(tokens.store.read(|s| s.tokens.get(&t.token).cloned()), Some(t.clone()), "saved");
-        let all = issue(&tokens, b"master", 60, None, true).await.unwrap();
+        let all = issue(&tokens, b"master", 60, None, true, false).await.unwrap();
         assert_eq!((all.internal_id, all.remove_on_use), (None, true));
         assert_ne!(all.token, t.token);
-        let missing = issue(&tokens, b"master", 60, Some("nope".into()), false).await;
+        let missing = issue(&tokens, b"master", 60, Some("nope".into()), false, false).await;
         assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
-        let bad_id = issue(&tokens, b"master", 60, Some(".hidden".into()), false).await;
+        let bad_id = issue(&tokens, b"master", 60, Some(".hidden".into()), false, false).await;
         assert!(matches!(bad_id, Err(Error::BadRequest(_))), "{bad_id:?}");
-        let old = issue(&tokens, b"old master", 60, Some("srv".into()), false).await;
+        let old = issue(&tokens, b"old master", 60, Some("srv".into()), false, false).await;
         assert!(matches!(old, Err(Error::Unauthorized(_))), "{old:?}");
         assert_eq!(live(&tokens), 2, "refused ones are not recorded");
     }
@@ -390,10 +414,10 @@ mod tests {
         put(&tokens, "ending", None, now(), false).await;
         put(&tokens, "live", None, now() + 100, false).await;
         assert_eq!(live(&tokens), 3);
-        issue(&tokens, b"master", 60, None, false).await.unwrap();
+        issue(&tokens, b"master", 60, None, false, false).await.unwrap();
         assert_eq!(live(&tokens), 2, "the two expired ones went");
-        issue(&tokens, b"master", 60, None, false).await.unwrap();
-        let full = issue(&tokens, b"master", 60, None, false).await;
+        issue(&tokens, b"master", 60, None, false, false).await.unwrap();
+        let full = issue(&tokens, b"master", 60, None, false, false).await;
         assert!(matches!(full, Err(Error::TooMany(_))), "{full:?}");
         assert_eq!(live(&tokens), 3);
     }
@@ -403,7 +427,7 @@ mod tests {
     #[tokio::test]
     async fn redeem_checks_token_expiry_container_and_single_use() {
         let (tokens, _dir) = bed().await;
-        let t = issue(&tokens, b"master", 60, Some("srv".into()), false).await.unwrap();
+        let t = issue(&tokens, b"master", 60, Some("srv".into()), false, false).await.unwrap();
         assert_eq!(redeem(&tokens, &t.token, "srv").await, Ok(t.clone()));
         assert_eq!(redeem(&tokens, &t.token, "srv").await, Ok(t.clone()), "reusable");
         assert_eq!(redeem(&tokens, &t.token, "other").await, Err(Denied::OtherContainer));
@@ -424,7 +448,7 @@ mod tests {
     #[tokio::test]
     async fn gone_says_why_a_session_ends() {
         let (tokens, _dir) = bed().await;
-        let t = issue(&tokens, b"master", 60, Some("srv".into()), false).await.unwrap();
+        let t = issue(&tokens, b"master", 60, Some("srv".into()), false, false).await.unwrap();
         assert_eq!(gone(&tokens, &t, "srv"), None);
         assert_eq!(revoked(&tokens, &t.token, "srv"), None);
         let expired = TempToken { expires_at: now(), ..t.clone() };
@@ -455,21 +479,38 @@ mod tests {
     #[tokio::test]
     async fn revocation_and_a_new_master_token() {
         let (tokens, _dir) = bed().await;
-        let t = issue(&tokens, b"master", 60, Some("srv".into()), false).await.unwrap();
-        issue(&tokens, b"master", 60, None, false).await.unwrap();
+        let t = issue(&tokens, b"master", 60, Some("srv".into()), false, false).await.unwrap();
+        issue(&tokens, b"master", 60, None, false, false).await.unwrap();
         assert_eq!(revoke_all(&tokens).await.unwrap(), 2);
         assert_eq!(live(&tokens), 0);
         assert_eq!(gone(&tokens, &t, "srv"), Some(Revoked::Revoked));
         assert_eq!(revoke_all(&tokens).await.unwrap(), 0);
-        issue(&tokens, b"master", 60, None, false).await.unwrap();
+        issue(&tokens, b"master", 60, None, false, false).await.unwrap();
         assert_eq!(replace_master(&tokens, "master".into()).await.unwrap(), None, "unchanged");
         assert_eq!(live(&tokens), 1, "an unchanged token revokes nothing");
         assert_eq!(replace_master(&tokens, "fresh".into()).await.unwrap(), Some(1));
         assert_eq!(live(&tokens), 0);
         assert!(tokens.is_master(b"fresh") && !tokens.is_master(b"master"));
-        let old = issue(&tokens, b"master", 60, None, false).await;
+        let old = issue(&tokens, b"master", 60, None, false, false).await;
         assert!(matches!(old, Err(Error::Unauthorized(_))), "{old:?}");
-        issue(&tokens, b"fresh", 60, None, false).await.unwrap();
+        issue(&tokens, b"fresh", 60, None, false, false).await.unwrap();
+    }
+
+    /// A transfer token names a server that is not here yet, opens its transfer routes only,
+    /// and never a console; a console token never opens the transfer routes.
+    #[tokio::test]
+    async fn a_transfer_token_opens_its_transfer_only() {
+        let (tokens, _dir) = bed().await;
+        let t = issue(&tokens, b"master", 60, Some("elsewhere".into()), false, true).await.unwrap();
+        assert!(t.transfer);
+        assert_eq!(redeem_transfer(&tokens, &t.token, "elsewhere"), Ok(t.clone()));
+        assert_eq!(redeem_transfer(&tokens, &t.token, "srv"), Err(Denied::OtherContainer));
+        assert_eq!(redeem(&tokens, &t.token, "elsewhere").await, Err(Denied::Invalid("Invalid token")));
+        let console = issue(&tokens, b"master", 60, Some("srv".into()), false, false).await.unwrap();
+        assert_eq!(redeem_transfer(&tokens, &console.token, "srv"), Err(Denied::Invalid("Invalid transfer token")));
+        put(&tokens, "old", Some("elsewhere"), now(), false).await;
+        tokens.store.update(|s| Ok::<_, Error>(s.tokens.get_mut("old").map(|t| t.transfer = true))).await.unwrap();
+        assert_eq!(redeem_transfer(&tokens, "old", "elsewhere"), Err(Denied::Invalid("Transfer token expired")));
     }
 
     /// Sessions per token are bounded, each counted until its guard drops; tokens count apart.

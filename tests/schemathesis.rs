@@ -237,7 +237,8 @@ fn schemathesis_findings_stay_fixed() {
 #[test]
 fn the_operations_allowed_a_400_take_valid_requests() {
     require_docker();
-    let d = Daemon::start();
+    // Its own name prefix: the fuzzing test's daemon makes a server of the same id at once.
+    let d = Daemon::start_with(|c| c["containers"]["name_prefix"] = json!("lightd-control-"));
     prepare(&d);
     let listed: Vec<String> = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml"))
         .unwrap()
@@ -368,6 +369,37 @@ fn the_operations_allowed_a_400_take_valid_requests() {
         d.get(&v("/sftp/users")).json()["users"]
             .as_array()
             .is_some_and(|u| u.iter().any(|u| u["username"] == "st-control"))
+    });
+    // A transfer to a node that is not there: the 202 and a status to poll.
+    let start = json!({"target": "http://127.0.0.1:1", "token": "lightd_nothing"});
+    check("startTransfer", send("POST", &format!("/containers/{SERVER}/transfer"), j, &json_of(start)), &|| {
+        d.get(&format!("/containers/{SERVER}/transfer")).status == 200
+    });
+    // A transfer received from a source speaking the protocol by hand: one 5-byte file.
+    use lightd::transfer::{manifest, wire};
+    let incoming = d.id("st-incoming");
+    let hash = manifest::hash(b"hello");
+    let entry = manifest::Entry {
+        path: "hello.txt".into(),
+        kind: manifest::EntryKind::File,
+        size: 5,
+        mode: 0o644,
+        mtime: 1_700_000_000,
+        mtime_ns: 0,
+        target: None,
+        chunks: vec![manifest::hex(&hash)],
+    };
+    let spec = json!({"image": IMAGE, "startup_command": "sleep 100", "user": "1000:1000"});
+    let manifest = json!({"spec": spec, "size_limit_bytes": 64u64 << 20, "entries": [entry]});
+    let at = |p: &str| format!("/transfers/{incoming}{p}");
+    check("transferManifest", send("POST", &at(""), j, &json_of(manifest)), &|| true);
+    let mut frames = Vec::new();
+    wire::put(&mut frames, "hello.txt", 0, 5, &hash, &zstd::bulk::compress(b"hello", 1).unwrap());
+    check("transferChunks", send("PUT", &at("/chunks"), "application/octet-stream", &frames), &|| true);
+    let finish = json!({"digest": manifest::digest(&[entry]), "start": false});
+    check("transferFinish", send("POST", &at("/finish"), j, &json_of(finish)), &|| {
+        let vol = d.record(&incoming)["volume_id"].as_str().unwrap_or_default().to_string();
+        d.get(&format!("/volumes/{vol}/files/content?path=hello.txt")).body == "hello"
     });
     done.sort();
     let mut listed = listed;

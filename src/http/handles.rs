@@ -99,6 +99,11 @@ impl Handles {
         }
     }
 
+    /// The config as a shared handle (for rooms that keep it, such as a transfer's).
+    pub fn config_arc(&self) -> &Arc<Config> {
+        &self.config
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

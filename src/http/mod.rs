@@ -19,6 +19,7 @@ mod sftp;
 mod stream;
 mod system;
 mod tokens;
+mod transfer;
 mod viewer;
 mod volumes;
 mod ws;
@@ -161,7 +162,7 @@ fn respond(app: &'static Arc<Handles>, req: Request<Incoming>, slot: &Arc<Slot>)
         Ok(found) => found,
         Err(miss) => return Answer::Ready(Some(finish(app, &req, None, miss_error(miss).into_reply(), started))),
     };
-    if !route.is_console() {
+    if !route.is_console() && !route.is_transfer() {
         let answered = match checks(app, route, req.headers()) {
             Ok(()) => {
                 // The master token: the connection is the operator's, never pushed out.
@@ -292,6 +293,10 @@ async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, Api
         }
         false => None,
     };
+    if route.is_transfer() {
+        transfer::authorize(app, &ctx)?;
+        acceptable(route, &ctx.head.headers)?;
+    }
     match route {
         Route::VolumeList => volumes::list(app).await,
         Route::VolumeCreate => volumes::create(app, ctx).await,
@@ -339,6 +344,13 @@ async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, Api
         Route::ContainerDetach => console::detach(app, &ctx),
         Route::TokenCreate => tokens::create(app, ctx).await,
         Route::TokenRevoke => tokens::revoke(app).await,
+        Route::TransferStart => transfer::start(app, ctx).await,
+        Route::TransferGet => transfer::status(&ctx),
+        Route::TransferCancel => transfer::cancel(&ctx).await,
+        Route::TransferPrepare => transfer::prepare(app, ctx).await,
+        Route::TransferDiscard => transfer::discard(app, ctx).await,
+        Route::TransferChunks => transfer::chunks(app, ctx).await,
+        Route::TransferFinish => transfer::finish(app, ctx).await,
         Route::Ws => {
             let id = ctx.param(0).to_string();
             let Ctx { head, body, slot, .. } = ctx;

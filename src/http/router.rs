@@ -61,6 +61,13 @@ pub enum Route {
     Ws,
     TokenCreate,
     TokenRevoke,
+    TransferStart,
+    TransferGet,
+    TransferCancel,
+    TransferPrepare,
+    TransferDiscard,
+    TransferChunks,
+    TransferFinish,
 }
 
 const TABLE: &[(&str, &str, Route)] = &[
@@ -124,6 +131,13 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("GET", "/ws/:internal_id", Route::Ws),
     ("POST", "/auth/tokens", Route::TokenCreate),
     ("DELETE", "/auth/tokens", Route::TokenRevoke),
+    ("POST", "/containers/:id/transfer", Route::TransferStart),
+    ("GET", "/containers/:id/transfer", Route::TransferGet),
+    ("DELETE", "/containers/:id/transfer", Route::TransferCancel),
+    ("POST", "/transfers/:id", Route::TransferPrepare),
+    ("DELETE", "/transfers/:id", Route::TransferDiscard),
+    ("PUT", "/transfers/:id/chunks", Route::TransferChunks),
+    ("POST", "/transfers/:id/finish", Route::TransferFinish),
 ];
 
 impl Route {
@@ -135,6 +149,12 @@ impl Route {
     /// Opened with the master token or a temporary one (`?token=`).
     pub fn is_console(self) -> bool {
         matches!(self, Route::Ws | Route::ContainerAttach)
+    }
+
+    /// A node-to-node transfer route: opened with the master token or a transfer token
+    /// for its server.
+    pub fn is_transfer(self) -> bool {
+        matches!(self, Route::TransferPrepare | Route::TransferDiscard | Route::TransferChunks | Route::TransferFinish)
     }
 
     /// The pattern (the `route` label of the request counter).
@@ -387,6 +407,16 @@ mod tests {
         assert_eq!(public, ["/health", "/api/v1/public/ping", "/openapi.json"]);
         let console: Vec<_> = TABLE.iter().filter(|e| e.2.is_console()).map(|e| e.1).collect();
         assert_eq!(console, ["/containers/:id/attach", "/ws/:internal_id"]);
+        let transfer: Vec<_> = TABLE.iter().filter(|e| e.2.is_transfer()).map(|e| (e.0, e.1)).collect();
+        assert_eq!(
+            transfer,
+            [
+                ("POST", "/transfers/:id"),
+                ("DELETE", "/transfers/:id"),
+                ("PUT", "/transfers/:id/chunks"),
+                ("POST", "/transfers/:id/finish")
+            ]
+        );
     }
 
     /// Each row answers its own method and pattern, with its own position.

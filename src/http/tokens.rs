@@ -18,14 +18,27 @@ struct Body {
     internal_id: Option<String>,
     #[serde(default)]
     remove_on_use: bool,
-    /// `console` (the default: one container's console, `internal_id` required) or `all`
-    /// (every console: an explicit opt-in, never implied by a missing `internal_id`).
+    /// `console` (the default: one container's console, `internal_id` required), `all`
+    /// (every console: an explicit opt-in, never implied by a missing `internal_id`) or
+    /// `transfer` (the node-to-node transfer routes of `internal_id`, a server not here yet).
     scope: Option<String>,
 }
 
 /// The container a new token opens, from the body's `scope` and `internal_id`: `None` for
-/// every console, which must be asked for by name.
-fn bound_to(scope: Option<&str>, internal_id: Option<String>) -> Result<Option<String>, ApiError> {
+/// every console, which must be asked for by name; and whether it is a transfer token.
+fn bound_to(scope: Option<&str>, internal_id: Option<String>) -> Result<(Option<String>, bool), ApiError> {
+    let console = console_scope(scope, internal_id.clone());
+    match (scope, internal_id) {
+        (Some("transfer"), Some(id)) => Ok((Some(id), true)),
+        (Some("transfer"), None) => Err(ApiError::bad_request(
+            "internal_id is required: a transfer token receives one server (the id it has at the source)",
+        )),
+        _ => console.map(|bound| (bound, false)),
+    }
+}
+
+/// A console token's container: `None` for every console.
+fn console_scope(scope: Option<&str>, internal_id: Option<String>) -> Result<Option<String>, ApiError> {
     match (scope.unwrap_or("console"), internal_id) {
         ("console", Some(id)) => Ok(Some(id)),
         ("console", None) => Err(ApiError::bad_request(
@@ -36,10 +49,9 @@ fn bound_to(scope: Option<&str>, internal_id: Option<String>) -> Result<Option<S
         ("all", Some(_)) => {
             Err(ApiError::bad_request("a token of scope \"all\" opens every console: leave internal_id out"))
         }
-        ("transfer", _) => Err(ApiError::bad_request(
-            "scope \"transfer\" (moving servers between nodes) is not supported by this version",
-        )),
-        (other, _) => Err(ApiError::bad_request(format!("scope {other:?} must be \"console\" or \"all\""))),
+        (other, _) => {
+            Err(ApiError::bad_request(format!("scope {other:?} must be \"console\", \"all\" or \"transfer\"")))
+        }
     }
 }
 
@@ -50,9 +62,9 @@ pub async fn create(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
         Some(t) => tokens::parse_ttl(t)?,
         None => tokens::DEFAULT_TTL,
     };
-    let bound = bound_to(b.scope.as_deref(), b.internal_id)?;
-    let t =
-        tokens::issue(app.tokens(), bearer(&ctx.head.headers).unwrap_or_default(), ttl, bound, b.remove_on_use).await?;
+    let (bound, transfer) = bound_to(b.scope.as_deref(), b.internal_id)?;
+    let given = bearer(&ctx.head.headers).unwrap_or_default();
+    let t = tokens::issue(app.tokens(), given, ttl, bound, b.remove_on_use, transfer).await?;
     Ok(json(StatusCode::CREATED, &json!({ "token": t.token, "expires_at": t.expires_at })))
 }
 
@@ -124,15 +136,16 @@ mod tests {
     #[test]
     fn a_console_token_names_its_container_unless_scope_all() {
         let id = || Some("srv".to_string());
-        assert_eq!(bound_to(None, id()).ok(), Some(Some("srv".into())));
-        assert_eq!(bound_to(Some("console"), id()).ok(), Some(Some("srv".into())));
-        assert_eq!(bound_to(Some("all"), None).ok(), Some(None));
+        assert_eq!(bound_to(None, id()).ok(), Some((Some("srv".into()), false)));
+        assert_eq!(bound_to(Some("console"), id()).ok(), Some((Some("srv".into()), false)));
+        assert_eq!(bound_to(Some("all"), None).ok(), Some((None, false)));
+        assert_eq!(bound_to(Some("transfer"), id()).ok(), Some((Some("srv".into()), true)));
         for (scope, internal_id, says) in [
             (None, None, "internal_id is required"),
             (Some("console"), None, "internal_id is required"),
             (Some("all"), id(), "leave internal_id out"),
-            (Some("transfer"), id(), "not supported"),
-            (Some("ALL"), None, "must be \"console\" or \"all\""),
+            (Some("transfer"), None, "internal_id is required"),
+            (Some("ALL"), None, "must be \"console\", \"all\" or \"transfer\""),
         ] {
             let e = bound_to(scope, internal_id).expect_err("refused");
             assert_eq!(e.status, StatusCode::BAD_REQUEST);

@@ -17,7 +17,10 @@ pub async fn watch(sups: Supervisors) {
     let mut delay = Duration::from_millis(500);
     let mut lost = false;
     loop {
-        if let Ok(mut chunks) = sups.docker.container_events("lightd.managed=true").await {
+        // Only this daemon's containers (its instance label): another daemon on the same
+        // engine has its own stream, and its containers are none of our business.
+        let mine = format!("lightd.instance={}", sups.instance);
+        if let Ok(mut chunks) = sups.docker.container_events(&mine).await {
             sups.metrics.set_events_stream(true);
             delay = Duration::from_millis(500);
             if std::mem::take(&mut lost) {
@@ -55,16 +58,16 @@ fn route(sups: &Supervisors, ev: &Value) {
     let attrs = &ev["Actor"]["Attributes"];
     let Some(id) = attrs["lightd.internal_id"].as_str() else { return };
     let Some(event) = ev["Action"].as_str().and_then(EngineEvent::parse) else { return };
-    // Another daemon's container on the same engine is none of our business.
-    let ours = attrs["lightd.instance"].as_str().is_none_or(|i| i == sups.instance);
+    // Another daemon's container on the same engine is none of our business (the stream is
+    // filtered by our instance label already; this holds whatever the engine sends).
+    let mine = attrs["lightd.instance"].as_str() == Some(sups.instance.as_str());
     let server = attrs["lightd.role"].as_str() == Some("server");
-    if !ours || !(server || event == EngineEvent::Create) {
+    if !mine || !(server || event == EngineEvent::Create) {
         return;
     }
     // A container of ours made for a record already gone (a create that landed after the
     // install that asked for it was cancelled) is removed at once.
-    let mine = attrs["lightd.instance"].as_str() == Some(sups.instance.as_str());
-    if event == EngineEvent::Create && mine && !sups.store.read(|s| s.containers.contains_key(id)) {
+    if event == EngineEvent::Create && !sups.store.read(|s| s.containers.contains_key(id)) {
         if let Some(cid) = ev["Actor"]["ID"].as_str().or(ev["id"].as_str()).map(String::from) {
             let (sups, id) = (sups.clone(), id.to_string());
             crate::shutdown::detach(async move { super::recover::remove_orphan(&sups, &cid, &id).await });

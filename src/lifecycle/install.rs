@@ -176,7 +176,7 @@ async fn steps(sups: &Supervisors, id: &str, hub: &Hub) -> std::result::Result<S
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             .map_err(|e| fail(format!("cannot write the data directory: {e}")))?
     };
-    let name = rec.docker_name();
+    let name = rec.docker_name(&sups.config.containers.name_prefix);
     let old = rec.container_id.iter().chain(std::iter::once(&name));
     for leftover in old {
         bounded(REMOVE_TIMEOUT, "removing the old container", docker.remove_container(leftover))

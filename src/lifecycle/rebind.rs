@@ -127,7 +127,7 @@ async fn swap(sups: &Supervisors, id: &str, ports: &[PortBinding]) -> std::resul
         let _ = docker.remove_container(&cid).await;
         return Err(e.to_string());
     }
-    if let Err(e) = docker.rename_container(&cid, &next.docker_name()).await {
+    if let Err(e) = docker.rename_container(&cid, &next.docker_name(&sups.config.containers.name_prefix)).await {
         // It works under its generated name; lightd addresses it by id.
         crate::warn!("{id}: could not rename the new container: {e}");
     }

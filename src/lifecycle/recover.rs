@@ -31,9 +31,9 @@ impl Supervisor {
         self.sweep().await;
         // A container under the server's name that the record does not point at was made by
         // an install cut short before it was recorded: it goes (a reinstall makes a fresh one).
-        match self.sups.docker.inspect_container(&rec.docker_name()).await {
+        match self.sups.docker.inspect_container(&rec.docker_name(&self.sups.config.containers.name_prefix)).await {
             Ok(named) if named["Id"].as_str() != rec.container_id.as_deref() => {
-                self.sups.docker.remove_container(&rec.docker_name()).await?;
+                self.sups.docker.remove_container(&rec.docker_name(&self.sups.config.containers.name_prefix)).await?;
             }
             Err(e) if !e.is_not_found() => return Err(e.into()),
             _ => {}

@@ -43,7 +43,12 @@ impl Supervisor {
     pub(super) async fn remove(&mut self) -> Result<()> {
         let rec = self.record().ok_or_else(super::not_found)?;
         let docker = &self.sups.docker;
-        let mut ids: Vec<String> = rec.container_id.iter().cloned().chain([rec.docker_name()]).collect();
+        let mut ids: Vec<String> = rec
+            .container_id
+            .iter()
+            .cloned()
+            .chain([rec.docker_name(&self.sups.config.containers.name_prefix)])
+            .collect();
         match docker.list_containers(&self.labels()).await {
             Ok(found) => ids.extend(found.into_iter().map(|c| c.id)),
             Err(e) if rec.container_id.is_some() => return Err(e.into()),

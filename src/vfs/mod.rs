@@ -22,6 +22,7 @@ mod ignore;
 mod inspect;
 pub mod limits;
 mod listing;
+mod mirror;
 mod ops;
 mod path;
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub use formats::{scan, Scan};
 pub use ignore::Ignore;
 pub use inspect::tar_gz_files;
 pub use listing::{DirStream, Page, MAX_PAGE};
+pub use mirror::Node;
 pub use settle::settle;
 pub use tar_guard::TarGuard;
 pub use upload::{Upload, Written};
