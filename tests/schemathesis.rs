@@ -231,7 +231,7 @@ fn schemathesis_findings_stay_fixed() {
     }
 }
 
-/// `tests/schemathesis.toml` lets 19 operations answer schema-valid data with a 400 (their
+/// `tests/schemathesis.toml` lets 20 operations answer schema-valid data with a 400 (their
 /// rules are beyond JSON Schema), so schemathesis alone would pass a daemon refusing every
 /// valid request to them. The control: one valid request to each, with what it did checked.
 #[test]
@@ -368,6 +368,11 @@ fn the_operations_allowed_a_400_take_valid_requests() {
         d.get(&v("/sftp/users")).json()["users"]
             .as_array()
             .is_some_and(|u| u.iter().any(|u| u["username"] == "st-control"))
+    });
+    let own = d.record(SERVER)["ports"][0]["port"].as_u64().unwrap();
+    let rules = json!({"rules": [{"port": own, "deny": ["192.0.2.0/24"]}]});
+    check("putFirewall", send("PUT", &format!("/containers/{SERVER}/firewall"), j, &json_of(rules)), &|| {
+        d.get(&format!("/containers/{SERVER}/firewall")).json()["rules"][0]["deny"] == json!(["192.0.2.0/24"])
     });
     done.sort();
     let mut listed = listed;

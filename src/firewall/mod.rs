@@ -1,0 +1,247 @@
+//! A firewall per server (issue 32): allow and deny lists and flood limits on a server's own
+//! published ports, enforced by the kernel with nftables in a table of this daemon's own.
+//!
+//! The rules live in each server's record (`ContainerRecord::firewall`); the table is derived
+//! from the records and brought to them by [`Firewall::sync`] in one `nft -f -` transaction
+//! (see `script.rs` for the table's shape and `docs/firewall.md` for why). A change to one
+//! server replaces that server's chain only; the table goes when no server has rules.
+
+pub mod nft;
+pub mod rule;
+pub mod script;
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use rule::{RawRule, Rule};
+use script::Plan;
+
+use crate::error::Error;
+use crate::store::{State, Store};
+
+/// Why the firewall could not be read or changed.
+#[derive(Debug)]
+pub enum FirewallError {
+    /// `nft` is not installed.
+    Missing,
+    /// `nft` refused or failed.
+    Nft(String),
+}
+
+impl fmt::Display for FirewallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FirewallError::Missing => {
+                write!(f, "the firewall needs nftables: `nft` was not found (apt-get install nftables)")
+            }
+            FirewallError::Nft(why) => write!(f, "the firewall could not be changed: {why}"),
+        }
+    }
+}
+
+impl From<FirewallError> for Error {
+    fn from(e: FirewallError) -> Error {
+        Error::Internal(e.to_string())
+    }
+}
+
+/// A rule with what it dropped.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Counted {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+}
+
+/// Counters for `/metrics`: `(server, rule index, port/protocol, packets)`, as last read.
+type Snapshot = Vec<(String, usize, String, u64)>;
+
+/// How old the counters `/metrics` shows may get before a scrape reads them again.
+const SNAPSHOT_AGE: Duration = Duration::from_secs(2);
+
+/// This daemon's nftables table and the one lock every change to it takes.
+pub struct Firewall {
+    table: String,
+    lock: tokio::sync::Mutex<()>,
+    snapshot: Mutex<(Option<Instant>, Snapshot)>,
+}
+
+impl Firewall {
+    /// The table of the daemon whose instance id is `instance`: `lightd_<first 12 hex digits>`,
+    /// so daemons sharing a host never touch each other's table.
+    pub fn new(instance: &str) -> Firewall {
+        let hex: String = instance.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+        Firewall { table: format!("lightd_{hex}"), lock: tokio::sync::Mutex::new(()), snapshot: Mutex::default() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Brings the table to what the records say: a missing chain made, a stale one removed,
+    /// nothing touched when it already matches (so counters carry on); the whole table removed
+    /// when no server has rules.
+    pub async fn sync(&self, store: &Store) -> Result<(), FirewallError> {
+        let _held = self.lock.lock().await;
+        let plan = store.read(plan);
+        self.reach(&plan).await
+    }
+
+    /// Applies `rules` as the rules of `id` and saves them in its record, checked against its
+    /// ports under the firewall's lock; on any failure the table is brought back to the record.
+    pub async fn replace(&self, store: &Store, id: &str, raw: Vec<RawRule>) -> Result<Vec<Rule>, Error> {
+        let _held = self.lock.lock().await;
+        let (ports, mut state) = store.read(|s| {
+            let rec = s.containers.get(id).ok_or_else(crate::lifecycle::not_found)?;
+            Ok::<_, Error>((rec.ports.clone(), s.clone()))
+        })?;
+        let rules = rule::validate(raw, &ports).map_err(Error::BadRequest)?;
+        if let Some(rec) = state.containers.get_mut(id) {
+            rec.firewall = rules.clone();
+        }
+        let applied = self.reach(&plan(&state)).await;
+        let saved = match applied {
+            Ok(()) => {
+                store
+                    .update(|s| {
+                        let rec = s.containers.get_mut(id).ok_or_else(crate::lifecycle::not_found)?;
+                        if rec.ports != ports {
+                            return Err(Error::Conflict("the server's ports changed meanwhile; try again".into()));
+                        }
+                        rec.firewall = rules.clone();
+                        rec.updated_at = crate::model::now();
+                        Ok(())
+                    })
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = saved {
+            let back = store.read(plan);
+            if let Err(again) = self.reach(&back).await {
+                crate::error!("{id}: the firewall could not be brought back to the record: {again}");
+            }
+            return Err(e);
+        }
+        self.forget_snapshot();
+        Ok(rules)
+    }
+
+    /// The rules of `id` with what each dropped.
+    pub async fn counted(&self, store: &Store, id: &str) -> Result<Vec<Counted>, Error> {
+        let rules =
+            store.read(|s| s.containers.get(id).map(|r| r.firewall.clone())).ok_or_else(crate::lifecycle::not_found)?;
+        let mut counted: Vec<Counted> =
+            rules.into_iter().map(|rule| Counted { rule, dropped_packets: 0, dropped_bytes: 0 }).collect();
+        if counted.is_empty() {
+            return Ok(counted);
+        }
+        let prefix = script::chain_prefix(id);
+        let items = nft::list(&self.table).await?.unwrap_or_default();
+        for (chain, comment, packets, bytes) in nft::counters(&items) {
+            if let Some(i) = chain.strip_prefix(&prefix).and(rule_index(&comment)) {
+                if let Some(c) = counted.get_mut(i) {
+                    c.dropped_packets += packets;
+                    c.dropped_bytes += bytes;
+                }
+            }
+        }
+        Ok(counted)
+    }
+
+    /// Writes the dropped-packet counters to `/metrics` as last read, and has them read again
+    /// in the background when they are older than [`SNAPSHOT_AGE`].
+    pub fn render_metrics(self: &std::sync::Arc<Self>, store: &std::sync::Arc<Store>, out: &mut String) {
+        use std::fmt::Write;
+        let (read_at, rows) = self.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP lightd_firewall_dropped_packets_total Packets a server's firewall rule dropped.\n\
+             # TYPE lightd_firewall_dropped_packets_total counter"
+        );
+        for (id, i, port, packets) in &rows {
+            let _ = writeln!(
+                out,
+                "lightd_firewall_dropped_packets_total{{container=\"{}\",rule=\"{i}\",port=\"{port}\"}} {packets}",
+                crate::metrics::escape(id)
+            );
+        }
+        if read_at.is_none_or(|t| t.elapsed() > SNAPSHOT_AGE) {
+            // Marked read now, so scrapes in a row start one read, not one each.
+            if let Ok(mut s) = self.snapshot.lock() {
+                s.0 = Some(Instant::now());
+            }
+            let (me, store) = (std::sync::Arc::clone(self), std::sync::Arc::clone(store));
+            crate::shutdown::detach(async move { me.read_snapshot(&store).await });
+        }
+    }
+
+    async fn read_snapshot(&self, store: &Store) {
+        let servers: Vec<(String, Vec<Rule>)> = store.read(|s| {
+            s.containers
+                .values()
+                .filter(|r| !r.firewall.is_empty())
+                .map(|r| (r.internal_id.clone(), r.firewall.clone()))
+                .collect()
+        });
+        let mut rows = Snapshot::new();
+        if !servers.is_empty() {
+            let items = match nft::list(&self.table).await {
+                Ok(items) => items.unwrap_or_default(),
+                Err(e) => {
+                    crate::warn!("cannot read the firewall's counters: {e}");
+                    return;
+                }
+            };
+            let counters = nft::counters(&items);
+            for (id, rules) in servers {
+                let prefix = script::chain_prefix(&id);
+                for (i, r) in rules.iter().enumerate() {
+                    let packets = counters
+                        .iter()
+                        .filter(|(chain, comment, _, _)| chain.starts_with(&prefix) && rule_index(comment) == Some(i))
+                        .map(|c| c.2)
+                        .sum();
+                    rows.push((id.clone(), i, r.port_name(), packets));
+                }
+            }
+        }
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = (Some(Instant::now()), rows);
+        }
+    }
+
+    fn forget_snapshot(&self) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            s.0 = None;
+        }
+    }
+
+    /// Takes the table to `plan` (the caller holds the lock).
+    async fn reach(&self, plan: &Plan) -> Result<(), FirewallError> {
+        let current = match nft::list(&self.table).await {
+            Ok(items) => items.map(|i| nft::current(&i)),
+            // Without nft there is nothing to remove; rules to apply need it.
+            Err(FirewallError::Missing) if plan.chains.is_empty() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match script::script(&self.table, current.as_ref(), plan) {
+            Some(s) => nft::apply(&s).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The rule index in a rule's comment (`r3 deny` -> 3).
+fn rule_index(comment: &str) -> Option<usize> {
+    comment.strip_prefix('r')?.split(' ').next()?.parse().ok()
+}
+
+/// The table the records ask for.
+fn plan(s: &State) -> Plan {
+    Plan::new(s.containers.values().map(|r| (r.internal_id.as_str(), &r.ports[..], &r.firewall[..])))
+}
