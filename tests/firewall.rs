@@ -52,6 +52,27 @@ fn an_allow_list_admits_only_its_members() {
     assert!(dropped(&d, &id, 0) > 0);
 }
 
+/// An IPv6 client: a server published on `::` is reached over IPv6 through Docker's userland
+/// proxy (Docker 20.10 does not NAT IPv6 by default), which the table's input chain filters.
+#[test]
+fn an_ipv6_deny_blocks_its_host_and_not_the_other() {
+    require_docker();
+    let (a, b) = (Host::new(), Host::new());
+    let d = Daemon::start();
+    let p = port();
+    d.add_port("::", p, "tcp");
+    let id = d.ready_container("six", ECHO, json!({"ports": [{"ip": "::", "port": p}]}));
+    assert_eq!(d.act(&id, "start"), 202);
+    d.wait_state(&id, "running", 60);
+    let (to_a, to_b) = (a.gateway6.into(), b.gateway6.into());
+    wait_for(30, "the server to echo over IPv6", || b.echoes_at(to_b, p, Duration::from_secs(2)).then_some(()));
+    assert!(a.echoes_at(to_a, p, THROUGH), "positive control: both reach it before");
+    put_rules(&d, &id, json!([{"port": p, "deny": [format!("{}/128", a.addr6)]}]));
+    assert!(!a.echoes_at(to_a, p, BLOCKED), "the denied IPv6 host is stopped");
+    assert!(b.echoes_at(to_b, p, THROUGH), "the other IPv6 host still gets through");
+    assert!(dropped(&d, &id, 0) > 0);
+}
+
 #[test]
 fn max_connections_per_ip_refuses_a_third() {
     require_docker();

@@ -5,7 +5,7 @@
 //! Everything is removed on drop, whatever the test's outcome.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +19,10 @@ pub struct Host {
     pub addr: Ipv4Addr,
     /// The host side's address: where the test host reaches this machine's published ports.
     pub gateway: Ipv4Addr,
+    /// Its IPv6 address (`fd51:0:0:N::2`, a unique local address of the test's own).
+    pub addr6: Ipv6Addr,
+    /// The host side's IPv6 address (`fd51:0:0:N::1`).
+    pub gateway6: Ipv6Addr,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -47,12 +51,15 @@ impl Host {
                 ns: ns.clone(),
                 addr: Ipv4Addr::new(10, 251, n as u8, 2),
                 gateway: Ipv4Addr::new(10, 251, n as u8, 1),
+                addr6: Ipv6Addr::new(0xfd51, 0, 0, n as u16, 0, 0, 0, 2),
+                gateway6: Ipv6Addr::new(0xfd51, 0, 0, n as u16, 0, 0, 0, 1),
             };
             // From here on, drop removes the namespace (and with it both ends of the pair).
             let (outside, inside) = (format!("{ns}h"), format!("{ns}n"));
             let gw = format!("{}/24", host.gateway);
             let me = format!("{}/24", host.addr);
-            let steps: [&[&str]; 7] = [
+            let (gw6, me6) = (format!("{}/64", host.gateway6), format!("{}/64", host.addr6));
+            let steps: [&[&str]; 9] = [
                 &["link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns", &ns],
                 &["addr", "add", &gw, "dev", &outside],
                 &["link", "set", &outside, "up"],
@@ -60,6 +67,8 @@ impl Host {
                 &["-n", &ns, "link", "set", &inside, "up"],
                 &["-n", &ns, "link", "set", "lo", "up"],
                 &["-n", &ns, "route", "add", "default", "via", &host.gateway.to_string()],
+                &["-6", "addr", "add", &gw6, "dev", &outside, "nodad"],
+                &["-n", &ns, "-6", "addr", "add", &me6, "dev", &inside, "nodad"],
             ];
             for step in steps {
                 if let Err(e) = ip(step) {
@@ -87,14 +96,24 @@ impl Host {
 
     /// A TCP connection from this host to `port` on this machine, or why not within `wait`.
     pub fn connect(&self, port: u16, wait: Duration) -> std::io::Result<TcpStream> {
-        let to = SocketAddr::from((self.gateway, port));
+        self.connect_to(IpAddr::V4(self.gateway), port, wait)
+    }
+
+    /// The same to the host side's address `to` (`gateway6` for IPv6).
+    pub fn connect_to(&self, to: IpAddr, port: u16, wait: Duration) -> std::io::Result<TcpStream> {
+        let to = SocketAddr::from((to, port));
         self.within(move || TcpStream::connect_timeout(&to, wait))
     }
 
     /// Whether a connection to `port` gets an echo of what it sends (the test servers run
     /// `nc -ll -e /bin/cat`) within `wait`.
     pub fn echoes(&self, port: u16, wait: Duration) -> bool {
-        let Ok(mut s) = self.connect(port, wait) else { return false };
+        self.echoes_at(IpAddr::V4(self.gateway), port, wait)
+    }
+
+    /// The same at the host side's address `to`.
+    pub fn echoes_at(&self, to: IpAddr, port: u16, wait: Duration) -> bool {
+        let Ok(mut s) = self.connect_to(to, port, wait) else { return false };
         let _ = s.set_read_timeout(Some(wait));
         let mut got = [0u8; 5];
         s.write_all(b"ping\n").is_ok() && s.read_exact(&mut got).is_ok() && &got == b"ping\n"
