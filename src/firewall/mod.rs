@@ -141,13 +141,10 @@ impl Firewall {
             return Ok(counted);
         }
         let prefix = script::chain_prefix(id);
-        let items = nft::list(&self.table).await?.unwrap_or_default();
-        for (chain, comment, packets, bytes) in nft::counters(&items) {
-            if let Some(i) = chain.strip_prefix(&prefix).and(rule_index(&comment)) {
-                if let Some(c) = counted.get_mut(i) {
-                    c.dropped_packets += packets;
-                    c.dropped_bytes += bytes;
-                }
+        for (name, packets, bytes) in nft::counters(&self.table).await? {
+            if let Some(c) = counter_index(&name, &prefix).and_then(|i| counted.get_mut(i)) {
+                c.dropped_packets += packets;
+                c.dropped_bytes += bytes;
             }
         }
         Ok(counted)
@@ -190,22 +187,18 @@ impl Firewall {
         });
         let mut rows = Snapshot::new();
         if !servers.is_empty() {
-            let items = match nft::list(&self.table).await {
-                Ok(items) => items.unwrap_or_default(),
+            let counters = match nft::counters(&self.table).await {
+                Ok(c) => c,
                 Err(e) => {
                     crate::warn!("cannot read the firewall's counters: {e}");
                     return;
                 }
             };
-            let counters = nft::counters(&items);
             for (id, rules) in servers {
                 let prefix = script::chain_prefix(&id);
                 for (i, r) in rules.iter().enumerate() {
-                    let packets = counters
-                        .iter()
-                        .filter(|(chain, comment, _, _)| chain.starts_with(&prefix) && rule_index(comment) == Some(i))
-                        .map(|c| c.2)
-                        .sum();
+                    let packets =
+                        counters.iter().filter(|c| counter_index(&c.0, &prefix) == Some(i)).map(|c| c.1).sum();
                     rows.push((id.clone(), i, r.port_name(), packets));
                 }
             }
@@ -223,22 +216,25 @@ impl Firewall {
 
     /// Takes the table to `plan` (the caller holds the lock).
     async fn reach(&self, plan: &Plan) -> Result<(), FirewallError> {
-        let current = match nft::list(&self.table).await {
-            Ok(items) => items.map(|i| nft::current(&i)),
+        let current = match nft::current(&self.table).await {
+            Ok(c) => c,
             // Without nft there is nothing to remove; rules to apply need it.
             Err(FirewallError::Missing) if plan.chains.is_empty() => return Ok(()),
             Err(e) => return Err(e),
         };
-        match script::script(&self.table, current.as_ref(), plan) {
+        match script::script(&self.table, Some(&current), plan) {
             Some(s) => nft::apply(&s).await,
             None => Ok(()),
         }
     }
 }
 
-/// The rule index in a rule's comment (`r3 deny` -> 3).
-fn rule_index(comment: &str) -> Option<usize> {
-    comment.strip_prefix('r')?.split(' ').next()?.parse().ok()
+/// The rule index of a named counter of the server whose chains start with `prefix`
+/// (`s_<id>_h<digest>_n3` -> 3).
+fn counter_index(name: &str, prefix: &str) -> Option<usize> {
+    let (chain_digest, index) = name.strip_prefix(prefix)?.rsplit_once("_n")?;
+    chain_digest.bytes().all(|b| b.is_ascii_hexdigit()).then_some(())?;
+    index.parse().ok()
 }
 
 /// The table the records ask for.

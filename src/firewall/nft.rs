@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use super::script::{Current, PUBLISHED};
+use super::script::Current;
 use super::FirewallError;
 
 /// Longest one `nft` run may take.
@@ -46,47 +46,36 @@ pub async fn apply(script: &str) -> Result<(), FirewallError> {
     run(&["-f", "-"], Some(script)).await.map(|_| ())
 }
 
-/// The table as JSON objects, `None` when it does not exist.
-pub async fn list(table: &str) -> Result<Option<Vec<Value>>, FirewallError> {
-    match run(&["-j", "list", "table", "inet", table], None).await {
-        Ok(out) => {
-            let v: Value =
-                serde_json::from_str(&out).map_err(|e| FirewallError::Nft(format!("nft -j gave no JSON: {e}")))?;
-            Ok(Some(v["nftables"].as_array().cloned().unwrap_or_default()))
-        }
-        Err(FirewallError::Nft(why)) if why.contains("No such file or directory") => Ok(None),
-        Err(e) => Err(e),
-    }
+/// The items of kind `kind` (`chains`, `sets`, `counters`) of every table, as JSON objects
+/// (`nft -j list <kind>`: names and counters only, no rules, so it stays fast with many).
+async fn list(kind: &str, terse: bool) -> Result<Vec<Value>, FirewallError> {
+    let args: &[&str] = if terse { &["-j", "-t", "list", kind] } else { &["-j", "list", kind] };
+    let out = run(args, None).await?;
+    let v: Value = serde_json::from_str(&out).map_err(|e| FirewallError::Nft(format!("nft -j gave no JSON: {e}")))?;
+    Ok(v["nftables"].as_array().cloned().unwrap_or_default())
 }
 
-/// The chains, sets and base-chain jumps of a listing.
-pub fn current(items: &[Value]) -> Current {
-    let mut now = Current::default();
-    for item in items {
-        if let Some(c) = item.get("chain") {
-            now.chains.extend(c["name"].as_str().map(String::from));
-        } else if let Some(s) = item.get("set") {
-            now.sets.extend(s["name"].as_str().map(String::from));
-        } else if let Some(r) = item.get("rule").filter(|r| r["chain"] == PUBLISHED) {
-            now.jump_tags.push(r["comment"].as_str().unwrap_or("").to_string());
-        }
-    }
-    now
+/// `(kind, object)` pairs of `table` (family inet) among `items`.
+fn of_table<'a>(items: &'a [Value], key: &'a str, table: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    items.iter().filter_map(move |i| i.get(key)).filter(move |o| o["family"] == "inet" && o["table"] == table)
 }
 
-/// A rule's counter in a listing: `(chain, comment, packets, bytes)`.
-pub fn counters(items: &[Value]) -> Vec<(String, String, u64, u64)> {
-    items
-        .iter()
-        .filter_map(|item| {
-            let r = item.get("rule")?;
-            let counter = r["expr"].as_array()?.iter().find_map(|e| e.get("counter"))?;
-            Some((
-                r["chain"].as_str()?.to_string(),
-                r["comment"].as_str().unwrap_or("").to_string(),
-                counter["packets"].as_u64().unwrap_or(0),
-                counter["bytes"].as_u64().unwrap_or(0),
-            ))
-        })
-        .collect()
+/// What `table` holds, by name.
+pub async fn current(table: &str) -> Result<Current, FirewallError> {
+    let names = |items: &[Value], key: &str| -> std::collections::BTreeSet<String> {
+        of_table(items, key, table).filter_map(|o| o["name"].as_str().map(String::from)).collect()
+    };
+    Ok(Current {
+        chains: names(&list("chains", false).await?, "chain"),
+        sets: names(&list("sets", true).await?, "set"),
+        counters: names(&list("counters", false).await?, "counter"),
+    })
+}
+
+/// The named counters of `table`: `(name, packets, bytes)`.
+pub async fn counters(table: &str) -> Result<Vec<(String, u64, u64)>, FirewallError> {
+    let items = list("counters", false).await?;
+    Ok(of_table(&items, "counter", table)
+        .filter_map(|c| Some((c["name"].as_str()?.to_string(), c["packets"].as_u64()?, c["bytes"].as_u64()?)))
+        .collect())
 }

@@ -5,7 +5,10 @@
 //! left alone), both at priority `filter - 10` with policy accept, holding only jumps. Each
 //! server with rules has one chain of its own, named for the server and a digest of its rules
 //! (`s_<id>_h<digest>`), so a change makes a new chain and one server's rules never touch
-//! another's chain, counters or sets.
+//! another's chain, counters or sets. Each rule of the API has one named counter
+//! (`<chain>_n<i>`), shared by the nft rules it is made of; the jumps' digest names an empty
+//! marker set (`jumps_<digest>`), so what the table holds is read from the names of its chains,
+//! sets and counters alone (cheap), never from a listing of its rules (slow with many).
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -28,6 +31,8 @@ pub struct ServerChain {
     pub name: String,
     /// `add set` lines (without the `add set inet <table>` head): name, then declaration.
     pub sets: Vec<(String, String)>,
+    /// Its named counters, one per rule of the API, in order.
+    pub counters: Vec<String>,
     /// Rule bodies, in order.
     pub rules: Vec<String>,
     /// Jump rule bodies for the base chains.
@@ -53,15 +58,11 @@ impl Plan {
         Plan { chains }
     }
 
-    /// Every jump rule's comment, in order (what the base chains should list).
-    pub fn jump_tags(&self) -> Vec<String> {
-        self.chains.iter().flat_map(|c| c.jumps.iter().map(|j| tag(j))).collect()
+    /// The marker set naming the digest of every jump, in order (what the base chains hold).
+    pub fn marker(&self) -> String {
+        let all: Vec<&str> = self.chains.iter().flat_map(|c| c.jumps.iter().map(String::as_str)).collect();
+        format!("jumps_{}", &hex(&Sha256::digest(all.join("\n").as_bytes()))[..16])
     }
-}
-
-/// The comment a jump carries: a digest of its body, so the base chains can be compared.
-fn tag(jump: &str) -> String {
-    format!("j{}", &hex(&Sha256::digest(jump.as_bytes()))[..16])
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -114,10 +115,10 @@ fn server_chain(id: &str, ports: &[PortBinding], rules: &[Rule]) -> ServerChain 
         let deny = parsed(&r.deny);
         let (d4, d6): (Vec<&Cidr>, Vec<&Cidr>) = deny.iter().partition(|c| c.is_v4());
         if !d4.is_empty() {
-            body.push(format!("{m} ip saddr {} counter drop comment \"r{i} deny\"", set_list(&d4)));
+            body.push(format!("{m} ip saddr {} counter ~n{i} drop comment \"r{i} deny\"", set_list(&d4)));
         }
         if !d6.is_empty() {
-            body.push(format!("{m} ip6 saddr {} counter drop comment \"r{i} deny\"", set_list(&d6)));
+            body.push(format!("{m} ip6 saddr {} counter ~n{i} drop comment \"r{i} deny\"", set_list(&d6)));
         }
         if let Some(allow) = &r.allow {
             let allow = parsed(allow);
@@ -127,7 +128,7 @@ fn server_chain(id: &str, ports: &[PortBinding], rules: &[Rule]) -> ServerChain 
                     true => String::new(),
                     false => format!(" {addr} saddr != {}", set_list(&list)),
                 };
-                body.push(format!("{m} meta nfproto {family}{only} counter drop comment \"r{i} allow\""));
+                body.push(format!("{m} meta nfproto {family}{only} counter ~n{i} drop comment \"r{i} allow\""));
             }
         }
         if let Some(n) = r.max_connections_per_ip {
@@ -135,7 +136,7 @@ fn server_chain(id: &str, ports: &[PortBinding], rules: &[Rule]) -> ServerChain 
                 let set = format!("c{i}_{v}");
                 sets.push((set.clone(), format!("{{ type {ty}; size 65535; flags dynamic; }}")));
                 body.push(format!(
-                    "{m} ct state new add @~{set} {{ {addr} saddr ct count over {n} }} counter drop comment \"r{i} max_connections_per_ip\""
+                    "{m} ct state new add @~{set} {{ {addr} saddr ct count over {n} }} counter ~n{i} drop comment \"r{i} max_connections_per_ip\""
                 ));
             }
         }
@@ -144,14 +145,18 @@ fn server_chain(id: &str, ports: &[PortBinding], rules: &[Rule]) -> ServerChain 
                 let set = format!("r{i}_{v}");
                 sets.push((set.clone(), format!("{{ type {ty}; size 65535; flags dynamic,timeout; timeout 60s; }}")));
                 body.push(format!(
-                    "{m} ct state new update @~{set} {{ {addr} saddr limit rate over {n}/second burst {n} packets }} counter drop comment \"r{i} new_connections_per_second\""
+                    "{m} ct state new update @~{set} {{ {addr} saddr limit rate over {n}/second burst {n} packets }} counter ~n{i} drop comment \"r{i} new_connections_per_second\""
                 ));
             }
         }
     }
     let digest = hex(&Sha256::digest(body.join("\n").as_bytes()));
     let name = format!("{}{}", chain_prefix(id), &digest[..12]);
-    let rules_text = body.into_iter().map(|l| l.replace("@~", &format!("@{name}_"))).collect();
+    let rules_text = body
+        .into_iter()
+        .map(|l| l.replace("@~", &format!("@{name}_")).replace("counter ~n", &format!("counter name {name}_n")))
+        .collect();
+    let counters = (0..rules.len()).map(|i| format!("{name}_n{i}")).collect();
     let sets = sets.into_iter().map(|(s, decl)| (format!("{name}_{s}"), decl)).collect();
     // One jump per published binding a rule is about (a port may be bound on several IPs).
     let mut jumps = Vec::new();
@@ -172,27 +177,35 @@ fn server_chain(id: &str, ports: &[PortBinding], rules: &[Rule]) -> ServerChain 
             jumps.push(jump);
         }
     }
-    ServerChain { id: id.to_string(), name, sets, rules: rules_text, jumps, source: rules.to_vec() }
+    ServerChain { id: id.to_string(), name, sets, counters, rules: rules_text, jumps, source: rules.to_vec() }
 }
 
-/// What the table holds now (from `nft -j list table`).
+/// What the table holds now, by name (from `nft -j list chains`, `sets`, `counters`).
 #[derive(Debug, Default, Clone)]
 pub struct Current {
     pub chains: BTreeSet<String>,
+    /// The marker of the jumps included.
     pub sets: BTreeSet<String>,
-    /// The comments of the rules in `published`, in order.
-    pub jump_tags: Vec<String>,
+    pub counters: BTreeSet<String>,
+}
+
+impl Current {
+    /// Whether the table holds anything.
+    pub fn exists(&self) -> bool {
+        !(self.chains.is_empty() && self.sets.is_empty() && self.counters.is_empty())
+    }
 }
 
 /// The script that takes the table from `current` (`None`: absent) to `plan`, as one
 /// transaction; `None` when there is nothing to change.
 pub fn script(table: &str, current: Option<&Current>, plan: &Plan) -> Option<String> {
     let t = format!("inet {table}");
-    if plan.chains.is_empty() {
-        return current.map(|_| format!("delete table {t}\n"));
-    }
     let empty = Current::default();
-    let now = current.unwrap_or(&empty);
+    let now = current.filter(|c| c.exists()).unwrap_or(&empty);
+    if plan.chains.is_empty() {
+        return now.exists().then(|| format!("delete table {t}\n"));
+    }
+    let marker = plan.marker();
     let wanted: BTreeSet<&str> = plan.chains.iter().map(|c| c.name.as_str()).collect();
     let stale: Vec<&String> = now
         .chains
@@ -200,20 +213,21 @@ pub fn script(table: &str, current: Option<&Current>, plan: &Plan) -> Option<Str
         .filter(|c| c.as_str() != PUBLISHED && c.as_str() != PROXIED && !wanted.contains(c.as_str()))
         .collect();
     let new: Vec<&ServerChain> = plan.chains.iter().filter(|c| !now.chains.contains(&c.name)).collect();
-    let wanted_sets: BTreeSet<&str> = plan.chains.iter().flat_map(|c| c.sets.iter().map(|s| s.0.as_str())).collect();
+    let mut wanted_sets: BTreeSet<&str> =
+        plan.chains.iter().flat_map(|c| c.sets.iter().map(|s| s.0.as_str())).collect();
+    wanted_sets.insert(&marker);
     let stale_sets: Vec<&String> = now.sets.iter().filter(|s| !wanted_sets.contains(s.as_str())).collect();
-    let base_ok = now.chains.contains(PUBLISHED) && now.chains.contains(PROXIED);
-    if current.is_some()
-        && base_ok
-        && stale.is_empty()
-        && new.is_empty()
-        && stale_sets.is_empty()
-        && now.jump_tags == plan.jump_tags()
-    {
+    let wanted_counters: BTreeSet<&str> =
+        plan.chains.iter().flat_map(|c| c.counters.iter().map(String::as_str)).collect();
+    let stale_counters: Vec<&String> = now.counters.iter().filter(|c| !wanted_counters.contains(c.as_str())).collect();
+    let base_ok = now.chains.contains(PUBLISHED) && now.chains.contains(PROXIED) && now.sets.contains(&marker);
+    let tidy = stale.is_empty() && new.is_empty() && stale_sets.is_empty() && stale_counters.is_empty();
+    if base_ok && tidy {
         return None;
     }
     let mut s = String::new();
     let _ = writeln!(s, "add table {t}");
+    // The jumps are written again whenever anything changes: a chain's name is its content.
     for (chain, hook) in [(PUBLISHED, "forward"), (PROXIED, "input")] {
         let _ = writeln!(s, "add chain {t} {chain} {{ type filter hook {hook} priority filter - 10; policy accept; }}");
         let _ = writeln!(s, "flush chain {t} {chain}");
@@ -225,10 +239,19 @@ pub fn script(table: &str, current: Option<&Current>, plan: &Plan) -> Option<Str
     for set in &stale_sets {
         let _ = writeln!(s, "delete set {t} {set}");
     }
+    for counter in &stale_counters {
+        let _ = writeln!(s, "delete counter {t} {counter}");
+    }
+    if !now.sets.contains(&marker) {
+        let _ = writeln!(s, "add set {t} {marker} {{ type ipv4_addr; }}");
+    }
     for c in &new {
         let _ = writeln!(s, "add chain {t} {}", c.name);
         for (name, decl) in &c.sets {
             let _ = writeln!(s, "add set {t} {name} {decl}");
+        }
+        for counter in &c.counters {
+            let _ = writeln!(s, "add counter {t} {counter}");
         }
         for r in &c.rules {
             let _ = writeln!(s, "add rule {t} {} {r}", c.name);
@@ -238,9 +261,8 @@ pub fn script(table: &str, current: Option<&Current>, plan: &Plan) -> Option<Str
     let _ = writeln!(s, "add rule {t} {PROXIED} iif \"lo\" return");
     for c in &plan.chains {
         for j in &c.jumps {
-            let tag = tag(j);
-            let _ = writeln!(s, "add rule {t} {PUBLISHED} {j} comment \"{tag}\"");
-            let _ = writeln!(s, "add rule {t} {PROXIED} {j} comment \"{tag}\"");
+            let _ = writeln!(s, "add rule {t} {PUBLISHED} {j}");
+            let _ = writeln!(s, "add rule {t} {PROXIED} {j}");
         }
     }
     Some(s)
@@ -281,13 +303,20 @@ mod tests {
         let chain = &plan.chains[0].name;
         assert!(chain.starts_with("s_srv_d1_h"), "{chain}");
         assert!(s.contains(&format!("add set inet t {chain}_c0_4 {{ type ipv4_addr;")), "{s}");
-        assert!(s.contains("ip saddr { 10.1.0.0/16 } counter drop comment \"r0 deny\""), "{s}");
-        assert!(s.contains("meta nfproto ipv4 ip saddr != { 10.0.0.0/8 } counter drop"), "{s}");
-        assert!(s.contains(&format!("jump {chain} comment")), "{s}");
+        assert!(
+            s.contains(&format!("ip saddr {{ 10.1.0.0/16 }} counter name {chain}_n0 drop comment \"r0 deny\"")),
+            "{s}"
+        );
+        assert!(s.contains("meta nfproto ipv4 ip saddr != { 10.0.0.0/8 } counter name"), "{s}");
+        assert!(s.contains(&format!("add counter inet t {chain}_n0\n")), "{s}");
+        assert!(s.contains(&format!("jump {chain}\n")), "{s}");
+        assert!(s.contains(&format!("add set inet t {} ", plan.marker())), "{s}");
+        let mut sets: BTreeSet<String> = plan.chains[0].sets.iter().map(|s| s.0.clone()).collect();
+        sets.insert(plan.marker());
         let now = Current {
             chains: [PUBLISHED.to_string(), PROXIED.to_string(), chain.clone()].into(),
-            sets: plan.chains[0].sets.iter().map(|s| s.0.clone()).collect(),
-            jump_tags: plan.jump_tags(),
+            sets,
+            counters: plan.chains[0].counters.iter().cloned().collect(),
         };
         assert_eq!(script("t", Some(&now), &plan), None, "nothing to change");
         // Another rule set: a new chain, the old one and its sets go, in the same script.
@@ -296,6 +325,8 @@ mod tests {
         let s = script("t", Some(&now), &next).unwrap();
         assert!(s.contains(&format!("delete chain inet t {chain}\n")), "{s}");
         assert!(s.contains(&format!("delete set inet t {chain}_c0_4\n")), "{s}");
+        assert!(s.contains(&format!("delete counter inet t {chain}_n0\n")), "{s}");
+        assert!(s.contains(&format!("delete set inet t {}\n", plan.marker())), "the old jumps' marker: {s}");
         assert!(s.contains(&format!("add chain inet t {}\n", next.chains[0].name)), "{s}");
         // No rules at all: the table goes.
         assert_eq!(script("t", Some(&now), &Plan::default()).as_deref(), Some("delete table inet t\n"));
