@@ -152,8 +152,8 @@ fn main() {
          | 1 | {} / {} | {} / {} |\n| {SERVERS} | {} / {} | {} / {} |\n\n\
          | stream through the published port | median MB/s | rounds (MB/s) |\n|---|---|---|\n\
          | no rules (no table) | {} | {:?} |\n| {SERVERS} servers' rules | {} | {:?} |\n\n\
-         With the rules: {:.1}% of the stream without. Built with the `dev` profile when run as \
-         `cargo bench --profile dev` (the daemon's share of a change is small beside `nft`'s).\n",
+         With the rules: {:.1}% of the stream without. This run: a {} build of the daemon (the daemon's share of \
+         a change is small beside `nft`'s).\n",
         STREAM.as_secs(),
         ms(pct(&apply1, 50.0)),
         ms(pct(&apply1, 99.0)),
@@ -168,6 +168,7 @@ fn main() {
         mbs(&with),
         with.iter().map(|v| (v / 1e6).round() as u64).collect::<Vec<_>>(),
         w / wo * 100.0,
+        if cfg!(debug_assertions) { "debug (`cargo bench --profile dev`)" } else { "release" },
     );
     println!("{body}");
     write_section("firewall", &body);
