@@ -88,12 +88,14 @@ impl Firewall {
     pub async fn sync(&self, store: &Store) -> Result<(), FirewallError> {
         let _held = self.lock.lock().await;
         let plan = store.read(plan);
-        self.reach(&plan).await
+        self.reach(&plan).await.map(|_| ())
     }
 
     /// Applies `rules` as the rules of `id` and saves them in its record, checked against its
     /// ports under the firewall's lock; on any failure the table is brought back to the record.
-    pub async fn replace(&self, store: &Store, id: &str, raw: Vec<RawRule>) -> Result<Vec<Rule>, Error> {
+    /// Answers the rules with their counters (zero for a rule set new to the kernel, without
+    /// asking it: listing counters costs as much as listing every rule).
+    pub async fn replace(&self, store: &Store, id: &str, raw: Vec<RawRule>) -> Result<Vec<Counted>, Error> {
         let _held = self.lock.lock().await;
         let (ports, mut state) = store.read(|s| {
             let rec = s.containers.get(id).ok_or_else(crate::lifecycle::not_found)?;
@@ -103,9 +105,14 @@ impl Firewall {
         if let Some(rec) = state.containers.get_mut(id) {
             rec.firewall = rules.clone();
         }
-        let applied = self.reach(&plan(&state)).await;
+        let wanted = plan(&state);
+        let applied = self.reach(&wanted).await;
+        let fresh = match &applied {
+            Ok(before) => wanted.chains.iter().filter(|c| c.id == id).all(|c| !before.chains.contains(&c.name)),
+            Err(_) => true,
+        };
         let saved = match applied {
-            Ok(()) => {
+            Ok(_) => {
                 store
                     .update(|s| {
                         let rec = s.containers.get_mut(id).ok_or_else(crate::lifecycle::not_found)?;
@@ -128,7 +135,10 @@ impl Firewall {
             return Err(e);
         }
         self.forget_snapshot();
-        Ok(rules)
+        match fresh {
+            true => Ok(rules.into_iter().map(|rule| Counted { rule, dropped_packets: 0, dropped_bytes: 0 }).collect()),
+            false => self.counted(store, id).await,
+        }
     }
 
     /// The rules of `id` with what each dropped.
@@ -215,29 +225,45 @@ impl Firewall {
     }
 
     /// Takes the table to `plan` (the caller holds the lock).
-    async fn reach(&self, plan: &Plan) -> Result<(), FirewallError> {
+    /// Returns what the table held before.
+    async fn reach(&self, plan: &Plan) -> Result<script::Current, FirewallError> {
         let current = match nft::current(&self.table).await {
             Ok(c) => c,
             // Without nft there is nothing to remove; rules to apply need it.
-            Err(FirewallError::Missing) if plan.chains.is_empty() => return Ok(()),
+            Err(FirewallError::Missing) if plan.chains.is_empty() => return Ok(script::Current::default()),
             Err(e) => return Err(e),
         };
-        match script::script(&self.table, Some(&current), plan) {
-            Some(s) => nft::apply(&s).await,
-            None => Ok(()),
+        if let Some(s) = script::script(&self.table, Some(&current), plan) {
+            nft::apply(&s).await?;
         }
+        Ok(current)
     }
 }
 
 /// The rule index of a named counter of the server whose chains start with `prefix`
-/// (`s_<id>_h<digest>_n3` -> 3).
+/// (`s_<id>_h<digest>x<rules>_n3` -> 3).
 fn counter_index(name: &str, prefix: &str) -> Option<usize> {
     let (chain_digest, index) = name.strip_prefix(prefix)?.rsplit_once("_n")?;
-    chain_digest.bytes().all(|b| b.is_ascii_hexdigit()).then_some(())?;
+    chain_digest.bytes().all(|b| b.is_ascii_hexdigit() || b == b'x').then_some(())?;
     index.parse().ok()
 }
 
 /// The table the records ask for.
 fn plan(s: &State) -> Plan {
     Plan::new(s.containers.values().map(|r| (r.internal_id.as_str(), &r.ports[..], &r.firewall[..])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_told_apart_by_server() {
+        let prefix = script::chain_prefix("a");
+        assert_eq!(counter_index(&format!("{prefix}0123456789abx3_n2"), &prefix), Some(2));
+        // `a_b`'s chains start with `s_a__b_h`: never taken for `a`'s.
+        let other = script::chain_prefix("a_b");
+        assert_eq!(counter_index(&format!("{other}0123456789abx3_n2"), &prefix), None);
+        assert_eq!(counter_index("jumps_0123", &prefix), None);
+    }
 }

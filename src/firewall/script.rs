@@ -151,7 +151,8 @@ fn server_chain(id: &str, ports: &[PortBinding], rules: &[Rule]) -> ServerChain 
         }
     }
     let digest = hex(&Sha256::digest(body.join("\n").as_bytes()));
-    let name = format!("{}{}", chain_prefix(id), &digest[..12]);
+    // The rule count ends the name: the chain's counters are known from its name alone.
+    let name = format!("{}{}x{}", chain_prefix(id), &digest[..12], rules.len());
     let rules_text = body
         .into_iter()
         .map(|l| l.replace("@~", &format!("@{name}_")).replace("counter ~n", &format!("counter name {name}_n")))
@@ -180,20 +181,26 @@ fn server_chain(id: &str, ports: &[PortBinding], rules: &[Rule]) -> ServerChain 
     ServerChain { id: id.to_string(), name, sets, counters, rules: rules_text, jumps, source: rules.to_vec() }
 }
 
-/// What the table holds now, by name (from `nft -j list chains`, `sets`, `counters`).
+/// What the table holds now, by name (from `nft -j list chains` and `list -t sets`; a
+/// server chain's counters follow from its name, see [`counters_of`]).
 #[derive(Debug, Default, Clone)]
 pub struct Current {
     pub chains: BTreeSet<String>,
     /// The marker of the jumps included.
     pub sets: BTreeSet<String>,
-    pub counters: BTreeSet<String>,
 }
 
 impl Current {
     /// Whether the table holds anything.
     pub fn exists(&self) -> bool {
-        !(self.chains.is_empty() && self.sets.is_empty() && self.counters.is_empty())
+        !(self.chains.is_empty() && self.sets.is_empty())
     }
+}
+
+/// The named counters of server chain `chain` (`..._h<digest>x<rules>`: one per rule).
+pub fn counters_of(chain: &str) -> Vec<String> {
+    let n = chain.rsplit_once('x').and_then(|(_, n)| n.parse::<usize>().ok()).unwrap_or(0);
+    (0..n).map(|i| format!("{chain}_n{i}")).collect()
 }
 
 /// The script that takes the table from `current` (`None`: absent) to `plan`, as one
@@ -217,9 +224,7 @@ pub fn script(table: &str, current: Option<&Current>, plan: &Plan) -> Option<Str
         plan.chains.iter().flat_map(|c| c.sets.iter().map(|s| s.0.as_str())).collect();
     wanted_sets.insert(&marker);
     let stale_sets: Vec<&String> = now.sets.iter().filter(|s| !wanted_sets.contains(s.as_str())).collect();
-    let wanted_counters: BTreeSet<&str> =
-        plan.chains.iter().flat_map(|c| c.counters.iter().map(String::as_str)).collect();
-    let stale_counters: Vec<&String> = now.counters.iter().filter(|c| !wanted_counters.contains(c.as_str())).collect();
+    let stale_counters: Vec<String> = stale.iter().flat_map(|c| counters_of(c)).collect();
     let base_ok = now.chains.contains(PUBLISHED) && now.chains.contains(PROXIED) && now.sets.contains(&marker);
     let tidy = stale.is_empty() && new.is_empty() && stale_sets.is_empty() && stale_counters.is_empty();
     if base_ok && tidy {
@@ -313,11 +318,8 @@ mod tests {
         assert!(s.contains(&format!("add set inet t {} ", plan.marker())), "{s}");
         let mut sets: BTreeSet<String> = plan.chains[0].sets.iter().map(|s| s.0.clone()).collect();
         sets.insert(plan.marker());
-        let now = Current {
-            chains: [PUBLISHED.to_string(), PROXIED.to_string(), chain.clone()].into(),
-            sets,
-            counters: plan.chains[0].counters.iter().cloned().collect(),
-        };
+        let now = Current { chains: [PUBLISHED.to_string(), PROXIED.to_string(), chain.clone()].into(), sets };
+        assert_eq!(counters_of(chain), plan.chains[0].counters, "its counters follow from its name");
         assert_eq!(script("t", Some(&now), &plan), None, "nothing to change");
         // Another rule set: a new chain, the old one and its sets go, in the same script.
         let r2 = [Rule { deny: vec![], ..rule(100) }];

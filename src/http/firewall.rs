@@ -32,8 +32,8 @@ pub async fn put(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
     lifecycle::record(app.sups(), &id)?;
     let body: PutBody = ctx.json().await?;
     let fw = app.sups().firewall();
-    fw.replace(app.store(), &id, body.rules).await?;
-    Ok(ok(&json!({ "table": fw.table(), "rules": fw.counted(app.store(), &id).await? })))
+    let rules = fw.replace(app.store(), &id, body.rules).await?;
+    Ok(ok(&json!({ "table": fw.table(), "rules": rules })))
 }
 
 /// `DELETE`: no rules; the port is open again.
