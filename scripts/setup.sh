@@ -24,13 +24,15 @@ VENV=/opt/lightd-test/venv
 VENV_REQUIREMENTS=scripts/schemathesis-requirements.txt
 # Packages the tests and this script use. Services among them are stopped right after install.
 PACKAGES=(
-    apache2-utils busybox-static curl debootstrap docker-registry e2fsprogs openssh-client
-    openssh-server prometheus python3-venv systemd util-linux valgrind wrk zstd
+    apache2-utils busybox-static curl debootstrap docker-registry e2fsprogs iproute2 nftables
+    openssh-client openssh-server prometheus python3-venv systemd util-linux valgrind wrk zstd
 )
 # zstd: the transfer bench's baseline (`tar | zstd -T0` over loopback TCP).
 # openssh-server's service is `ssh`: the SFTP tests' client and the SFTP bench's baseline
-# sshd (started by the bench on a port of its own) are all that is wanted of it.
-SERVICE_PACKAGES=(prometheus docker-registry openssh-server)
+# sshd (started by the bench on a port of its own) are all that is wanted of it. nftables is
+# wanted for its `nft` (the firewall, tests/firewall.rs' namespaces need iproute2's `ip`): its
+# service loads /etc/nftables.conf, whose `flush ruleset` would drop Docker's rules.
+SERVICE_PACKAGES=(prometheus docker-registry openssh-server nftables)
 
 say() { echo "setup: $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -10,7 +10,7 @@ trap 'docker network rm lightd-test-net >/dev/null 2>&1 || true' EXIT
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Tests that stop the engine, run one at a time after everything else.
-ALONE=(engine_restart model node)
+ALONE=(engine_restart model node firewall_restart)
 together=()
 for f in tests/*.rs; do
     name=$(basename "$f" .rs)

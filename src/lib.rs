@@ -6,6 +6,7 @@ pub mod config;
 pub mod console;
 pub mod docker;
 pub mod error;
+pub mod firewall;
 pub mod fsutil;
 pub mod http;
 pub mod ids;

@@ -364,6 +364,9 @@ pub struct ContainerRecord {
     #[serde(default = "root")]
     pub user: String,
     pub last_exit: Option<LastExit>,
+    /// Its firewall rules (`PUT /containers/:id/firewall`), on its own published ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firewall: Vec<crate::firewall::Rule>,
     /// Why the install (or the last lifecycle operation) failed.
     pub error: Option<String>,
     pub created_at: u64,

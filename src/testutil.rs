@@ -59,6 +59,7 @@ pub fn record(state: PowerState, install: InstallState) -> ContainerRecord {
         stop_command: None,
         user: "0:0".into(),
         last_exit: None,
+        firewall: Vec::new(),
         error: None,
         created_at: 0,
         updated_at: 0,

@@ -231,7 +231,7 @@ fn schemathesis_findings_stay_fixed() {
     }
 }
 
-/// `tests/schemathesis.toml` lets 19 operations answer schema-valid data with a 400 (their
+/// `tests/schemathesis.toml` lets 20 operations answer schema-valid data with a 400 (their
 /// rules are beyond JSON Schema), so schemathesis alone would pass a daemon refusing every
 /// valid request to them. The control: one valid request to each, with what it did checked.
 #[test]
@@ -400,6 +400,11 @@ fn the_operations_allowed_a_400_take_valid_requests() {
     check("transferFinish", send("POST", &at("/finish"), j, &json_of(finish)), &|| {
         let vol = d.record(&incoming)["volume_id"].as_str().unwrap_or_default().to_string();
         d.get(&format!("/volumes/{vol}/files/content?path=hello.txt")).body == "hello"
+    });
+    let own = d.record(SERVER)["ports"][0]["port"].as_u64().unwrap();
+    let rules = json!({"rules": [{"port": own, "deny": ["192.0.2.0/24"]}]});
+    check("putFirewall", send("PUT", &format!("/containers/{SERVER}/firewall"), j, &json_of(rules)), &|| {
+        d.get(&format!("/containers/{SERVER}/firewall")).json()["rules"][0]["deny"] == json!(["192.0.2.0/24"])
     });
     done.sort();
     let mut listed = listed;

@@ -8,6 +8,7 @@ mod console;
 mod containers;
 mod deadline;
 mod files;
+mod firewall;
 mod handles;
 mod ports;
 mod power;
@@ -342,6 +343,9 @@ async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, Api
         Route::ContainerStats => console::stats(app, &ctx).await,
         Route::ContainerAttach => console::attach(app, &ctx, access.unwrap_or(tokens::Access::Pending)),
         Route::ContainerDetach => console::detach(app, &ctx),
+        Route::FirewallGet => firewall::get(app, ctx).await,
+        Route::FirewallPut => firewall::put(app, ctx).await,
+        Route::FirewallDelete => firewall::delete(app, ctx).await,
         Route::TokenCreate => tokens::create(app, ctx).await,
         Route::TokenRevoke => tokens::revoke(app).await,
         Route::TransferStart => transfer::start(app, ctx).await,

@@ -74,6 +74,7 @@ pub fn metrics(app: &Handles, connections: Option<usize>) -> Reply {
         connections.unwrap_or(0) as u64,
     );
     app.node().render_metrics(app.store(), &mut out);
+    app.sups().firewall().render_metrics(app.store(), &mut out);
     let mut resp = Response::new(full(out));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp

@@ -80,6 +80,8 @@ pub struct Shared {
     /// The daemon's multi-threaded runtime: where a stats stream asked for on the console
     /// thread runs.
     runtime: tokio::runtime::Handle,
+    /// The servers' firewall (its rules follow the records: rebind, delete, boot).
+    firewall: Arc<crate::firewall::Firewall>,
 }
 
 impl std::ops::Deref for Supervisors {
@@ -119,9 +121,22 @@ impl Supervisors {
             metrics: p.metrics,
             tasks: p.tasks,
             node: p.node,
+            firewall: Arc::new(crate::firewall::Firewall::new(&instance)),
             instance,
             runtime: tokio::runtime::Handle::current(),
         }))
+    }
+
+    /// The servers' firewall.
+    pub fn firewall(&self) -> &Arc<crate::firewall::Firewall> {
+        &self.firewall
+    }
+
+    /// Brings the firewall to the records, saying so in the log when it cannot.
+    pub(crate) async fn sync_firewall(&self, why: &str) {
+        if let Err(e) = self.firewall.sync(&self.store).await {
+            crate::error!("firewall not brought up to date after {why}: {e}");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Msg>>> {
@@ -187,10 +202,14 @@ pub async fn boot(sups: &Supervisors) {
         }
     }
     let ids: Vec<String> = sups.store.read(|s| s.containers.keys().cloned().collect());
-    let mut map = sups.lock();
-    for id in ids {
-        map.insert(id.clone(), Supervisor::spawn(sups, &id, false));
+    {
+        let mut map = sups.lock();
+        for id in ids {
+            map.insert(id.clone(), Supervisor::spawn(sups, &id, false));
+        }
     }
+    // The rules on record, applied once (a table left by the last run is reused, never doubled).
+    sups.sync_firewall("the daemon's start").await;
 }
 
 /// Asks the supervisor of `id` for `action` and waits for its answer.

@@ -67,6 +67,10 @@ impl Supervisor {
         self.pattern_pending = pattern.is_some();
         pump::open(&self.sups.docker, &self.sups.journals, &self.hub, &cid, self.run, pattern, 0, self.report())
             .await?;
+        if !rec.firewall.is_empty() {
+            // Its rules are in place before its ports are published (again, after a flush).
+            self.sups.sync_firewall("a start").await;
+        }
         self.set_state(PowerState::Starting).await?;
         if let Err(e) = bounded(REMOVE_TIMEOUT, "starting the container", self.sups.docker.start_container(&cid)).await
         {

@@ -87,6 +87,8 @@ impl Supervisor {
             .store
             .update(|s| {
                 let rec = s.containers.get_mut(&id).ok_or_else(super::not_found)?;
+                // The firewall's rules move with the ports they are about.
+                rec.firewall = crate::firewall::rule::follow(&rec.firewall, &rec.ports, &ports);
                 rec.ports = ports;
                 if cid.is_some() {
                     rec.container_id = cid;
@@ -101,6 +103,7 @@ impl Supervisor {
             Ok(()) => self.say("Network rebound"),
             Err(e) => self.say(format!("Network rebound, but the record could not be saved: {e}")),
         }
+        self.sups.sync_firewall("a rebind").await;
     }
 }
 

@@ -93,6 +93,7 @@ impl Supervisor {
         self.sups.hubs.remove(&self.id);
         self.sups.forget(&self.id, &self.tx);
         self.deleted = true;
+        self.sups.sync_firewall("a deletion").await;
         // A create the engine was still working on when a cancelled install let go of it
         // lands after the removal above: look again a little later.
         // Only this record's containers (a new record of the same id has other labels).

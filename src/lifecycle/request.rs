@@ -104,6 +104,7 @@ pub fn check_create(req: CreateRequest, config: &Config) -> Result<ContainerReco
         stop_command: req.stop_command.filter(|c| !c.trim().is_empty()),
         user,
         last_exit: None,
+        firewall: Vec::new(),
         error: None,
         created_at: t,
         updated_at: t,

@@ -122,8 +122,18 @@ impl Engine {
     fn start_alone(&self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open("/var/log/lightd-dockerd.log").unwrap();
         let (prog, args) = self.cmdline.split_first().expect("the old command line");
-        // `setsid -f` puts dockerd in its own session, beyond the test's process group.
-        let started = Command::new("setsid")
+        // `setsid -f` puts dockerd in its own session, beyond the test's process group. It
+        // inherits no descriptor but its standard three: `flock -x /work/engine.lock cargo test`
+        // hands its locked one down, and a dockerd holding it would keep the lock after the test.
+        let mut cmd = Command::new("setsid");
+        // SAFETY: close_range is async-signal-safe and touches only the child's descriptors.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let started = cmd
             .arg("-f")
             .arg(prog)
             .args(args)

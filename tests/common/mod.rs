@@ -6,7 +6,9 @@
 
 pub mod bombs;
 pub mod engine;
+pub mod firewall;
 pub mod jobs;
+pub mod netns;
 pub mod service;
 pub mod ws;
 
@@ -98,6 +100,7 @@ fn clean_up_after_exit() {
             script.push_str(&format!(
                 "ids=$(docker ps -aq --filter {filter}); [ -z \"$ids\" ] || docker rm -f $ids >/dev/null 2>&1\n"
             ));
+            script.push_str(&format!("nft delete table inet {} 2>/dev/null\n", firewall_table(&i)));
         }
     }
     for dir in &dirs {
@@ -540,10 +543,21 @@ impl Drop for Daemon {
             }
         }
         match self.state_instance() {
-            Some(instance) => remove_labelled(&format!("label=lightd.instance={instance}")),
+            Some(instance) => {
+                remove_labelled(&format!("label=lightd.instance={instance}"));
+                // The firewall rules it left (a killed daemon keeps them, as it should).
+                let _ = Command::new("nft").args(["delete", "table", "inet", &firewall_table(&instance)]).output();
+            }
             None => remove_labelled(&format!("name=^/lightd-{}-", self.prefix)),
         }
     }
+}
+
+/// The nftables table of the daemon whose instance id is `instance` (`lightd_` and its first
+/// 12 hex digits, as `lightd::firewall::Firewall::new` names it).
+pub fn firewall_table(instance: &str) -> String {
+    let hex: String = instance.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+    format!("lightd_{hex}")
 }
 
 impl Daemon {
