@@ -43,6 +43,9 @@ pub struct Backup {
     pub volume_id: String,
     pub name: String,
     pub state: BackupState,
+    /// How the archive is compressed (records from before formats existed are tar.gz).
+    #[serde(default)]
+    pub format: BackupFormat,
     pub size_bytes: u64,
     pub sha256: Option<String>,
     pub files: u64,
@@ -63,6 +66,7 @@ impl Backup {
             volume_id: volume_id.to_string(),
             name,
             state,
+            format: BackupFormat::TarGz,
             size_bytes: 0,
             sha256: None,
             files: 0,
@@ -90,6 +94,57 @@ pub enum BackupState {
     Creating,
     Ready,
     Failed,
+}
+
+/// How a backup's archive is compressed.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum BackupFormat {
+    #[default]
+    #[serde(rename = "tar.gz")]
+    TarGz,
+    #[serde(rename = "tar.zst")]
+    TarZst,
+}
+
+impl BackupFormat {
+    /// The format a user names, or a message naming what was given.
+    pub fn parse(name: &str) -> Result<BackupFormat, String> {
+        match name {
+            "tar.gz" => Ok(BackupFormat::TarGz),
+            "tar.zst" => Ok(BackupFormat::TarZst),
+            other => Err(format!("format must be \"tar.gz\" or \"tar.zst\", not {other:?}")),
+        }
+    }
+
+    /// The archive's file name extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            BackupFormat::TarGz => "tar.gz",
+            BackupFormat::TarZst => "tar.zst",
+        }
+    }
+
+    /// The archive's media type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            BackupFormat::TarGz => "application/gzip",
+            BackupFormat::TarZst => "application/zstd",
+        }
+    }
+
+    pub fn codec(self) -> crate::vfs::Codec {
+        match self {
+            BackupFormat::TarGz => crate::vfs::Codec::Gz,
+            BackupFormat::TarZst => crate::vfs::Codec::Zst,
+        }
+    }
+
+    pub fn of(codec: crate::vfs::Codec) -> BackupFormat {
+        match codec {
+            crate::vfs::Codec::Gz => BackupFormat::TarGz,
+            crate::vfs::Codec::Zst => BackupFormat::TarZst,
+        }
+    }
 }
 
 /// How a volume's size limit is enforced.

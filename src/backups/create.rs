@@ -1,4 +1,4 @@
-//! Making a backup: the volume packed as `tar.gz` (the files API's confinement: symlinks are
+//! Making a backup: the volume packed as `tar.gz` or `tar.zst` (the files API's confinement: symlinks are
 //! stored as links, never followed; `ignore` patterns and `.lightdignore` leave things out)
 //! into a temp file, hashed as it is written, rate-limited when configured, then fsynced and
 //! renamed. With `pause`, the servers on the volume are suspended for the time of the archive.
@@ -16,21 +16,23 @@ use super::Backups;
 use super::{claim, delete_archives, save, take_excess, tell, Busy, Progress};
 use crate::error::{bad, Error, Result};
 use crate::lifecycle::{self, Action, Supervisors};
-use crate::model::{now, Backup, BackupState, PowerState, Volume};
+use crate::model::{now, Backup, BackupFormat, BackupState, PowerState, Volume};
 use crate::vfs::{self, Ignore, Root};
 
 /// How often progress goes to the viewers.
 const NOTE_EVERY: Duration = Duration::from_secs(2);
 
+/// What `POST /volumes/:v/backups` asks for.
+pub struct Request {
+    pub name: Option<String>,
+    pub ignore: Vec<String>,
+    pub pause: bool,
+    pub format: BackupFormat,
+}
+
 /// `POST /volumes/:v/backups`: records the backup as `creating` and makes it in the background.
-pub async fn start(
-    backups: &Backups,
-    sups: &Supervisors,
-    volume_key: &str,
-    name: Option<String>,
-    ignore: Vec<String>,
-    pause: bool,
-) -> Result<Backup> {
+pub async fn start(backups: &Backups, sups: &Supervisors, volume_key: &str, req: Request) -> Result<Backup> {
+    let Request { name, ignore, pause, format } = req;
     let volume = crate::volumes::find(&backups.volumes, volume_key)?;
     if let Some(n) = &name {
         if n.is_empty() || n.chars().count() > 128 || n.chars().any(char::is_control) {
@@ -42,7 +44,8 @@ pub async fn start(
     let busy = claim(backups, &volume.volume_id, "start a backup", Kind::Create, &backup_id)?;
     let created_at = now();
     let name = name.unwrap_or_else(|| format!("backup-{created_at}"));
-    let backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Creating, created_at);
+    let mut backup = Backup::new(backup_id, &volume.volume_id, name, BackupState::Creating, created_at);
+    backup.format = format;
     save(backups, &backup).await?;
     let job = Arc::clone(busy.job());
     super::spawn_job(backups, &job, run(backups.clone(), sups.clone(), volume, backup.clone(), ignore, pause, busy));
@@ -193,6 +196,7 @@ fn write(
         "/",
         &ignore,
         &mut out,
+        backup.format.codec(),
         |bytes, files| {
             backups.jobs.set_progress(&backup.backup_id, Progress { bytes, files });
             if last_note.elapsed() >= NOTE_EVERY {

@@ -1,5 +1,5 @@
-//! Where backups lie: `<backups.path>/<volume_id>/<backup_id>.tar.gz`, written under a
-//! `.part` name first. Archives are created `0600` in folders `0700` (a tenant's world is
+//! Where backups lie: `<backups.path>/<volume_id>/<backup_id>.tar.gz` (or `.tar.zst`),
+//! written under a `.part` name first. Archives are created `0600` in folders `0700` (a tenant's world is
 //! nobody else's to read, whatever the process umask); a volume's folder goes with its last
 //! archive. Making a folder with a file in it and removing an empty one take one lock, so a
 //! folder is never removed under a file about to be made there.
@@ -20,7 +20,7 @@ pub const DIR_MODE: u32 = 0o700;
 
 /// Where the archive of a backup lives.
 pub fn archive_path(backups: &Backups, b: &Backup) -> PathBuf {
-    volume_dir(backups, &b.volume_id).join(format!("{}.tar.gz", b.backup_id))
+    volume_dir(backups, &b.volume_id).join(format!("{}.{}", b.backup_id, b.format.extension()))
 }
 
 /// The folder of a volume's archives.
@@ -30,7 +30,9 @@ pub fn volume_dir(backups: &Backups, volume_id: &str) -> PathBuf {
 
 /// The temp name an archive is written under until it is complete.
 pub fn part_path(path: &Path) -> PathBuf {
-    path.with_extension("gz.part")
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    PathBuf::from(part)
 }
 
 /// Creates `part` (a new file, `0600`) and its folders (`0700`) for writing.

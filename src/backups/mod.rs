@@ -1,4 +1,4 @@
-//! Volume backups: a streamed `tar.gz` of a volume under `backups.path`, written to a temp
+//! Volume backups: a streamed `tar.gz` or `tar.zst` of a volume under `backups.path`, written to a temp
 //! name and renamed when complete, with its sha256 and size on record; listed, downloaded,
 //! deleted, uploaded from elsewhere, and restored through the supervisors (servers are
 //! stopped gracefully first and started again after). One backup or restore at a time per
@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-pub use create::start as create;
+pub use create::{start as create, Request};
 pub use disk::{archive_path, FILE_MODE};
 pub use restore::{cancel as cancel_restore, start as restore, upload};
 pub use retention::volume_deleted;

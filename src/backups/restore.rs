@@ -16,7 +16,7 @@ use super::{claim, delete_archives, take_excess, tell, Busy, CANCEL_WAIT};
 use crate::error::{bad, conflict, Error, Result};
 use crate::fsutil::hex;
 use crate::lifecycle::{self, Action, Supervisors};
-use crate::model::{now, Backup, BackupState, PowerState, Restore, Volume};
+use crate::model::{now, Backup, BackupFormat, BackupState, PowerState, Restore, Volume};
 use crate::vfs::{self, FsError, Root};
 
 /// `POST .../restore`: checks, then restores in the background.
@@ -245,6 +245,7 @@ fn extract(
             backup.sha256.as_deref().unwrap_or("none")
         ));
     }
+    check_format(&mut open()?, backup)?;
     let volume_path = crate::volumes::mount_path(&backups.volumes, &volume.volume_id)?;
     let (uid, gid) = crate::volumes::owner(&backups.volumes, &volume.volume_id);
     let root = Root::open(&volume_path).and_then(|r| r.owned_by(uid, gid)).map_err(|e| e.to_string())?;
@@ -265,6 +266,17 @@ fn extract(
     Ok(n)
 }
 
+/// Refuses an archive whose first bytes are not of the format on its record (restores read
+/// the format the record names, nothing else).
+fn check_format(file: &mut File, backup: &Backup) -> std::result::Result<(), String> {
+    let found = vfs::sniff(file).map_err(|e| format!("the archive is unreadable: {e}"))?;
+    let want = backup.format.extension();
+    if found != want {
+        return Err(format!("the archive is a {found}, but the backup's record says {want}"));
+    }
+    Ok(())
+}
+
 /// The sha256 of a file, read through; stops early (the caller sees `job.stopped()`) when
 /// the job must end.
 fn sha256_of(file: &mut File, job: &Job) -> io::Result<String> {
@@ -279,9 +291,10 @@ fn sha256_of(file: &mut File, job: &Job) -> io::Result<String> {
     Ok(hex(&hash.finalize()))
 }
 
-/// `POST .../backups/upload`: a `tar.gz` made elsewhere, streamed to disk and hashed; it is
-/// read through once with the reader restores use (and its limits) to check it is a readable
-/// tar.gz (its entries are checked again, with the files API's rules, when it is restored).
+/// `POST .../backups/upload`: a `tar.gz` or `tar.zst` made elsewhere (told by its first bytes),
+/// streamed to disk and hashed; it is read through once with the reader restores use (and its
+/// limits) to check it is readable (its entries are checked again, with the files API's rules,
+/// when it is restored).
 pub async fn upload(backups: &Backups, volume_key: &str, body: impl AsyncRead + Unpin + Send) -> Result<Backup> {
     let volume = crate::volumes::find(&backups.volumes, volume_key)?;
     let backup_id = crate::ids::new_uuid().map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
@@ -291,7 +304,7 @@ pub async fn upload(backups: &Backups, volume_key: &str, body: impl AsyncRead + 
     let path = archive_path(backups, &backup);
     let part = part_path(&path);
     let taken = take_in(backups, body, &part).await;
-    let (size, sha, files) = match taken {
+    let (size, sha, format, files) = match taken {
         Ok(taken) => taken,
         Err(e) => {
             if let Err(e) = remove_file(&part) {
@@ -301,6 +314,8 @@ pub async fn upload(backups: &Backups, volume_key: &str, body: impl AsyncRead + 
             return Err(e);
         }
     };
+    backup.format = format;
+    let path = archive_path(backups, &backup);
     tokio::fs::rename(&part, &path)
         .await
         .map_err(|e| Error::Internal(format!("cannot rename {}: {e}", part.display())))?;
@@ -331,23 +346,24 @@ pub async fn upload(backups: &Backups, volume_key: &str, body: impl AsyncRead + 
     Ok(backup)
 }
 
-/// The body written to `part` and read back as a tar.gz: its size, sha256 and file count.
+/// The body written to `part` and read back as a tar.gz or tar.zst: its size, sha256, format
+/// and file count.
 async fn take_in(
     backups: &Backups,
     body: impl AsyncRead + Unpin + Send,
     part: &std::path::Path,
-) -> Result<(u64, String, u64)> {
+) -> Result<(u64, String, BackupFormat, u64)> {
     let file =
         create_part(backups, part).map_err(|e| Error::Internal(format!("cannot create {}: {e}", part.display())))?;
     let (size, sha) = receive(body, tokio::fs::File::from_std(file), part).await?;
     let written = File::open(part).map_err(|e| Error::Internal(format!("cannot read {}: {e}", part.display())))?;
-    let files = tokio::task::spawn_blocking(move || vfs::tar_gz_files(written))
+    let files = tokio::task::spawn_blocking(move || vfs::backup_files(written))
         .await
         .map_err(|e| Error::Internal(format!("checking the upload failed: {e}")))?;
     match files {
-        Ok(files) => Ok((size, sha, files)),
+        Ok((codec, files)) => Ok((size, sha, BackupFormat::of(codec), files)),
         Err(FsError::Io(e)) => Err(Error::Internal(format!("cannot read {}: {e}", part.display()))),
-        Err(e) => Err(bad(format!("not a readable tar.gz: {e}"))),
+        Err(e) => Err(bad(format!("not a readable tar.gz or tar.zst: {e}"))),
     }
 }
 

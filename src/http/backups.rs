@@ -15,7 +15,7 @@ use super::reply::{json, message, ok, ApiError, Reply};
 use super::request::Ctx;
 use crate::backups;
 use crate::error::Error;
-use crate::model::BackupState;
+use crate::model::{BackupFormat, BackupState};
 
 /// `POST /volumes/:v/backups` body.
 #[derive(Deserialize)]
@@ -26,12 +26,19 @@ struct CreateBody {
     ignore: Vec<String>,
     #[serde(default)]
     pause: bool,
+    /// `tar.gz` (the default) or `tar.zst`.
+    format: Option<String>,
 }
 
 pub async fn create(app: &Arc<Handles>, mut ctx: Ctx) -> Result<Reply, ApiError> {
     let b: Option<CreateBody> = ctx.json_opt().await?;
-    let b = b.unwrap_or(CreateBody { name: None, ignore: Vec::new(), pause: false });
-    let backup = backups::create(app.backups(), app.sups(), ctx.param(0), b.name, b.ignore, b.pause).await?;
+    let b = b.unwrap_or(CreateBody { name: None, ignore: Vec::new(), pause: false, format: None });
+    let format = match b.format.as_deref() {
+        None => BackupFormat::TarGz,
+        Some(name) => BackupFormat::parse(name).map_err(ApiError::bad_request)?,
+    };
+    let req = backups::Request { name: b.name, ignore: b.ignore, pause: b.pause, format };
+    let backup = backups::create(app.backups(), app.sups(), ctx.param(0), req).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "backup_id": backup.backup_id, "state": "creating" })))
 }
 
@@ -68,8 +75,9 @@ pub async fn download(app: &Arc<Handles>, ctx: Ctx) -> Result<Reply, ApiError> {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     };
     let (file, size) = opened.map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
-    let mut resp = ranged(&ctx, file, size, "archive", "application/gzip")?;
-    resp.headers_mut().insert(CONTENT_DISPOSITION, super::files::attachment(&format!("{}.tar.gz", backup.name)));
+    let mut resp = ranged(&ctx, file, size, "archive", backup.format.content_type())?;
+    let file_name = format!("{}.{}", backup.name, backup.format.extension());
+    resp.headers_mut().insert(CONTENT_DISPOSITION, super::files::attachment(&file_name));
     Ok(resp)
 }
 

@@ -1,4 +1,5 @@
-//! Packing a directory of a volume into a streamed tar.gz (the archive route and backups).
+//! Packing a directory of a volume into a streamed tar.gz or tar.zst (the archive route and
+//! backups).
 
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
@@ -26,6 +27,16 @@ pub struct PackStats {
     pub files: u64,
 }
 
+/// How a packed tar is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// gzip at its default level.
+    Gz,
+    /// zstd at its default level (3), compressed on one worker thread per core (as `zstd -T0`)
+    /// while the caller walks and writes.
+    Zst,
+}
+
 /// Streams directory `rel_dir` as a tar.gz into `out`, paths relative to it. Directories are
 /// included, symlinks stored as symlinks, fifos, sockets and devices left out; what `ignore`
 /// matches is left out with its subtree. Memory stays bounded whatever the file sizes: content
@@ -38,31 +49,84 @@ pub fn pack<W: Write>(
     out: W,
     progress: impl FnMut(u64, u64),
 ) -> Result<PackStats, FsError> {
-    pack_until(root, rel_dir, ignore, out, progress, &|| Ok(()))
+    pack_until(root, rel_dir, ignore, out, Codec::Gz, progress, &|| Ok(()))
 }
 
-/// [`pack`], asking `stop` before each name: its error ends the pack there (a deadline, a
-/// cancel; a large file's content is for `out` to stop).
+/// [`pack`] compressed by `codec`, asking `stop` before each name: its error ends the pack
+/// there (a deadline, a cancel; a large file's content is for `out` to stop).
 pub fn pack_until<W: Write>(
     root: &Root,
     rel_dir: &str,
     ignore: &Ignore,
     out: W,
+    codec: Codec,
     progress: impl FnMut(u64, u64),
     stop: &dyn Fn() -> Result<(), FsError>,
 ) -> Result<PackStats, FsError> {
     let dir = root.dir(&RelPath::parse(rel_dir)?)?;
-    let gz = GzEncoder::new(Sink(out), Compression::default());
-    let mut packer =
-        Packer { tar: Builder::new(gz), path: PathBuf::new(), ignore, stats: PackStats::default(), progress, stop };
+    let encoder = Encoder::new(Sink(out), codec)?;
+    let mut packer = Packer {
+        tar: Builder::new(encoder),
+        path: PathBuf::new(),
+        ignore,
+        stats: PackStats::default(),
+        progress,
+        stop,
+    };
     walk(root.dev, dir, &mut packer)?;
     packer.tar.into_inner()?.finish()?;
     Ok(packer.stats)
 }
 
+/// The compressor between the tar builder and the archive's destination.
+enum Encoder<W: Write> {
+    Gz(GzEncoder<W>),
+    Zst(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(out: W, codec: Codec) -> io::Result<Encoder<W>> {
+        Ok(match codec {
+            Codec::Gz => Encoder::Gz(GzEncoder::new(out, Compression::default())),
+            Codec::Zst => {
+                let mut zst = zstd::stream::write::Encoder::new(out, zstd::DEFAULT_COMPRESSION_LEVEL)?;
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                zst.multithread(u32::try_from(cores).unwrap_or(1))?;
+                // A frame checksum, as gzip has its CRC: a corrupt archive fails its restore.
+                zst.include_checksum(true)?;
+                Encoder::Zst(zst)
+            }
+        })
+    }
+
+    /// Writes the stream's end (and, for zstd, waits for its workers).
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Gz(gz) => gz.finish(),
+            Encoder::Zst(zst) => zst.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gz(gz) => gz.write(buf),
+            Encoder::Zst(zst) => zst.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gz(gz) => gz.flush(),
+            Encoder::Zst(zst) => zst.flush(),
+        }
+    }
+}
+
 /// The walk's visitor: appends each name under the path of the directories entered.
 struct Packer<'i, W: Write, P> {
-    tar: Builder<GzEncoder<Sink<W>>>,
+    tar: Builder<Encoder<Sink<W>>>,
     path: PathBuf,
     ignore: &'i Ignore,
     stats: PackStats,
@@ -247,6 +311,23 @@ mod tests {
         assert_eq!(count, snapshot(&bed.path("data")).len());
         assert_eq!(snapshot(&bed.path("restored")), snapshot(&bed.path("data")));
         bed.assert_outside_untouched();
+    }
+
+    #[test]
+    fn a_tar_zst_holds_what_the_tar_gz_holds() {
+        let bed = Bed::new("packzst");
+        fs::write(bed.path("data/big"), vec![7u8; 3 << 20]).unwrap();
+        let (gz, gz_stats) = pack_to_vec(&bed, "/", &Ignore::default());
+        let mut zst = Vec::new();
+        let stats =
+            pack_until(&bed.root, "/", &Ignore::default(), &mut zst, Codec::Zst, |_, _| {}, &|| Ok(())).unwrap();
+        assert_eq!(stats, gz_stats);
+        assert!(zst.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) && zst.len() < 64 << 10, "{} bytes", zst.len());
+        let mut tar = Vec::new();
+        zstd::stream::read::Decoder::new(&zst[..]).unwrap().read_to_end(&mut tar).unwrap();
+        let mut from_gz = Vec::new();
+        GzDecoder::new(&gz[..]).read_to_end(&mut from_gz).unwrap();
+        assert_eq!(tar, from_gz, "the same tar, compressed otherwise");
     }
 
     #[test]

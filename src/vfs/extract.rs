@@ -426,6 +426,23 @@ mod tests {
     }
 
     #[test]
+    fn a_zstd_frame_asking_for_a_window_past_the_cap_is_refused() {
+        let bed = Bed::new("zstdwindow");
+        let tar = raw_tar(&[("big.txt", EntryType::Regular, "", b"hello")]);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        enc.window_log(crate::vfs::limits::MAX_ZSTD_WINDOW_LOG + 1).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        enc.include_contentsize(false).unwrap();
+        enc.write_all(&tar).unwrap();
+        let wide = enc.finish().unwrap();
+        assert!(matches!(extract_bytes(&bed, "", &wide), Err(FsError::Invalid(m)) if m.contains("Unreadable")));
+        assert!(!bed.path("big.txt").exists() && leftovers(&bed).is_empty());
+        // Positive control: the same tar in an ordinary frame extracts.
+        assert_eq!(extract_bytes(&bed, "", &zstd::encode_all(&tar[..], 3).unwrap()).unwrap(), 1);
+        assert_eq!(fs::read(bed.path("big.txt")).unwrap(), b"hello");
+    }
+
+    #[test]
     fn headers_past_the_caps_are_refused_naming_the_cap() {
         let bed = Bed::new("extractcaps");
         let mut long = Header::new_gnu();
@@ -435,10 +452,13 @@ mod tests {
         long.set_cksum();
         let mut bomb = long.as_bytes().to_vec();
         bomb.extend_from_slice(&[0u8; 1 << 20]);
-        match extract_bytes(&bed, "", &gz(&bomb)) {
-            Err(FsError::BadEntry(m)) => assert!(m.contains("name longer than 4096 bytes"), "{m}"),
-            other => panic!("{other:?}"),
+        for packed in [gz(&bomb), zstd::encode_all(&bomb[..], 3).unwrap()] {
+            match extract_bytes(&bed, "", &packed) {
+                Err(FsError::BadEntry(m)) => assert!(m.contains("name longer than 4096 bytes"), "{m}"),
+                other => panic!("{other:?}"),
+            }
         }
+        assert!(leftovers(&bed).is_empty());
         let deep = "d/".repeat(MAX_ENTRY_DEPTH) + "f";
         let mut tar = tar::Builder::new(Vec::new());
         let mut h = Header::new_gnu();

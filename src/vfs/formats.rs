@@ -1,4 +1,4 @@
-//! Reading tar, tar.gz and zip archives entry by entry, all three alike, in bounded memory:
+//! Reading tar, tar.gz, tar.zst and zip archives entry by entry, all alike, in bounded memory:
 //! every header passes the caps of [`super::limits`] before the format's crate allocates for
 //! it (tar through [`TarGuard`], zip through `zip_guard`), and every read checks the [`Dial`].
 
@@ -12,7 +12,7 @@ use tar::EntryType;
 use zip::result::ZipError;
 
 use super::dial::{is_stop, Dial, Watched};
-use super::limits::MAX_NAME;
+use super::limits::{MAX_NAME, MAX_ZSTD_WINDOW_LOG};
 use super::tar_guard::{refusal, TarGuard};
 use super::{zip_guard, FsError};
 
@@ -42,8 +42,12 @@ pub(crate) enum ItemKind {
 pub(crate) enum Format {
     Tar,
     TarGz,
+    TarZst,
     Zip,
 }
+
+/// The first bytes of a zstd frame.
+pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 impl Format {
     pub(crate) fn sniff(file: &mut File) -> Result<Format, FsError> {
@@ -54,12 +58,14 @@ impl Format {
             head.len() == 512 && (head.get(257..262) == Some(&b"ustar"[..]) || head.iter().all(|&b| b == 0));
         if head.starts_with(&[0x1f, 0x8b]) {
             Ok(Format::TarGz)
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            Ok(Format::TarZst)
         } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
             Ok(Format::Zip)
         } else if tar_block {
             Ok(Format::Tar)
         } else {
-            Err(FsError::Invalid("Not a tar, tar.gz or zip archive".into()))
+            Err(FsError::Invalid("Not a tar, tar.gz, tar.zst or zip archive".into()))
         }
     }
 
@@ -73,9 +79,18 @@ impl Format {
         match self {
             Format::Tar => each_tar(TarGuard::new(Watched::new(&mut *file, dial)), f),
             Format::TarGz => each_tar(TarGuard::new(Watched::new(GzDecoder::new(&mut *file), dial)), f),
+            Format::TarZst => each_tar(TarGuard::new(Watched::new(zstd_reader(file)?, dial)), f),
             Format::Zip => each_zip(file, dial, f),
         }
     }
+}
+
+/// A zstd decoder of `file` that refuses a frame asking for a window past
+/// [`MAX_ZSTD_WINDOW_LOG`] (the decoder allocates the window the frame declares).
+fn zstd_reader(file: &mut File) -> Result<impl Read + '_, FsError> {
+    let mut decoder = zstd::stream::read::Decoder::new(&mut *file)?;
+    decoder.window_log_max(MAX_ZSTD_WINDOW_LOG)?;
+    Ok(decoder)
 }
 
 /// What [`scan`] found in an archive.
@@ -89,7 +104,7 @@ pub struct Scan {
     pub bytes: u64,
 }
 
-/// Reads a whole tar, tar.gz or zip (told apart by its first bytes) from its start, through the
+/// Reads a whole tar, tar.gz, tar.zst or zip (told apart by its first bytes) from its start, through the
 /// caps of [`super::limits`], every entry's content read through, nothing written: a check of
 /// an upload before it is kept (a truncated or corrupt archive fails here). Names are not
 /// judged (extraction does that); `dial` is checked between reads, so a deadline bounds it.

@@ -4,24 +4,27 @@
 use std::fs::File;
 use std::io;
 
+use super::archive::Codec;
 use super::formats::{unreadable, Format, ItemKind};
 use super::FsError;
 
-/// How many regular files the `tar.gz` `archive` holds, reading every entry to its end (so
-/// that a truncated or corrupt stream is found now, not at the restore). Anything but a
-/// readable tar.gz is an error saying why.
-pub fn tar_gz_files(mut archive: File) -> Result<u64, FsError> {
-    match Format::sniff(&mut archive)? {
-        Format::TarGz => {}
-        Format::Tar | Format::Zip => return Err(FsError::Invalid("Not a tar.gz (a tar or zip)".into())),
-    }
+/// How the `tar.gz` or `tar.zst` `archive` is compressed (told by its first bytes) and how
+/// many regular files it holds, reading every entry to its end (so that a truncated or corrupt
+/// stream is found now, not at the restore). Anything else is an error saying why.
+pub fn backup_files(mut archive: File) -> Result<(Codec, u64), FsError> {
+    let format = Format::sniff(&mut archive)?;
+    let codec = match format {
+        Format::TarGz => Codec::Gz,
+        Format::TarZst => Codec::Zst,
+        Format::Tar | Format::Zip => return Err(FsError::Invalid("Not a tar.gz or tar.zst (a tar or zip)".into())),
+    };
     let mut files = 0;
-    Format::TarGz.each(&mut archive, &super::Dial::new(None), &mut |item| {
+    format.each(&mut archive, &super::Dial::new(None), &mut |item| {
         io::copy(item.data, &mut io::sink()).map_err(unreadable)?;
         files += u64::from(matches!(item.kind, ItemKind::File));
         Ok(())
     })?;
-    Ok(files)
+    Ok((codec, files))
 }
 
 #[cfg(test)]
@@ -38,7 +41,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_readable_tar_gz_counts() {
+    fn only_a_readable_tar_gz_or_tar_zst_counts() {
         let bed = Bed::new("inspect");
         let mut tar = tar::Builder::new(Vec::new());
         for name in ["a.txt", "d/b.txt"] {
@@ -51,10 +54,13 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
         let gz = gz.finish().unwrap();
-        assert_eq!(tar_gz_files(file(&bed, &gz)).unwrap(), 2);
-        let cut = &gz[..gz.len() - 30];
-        assert!(matches!(tar_gz_files(file(&bed, cut)), Err(FsError::Invalid(m)) if m.contains("Unreadable")));
-        assert!(matches!(tar_gz_files(file(&bed, &tar)), Err(FsError::Invalid(m)) if m.contains("Not a tar.gz")));
-        assert!(matches!(tar_gz_files(file(&bed, b"")), Err(FsError::Invalid(_))));
+        assert_eq!(backup_files(file(&bed, &gz)).unwrap(), (Codec::Gz, 2));
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        assert_eq!(backup_files(file(&bed, &zst)).unwrap(), (Codec::Zst, 2));
+        for cut in [&gz[..gz.len() - 30], &zst[..zst.len() - 30]] {
+            assert!(matches!(backup_files(file(&bed, cut)), Err(FsError::Invalid(m)) if m.contains("Unreadable")));
+        }
+        assert!(matches!(backup_files(file(&bed, &tar)), Err(FsError::Invalid(m)) if m.contains("Not a tar.gz")));
+        assert!(matches!(backup_files(file(&bed, b"")), Err(FsError::Invalid(_))));
     }
 }

@@ -23,6 +23,10 @@ pub const MAX_ZIP_DIRECTORY: u64 = 16 << 20;
 /// through a link an earlier one made).
 pub const MAX_LINK_PATHS: u64 = 8 << 20;
 
+/// Largest zstd window taken, as a power of two (128 MiB, libzstd's own default cap): the
+/// decoder allocates the window a frame declares, so a frame declaring more is refused.
+pub const MAX_ZSTD_WINDOW_LOG: u32 = 27;
+
 /// Deepest entry taken, in directories below the extraction directory (tree walks stop at
 /// `walk::MAX_DEPTH`, and the extracted tree is walked to be moved in place).
 pub const MAX_ENTRY_DEPTH: usize = super::walk::MAX_DEPTH - 2;

@@ -47,13 +47,13 @@ use std::path::Path;
 use rustix::fs::{Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
-pub use archive::{pack, pack_until, PackStats};
+pub use archive::{pack, pack_until, Codec, PackStats};
 pub use dial::{Dial, Tally};
 pub use entry::{mode_string, parse_mode, Entry, Kind};
 pub use extract::{extract, extract_from, extract_with};
 pub use formats::{scan, Scan};
 pub use ignore::Ignore;
-pub use inspect::tar_gz_files;
+pub use inspect::backup_files;
 pub use listing::{DirStream, Page, MAX_PAGE};
 pub use mirror::Node;
 pub use settle::settle;
@@ -66,13 +66,14 @@ pub fn check_path(rel: &str) -> Result<(), FsError> {
     path::RelPath::parse(rel).map(drop)
 }
 
-/// Which archive format `file` holds (`tar`, `tar.gz` or `zip`, told by its first bytes); the
+/// Which archive format `file` holds (`tar`, `tar.gz`, `tar.zst` or `zip`, told by its first bytes); the
 /// file is read from its start and left there.
 pub fn sniff(file: &mut std::fs::File) -> Result<&'static str, FsError> {
     std::io::Seek::rewind(file)?;
     Ok(match formats::Format::sniff(file)? {
         formats::Format::Tar => "tar",
         formats::Format::TarGz => "tar.gz",
+        formats::Format::TarZst => "tar.zst",
         formats::Format::Zip => "zip",
     })
 }
