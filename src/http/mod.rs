@@ -266,8 +266,9 @@ fn acceptable(route: Route, headers: &hyper::HeaderMap) -> Result<(), ApiError> 
         Route::Metrics => &["text/plain", "application/openmetrics-text"],
         Route::ContainerAttach => &["text/plain"],
         Route::FileRead => &["application/octet-stream"],
-        Route::VolumeArchive | Route::BackupDownload => {
-            &["application/gzip", "application/x-gzip", "application/octet-stream"]
+        Route::VolumeArchive => &["application/gzip", "application/x-gzip", "application/octet-stream"],
+        Route::BackupDownload => {
+            &["application/gzip", "application/x-gzip", "application/zstd", "application/octet-stream"]
         }
         _ => &[],
     };
