@@ -311,3 +311,153 @@ fn start_slow_backup(d: &Daemon, vol: &str, path: &Path, tag: &str) -> (String, 
     });
     (cut, part)
 }
+
+/// `download`, also giving the response's headers (lower-cased names).
+fn download_with_headers(d: &Daemon, vol: &str, id: &str, to: &Path) -> String {
+    let headers = to.with_extension("headers");
+    let out = Command::new("curl")
+        .args(["-sf", "-o"])
+        .arg(to)
+        .arg("-D")
+        .arg(&headers)
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("http://127.0.0.1:{}/volumes/{vol}/backups/{id}/download", d.port))
+        .status()
+        .unwrap();
+    assert!(out.success(), "download failed");
+    std::fs::read_to_string(headers).unwrap().to_ascii_lowercase()
+}
+
+/// `POST /volumes/:v/backups/upload` with `body`.
+fn upload(d: &Daemon, vol: &str, body: &[u8]) -> Resp {
+    let head = format!(
+        "POST /volumes/{vol}/backups/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/zstd\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(d.port, &bytes).unwrap()
+}
+
+/// Restores backup `id` of `vol` and waits for it to end; the backup's record after.
+fn restore_and_wait(d: &Daemon, vol: &str, id: &str, truncate: bool) -> Value {
+    let r = d.call("POST", &format!("/volumes/{vol}/backups/{id}/restore"), Some(json!({"truncate": truncate})));
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_for(120, "the restore", || {
+        let b = d.get(&format!("/volumes/{vol}/backups/{id}")).json();
+        b["last_restore"]["completed_at"].is_u64().then_some(b)
+    })
+}
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A volume of compressible files, a link and nested folders: a `tar.zst` backup is on record
+/// as such, downloads as `application/zstd` named `.tar.zst`, starts with the zstd magic, is
+/// far smaller than the data, and restores (with `truncate`) byte for byte; the same archive
+/// uploaded is recognized as `tar.zst`. Without `format` a backup is still a `tar.gz`; a bad
+/// format is a 400 naming it.
+#[test]
+fn a_tar_zst_backup_downloads_as_zstd_and_restores_byte_for_byte() {
+    let d = Daemon::start();
+    let (vol, path) = d.new_volume();
+    std::fs::create_dir_all(path.join("world/region")).unwrap();
+    let lines: String = (0..200_000).map(|i| format!("player{} joined at tick {}\n", i % 97, i)).collect();
+    std::fs::write(path.join("world/log.txt"), &lines).unwrap();
+    std::fs::write(path.join("world/region/r.0.0.mca"), vec![5u8; 1 << 20]).unwrap();
+    std::fs::write(path.join("level.dat"), b"level").unwrap();
+    std::fs::set_permissions(path.join("level.dat"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("world/log.txt", path.join("log-link")).unwrap();
+    let before = tree(&path);
+    let data_bytes = (lines.len() + (1 << 20) + 5) as u64;
+
+    let bad = d.call("POST", &format!("/volumes/{vol}/backups"), Some(json!({"format": "tar.bz2"})));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.error().contains("tar.bz2") && bad.error().contains("tar.zst"), "{}", bad.body);
+
+    // Positive control, and the default: a tar.gz.
+    let gz = backup(&d, &vol, json!({}));
+    assert_eq!((gz["state"].as_str(), gz["format"].as_str()), (Some("ready"), Some("tar.gz")), "{gz}");
+    let gz_file = d.dir.0.join("b.tar.gz");
+    let headers = download_with_headers(&d, &vol, gz["backup_id"].as_str().unwrap(), &gz_file);
+    assert!(headers.contains("content-type: application/gzip"), "{headers}");
+    assert!(std::fs::read(&gz_file).unwrap().starts_with(&[0x1f, 0x8b]));
+
+    let zst = backup(&d, &vol, json!({"name": "zst", "format": "tar.zst"}));
+    assert_eq!((zst["state"].as_str(), zst["format"].as_str()), (Some("ready"), Some("tar.zst")), "{zst}");
+    let id = zst["backup_id"].as_str().unwrap().to_string();
+    assert!(d.dir.0.join("backups").join(&vol).join(format!("{id}.tar.zst")).exists());
+    let zst_file = d.dir.0.join("b.tar.zst");
+    let headers = download_with_headers(&d, &vol, &id, &zst_file);
+    assert!(headers.contains("content-type: application/zstd"), "{headers}");
+    assert!(headers.contains("zst.tar.zst"), "named for the format: {headers}");
+    let archive = std::fs::read(&zst_file).unwrap();
+    assert!(archive.starts_with(&ZSTD_MAGIC), "{:02x?}", &archive[..archive.len().min(8)]);
+    assert!((archive.len() as u64) * 4 < data_bytes, "{} bytes of zstd for {data_bytes} of data", archive.len());
+    assert_eq!(zst["size_bytes"], archive.len() as u64);
+    assert_eq!(zst["sha256"], sha256sum(&zst_file));
+    assert_eq!(zst["files"], 3);
+
+    // The volume changes; a truncating restore gives back exactly the backup's tree.
+    std::fs::write(path.join("world/log.txt"), b"overwritten").unwrap();
+    std::fs::write(path.join("new.txt"), b"new").unwrap();
+    std::fs::remove_file(path.join("level.dat")).unwrap();
+    assert_ne!(tree(&path), before);
+    let done = restore_and_wait(&d, &vol, &id, true);
+    assert_eq!(done["last_restore"]["error"], Value::Null, "{done}");
+    assert_eq!(tree(&path), before, "restored byte for byte");
+
+    // The same archive uploaded is a tar.zst backup.
+    let up = upload(&d, &vol, &archive);
+    assert_eq!(up.status, 201, "{}", up.body);
+    assert_eq!((up.json()["format"].as_str(), up.json()["files"].as_u64()), (Some("tar.zst"), Some(3)));
+    assert_eq!(up.json()["sha256"], zst["sha256"]);
+}
+
+/// A zstd long-name bomb (64 KiB declaring a 2 GiB name) is refused at upload in bounded
+/// memory; planted as a backup's archive (its sha256 on record, as if it had passed), its
+/// restore is refused, first because the record says tar.gz, then by the archive reader's cap,
+/// and the volume is unchanged both times.
+#[test]
+fn a_zstd_bomb_restore_is_refused_and_changes_nothing() {
+    let mut d = Daemon::start();
+    let (vol, path) = d.new_volume();
+    std::fs::create_dir_all(path.join("world")).unwrap();
+    std::fs::write(path.join("world/level.dat"), b"level").unwrap();
+    let before = tree(&path);
+    let bomb = common::bombs::long_name_zst(2 << 30);
+    assert!(bomb.starts_with(&ZSTD_MAGIC) && bomb.len() < 1 << 20, "a small bomb: {} bytes", bomb.len());
+    let up = upload(&d, &vol, &bomb);
+    assert_eq!(up.status, 400, "{}", up.body);
+    assert!(up.error().contains("name longer than 4096 bytes"), "{}", up.body);
+    assert!(common::bombs::peak_rss(d.pid()) < 128 << 20, "bounded memory");
+
+    let zst = backup(&d, &vol, json!({"format": "tar.zst"}));
+    assert_eq!(zst["state"], "ready", "{zst}");
+    let id = zst["backup_id"].as_str().unwrap().to_string();
+    let plant = |d: &mut Daemon, format: &str| {
+        d.stop();
+        std::fs::write(d.dir.0.join("backups").join(&vol).join(format!("{id}.{format}")), &bomb).unwrap();
+        let mut state = d.state();
+        let record = &mut state["backups"][id.as_str()];
+        assert!(record["sha256"].is_string(), "the backup's record: {record}");
+        record["format"] = json!(format);
+        record["sha256"] = json!(sha256sum(&d.dir.0.join("backups").join(&vol).join(format!("{id}.{format}"))));
+        std::fs::write(d.dir.0.join("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
+        d.restart();
+    };
+
+    plant(&mut d, "tar.gz");
+    let done = restore_and_wait(&d, &vol, &id, false);
+    let error = done["last_restore"]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("is a tar.zst, but the backup's record says tar.gz"), "{done}");
+    assert_eq!(tree(&path), before, "nothing changed");
+
+    plant(&mut d, "tar.zst");
+    let done = restore_and_wait(&d, &vol, &id, false);
+    let error = done["last_restore"]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("name longer than 4096 bytes"), "{done}");
+    assert_eq!(tree(&path), before, "nothing changed");
+    assert!(common::bombs::peak_rss(d.pid()) < 128 << 20, "bounded memory");
+    assert_eq!(d.get("/api/v1/public/ping").status, 200);
+}

@@ -9,18 +9,7 @@ use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 /// `declared` bytes before it can tell the name is absurd. `declared` is rounded up to MiB.
 pub fn long_name_gz(declared: u64) -> Vec<u8> {
     let mib = declared.div_ceil(1 << 20);
-    let mut header = [0u8; 512];
-    header[..13].copy_from_slice(b"././@LongLink");
-    header[100..108].copy_from_slice(b"0000644\0");
-    header[108..116].copy_from_slice(b"0000000\0");
-    header[116..124].copy_from_slice(b"0000000\0");
-    header[124..136].copy_from_slice(format!("{:011o}\0", mib << 20).as_bytes());
-    header[136..148].copy_from_slice(b"00000000000\0");
-    header[156] = b'L';
-    header[257..265].copy_from_slice(b"ustar  \0");
-    header[148..156].copy_from_slice(b"        ");
-    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
-    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let header = long_name_header(mib);
     // Each deflate segment is fully flushed, so one MiB of zeros compresses to the same bytes
     // every time: compressed once, repeated.
     let mut deflate = Compress::new(Compression::best(), false);
@@ -42,6 +31,37 @@ pub fn long_name_gz(declared: u64) -> Vec<u8> {
     gz.extend_from_slice(&crc.sum().to_le_bytes());
     gz.extend_from_slice(&crc.amount().to_le_bytes());
     gz
+}
+
+/// [`long_name_gz`] as zstd (about 64 KiB for 2 GiB: zstd stores a block of zeros as one byte
+/// repeated). `declared` is rounded up to MiB.
+pub fn long_name_zst(declared: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mib = declared.div_ceil(1 << 20);
+    let mut zst = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("zstd encoder");
+    zst.write_all(&long_name_header(mib)).expect("zstd");
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        zst.write_all(&zeros).expect("zstd");
+    }
+    zst.finish().expect("zstd")
+}
+
+/// A GNU long-name header (`L`) declaring a name of `mib` MiB.
+fn long_name_header(mib: u64) -> [u8; 512] {
+    let mut header = [0u8; 512];
+    header[..13].copy_from_slice(b"././@LongLink");
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[108..116].copy_from_slice(b"0000000\0");
+    header[116..124].copy_from_slice(b"0000000\0");
+    header[124..136].copy_from_slice(format!("{:011o}\0", mib << 20).as_bytes());
+    header[136..148].copy_from_slice(b"00000000000\0");
+    header[156] = b'L';
+    header[257..265].copy_from_slice(b"ustar  \0");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    header
 }
 
 /// Raw deflate of `input` ending with `flush`.
