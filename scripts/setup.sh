@@ -27,7 +27,7 @@ PACKAGES=(
     apache2-utils busybox-static curl debootstrap docker-registry e2fsprogs iproute2 nftables
     openssh-client openssh-server prometheus python3-venv systemd util-linux valgrind wrk zstd
 )
-# zstd: the transfer bench's baseline (`tar | zstd -T0` over loopback TCP).
+# zstd: the transfer bench's baseline (`tar | zstd -T0` over loopback TCP) and the data bench's (`tar -I 'zstd -T0'`).
 # openssh-server's service is `ssh`: the SFTP tests' client and the SFTP bench's baseline
 # sshd (started by the bench on a port of its own) are all that is wanted of it. nftables is
 # wanted for its `nft` (the firewall, tests/firewall.rs' namespaces need iproute2's `ip`): its
