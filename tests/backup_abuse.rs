@@ -49,14 +49,7 @@ fn restore(d: &Daemon, vol: &str, id: &str, truncate: bool) -> Value {
 
 /// `POST /volumes/:v/backups/upload` with `body`.
 fn upload(d: &Daemon, vol: &str, body: &[u8]) -> Resp {
-    let head = format!(
-        "POST /volumes/{vol}/backups/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/gzip\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    raw(d.port, &bytes).unwrap()
+    upload_backup(d.port, vol, "application/gzip", body)
 }
 
 fn backup_dir(d: &Daemon, vol: &str) -> PathBuf {

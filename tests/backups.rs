@@ -330,14 +330,7 @@ fn download_with_headers(d: &Daemon, vol: &str, id: &str, to: &Path) -> String {
 
 /// `POST /volumes/:v/backups/upload` with `body`.
 fn upload(d: &Daemon, vol: &str, body: &[u8]) -> Resp {
-    let head = format!(
-        "POST /volumes/{vol}/backups/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/zstd\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    raw(d.port, &bytes).unwrap()
+    upload_backup(d.port, vol, "application/zstd", body)
 }
 
 /// Restores backup `id` of `vol` and waits for it to end; the backup's record after.

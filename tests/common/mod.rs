@@ -651,6 +651,18 @@ impl Resp {
     }
 }
 
+/// `POST /volumes/:v/backups/upload` of `body` as `content_type`, on a raw connection.
+pub fn upload_backup(port: u16, vol: &str, content_type: &str, body: &[u8]) -> Resp {
+    let head = format!(
+        "POST /volumes/{vol}/backups/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(port, &bytes).unwrap()
+}
+
 /// Sends `request` bytes and reads the response until the server closes.
 pub fn raw(port: u16, request: &[u8]) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
