@@ -32,10 +32,14 @@ pub struct PackStats {
 pub enum Codec {
     /// gzip at its default level.
     Gz,
-    /// zstd at its default level (3), compressed on one worker thread per core (as `zstd -T0`)
-    /// while the caller walks and writes.
+    /// zstd at its default level (3), compressed on one worker thread per core (as `zstd -T0`),
+    /// at most [`MAX_ZSTD_WORKERS`], while the caller walks and writes.
     Zst,
 }
+
+/// Most zstd worker threads one pack uses: each holds a job of input and its output (about
+/// 20 MiB at level 3), and several backups may run at once.
+pub const MAX_ZSTD_WORKERS: usize = 4;
 
 /// Streams directory `rel_dir` as a tar.gz into `out`, paths relative to it. Directories are
 /// included, symlinks stored as symlinks, fifos, sockets and devices left out; what `ignore`
@@ -91,7 +95,7 @@ impl<W: Write> Encoder<W> {
             Codec::Zst => {
                 let mut zst = zstd::stream::write::Encoder::new(out, zstd::DEFAULT_COMPRESSION_LEVEL)?;
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                zst.multithread(u32::try_from(cores).unwrap_or(1))?;
+                zst.multithread(u32::try_from(cores.min(MAX_ZSTD_WORKERS)).unwrap_or(1))?;
                 // A frame checksum, as gzip has its CRC: a corrupt archive fails its restore.
                 zst.include_checksum(true)?;
                 Encoder::Zst(zst)
