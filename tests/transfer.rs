@@ -285,6 +285,33 @@ fn a_cancel_leaves_the_server_running_at_the_source_and_nothing_at_the_target() 
     assert_eq!(source.call("DELETE", &format!("/containers/{id}/transfer"), None).status, 409);
 }
 
+/// Debug builds pause this long once the server is stopped for the last round (so a test
+/// can stop the daemon then).
+const HOLD_STOPPED: (&str, &str) = ("LIGHTD_TEST_STOPPED_DELAY_MS", "4000");
+
+#[test]
+fn a_source_stopped_with_its_server_stopped_for_the_last_round_leaves_it_running() {
+    require_docker();
+    let mut source = node("lqa", &[HOLD_STOPPED]);
+    let target = node("lqb", &[]);
+    let (id, src_path) = running_server(&source, "sd", 1, 1);
+    let token = transfer_token(&target, &id);
+    begin(&source, &target, &id, &token);
+    // The transfer stopped the server for its last round (positive control of the moment).
+    wait_for(60, "the transfer to stop the server", || (source.record(&id)["state"] == "offline").then_some(()));
+    assert_eq!(transfer_status(&source, &id)["state"], "syncing");
+    source.stop();
+    let names = source.docker_names();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &names[0]]).trim(), "true", "started again");
+    source.spawn();
+    source.wait_state(&id, "running", 60);
+    assert_eq!(source.get(&format!("/containers/{id}/transfer")).status, 404, "the job ended with the daemon");
+    let before = stamps(&src_path).len();
+    wait_for(30, "the server to keep writing at the source", || (stamps(&src_path).len() > before + 5).then_some(()));
+    assert!(target.get(&format!("/containers/{id}")).status == 404, "no server at the target");
+}
+
 #[test]
 fn wrong_expired_or_foreign_tokens_fail_clearly_and_the_server_stays() {
     require_docker();

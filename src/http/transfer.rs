@@ -28,6 +28,7 @@ fn rooms(app: &Handles) -> Rooms {
         volumes: app.volumes().clone(),
         backups: app.backups().clone(),
         hubs: std::sync::Arc::clone(app.hubs()),
+        transfers: app.transfers().clone(),
     }
 }
 
@@ -59,13 +60,13 @@ pub async fn start(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 /// `GET /containers/:id/transfer`.
-pub fn status(ctx: &Ctx) -> Result<Reply, ApiError> {
-    Ok(json(StatusCode::OK, &source::status(ctx.param(0))?))
+pub fn status(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
+    Ok(json(StatusCode::OK, &source::status(app.transfers(), ctx.param(0))?))
 }
 
 /// `DELETE /containers/:id/transfer`.
-pub async fn cancel(ctx: &Ctx) -> Result<Reply, ApiError> {
-    Ok(json(StatusCode::OK, &source::cancel(ctx.param(0)).await?))
+pub async fn cancel(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
+    Ok(json(StatusCode::OK, &source::cancel(app.transfers(), ctx.param(0)).await?))
 }
 
 /// The node-to-node routes take the master token or a transfer token for this server.
