@@ -428,3 +428,74 @@ fn a_full_target_fails_clearly_and_the_server_stays() {
     assert_eq!(source.record(&id)["state"], "running");
     nothing_at(&target);
 }
+
+/// A ready backup of `vol` at `d`, holding what the volume holds now; its record.
+fn backup_of(d: &Daemon, vol: &str) -> Value {
+    let r = d.call("POST", &format!("/volumes/{vol}/backups"), Some(json!({})));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["backup_id"].as_str().unwrap().to_string();
+    let b = wait_for(120, "the backup to finish", || {
+        let b = d.get(&format!("/volumes/{vol}/backups/{id}")).json();
+        (b["state"] != "creating").then_some(b)
+    });
+    assert_eq!(b["state"], "ready", "{b}");
+    b
+}
+
+fn backups_at(d: &Daemon, vol: &str) -> Vec<Value> {
+    let r = d.get(&format!("/volumes/{vol}/backups"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    v.as_array().or_else(|| v["backups"].as_array()).cloned().unwrap_or_default()
+}
+
+#[test]
+fn with_backups_the_backups_go_along_and_restore_at_the_target_and_without_none_do() {
+    require_docker();
+    let source = node("lba", &[]);
+    let target = node("lbb", &[]);
+    let mut moved = Vec::new();
+    for (name, with_backups) in [("bw", true), ("bn", false)] {
+        let (id, src_path) = running_server(&source, name, 1, 1);
+        let vol = source.record(&id)["volume_id"].as_str().unwrap().to_string();
+        std::fs::write(src_path.join("saved.txt"), b"the backed-up bytes").unwrap();
+        let b = backup_of(&source, &vol);
+        std::fs::write(src_path.join("saved.txt"), b"changed after the backup").unwrap();
+        let token = transfer_token(&target, &id);
+        let body = json!({"target": format!("http://127.0.0.1:{}", target.port), "token": token,
+                          "with_backups": with_backups});
+        let r = source.call("POST", &format!("/containers/{id}/transfer"), Some(body));
+        assert_eq!(r.status, 202, "{}", r.body);
+        let end = wait_over(&source, &id);
+        assert_eq!(end["state"], "done", "{end}");
+        target.wait_state(&id, "running", 60);
+        let tvol = target.record(&id)["volume_id"].as_str().unwrap().to_string();
+        let dst = volume_path(&target, &tvol);
+        assert_eq!(std::fs::read(dst.join("saved.txt")).unwrap(), b"changed after the backup");
+        moved.push((id, b, tvol, dst, with_backups));
+    }
+    for (id, b, tvol, dst, with_backups) in moved {
+        let listed = backups_at(&target, &tvol);
+        if !with_backups {
+            assert!(listed.is_empty(), "no backup moved without the flag: {listed:?}");
+            continue;
+        }
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let got = &listed[0];
+        for k in ["backup_id", "name", "sha256", "size_bytes", "created_at"] {
+            assert_eq!(got[k], b[k], "{k}: {got} vs {b}");
+        }
+        assert_eq!(got["state"], "ready");
+        let bid = b["backup_id"].as_str().unwrap();
+        let r =
+            target.call("POST", &format!("/volumes/{tvol}/backups/{bid}/restore"), Some(json!({"truncate": false})));
+        assert_eq!(r.status, 202, "{}", r.body);
+        let done = wait_for(120, "the restore at the target", || {
+            let b = target.get(&format!("/volumes/{tvol}/backups/{bid}")).json();
+            b["last_restore"]["completed_at"].is_u64().then_some(b)
+        });
+        assert_eq!(done["last_restore"]["error"], Value::Null, "{done}");
+        assert_eq!(std::fs::read(dst.join("saved.txt")).unwrap(), b"the backed-up bytes", "restored at the target");
+        target.wait_state(&id, "running", 60);
+    }
+}

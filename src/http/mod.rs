@@ -355,6 +355,8 @@ async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, Api
         Route::TransferDiscard => transfer::discard(app, ctx).await,
         Route::TransferChunks => transfer::chunks(app, ctx).await,
         Route::TransferFinish => transfer::finish(app, ctx).await,
+        Route::TransferBackupOffer => transfer::backup_offer(app, ctx).await,
+        Route::TransferBackupPiece => transfer::backup_piece(app, ctx).await,
         Route::Ws => {
             let id = ctx.param(0).to_string();
             let Ctx { head, body, slot, .. } = ctx;

@@ -117,3 +117,22 @@ pub async fn discard(app: &Handles, ctx: Ctx) -> Result<Reply, ApiError> {
     }
     Ok(json(StatusCode::OK, &serde_json::json!({"message": "Transfer discarded", "internal_id": id})))
 }
+
+/// `POST /transfers/:id/backups`: a backup to come along; how much of it is here.
+pub async fn backup_offer(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let b: crate::model::Backup = ctx.json().await?;
+    let held = transfer::archives::offer(&rooms(app), ctx.param(0), b).await?;
+    Ok(json(StatusCode::OK, &held))
+}
+
+/// `PUT /transfers/:id/backups/:backup_id?offset=N`: a piece of its archive.
+pub async fn backup_piece(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let q = ctx.query(&["offset"])?;
+    let offset = q
+        .get("offset")
+        .and_then(|o| o.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::bad_request("offset must be given: the bytes of the backup already sent"))?;
+    let bytes = body(&mut ctx, transfer::archives::PIECE).await?;
+    let held = transfer::archives::piece(&rooms(app), ctx.param(0), ctx.param(1), offset, bytes).await?;
+    Ok(json(StatusCode::OK, &held))
+}

@@ -4,6 +4,7 @@
 //! the whole tree compared, then the server created and started at the target and removed
 //! here. See `docs/transfers.md` for the protocol and what failures leave behind.
 
+pub mod archives;
 pub mod manifest;
 pub mod peer;
 pub mod source;

@@ -118,9 +118,6 @@ pub struct Start {
 /// Starts moving server `id`; the job runs on (its status is read with [`status`]).
 pub fn start(rooms: &Rooms, id: &str, req: Start) -> Result<Status> {
     let rec = lifecycle::record(&rooms.sups, id)?;
-    if req.with_backups {
-        return Err(Error::BadRequest("with_backups is not supported yet: move the backups separately".into()));
-    }
     let peer = Peer::new(&req.target, &req.token).map_err(Error::BadRequest)?;
     if rec.install_state != crate::model::InstallState::Ready {
         return Err(Error::Conflict(format!("Cannot transfer {id} while its install is not ready")));
@@ -147,7 +144,7 @@ pub fn start(rooms: &Rooms, id: &str, req: Start) -> Result<Status> {
     }
     let (tasks, rooms, id) = (rooms.transfers.tasks.clone(), rooms.clone(), id.to_string());
     let signal = tasks.signal();
-    tasks.spawn(run(rooms, id, peer, req.ports, job, signal));
+    tasks.spawn(run(rooms, id, peer, (req.ports, req.with_backups), job, signal));
     Ok(status)
 }
 
@@ -201,18 +198,21 @@ struct Work {
     ran: bool,
     /// Whether this job stopped the server (it is started again on failure).
     stopped: bool,
+    /// Whether the volume's backups go along (sent after the first round, the server running).
+    with_backups: bool,
 }
 
 async fn run(
     rooms: Rooms,
     id: String,
     peer: Peer,
-    ports: Option<Vec<PortBinding>>,
+    (ports, with_backups): (Option<Vec<PortBinding>>, bool),
     job: Arc<Job>,
     mut shutdown: Shutdown,
 ) {
     let ran = lifecycle::record(&rooms.sups, &id).is_ok_and(|r| r.state != PowerState::Offline);
-    let mut w = Work { rooms, id, peer, job: Arc::clone(&job), scanner: Arc::default(), ran, stopped: false };
+    let scanner = Arc::default();
+    let mut w = Work { rooms, id, peer, job: Arc::clone(&job), scanner, ran, stopped: false, with_backups };
     w.phase(Phase::Copying);
     let outcome = {
         let body = rounds(&mut w, ports);
@@ -292,6 +292,15 @@ impl Job {
 }
 
 impl Work {
+    /// The volume's ready backups the target lacks, sent (counted in `bytes_sent`).
+    async fn send_backups(&mut self) -> std::result::Result<(), Stop> {
+        let volume_id = lifecycle::record(&self.rooms.sups, &self.id)?.volume_id;
+        let sent = super::archives::send(&self.rooms, &self.peer, &self.id, &volume_id).await?;
+        let mut st = lock(&self.job.status);
+        st.bytes_sent = st.bytes_sent.saturating_add(sent);
+        Ok(())
+    }
+
     fn phase(&self, phase: Phase) {
         lock(&self.job.status).state = phase;
         if let Some(hub) = self.rooms.hubs.peek(&self.id) {
@@ -475,6 +484,9 @@ async fn rounds(w: &mut Work, ports: Option<Vec<PortBinding>>) -> std::result::R
             w.phase(Phase::Syncing);
         }
         let (_, lacking) = w.round().await?;
+        if live == 1 && w.with_backups {
+            w.send_backups().await?;
+        }
         if !w.ran || lacking <= SMALL_ROUND {
             break;
         }

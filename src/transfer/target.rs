@@ -63,24 +63,26 @@ pub struct Finish {
 }
 
 /// One incoming server's staging: its volume and what this process knows it holds.
-struct Session {
-    volume_id: String,
+pub(super) struct Session {
+    pub(super) volume_id: String,
     spec: Option<Spec>,
     /// Chunk hashes of each file as written and verified here (or hashed from disk once).
     held: Held,
     /// The last manifest (its times are set at the end).
     last: Vec<Entry>,
+    /// Backups offered to come along, by id, as they are recorded here.
+    pub(super) backups: HashMap<String, crate::model::Backup>,
 }
 
 /// A session's lock: one request at a time per incoming server.
-type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
+pub(super) type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
 /// The incoming servers' sessions of one node, by server id (held by [`super::Transfers`]).
 #[derive(Default)]
 pub struct Sessions(Mutex<HashMap<String, Slot>>);
 
 /// The lock of `id`'s session.
-fn slot(rooms: &Rooms, id: &str) -> Slot {
+pub(super) fn slot(rooms: &Rooms, id: &str) -> Slot {
     let mut map = rooms.transfers.sessions.0.lock().unwrap_or_else(|p| p.into_inner());
     Arc::clone(map.entry(id.to_string()).or_default())
 }
@@ -219,7 +221,7 @@ pub async fn prepare(rooms: &Rooms, id: &str, p: Prepare) -> Result<Need> {
     let root = open(rooms, &volume_id, &p.spec.user)?;
     let mut session = match guard.take() {
         Some(s) if s.volume_id == volume_id => s,
-        _ => Session { volume_id, spec: None, held: HashMap::new(), last: Vec::new() },
+        _ => Session { volume_id, spec: None, held: HashMap::new(), last: Vec::new(), backups: HashMap::new() },
     };
     session.spec = Some(p.spec);
     let entries = p.entries;
@@ -539,6 +541,7 @@ pub async fn discard(rooms: &Rooms, id: &str) -> Result<bool> {
     let Some(volume_id) = volume else { return Ok(false) };
     if rooms.store.read(|s| s.volumes.contains_key(&volume_id) && crate::volumes::used_by(s, &volume_id).is_empty()) {
         crate::volumes::delete(&rooms.volumes, &rooms.backups, &volume_id).await?;
+        super::archives::forget(rooms, &volume_id);
     }
     let _ = std::fs::remove_file(marker(rooms, id));
     Ok(true)
