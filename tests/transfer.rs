@@ -299,7 +299,7 @@ fn a_source_stopped_with_its_server_stopped_for_the_last_round_leaves_it_running
     begin(&source, &target, &id, &token);
     // The transfer stopped the server for its last round (positive control of the moment).
     wait_for(60, "the transfer to stop the server", || (source.record(&id)["state"] == "offline").then_some(()));
-    assert_eq!(transfer_status(&source, &id)["state"], "syncing");
+    assert_eq!(transfer_status(&source, &id)["state"], "stopping", "held once the server stopped");
     source.stop();
     let names = source.docker_names();
     assert_eq!(names.len(), 1, "{names:?}");
