@@ -432,7 +432,9 @@ mod tests {
                 ("POST", "/transfers/:id"),
                 ("DELETE", "/transfers/:id"),
                 ("PUT", "/transfers/:id/chunks"),
-                ("POST", "/transfers/:id/finish")
+                ("POST", "/transfers/:id/finish"),
+                ("POST", "/transfers/:id/backups"),
+                ("PUT", "/transfers/:id/backups/:backup_id"),
             ]
         );
     }
