@@ -120,7 +120,9 @@ pub async fn discard(app: &Handles, ctx: Ctx) -> Result<Reply, ApiError> {
 
 /// `POST /transfers/:id/backups`: a backup to come along; how much of it is here.
 pub async fn backup_offer(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
-    let b: crate::model::Backup = ctx.json().await?;
+    let v: serde_json::Value = ctx.json().await?;
+    let b: crate::model::Backup = serde_json::from_value(integral(v))
+        .map_err(|e| ApiError::bad_request(format!("invalid backup record: {e}")))?;
     let held = transfer::archives::offer(&rooms(app), ctx.param(0), b).await?;
     Ok(json(StatusCode::OK, &held))
 }
@@ -135,4 +137,19 @@ pub async fn backup_piece(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError
     let bytes = body(&mut ctx, transfer::archives::PIECE).await?;
     let held = transfer::archives::piece(&rooms(app), ctx.param(0), ctx.param(1), offset, bytes).await?;
     Ok(json(StatusCode::OK, &held))
+}
+
+/// JSON numbers written as whole floats (`330.0`, which JSON Schema counts as an integer) as
+/// integers, so a record's counts parse whichever way a client wrote them.
+fn integral(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if !n.is_u64() && !n.is_i64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&f) => Value::from(f as u64),
+            _ => Value::Number(n),
+        },
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        v => v,
+    }
 }

@@ -53,7 +53,7 @@ fn check(b: &Backup) -> Result<()> {
     if b.state != BackupState::Ready || !b.sha256.as_deref().is_some_and(hex64) {
         return Err(Error::BadRequest("only a ready backup with its sha256 can be sent".into()));
     }
-    if b.name.is_empty() || b.name.len() > 256 {
+    if b.name.is_empty() || b.name.chars().count() > 256 {
         return Err(Error::BadRequest("backup name must be 1 to 256 bytes".into()));
     }
     Ok(())
@@ -206,7 +206,9 @@ pub async fn send(rooms: &Rooms, peer: &Peer, id: &str, volume_id: &str) -> std:
     all.sort_by_key(|b| (b.created_at, b.backup_id.clone()));
     let mut sent = 0u64;
     for b in all {
-        let held: Held = peer.json(&format!("/transfers/{id}/backups"), &b, Duration::from_secs(60)).await?;
+        // Its record as the target keeps it: what happened here (a restore, its error) stays here.
+        let offered = Backup { last_restore: None, error: None, ..b.clone() };
+        let held: Held = peer.json(&format!("/transfers/{id}/backups"), &offered, Duration::from_secs(60)).await?;
         if held.done {
             continue;
         }
