@@ -282,6 +282,7 @@ struct Rooms {
     tokens: Tokens,
     extracts: Arc<lightd::jobs::Jobs>,
     node: lightd::node::Node,
+    transfers: lightd::transfer::Transfers,
     #[cfg(feature = "sftp")]
     sftp_sessions: lightd::sftp::Sessions,
 }
@@ -324,6 +325,7 @@ fn compose(
         node: node.clone(),
     });
     let tokens = Tokens::new(Arc::clone(&config), config_path, token, Arc::clone(&store));
+    let transfers = lightd::transfer::Transfers::new(tasks.clone());
     Rooms {
         config,
         store,
@@ -338,6 +340,7 @@ fn compose(
         tokens,
         extracts,
         node,
+        transfers,
         #[cfg(feature = "sftp")]
         sftp_sessions: lightd::sftp::Sessions::default(),
     }
@@ -359,6 +362,7 @@ impl Rooms {
             volumes: self.volumes.clone(),
             jobs: Arc::clone(&self.extracts),
             node: self.node.clone(),
+            transfers: self.transfers.clone(),
             tasks: self.tasks.clone(),
             #[cfg(feature = "sftp")]
             sftp_sessions: self.sftp_sessions.clone(),

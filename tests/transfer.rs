@@ -285,6 +285,33 @@ fn a_cancel_leaves_the_server_running_at_the_source_and_nothing_at_the_target() 
     assert_eq!(source.call("DELETE", &format!("/containers/{id}/transfer"), None).status, 409);
 }
 
+/// Debug builds pause this long once the server is stopped for the last round (so a test
+/// can stop the daemon then).
+const HOLD_STOPPED: (&str, &str) = ("LIGHTD_TEST_STOPPED_DELAY_MS", "4000");
+
+#[test]
+fn a_source_stopped_with_its_server_stopped_for_the_last_round_leaves_it_running() {
+    require_docker();
+    let mut source = node("lqa", &[HOLD_STOPPED]);
+    let target = node("lqb", &[]);
+    let (id, src_path) = running_server(&source, "sd", 1, 1);
+    let token = transfer_token(&target, &id);
+    begin(&source, &target, &id, &token);
+    // The transfer stopped the server for its last round (positive control of the moment).
+    wait_for(60, "the transfer to stop the server", || (source.record(&id)["state"] == "offline").then_some(()));
+    assert_eq!(transfer_status(&source, &id)["state"], "stopping", "held once the server stopped");
+    source.stop();
+    let names = source.docker_names();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &names[0]]).trim(), "true", "started again");
+    source.spawn();
+    source.wait_state(&id, "running", 60);
+    assert_eq!(source.get(&format!("/containers/{id}/transfer")).status, 404, "the job ended with the daemon");
+    let before = stamps(&src_path).len();
+    wait_for(30, "the server to keep writing at the source", || (stamps(&src_path).len() > before + 5).then_some(()));
+    assert!(target.get(&format!("/containers/{id}")).status == 404, "no server at the target");
+}
+
 #[test]
 fn wrong_expired_or_foreign_tokens_fail_clearly_and_the_server_stays() {
     require_docker();
@@ -400,4 +427,75 @@ fn a_full_target_fails_clearly_and_the_server_stays() {
     assert_eq!(end["bytes_sent"], 0, "{end}");
     assert_eq!(source.record(&id)["state"], "running");
     nothing_at(&target);
+}
+
+/// A ready backup of `vol` at `d`, holding what the volume holds now; its record.
+fn backup_of(d: &Daemon, vol: &str) -> Value {
+    let r = d.call("POST", &format!("/volumes/{vol}/backups"), Some(json!({})));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["backup_id"].as_str().unwrap().to_string();
+    let b = wait_for(120, "the backup to finish", || {
+        let b = d.get(&format!("/volumes/{vol}/backups/{id}")).json();
+        (b["state"] != "creating").then_some(b)
+    });
+    assert_eq!(b["state"], "ready", "{b}");
+    b
+}
+
+fn backups_at(d: &Daemon, vol: &str) -> Vec<Value> {
+    let r = d.get(&format!("/volumes/{vol}/backups"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    v.as_array().or_else(|| v["backups"].as_array()).cloned().unwrap_or_default()
+}
+
+#[test]
+fn with_backups_the_backups_go_along_and_restore_at_the_target_and_without_none_do() {
+    require_docker();
+    let source = node("lba", &[]);
+    let target = node("lbb", &[]);
+    let mut moved = Vec::new();
+    for (name, with_backups) in [("bw", true), ("bn", false)] {
+        let (id, src_path) = running_server(&source, name, 1, 1);
+        let vol = source.record(&id)["volume_id"].as_str().unwrap().to_string();
+        std::fs::write(src_path.join("saved.txt"), b"the backed-up bytes").unwrap();
+        let b = backup_of(&source, &vol);
+        std::fs::write(src_path.join("saved.txt"), b"changed after the backup").unwrap();
+        let token = transfer_token(&target, &id);
+        let body = json!({"target": format!("http://127.0.0.1:{}", target.port), "token": token,
+                          "with_backups": with_backups});
+        let r = source.call("POST", &format!("/containers/{id}/transfer"), Some(body));
+        assert_eq!(r.status, 202, "{}", r.body);
+        let end = wait_over(&source, &id);
+        assert_eq!(end["state"], "done", "{end}");
+        target.wait_state(&id, "running", 60);
+        let tvol = target.record(&id)["volume_id"].as_str().unwrap().to_string();
+        let dst = volume_path(&target, &tvol);
+        assert_eq!(std::fs::read(dst.join("saved.txt")).unwrap(), b"changed after the backup");
+        moved.push((id, b, tvol, dst, with_backups));
+    }
+    for (id, b, tvol, dst, with_backups) in moved {
+        let listed = backups_at(&target, &tvol);
+        if !with_backups {
+            assert!(listed.is_empty(), "no backup moved without the flag: {listed:?}");
+            continue;
+        }
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let got = &listed[0];
+        for k in ["backup_id", "name", "sha256", "size_bytes", "created_at"] {
+            assert_eq!(got[k], b[k], "{k}: {got} vs {b}");
+        }
+        assert_eq!(got["state"], "ready");
+        let bid = b["backup_id"].as_str().unwrap();
+        let r =
+            target.call("POST", &format!("/volumes/{tvol}/backups/{bid}/restore"), Some(json!({"truncate": false})));
+        assert_eq!(r.status, 202, "{}", r.body);
+        let done = wait_for(120, "the restore at the target", || {
+            let b = target.get(&format!("/volumes/{tvol}/backups/{bid}")).json();
+            b["last_restore"]["completed_at"].is_u64().then_some(b)
+        });
+        assert_eq!(done["last_restore"]["error"], Value::Null, "{done}");
+        assert_eq!(std::fs::read(dst.join("saved.txt")).unwrap(), b"the backed-up bytes", "restored at the target");
+        target.wait_state(&id, "running", 60);
+    }
 }

@@ -34,6 +34,8 @@ pub struct Handles {
     jobs: Arc<Jobs>,
     /// The node report and the usage meters.
     node: crate::node::Node,
+    /// Servers moving to or from this node.
+    transfers: crate::transfer::Transfers,
     /// The SFTP server's live sessions (a deleted user's are ended at once).
     #[cfg(feature = "sftp")]
     sftp_sessions: crate::sftp::Sessions,
@@ -61,6 +63,7 @@ pub struct Parts {
     pub volumes: Volumes,
     pub jobs: Arc<Jobs>,
     pub node: crate::node::Node,
+    pub transfers: crate::transfer::Transfers,
     /// The tracker extract jobs run under.
     pub tasks: crate::shutdown::Tasks,
     #[cfg(feature = "sftp")]
@@ -91,6 +94,7 @@ impl Handles {
             volumes: p.volumes,
             jobs: p.jobs,
             node: p.node,
+            transfers: p.transfers,
             #[cfg(feature = "sftp")]
             sftp_sessions: p.sftp_sessions,
             runtime: tokio::runtime::Handle::current(),
@@ -150,6 +154,10 @@ impl Handles {
 
     pub fn node(&self) -> &crate::node::Node {
         &self.node
+    }
+
+    pub fn transfers(&self) -> &crate::transfer::Transfers {
+        &self.transfers
     }
 
     #[cfg(feature = "sftp")]

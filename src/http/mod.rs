@@ -350,12 +350,14 @@ async fn answer(app: &Arc<Handles>, route: Route, ctx: Ctx) -> Result<Reply, Api
         Route::TokenCreate => tokens::create(app, ctx).await,
         Route::TokenRevoke => tokens::revoke(app).await,
         Route::TransferStart => transfer::start(app, ctx).await,
-        Route::TransferGet => transfer::status(&ctx),
-        Route::TransferCancel => transfer::cancel(&ctx).await,
+        Route::TransferGet => transfer::status(app, &ctx),
+        Route::TransferCancel => transfer::cancel(app, &ctx).await,
         Route::TransferPrepare => transfer::prepare(app, ctx).await,
         Route::TransferDiscard => transfer::discard(app, ctx).await,
         Route::TransferChunks => transfer::chunks(app, ctx).await,
         Route::TransferFinish => transfer::finish(app, ctx).await,
+        Route::TransferBackupOffer => transfer::backup_offer(app, ctx).await,
+        Route::TransferBackupPiece => transfer::backup_piece(app, ctx).await,
         Route::Ws => {
             let id = ctx.param(0).to_string();
             let Ctx { head, body, slot, .. } = ctx;

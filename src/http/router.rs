@@ -71,6 +71,8 @@ pub enum Route {
     TransferDiscard,
     TransferChunks,
     TransferFinish,
+    TransferBackupOffer,
+    TransferBackupPiece,
 }
 
 const TABLE: &[(&str, &str, Route)] = &[
@@ -144,6 +146,8 @@ const TABLE: &[(&str, &str, Route)] = &[
     ("DELETE", "/transfers/:id", Route::TransferDiscard),
     ("PUT", "/transfers/:id/chunks", Route::TransferChunks),
     ("POST", "/transfers/:id/finish", Route::TransferFinish),
+    ("POST", "/transfers/:id/backups", Route::TransferBackupOffer),
+    ("PUT", "/transfers/:id/backups/:backup_id", Route::TransferBackupPiece),
 ];
 
 impl Route {
@@ -160,7 +164,15 @@ impl Route {
     /// A node-to-node transfer route: opened with the master token or a transfer token
     /// for its server.
     pub fn is_transfer(self) -> bool {
-        matches!(self, Route::TransferPrepare | Route::TransferDiscard | Route::TransferChunks | Route::TransferFinish)
+        matches!(
+            self,
+            Route::TransferPrepare
+                | Route::TransferDiscard
+                | Route::TransferChunks
+                | Route::TransferFinish
+                | Route::TransferBackupOffer
+                | Route::TransferBackupPiece
+        )
     }
 
     /// The pattern (the `route` label of the request counter).
@@ -420,7 +432,9 @@ mod tests {
                 ("POST", "/transfers/:id"),
                 ("DELETE", "/transfers/:id"),
                 ("PUT", "/transfers/:id/chunks"),
-                ("POST", "/transfers/:id/finish")
+                ("POST", "/transfers/:id/finish"),
+                ("POST", "/transfers/:id/backups"),
+                ("PUT", "/transfers/:id/backups/:backup_id"),
             ]
         );
     }

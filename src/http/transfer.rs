@@ -28,6 +28,7 @@ fn rooms(app: &Handles) -> Rooms {
         volumes: app.volumes().clone(),
         backups: app.backups().clone(),
         hubs: std::sync::Arc::clone(app.hubs()),
+        transfers: app.transfers().clone(),
     }
 }
 
@@ -59,13 +60,13 @@ pub async fn start(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 /// `GET /containers/:id/transfer`.
-pub fn status(ctx: &Ctx) -> Result<Reply, ApiError> {
-    Ok(json(StatusCode::OK, &source::status(ctx.param(0))?))
+pub fn status(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
+    Ok(json(StatusCode::OK, &source::status(app.transfers(), ctx.param(0))?))
 }
 
 /// `DELETE /containers/:id/transfer`.
-pub async fn cancel(ctx: &Ctx) -> Result<Reply, ApiError> {
-    Ok(json(StatusCode::OK, &source::cancel(ctx.param(0)).await?))
+pub async fn cancel(app: &Handles, ctx: &Ctx) -> Result<Reply, ApiError> {
+    Ok(json(StatusCode::OK, &source::cancel(app.transfers(), ctx.param(0)).await?))
 }
 
 /// The node-to-node routes take the master token or a transfer token for this server.
@@ -115,4 +116,40 @@ pub async fn discard(app: &Handles, ctx: Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("No transfer of {id} is staged here")));
     }
     Ok(json(StatusCode::OK, &serde_json::json!({"message": "Transfer discarded", "internal_id": id})))
+}
+
+/// `POST /transfers/:id/backups`: a backup to come along; how much of it is here.
+pub async fn backup_offer(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let v: serde_json::Value = ctx.json().await?;
+    let b: crate::model::Backup = serde_json::from_value(integral(v))
+        .map_err(|e| ApiError::bad_request(format!("invalid backup record: {e}")))?;
+    let held = transfer::archives::offer(&rooms(app), ctx.param(0), b).await?;
+    Ok(json(StatusCode::OK, &held))
+}
+
+/// `PUT /transfers/:id/backups/:backup_id?offset=N`: a piece of its archive.
+pub async fn backup_piece(app: &Handles, mut ctx: Ctx) -> Result<Reply, ApiError> {
+    let q = ctx.query(&["offset"])?;
+    let offset = q
+        .get("offset")
+        .and_then(|o| o.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::bad_request("offset must be given: the bytes of the backup already sent"))?;
+    let bytes = body(&mut ctx, transfer::archives::PIECE).await?;
+    let held = transfer::archives::piece(&rooms(app), ctx.param(0), ctx.param(1), offset, bytes).await?;
+    Ok(json(StatusCode::OK, &held))
+}
+
+/// JSON numbers written as whole floats (`330.0`, which JSON Schema counts as an integer) as
+/// integers, so a record's counts parse whichever way a client wrote them.
+fn integral(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if !n.is_u64() && !n.is_i64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&f) => Value::from(f as u64),
+            _ => Value::Number(n),
+        },
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        v => v,
+    }
 }

@@ -4,6 +4,7 @@
 //! the whole tree compared, then the server created and started at the target and removed
 //! here. See `docs/transfers.md` for the protocol and what failures leave behind.
 
+pub mod archives;
 pub mod manifest;
 pub mod peer;
 pub mod source;
@@ -21,6 +22,7 @@ use crate::docker::Docker;
 use crate::lifecycle::request::CreateRequest;
 use crate::lifecycle::Supervisors;
 use crate::model::{ContainerRecord, Limits, PortBinding};
+use crate::shutdown::Tasks;
 use crate::store::Store;
 use crate::volumes::Volumes;
 
@@ -34,6 +36,23 @@ pub struct Rooms {
     pub volumes: Volumes,
     pub backups: crate::backups::Backups,
     pub hubs: Arc<Hubs>,
+    pub transfers: Transfers,
+}
+
+/// The transfers room's handle, made once per daemon: the jobs this node sends, the sessions
+/// it receives, and the tracker a job runs under (so shutdown stops and awaits it). Cheap to
+/// clone; two daemons in one process never share one.
+#[derive(Clone)]
+pub struct Transfers {
+    jobs: Arc<source::Jobs>,
+    sessions: Arc<target::Sessions>,
+    tasks: Tasks,
+}
+
+impl Transfers {
+    pub fn new(tasks: Tasks) -> Transfers {
+        Transfers { jobs: Arc::default(), sessions: Arc::default(), tasks }
+    }
 }
 
 /// What the target needs to create the same server: the record's spec, less what is the

@@ -14,11 +14,12 @@ use tokio::sync::Notify;
 use super::manifest::{self, digest, Entry, EntryKind, Scanner, CHUNK};
 use super::peer::Peer;
 use super::target::{ChunkRef, Finish, Need, Prepare, Written};
-use super::{wire, Rooms, Spec};
+use super::{wire, Rooms, Spec, Transfers};
 use crate::console::Event;
 use crate::error::{Error, Result};
 use crate::lifecycle::{self, action::Action};
 use crate::model::{PortBinding, PowerState};
+use crate::shutdown::Shutdown;
 use crate::vfs::Root;
 
 /// A round that leaves at most this much to send ends the live rounds.
@@ -88,9 +89,14 @@ struct Job {
     cancel_asked: std::sync::atomic::AtomicBool,
 }
 
-fn jobs() -> &'static Mutex<HashMap<String, Arc<Job>>> {
-    static JOBS: std::sync::OnceLock<Mutex<HashMap<String, Arc<Job>>>> = std::sync::OnceLock::new();
-    JOBS.get_or_init(Mutex::default)
+/// The jobs of one node, running and lately over, by server id (held by [`super::Transfers`]).
+#[derive(Default)]
+pub struct Jobs(Mutex<HashMap<String, Arc<Job>>>);
+
+impl Jobs {
+    fn get(&self, id: &str) -> Option<Arc<Job>> {
+        lock(&self.0).get(id).cloned()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,9 +118,6 @@ pub struct Start {
 /// Starts moving server `id`; the job runs on (its status is read with [`status`]).
 pub fn start(rooms: &Rooms, id: &str, req: Start) -> Result<Status> {
     let rec = lifecycle::record(&rooms.sups, id)?;
-    if req.with_backups {
-        return Err(Error::BadRequest("with_backups is not supported yet: move the backups separately".into()));
-    }
     let peer = Peer::new(&req.target, &req.token).map_err(Error::BadRequest)?;
     if rec.install_state != crate::model::InstallState::Ready {
         return Err(Error::Conflict(format!("Cannot transfer {id} while its install is not ready")));
@@ -133,37 +136,35 @@ pub fn start(rooms: &Rooms, id: &str, req: Start) -> Result<Status> {
     };
     let job = Arc::new(Job { status: Mutex::new(status.clone()), cancel: Notify::new(), cancel_asked: false.into() });
     {
-        let mut map = lock(jobs());
+        let mut map = lock(&rooms.transfers.jobs.0);
         if map.get(id).is_some_and(|j| !lock(&j.status).state.over()) {
             return Err(Error::Conflict(format!("A transfer of {id} is already under way")));
         }
         map.insert(id.to_string(), Arc::clone(&job));
     }
-    let (rooms, id) = (rooms.clone(), id.to_string());
-    crate::shutdown::detach(async move { run(rooms, id, peer, req.ports, job).await });
+    let (tasks, rooms, id) = (rooms.transfers.tasks.clone(), rooms.clone(), id.to_string());
+    let signal = tasks.signal();
+    tasks.spawn(run(rooms, id, peer, (req.ports, req.with_backups), job, signal));
     Ok(status)
 }
 
 /// The status of `id`'s last transfer.
-pub fn status(id: &str) -> Result<Status> {
+pub fn status(transfers: &Transfers, id: &str) -> Result<Status> {
     lifecycle::check_id(id)?;
-    let job = lock(jobs()).get(id).cloned();
+    let job = transfers.jobs.get(id);
     job.map(|j| lock(&j.status).clone()).ok_or_else(|| Error::NotFound(format!("No transfer of {id} on record")))
 }
 
 /// `DELETE /containers/:id/transfer`: cancels a transfer not yet past its point of no return
 /// (the target creating the server); waits until the server runs here again.
-pub async fn cancel(id: &str) -> Result<Status> {
+pub async fn cancel(transfers: &Transfers, id: &str) -> Result<Status> {
     lifecycle::check_id(id)?;
-    let job = lock(jobs()).get(id).cloned().ok_or_else(|| Error::NotFound(format!("No transfer of {id} on record")))?;
-    {
-        let st = lock(&job.status);
-        if matches!(st.state, Phase::Finalizing | Phase::Starting) || st.state.over() {
-            return Err(Error::Conflict(format!("The transfer of {id} is {:?}: too late to cancel", st.state)));
-        }
-        job.cancel_asked.store(true, std::sync::atomic::Ordering::SeqCst);
-        job.cancel.notify_one();
+    let job = transfers.jobs.get(id).ok_or_else(|| Error::NotFound(format!("No transfer of {id} on record")))?;
+    if !job.stop_short() {
+        let state = lock(&job.status).state;
+        return Err(Error::Conflict(format!("The transfer of {id} is {state:?}: too late to cancel")));
     }
+    job.cancel.notify_one();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !lock(&job.status).state.over() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -176,6 +177,8 @@ pub async fn cancel(id: &str) -> Result<Status> {
 enum Stop {
     Failed(String),
     Cancelled,
+    /// The daemon is stopping: the job ends before its point of no return.
+    Shutdown,
 }
 
 impl From<String> for Stop {
@@ -195,11 +198,21 @@ struct Work {
     ran: bool,
     /// Whether this job stopped the server (it is started again on failure).
     stopped: bool,
+    /// Whether the volume's backups go along (sent after the first round, the server running).
+    with_backups: bool,
 }
 
-async fn run(rooms: Rooms, id: String, peer: Peer, ports: Option<Vec<PortBinding>>, job: Arc<Job>) {
+async fn run(
+    rooms: Rooms,
+    id: String,
+    peer: Peer,
+    (ports, with_backups): (Option<Vec<PortBinding>>, bool),
+    job: Arc<Job>,
+    mut shutdown: Shutdown,
+) {
     let ran = lifecycle::record(&rooms.sups, &id).is_ok_and(|r| r.state != PowerState::Offline);
-    let mut w = Work { rooms, id, peer, job: Arc::clone(&job), scanner: Arc::default(), ran, stopped: false };
+    let scanner = Arc::default();
+    let mut w = Work { rooms, id, peer, job: Arc::clone(&job), scanner, ran, stopped: false, with_backups };
     w.phase(Phase::Copying);
     let outcome = {
         let body = rounds(&mut w, ports);
@@ -207,31 +220,34 @@ async fn run(rooms: Rooms, id: String, peer: Peer, ports: Option<Vec<PortBinding
         tokio::select! {
             r = &mut body => r,
             _ = job.cancel.notified() => Err(Stop::Cancelled),
+            () = shutdown.wait() => {
+                if job.stop_short() {
+                    Err(Stop::Shutdown)
+                } else {
+                    // Past the point of no return: the target makes the server; finish here.
+                    body.await
+                }
+            }
         }
     };
     let (phase, error) = match outcome {
         Ok(()) => (Phase::Done, None),
-        Err(stop) => {
-            // Nothing was created at the target (or what was is gone): the server runs here.
-            let _ = w
-                .peer
-                .call(
-                    Method::DELETE,
-                    &format!("/transfers/{}", w.id),
-                    Bytes::new(),
-                    "application/json",
-                    Duration::from_secs(60),
-                )
-                .await;
+        Err(Stop::Shutdown) => {
+            // The staging at the target stays (the same request resumes from it, as after a
+            // kill -9); the server runs here. The supervisors end with the daemon, so a server
+            // this job stopped is started through the engine (the next start re-attaches it).
             if w.stopped {
-                if let Err(e) = lifecycle::act(&w.rooms.sups, &w.id, Action::Start).await {
-                    crate::warn!("{}: could not start the server again after its transfer stopped: {e}", w.id);
-                }
+                restart_directly(&w).await;
             }
-            match stop {
-                Stop::Cancelled => (Phase::Cancelled, None),
-                Stop::Failed(e) => (Phase::Failed, Some(e)),
-            }
+            (Phase::Failed, Some("the daemon stopped during the transfer".to_string()))
+        }
+        Err(Stop::Cancelled) => {
+            undo(&w).await;
+            (Phase::Cancelled, None)
+        }
+        Err(Stop::Failed(e)) => {
+            undo(&w).await;
+            (Phase::Failed, Some(e))
         }
     };
     if let Some(e) = &error {
@@ -241,7 +257,50 @@ async fn run(rooms: Rooms, id: String, peer: Peer, ports: Option<Vec<PortBinding
     w.phase(phase);
 }
 
+/// After a cancel or a failure: nothing was created at the target (or what was is gone), and
+/// the server runs here again.
+async fn undo(w: &Work) {
+    let path = format!("/transfers/{}", w.id);
+    let _ = w.peer.call(Method::DELETE, &path, Bytes::new(), "application/json", Duration::from_secs(60)).await;
+    if w.stopped {
+        if let Err(e) = lifecycle::act(&w.rooms.sups, &w.id, Action::Start).await {
+            crate::warn!("{}: could not start the server again after its transfer stopped: {e}", w.id);
+        }
+    }
+}
+
+/// Starts the container of a server this job stopped, through the engine (at shutdown).
+async fn restart_directly(w: &Work) {
+    let cid = lifecycle::record(&w.rooms.sups, &w.id).ok().and_then(|r| r.container_id);
+    let Some(cid) = cid else { return };
+    if let Err(e) = w.rooms.docker.start_container(&cid).await {
+        crate::warn!("{}: could not start the server again as the daemon stopped mid-transfer: {e}", w.id);
+    }
+}
+
+impl Job {
+    /// Whether the job may end short (it is not past its point of no return); if so, it will
+    /// not pass it from now on.
+    fn stop_short(&self) -> bool {
+        let st = lock(&self.status);
+        if matches!(st.state, Phase::Finalizing | Phase::Starting) || st.state.over() {
+            return false;
+        }
+        self.cancel_asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+}
+
 impl Work {
+    /// The volume's ready backups the target lacks, sent (counted in `bytes_sent`).
+    async fn send_backups(&mut self) -> std::result::Result<(), Stop> {
+        let volume_id = lifecycle::record(&self.rooms.sups, &self.id)?.volume_id;
+        let sent = super::archives::send(&self.rooms, &self.peer, &self.id, &volume_id).await?;
+        let mut st = lock(&self.job.status);
+        st.bytes_sent = st.bytes_sent.saturating_add(sent);
+        Ok(())
+    }
+
     fn phase(&self, phase: Phase) {
         lock(&self.job.status).state = phase;
         if let Some(hub) = self.rooms.hubs.peek(&self.id) {
@@ -408,6 +467,15 @@ async fn pause_for_test() {
     }
 }
 
+/// Test hook, debug builds only: `LIGHTD_TEST_STOPPED_DELAY_MS` pauses once the server is
+/// stopped for the last round, so a test can stop the daemon then.
+async fn pause_stopped_for_test() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("LIGHTD_TEST_STOPPED_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 /// The rounds: live ones until one is small, then the server stopped, the last changes, the
 /// digests compared and the server made at the target; then it goes here.
 async fn rounds(w: &mut Work, ports: Option<Vec<PortBinding>>) -> std::result::Result<(), Stop> {
@@ -416,6 +484,9 @@ async fn rounds(w: &mut Work, ports: Option<Vec<PortBinding>>) -> std::result::R
             w.phase(Phase::Syncing);
         }
         let (_, lacking) = w.round().await?;
+        if live == 1 && w.with_backups {
+            w.send_backups().await?;
+        }
         if !w.ran || lacking <= SMALL_ROUND {
             break;
         }
@@ -425,6 +496,7 @@ async fn rounds(w: &mut Work, ports: Option<Vec<PortBinding>>) -> std::result::R
         w.phase(Phase::Stopping);
         stop_server(w).await?;
         down = Some(Instant::now());
+        pause_stopped_for_test().await;
     }
     w.phase(Phase::Syncing);
     let mut last = None;

@@ -63,26 +63,27 @@ pub struct Finish {
 }
 
 /// One incoming server's staging: its volume and what this process knows it holds.
-struct Session {
-    volume_id: String,
+pub(super) struct Session {
+    pub(super) volume_id: String,
     spec: Option<Spec>,
     /// Chunk hashes of each file as written and verified here (or hashed from disk once).
     held: Held,
     /// The last manifest (its times are set at the end).
     last: Vec<Entry>,
+    /// Backups offered to come along, by id, as they are recorded here.
+    pub(super) backups: HashMap<String, crate::model::Backup>,
 }
 
 /// A session's lock: one request at a time per incoming server.
-type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
+pub(super) type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
-fn sessions() -> &'static Mutex<HashMap<String, Slot>> {
-    static SESSIONS: std::sync::OnceLock<Mutex<HashMap<String, Slot>>> = std::sync::OnceLock::new();
-    SESSIONS.get_or_init(Mutex::default)
-}
+/// The incoming servers' sessions of one node, by server id (held by [`super::Transfers`]).
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<String, Slot>>);
 
 /// The lock of `id`'s session.
-fn slot(id: &str) -> Slot {
-    let mut map = sessions().lock().unwrap_or_else(|p| p.into_inner());
+pub(super) fn slot(rooms: &Rooms, id: &str) -> Slot {
+    let mut map = rooms.transfers.sessions.0.lock().unwrap_or_else(|p| p.into_inner());
     Arc::clone(map.entry(id.to_string()).or_default())
 }
 
@@ -207,7 +208,7 @@ pub async fn prepare(rooms: &Rooms, id: &str, p: Prepare) -> Result<Need> {
     if rooms.store.read(|s| s.containers.contains_key(id)) {
         return Err(Error::Conflict(format!("Server {id} already exists on this node")));
     }
-    let slot = slot(id);
+    let slot = slot(rooms, id);
     let mut guard = slot.lock().await;
     if guard.as_ref().is_none_or(|s| s.spec.as_ref() != Some(&p.spec)) {
         check_spec(rooms, &p.spec).await?;
@@ -220,7 +221,7 @@ pub async fn prepare(rooms: &Rooms, id: &str, p: Prepare) -> Result<Need> {
     let root = open(rooms, &volume_id, &p.spec.user)?;
     let mut session = match guard.take() {
         Some(s) if s.volume_id == volume_id => s,
-        _ => Session { volume_id, spec: None, held: HashMap::new(), last: Vec::new() },
+        _ => Session { volume_id, spec: None, held: HashMap::new(), last: Vec::new(), backups: HashMap::new() },
     };
     session.spec = Some(p.spec);
     let entries = p.entries;
@@ -376,7 +377,7 @@ pub struct Written {
 /// `PUT /transfers/:id/chunks`: verifies and writes each chunk of the body.
 pub async fn chunks(rooms: &Rooms, id: &str, body: hyper::body::Bytes) -> Result<Written> {
     lifecycle::check_id(id)?;
-    let slot = slot(id);
+    let slot = slot(rooms, id);
     let mut guard = slot.lock().await;
     let Some(mut session) = guard.take() else {
         return Err(Error::Conflict(format!("no transfer of {id} is under way here: send its manifest first")));
@@ -442,7 +443,7 @@ fn write_run<'a>(
 /// server is created on it with the source's spec and started if it ran there.
 pub async fn finish(rooms: &Rooms, id: &str, f: Finish) -> Result<serde_json::Value> {
     lifecycle::check_id(id)?;
-    let slot = slot(id);
+    let slot = slot(rooms, id);
     let mut guard = slot.lock().await;
     let Some(session) = guard.as_mut() else {
         return Err(Error::Conflict(format!("no transfer of {id} is under way here: send its manifest first")));
@@ -533,13 +534,14 @@ async fn wait_installed(rooms: &Rooms, id: &str) -> Result<()> {
 /// made from it stays).
 pub async fn discard(rooms: &Rooms, id: &str) -> Result<bool> {
     lifecycle::check_id(id)?;
-    let slot = slot(id);
+    let slot = slot(rooms, id);
     let mut guard = slot.lock().await;
     let from_marker = std::fs::read(marker(rooms, id)).ok().and_then(|b| serde_json::from_slice::<Marker>(&b).ok());
     let volume = guard.take().map(|s| s.volume_id).or(from_marker.map(|m| m.volume_id));
     let Some(volume_id) = volume else { return Ok(false) };
     if rooms.store.read(|s| s.volumes.contains_key(&volume_id) && crate::volumes::used_by(s, &volume_id).is_empty()) {
         crate::volumes::delete(&rooms.volumes, &rooms.backups, &volume_id).await?;
+        super::archives::forget(rooms, &volume_id);
     }
     let _ = std::fs::remove_file(marker(rooms, id));
     Ok(true)
